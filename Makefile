@@ -1,0 +1,142 @@
+# Dynamic memory for Kubernetes — build, test, demo, benchmarks.
+# `make help` lists the targets. CI runs `make test`.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT    := $(CURDIR)
+BIN     := $(ROOT)/bin
+RUN_DIR ?= $(ROOT)/.run
+export PATH := $(BIN):$(PATH)
+
+GO      ?= go
+MODULES := . ./api ./memservice ./updater ./draplugin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.2-dynamicmemory-$(VERSION) \
+           -X github.com/dynamicmemory/kube-dynamic-memory/api/version.Version=$(VERSION)
+
+# Third-party binaries, each built once from its pinned Go module and cached in bin/.
+ETCD           := $(BIN)/etcd
+KUBE_APISERVER := $(BIN)/kube-apiserver
+KUBE_CM        := $(BIN)/kube-controller-manager
+KWOK           := $(BIN)/kwok
+CONTROLLER_GEN := $(BIN)/controller-gen
+BUF            := $(BIN)/buf
+PROTOC_GEN_GO  := $(BIN)/protoc-gen-go
+PROTOC_GEN_GRPC:= $(BIN)/protoc-gen-go-grpc
+CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK)
+CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC)
+
+# The project's own binaries.
+PROJECT_BINS := kube-scheduler memservice node-agent dra-plugin kubectl-dynamic_memory local-cluster
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Build
+
+.PHONY: build
+build: $(addprefix $(BIN)/,$(PROJECT_BINS)) $(CLUSTER_BINS) ## Build every binary into bin/ (incremental).
+
+# The project's binaries are always handed to `go build`, which does nothing when the
+# build cache says they are current.
+.PHONY: $(addprefix $(BIN)/,$(PROJECT_BINS))
+$(BIN)/kube-scheduler:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./scheduler
+$(BIN)/memservice:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./memservice/cmd/memservice
+$(BIN)/node-agent:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./updater/cmd/node-agent
+$(BIN)/dra-plugin:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./draplugin/cmd/dra-plugin
+$(BIN)/kubectl-dynamic_memory:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/kubectl-dynamic_memory
+$(BIN)/local-cluster:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./local/cmd/local-cluster
+
+.PHONY: cluster-bins
+cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-manager and kwok (once).
+
+$(ETCD): tools/etcd/go.mod tools/etcd/main.go
+	cd tools/etcd && GOWORK=off $(GO) build -o $@ .
+$(KUBE_APISERVER): go.mod
+	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+$(KUBE_CM): go.mod
+	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+$(KWOK): tools/kwok/go.mod
+	cd tools/kwok && GOWORK=off $(GO) build -o $@ sigs.k8s.io/kwok/cmd/kwok
+
+$(CODEGEN_BINS) &: tools/codegen/go.mod
+	cd tools/codegen && GOWORK=off $(GO) build -o $(BIN)/ \
+	  sigs.k8s.io/controller-tools/cmd/controller-gen github.com/bufbuild/buf/cmd/buf \
+	  google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	touch $(CODEGEN_BINS)
+
+##@ Code generation
+
+.PHONY: generate
+generate: $(CODEGEN_BINS) ## Regenerate deepcopy, CRD YAML and gRPC code.
+	cd api && $(CONTROLLER_GEN) object:headerFile=../hack/boilerplate.go.txt paths=./v1alpha1/...
+	rm -f manifests/crds/dynamicmemory.io_*.yaml
+	cd api && $(CONTROLLER_GEN) crd paths=./v1alpha1/... output:crd:dir=../manifests/crds
+	cd api && $(BUF) generate
+
+.PHONY: verify
+verify: generate ## Check that generated code is current, code is formatted and vetted.
+	@git diff --exit-code -- api manifests/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+
+##@ Test
+
+# Packages whose own concurrency is tested under the race detector.
+RACE_PKGS := ./api/... ./memservice/... ./updater/... ./draplugin/... ./plugins/...
+
+.PHONY: test
+test: verify cluster-bins build qemu-root ## Run every test (what CI runs).
+	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /plugins/)
+	$(GO) test -count=1 -timeout 10m -run 'XXX' -bench 'Integration' ./test/perf/...
+
+# QEMU 10 with CXL DCD emulation, from a Debian 13 root, for the qemu backend's real
+# test. Prepared only when running as root (debootstrap and chroot need it).
+QEMU_ROOT ?= $(ROOT)/.cache/qemu-root
+export QEMU_ROOT
+.PHONY: qemu-root
+qemu-root: ## Prepare a Debian 13 root with QEMU 10 (as root; skipped otherwise).
+	hack/qemu-root.sh $(QEMU_ROOT)
+
+##@ Local cluster and demo
+
+.PHONY: cluster-up
+cluster-up: cluster-bins $(BIN)/local-cluster ## Start the local cluster (etcd, apiserver, controller-manager, kwok).
+	$(BIN)/local-cluster up --dir $(RUN_DIR)
+
+.PHONY: cluster-down
+cluster-down: $(BIN)/local-cluster ## Stop the local cluster and everything it started.
+	$(BIN)/local-cluster down --dir $(RUN_DIR)
+
+.PHONY: demo
+demo: build ## Run the demo scenario on the local cluster (KEEP=1 leaves it running).
+	$(BIN)/local-cluster demo --dir $(RUN_DIR) $(if $(KEEP),--keep)
+
+##@ Benchmarks and images
+
+.PHONY: bench
+bench: cluster-bins build ## Run the benchmarks and regenerate docs/benchmarks.md.
+	hack/bench.sh
+
+IMAGE_REPO ?= ghcr.io/dynamicmemory
+.PHONY: images
+images: ## Build container images (needs a Docker engine).
+	hack/images.sh $(IMAGE_REPO) $(VERSION)
+
+.PHONY: clean
+clean: ## Remove build output and run directories (keeps cached third-party binaries).
+	rm -rf $(RUN_DIR) $(addprefix $(BIN)/,$(PROJECT_BINS))

@@ -1,0 +1,191 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ClaimPhase is the state of a reservation in its lifecycle:
+// Reserved → Provisioning → Online → Releasing → Released, or Failed.
+// +kubebuilder:validation:Enum=Reserved;Provisioning;Online;Releasing;Released;Failed
+type ClaimPhase string
+
+const (
+	// PhaseReserved: capacity is held in the ledger; no hardware action yet.
+	PhaseReserved ClaimPhase = "Reserved"
+	// PhaseProvisioning: extents are being added to the host and onlined.
+	PhaseProvisioning ClaimPhase = "Provisioning"
+	// PhaseOnline: the memory is online on the node.
+	PhaseOnline ClaimPhase = "Online"
+	// PhaseReleasing: the memory is being offlined and its extents released.
+	PhaseReleasing ClaimPhase = "Releasing"
+	// PhaseReleased: the extents are back in the pool.
+	PhaseReleased ClaimPhase = "Released"
+	// PhaseFailed: provisioning or release failed; see message and conditions.
+	PhaseFailed ClaimPhase = "Failed"
+)
+
+// Finalizer is held on a DynamicMemoryClaim until its extents are back in the pool.
+const Finalizer = "dynamicmemory.io/release-extents"
+
+// Label keys set on DynamicMemoryClaims.
+const (
+	LabelClaimUID = "dynamicmemory.io/claim-uid"
+	LabelNode     = "dynamicmemory.io/node"
+	LabelPool     = "dynamicmemory.io/pool"
+)
+
+// DynamicMemoryClaim records one reservation of pool memory for one ResourceClaim.
+// The memory service writes it before any hardware action and keeps its status
+// current; it is owned by the ResourceClaim and holds a finalizer until the memory is
+// released.
+//
+// +genclient
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Namespaced,shortName=dmclaim,categories=dynamicmemory
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.node`
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
+// +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.spec.size`
+// +kubebuilder:printcolumn:name="Provisioning",type=string,JSONPath=`.status.provisioningDuration`,priority=1
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.spec.podRef.name`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type DynamicMemoryClaim struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   DynamicMemoryClaimSpec   `json:"spec"`
+	Status DynamicMemoryClaimStatus `json:"status,omitempty"`
+}
+
+// DynamicMemoryClaimSpec is what was reserved, for which claim, where. It does not
+// change after creation.
+//
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: a reservation cannot move; release it and reserve again"
+type DynamicMemoryClaimSpec struct {
+	// ClaimRef is the ResourceClaim (in the same namespace) this memory is for.
+	// +required
+	ClaimRef ClaimReference `json:"claimRef"`
+
+	// PodRef is the pod the claim was reserved for, when known.
+	// +optional
+	PodRef *PodReference `json:"podRef,omitempty"`
+
+	// Node is the node that receives the memory.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+
+	// Pool is the DynamicMemoryPool the memory comes from.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pool string `json:"pool"`
+
+	// Requested is the size the claim asked for.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="spec.requested must be positive"
+	Requested resource.Quantity `json:"requested"`
+
+	// Size is Requested rounded up to the pool's block size: what the pool gives.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="spec.size must be positive"
+	Size resource.Quantity `json:"size"`
+}
+
+// ClaimReference names a ResourceClaim.
+type ClaimReference struct {
+	// Name of the ResourceClaim.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// UID of the ResourceClaim: the key of the reservation everywhere.
+	// +required
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	UID types.UID `json:"uid"`
+}
+
+// PodReference names a pod.
+type PodReference struct {
+	// Name of the pod.
+	Name string `json:"name"`
+	// UID of the pod.
+	// +optional
+	UID types.UID `json:"uid,omitempty"`
+}
+
+// Extent is a contiguous range of device memory (DPA range) added to a host.
+type Extent struct {
+	// Offset is the start of the range within the dynamic capacity region, in bytes.
+	// +kubebuilder:validation:Minimum=0
+	Offset int64 `json:"offset"`
+	// Length of the range in bytes.
+	// +kubebuilder:validation:Minimum=1
+	Length int64 `json:"length"`
+}
+
+// DynamicMemoryClaimStatus follows every state change of the reservation.
+type DynamicMemoryClaimStatus struct {
+	// Phase is Reserved, Provisioning, Online, Releasing, Released or Failed.
+	// +optional
+	Phase ClaimPhase `json:"phase,omitempty"`
+
+	// Extents are the device ranges that make up this reservation's memory.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=1024
+	Extents []Extent `json:"extents,omitempty"`
+
+	// NUMANodes are the host NUMA nodes the memory was onlined into.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	NUMANodes []int32 `json:"numaNodes,omitempty"`
+
+	// ReservedAt is when the capacity was reserved.
+	// +optional
+	ReservedAt *metav1.Time `json:"reservedAt,omitempty"`
+	// ProvisioningAt is when the hardware action started.
+	// +optional
+	ProvisioningAt *metav1.Time `json:"provisioningAt,omitempty"`
+	// OnlineAt is when the node agent reported the memory online.
+	// +optional
+	OnlineAt *metav1.Time `json:"onlineAt,omitempty"`
+	// ReleasingAt is when release started.
+	// +optional
+	ReleasingAt *metav1.Time `json:"releasingAt,omitempty"`
+	// ReleasedAt is when the extents went back to the pool.
+	// +optional
+	ReleasedAt *metav1.Time `json:"releasedAt,omitempty"`
+
+	// ProvisioningDuration is OnlineAt minus ProvisioningAt.
+	// +optional
+	ProvisioningDuration *metav1.Duration `json:"provisioningDuration,omitempty"`
+
+	// Message says, for a person, what happened last (errors in particular).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Message string `json:"message,omitempty"`
+
+	// Conditions of the claim.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// DynamicMemoryClaimList is a list of claims.
+//
+// +kubebuilder:object:root=true
+type DynamicMemoryClaimList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []DynamicMemoryClaim `json:"items"`
+}
