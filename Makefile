@@ -137,6 +137,10 @@ IMAGE_REPO ?= ghcr.io/dynamicmemory
 images: ## Build container images (needs a Docker engine).
 	hack/images.sh $(IMAGE_REPO) $(VERSION)
 
+.PHONY: kind-demo
+kind-demo: ## Run the demo scenario on a kind cluster (needs Docker and kind; CLEANUP=1 deletes it).
+	kind/demo.sh
+
 .PHONY: clean
 clean: ## Remove build output and run directories (keeps cached third-party binaries).
 	rm -rf $(RUN_DIR) $(addprefix $(BIN)/,$(PROJECT_BINS))

@@ -1,0 +1,200 @@
+// Package driver is the DRA kubelet plugin of dcd.dynamicmemory.io: it publishes the
+// node's ResourceSlice (one device per pool the node is attached to) and prepares
+// claims for containers once the memory service says their memory is online here.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
+	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+	"k8s.io/dynamic-resource-allocation/resourceslice"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// DriverName is the DRA driver name.
+const DriverName = "dcd.dynamicmemory.io"
+
+// PoolResource is the DynamicMemoryPool resource the plugin watches.
+var PoolResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "dynamicmemorypools"}
+
+// Reservations is the part of the memory service the plugin asks.
+type Reservations interface {
+	GetReservation(ctx context.Context, in *memservicev1.GetReservationRequest, opts ...grpc.CallOption) (*memservicev1.GetReservationResponse, error)
+}
+
+// Config configures the plugin.
+type Config struct {
+	// Node is the node the plugin runs on.
+	Node string
+	// Kube and Dynamic talk to the API server (claims, slices; pools).
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+	// Reservations is the memory service.
+	Reservations Reservations
+	// CDIDir is where CDI spec files are written (the runtime's CDI spec dir).
+	CDIDir string
+	// PluginDataDir holds dra.sock; RegistrarDir is the kubelet's plugin registry.
+	PluginDataDir string
+	RegistrarDir  string
+	// BindingConditions makes devices declare the Online binding condition.
+	BindingConditions bool
+	Metrics           *metrics.Metrics
+	Clock             clock.PassiveClock
+}
+
+// Driver is the running plugin.
+type Driver struct {
+	cfg    Config
+	cdi    CDI
+	helper *kubeletplugin.Helper
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	published []string // device names last published
+}
+
+var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
+
+// Start registers the plugin with the kubelet and starts publishing the node's
+// ResourceSlice from the pools. Stop ends both.
+func Start(ctx context.Context, cfg Config) (*Driver, error) {
+	if cfg.Node == "" {
+		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	d := &Driver{cfg: cfg, cdi: CDI{Dir: cfg.CDIDir}}
+	opts := []kubeletplugin.Option{
+		kubeletplugin.DriverName(DriverName),
+		kubeletplugin.NodeName(cfg.Node),
+		kubeletplugin.KubeClient(cfg.Kube),
+		kubeletplugin.HealthService(false),
+	}
+	if cfg.PluginDataDir != "" {
+		opts = append(opts, kubeletplugin.PluginDataDirectoryPath(cfg.PluginDataDir))
+	}
+	if cfg.RegistrarDir != "" {
+		opts = append(opts, kubeletplugin.RegistrarDirectoryPath(cfg.RegistrarDir))
+	}
+	helper, err := kubeletplugin.Start(ctx, d, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start kubelet plugin: %w", err)
+	}
+	d.helper = helper
+	ctx, d.cancel = context.WithCancel(ctx)
+	if err := d.watchPools(ctx); err != nil {
+		d.Stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Stop unregisters the plugin and stops publishing. The ResourceSlice stays: the
+// next instance takes it over.
+func (d *Driver) Stop() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+	d.helper.Stop()
+}
+
+// watchPools publishes the devices again whenever a pool changes.
+func (d *Driver) watchPools(ctx context.Context) error {
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(d.cfg.Dynamic, 0)
+	informer := factory.ForResource(PoolResource).Informer()
+	publish := func(any) { d.publish(ctx, informer.GetStore()) }
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    publish,
+		UpdateFunc: func(_, obj any) { publish(obj) },
+		DeleteFunc: publish,
+	}); err != nil {
+		return fmt.Errorf("watch DynamicMemoryPools: %w", err)
+	}
+	factory.Start(ctx.Done())
+	d.wg.Go(func() {
+		<-ctx.Done()
+		factory.Shutdown()
+	})
+	d.wg.Go(func() {
+		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+			// Publish once even when there are no pools, so stale slices go.
+			d.publish(ctx, informer.GetStore())
+		}
+	})
+	return nil
+}
+
+// publish computes the node's devices from the pools in store and hands them to
+// the ResourceSlice controller.
+func (d *Driver) publish(ctx context.Context, store cache.Store) {
+	logger := klog.FromContext(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var pools []v1alpha1.DynamicMemoryPool
+	for _, obj := range store.List() {
+		u, ok := obj.(interface{ UnstructuredContent() map[string]any })
+		if !ok {
+			continue
+		}
+		var pool v1alpha1.DynamicMemoryPool
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &pool); err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, "Skipping a DynamicMemoryPool that does not decode")
+			continue
+		}
+		pools = append(pools, pool)
+	}
+	devices, errs := Devices(pools, d.cfg.Node, d.cfg.BindingConditions)
+	for _, err := range errs {
+		utilruntime.HandleErrorWithContext(ctx, err, "Pool not published")
+	}
+	names := make([]string, 0, len(devices))
+	for _, dev := range devices {
+		names = append(names, dev.Name)
+	}
+	resources := resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{}}
+	if len(devices) > 0 {
+		resources.Pools[d.cfg.Node] = resourceslice.Pool{Slices: []resourceslice.Slice{{Devices: devices}}}
+	}
+	if err := d.helper.PublishResources(ctx, resources); err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Publishing the node's ResourceSlice failed")
+		return
+	}
+	d.cfg.Metrics.PublishedDevices.Set(float64(len(devices)))
+	if !slices.Equal(names, d.published) {
+		logger.Info("Publishing devices", "devices", names, "bindingConditions", d.cfg.BindingConditions)
+		d.published = names
+	}
+}
+
+// HandleError logs background errors (ResourceSlice publishing, gRPC server). All
+// of them are retried by the helper; none stops the plugin.
+func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
+	utilruntime.HandleErrorWithContext(ctx, err, msg)
+}
+
+// WatchHealthStatus is not supported: pool memory health is the memory service's.
+func (d *Driver) WatchHealthStatus(context.Context, chan<- kubeletplugin.DeviceHealthReport) error {
+	return kubeletplugin.ErrHealthNotSupported
+}

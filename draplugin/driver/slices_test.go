@@ -1,0 +1,92 @@
+package driver
+
+import (
+	"testing"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+func pool(name, block, window string, attrs map[string]string, nodes ...string) v1alpha1.DynamicMemoryPool {
+	p := v1alpha1.DynamicMemoryPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.DynamicMemoryPoolSpec{
+			Backend:    v1alpha1.PoolBackend{Type: v1alpha1.BackendSimulated},
+			Capacity:   resource.MustParse("64Gi"),
+			BlockSize:  resource.MustParse(block),
+			HostWindow: resource.MustParse(window),
+			Attributes: attrs,
+		},
+	}
+	for _, n := range nodes {
+		p.Spec.Nodes = append(p.Spec.Nodes, v1alpha1.PoolNode{Name: n})
+	}
+	return p
+}
+
+func q(s string) *resource.Quantity { return ptr.To(resource.MustParse(s)) }
+
+func TestDevicesOnePerAttachedPool(t *testing.T) {
+	pools := []v1alpha1.DynamicMemoryPool{
+		pool("pool-b", "1Gi", "16Gi", map[string]string{"latencyClass": "low"}, "node-1", "node-2"),
+		pool("pool-a", "128Mi", "4Gi", nil, "node-1"),
+		pool("pool-c", "1Gi", "16Gi", nil, "node-2"),
+	}
+	devices, errs := Devices(pools, "node-1", false)
+	require.Empty(t, errs)
+	require.Len(t, devices, 2, "pool-c is not attached to node-1")
+	assert.Equal(t, resourceapi.Device{
+		Name:                     "pool-a",
+		AllowMultipleAllocations: ptr.To(true),
+		Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
+			"pool": {StringValue: ptr.To("pool-a")},
+			"kind": {StringValue: ptr.To("cxl-dcd")},
+		},
+		Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
+			"memory": {
+				Value: resource.MustParse("4Gi"),
+				RequestPolicy: &resourceapi.CapacityRequestPolicy{
+					Default:    q("128Mi"),
+					ValidRange: &resourceapi.CapacityRequestPolicyRange{Min: q("128Mi"), Step: q("128Mi"), Max: q("4Gi")},
+				},
+			},
+		},
+	}, devices[0])
+	assert.Equal(t, "pool-b", devices[1].Name)
+	assert.Equal(t, ptr.To("low"), devices[1].Attributes["latencyClass"].StringValue)
+	assert.Empty(t, devices[1].BindingConditions)
+}
+
+func TestDevicesWithBindingConditions(t *testing.T) {
+	devices, errs := Devices([]v1alpha1.DynamicMemoryPool{pool("pool-a", "1Gi", "8Gi", nil, "node-1")}, "node-1", true)
+	require.Empty(t, errs)
+	require.Len(t, devices, 1)
+	assert.Equal(t, []string{"Online"}, devices[0].BindingConditions)
+	assert.Equal(t, []string{"ProvisioningFailed"}, devices[0].BindingFailureConditions)
+	assert.Nil(t, devices[0].BindsToNode, "the slice is node-local already")
+}
+
+func TestDevicesWindowOfOneBlockHasNoStep(t *testing.T) {
+	devices, _ := Devices([]v1alpha1.DynamicMemoryPool{pool("pool-a", "1Gi", "1Gi", nil, "node-1")}, "node-1", false)
+	require.Len(t, devices, 1)
+	r := devices[0].Capacity["memory"].RequestPolicy.ValidRange
+	assert.Nil(t, r.Step, "min+step would exceed the capacity, which the API rejects")
+	assert.Equal(t, q("1Gi"), r.Min)
+	assert.Equal(t, q("1Gi"), r.Max)
+}
+
+func TestDevicesSkipsPoolsThatCannotBeDeviceNames(t *testing.T) {
+	devices, errs := Devices([]v1alpha1.DynamicMemoryPool{
+		pool("cxl.rack1", "1Gi", "8Gi", nil, "node-1"),
+		pool("pool-a", "1Gi", "8Gi", nil, "node-1"),
+	}, "node-1", false)
+	require.Len(t, devices, 1)
+	assert.Equal(t, "pool-a", devices[0].Name)
+	require.Len(t, errs, 1)
+	assert.Contains(t, errs[0].Error(), "pool cxl.rack1 is not published on node node-1: a DRA device name must be a DNS label")
+}

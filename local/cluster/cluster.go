@@ -1,0 +1,636 @@
+// Package cluster runs a local Kubernetes control plane for the demo and the tests:
+// etcd, kube-apiserver, kube-controller-manager and kwok (which plays the kubelets),
+// all on 127.0.0.1 with generated certificates, from binaries built into bin/ by
+// `make cluster-bins`. No container engine is needed.
+//
+// Everything lives in one run directory: certificates (pki/), kubeconfigs, etcd data,
+// component logs (logs/<name>.log) and pid files (pids/<name>.pid), so that a cluster
+// started detached by one program can be found (Attach) and stopped by another.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+)
+
+// Options configure Start.
+type Options struct {
+	// Dir is the run directory: certificates, kubeconfig, etcd data, logs/<name>.log,
+	// pids/<name>.pid. Required.
+	Dir string
+	// BinDir holds etcd, kube-apiserver, kube-controller-manager and kwok.
+	// Default: <repository root>/bin.
+	BinDir string
+	// ManifestsDir holds crds/ and deviceclass/. Default: <repository root>/manifests.
+	ManifestsDir string
+
+	// Nodes is how many kwok nodes to create, named NodeName(i).
+	Nodes int
+	// NodePrefix prefixes node names. Default "dm-node-".
+	NodePrefix string
+	// NodeMemory is each node's memory capacity and allocatable. Default "16Gi".
+	NodeMemory string
+	// NodeCPU is each node's CPU capacity and allocatable. Default "8".
+	NodeCPU string
+
+	// ControllerManager starts kube-controller-manager (service accounts, the
+	// resourceclaim controller, garbage collection, node lifecycle...).
+	ControllerManager bool
+	// Kwok starts kwok: nodes become Ready, bound pods Running, deleted pods go away.
+	Kwok bool
+	// APIServerPort is the apiserver's port on 127.0.0.1; 0 picks a free one.
+	APIServerPort int
+	// InstallCRDs applies manifests/crds and manifests/deviceclass.
+	InstallCRDs bool
+	// Detach lets the processes outlive the caller (own session), for the CLI.
+	Detach bool
+}
+
+// DefaultNodePrefix prefixes the names of the cluster's kwok nodes.
+const DefaultNodePrefix = "dm-node-"
+
+// KwokNodeAnnotation marks the nodes kwok manages.
+const KwokNodeAnnotation = "kwok.x-k8s.io/node"
+
+// featureGates are set on kube-apiserver and kube-controller-manager. They are on by
+// default in 1.37; set explicitly because the design depends on them.
+const featureGates = "DRAConsumableCapacity=true,DRADeviceBindingConditions=true"
+
+// ErrAlreadyRunning is returned by Start when the run directory has a live cluster.
+var ErrAlreadyRunning = errors.New("local cluster already running")
+
+// ErrNotRunning is returned by Attach when the run directory has no live cluster.
+var ErrNotRunning = errors.New("local cluster not running")
+
+// readyTimeout bounds each component's start; the machine may be busy compiling.
+const readyTimeout = 3 * time.Minute
+
+// Component names, also the names of their log and pid files.
+const (
+	Etcd                  = "etcd"
+	KubeAPIServer         = "kube-apiserver"
+	KubeControllerManager = "kube-controller-manager"
+	Kwok                  = "kwok"
+)
+
+// state is what a later Attach needs to know, saved as Dir/cluster.json.
+type state struct {
+	Server     string   `json:"server"`
+	EtcdURL    string   `json:"etcdURL"`
+	BinDir     string   `json:"binDir"`
+	NodePrefix string   `json:"nodePrefix"`
+	NodeMemory string   `json:"nodeMemory"`
+	NodeCPU    string   `json:"nodeCPU"`
+	Nodes      []string `json:"nodes"`
+	Kwok       bool     `json:"kwok"`
+	Detach     bool     `json:"detach"`
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	dir   string
+	state state
+
+	restConfig *rest.Config
+	client     kubernetes.Interface
+
+	mu    sync.Mutex
+	procs []*Process // in start order
+}
+
+// NodeName is the name of the i-th node (from 0) with the given prefix.
+func NodeName(prefix string, i int) string { return fmt.Sprintf("%s%d", prefix, i) }
+
+func (o *Options) complete() error {
+	if o.Dir == "" {
+		return errors.New("options: Dir is required (the run directory)")
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return fmt.Errorf("options: Dir: %w", err)
+	}
+	o.Dir = dir
+	if o.BinDir == "" || o.ManifestsDir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return err
+		}
+		if o.BinDir == "" {
+			o.BinDir = filepath.Join(root, "bin")
+		}
+		if o.ManifestsDir == "" {
+			o.ManifestsDir = filepath.Join(root, "manifests")
+		}
+	}
+	if o.NodePrefix == "" {
+		o.NodePrefix = DefaultNodePrefix
+	}
+	if o.NodeMemory == "" {
+		o.NodeMemory = "16Gi"
+	}
+	if o.NodeCPU == "" {
+		o.NodeCPU = "8"
+	}
+	if o.Nodes < 0 {
+		return fmt.Errorf("options: Nodes must not be negative, got %d", o.Nodes)
+	}
+	if o.Nodes > 0 && !o.Kwok {
+		return errors.New("options: Nodes needs Kwok: without kwok no node would become Ready")
+	}
+	if o.APIServerPort < 0 || o.APIServerPort > 65535 {
+		return fmt.Errorf("options: APIServerPort must be 0 (any free port) or 1-65535, got %d", o.APIServerPort)
+	}
+	return nil
+}
+
+// Paths inside the run directory.
+func (c *Cluster) path(elem ...string) string {
+	return filepath.Join(append([]string{c.dir}, elem...)...)
+}
+func (c *Cluster) pki() pkiFiles { return pkiFiles{dir: c.path("pki")} }
+
+// Start starts a local cluster in o.Dir and returns when every component is ready
+// (and the nodes are Ready). On failure it stops what it started and the error
+// includes the tail of the failing component's log.
+func Start(ctx context.Context, o Options) (*Cluster, error) {
+	logger := klog.FromContext(ctx)
+	if err := o.complete(); err != nil {
+		return nil, err
+	}
+	binaries := []string{Etcd, KubeAPIServer}
+	if o.ControllerManager {
+		binaries = append(binaries, KubeControllerManager)
+	}
+	if o.Kwok {
+		binaries = append(binaries, Kwok)
+	}
+	bins := map[string]string{}
+	for _, name := range binaries {
+		path, err := requireBinary(o.BinDir, name)
+		if err != nil {
+			return nil, err
+		}
+		bins[name] = path
+	}
+
+	switch running, err := Attach(o.Dir); {
+	case err == nil:
+		return nil, fmt.Errorf("%w in %s (apiserver %s): stop it first with 'local-cluster down --dir %s'", ErrAlreadyRunning, o.Dir, running.state.Server, o.Dir)
+	case running != nil:
+		// The apiserver died but other processes remain: end them before starting anew.
+		if err := running.Stop(); err != nil {
+			return nil, fmt.Errorf("stop the remains of an earlier cluster in %s: %w", o.Dir, err)
+		}
+	}
+	if err := cleanRunDir(o.Dir); err != nil {
+		return nil, err
+	}
+
+	apiPort, err := apiServerPort(o.APIServerPort)
+	if err != nil {
+		return nil, err
+	}
+	etcdClientPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	etcdPeerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	kcmPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+
+	c := &Cluster{
+		dir: o.Dir,
+		state: state{
+			Server:     "https://127.0.0.1:" + strconv.Itoa(apiPort),
+			EtcdURL:    "http://127.0.0.1:" + strconv.Itoa(etcdClientPort),
+			BinDir:     o.BinDir,
+			NodePrefix: o.NodePrefix,
+			NodeMemory: o.NodeMemory,
+			NodeCPU:    o.NodeCPU,
+			Kwok:       o.Kwok,
+			Detach:     o.Detach,
+		},
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			if err := c.Stop(); err != nil {
+				logger.Error(err, "Stopping the partly started local cluster")
+			}
+		}
+	}()
+
+	if err := writePKI(c.pki()); err != nil {
+		return nil, err
+	}
+	for _, id := range []string{"admin", KubeControllerManager, Kwok} {
+		if err := writeKubeconfig(c.kubeconfigFor(id), c.state.Server, c.pki(), id); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.saveState(); err != nil {
+		return nil, err
+	}
+	if err := c.loadClient(); err != nil {
+		return nil, err
+	}
+
+	// etcd
+	etcdProc, err := c.StartProcess(ctx, Etcd, bins[Etcd],
+		"--name=local",
+		"--data-dir="+c.path("etcd"),
+		"--listen-client-urls="+c.state.EtcdURL,
+		"--advertise-client-urls="+c.state.EtcdURL,
+		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", etcdPeerPort),
+		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", etcdPeerPort),
+		fmt.Sprintf("--initial-cluster=local=http://127.0.0.1:%d", etcdPeerPort),
+		"--unsafe-no-fsync", // a throwaway cluster; fsync makes a busy disk the bottleneck
+		"--log-level=warn",
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.waitReady(ctx, etcdProc, func(ctx context.Context) error {
+		return httpOK(ctx, c.state.EtcdURL+"/health")
+	}); err != nil {
+		return nil, err
+	}
+
+	// kube-apiserver
+	p := c.pki()
+	apiProc, err := c.StartProcess(ctx, KubeAPIServer, bins[KubeAPIServer],
+		"--etcd-servers="+c.state.EtcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(apiPort),
+		"--tls-cert-file="+p.servingCert(),
+		"--tls-private-key-file="+p.servingKey(),
+		"--client-ca-file="+p.caCert(),
+		"--service-account-key-file="+p.saPublicKey(),
+		"--service-account-signing-key-file="+p.saPrivateKey(),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--authorization-mode=Node,RBAC",
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--allow-privileged=true",
+		// The "kubernetes" Service cannot point at a loopback address.
+		"--endpoint-reconciler-type=none",
+		"--feature-gates="+featureGates,
+		"--profiling=false",
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.waitReady(ctx, apiProc, func(ctx context.Context) error {
+		_, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	logger.V(2).Info("kube-apiserver ready", "server", c.state.Server)
+
+	if o.InstallCRDs {
+		if err := c.applyManifests(ctx, filepath.Join(o.ManifestsDir, "crds"), filepath.Join(o.ManifestsDir, "deviceclass")); err != nil {
+			return nil, err
+		}
+	}
+
+	if o.ControllerManager {
+		kcmProc, err := c.StartProcess(ctx, KubeControllerManager, bins[KubeControllerManager],
+			"--kubeconfig="+c.kubeconfigFor(KubeControllerManager),
+			"--authentication-kubeconfig="+c.kubeconfigFor(KubeControllerManager),
+			"--authorization-kubeconfig="+c.kubeconfigFor(KubeControllerManager),
+			// The apiserver has no front proxy, so there is no request-header CA to look up.
+			"--authentication-skip-lookup=true",
+			"--client-ca-file="+p.caCert(),
+			"--use-service-account-credentials=true",
+			"--service-account-private-key-file="+p.saPrivateKey(),
+			"--root-ca-file="+p.caCert(),
+			"--cluster-signing-cert-file="+p.caCert(),
+			"--cluster-signing-key-file="+p.caKey(),
+			"--bind-address=127.0.0.1",
+			"--secure-port="+strconv.Itoa(kcmPort),
+			"--cert-dir="+c.path("kcm"),
+			"--leader-elect=false",
+			"--controllers=*",
+			"--feature-gates="+featureGates,
+			"--profiling=false",
+		)
+		if err != nil {
+			return nil, err
+		}
+		// Pods are admitted only once their service account exists.
+		if err := c.waitReady(ctx, kcmProc, func(ctx context.Context) error {
+			_, err := c.client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	if o.Kwok {
+		if err := os.WriteFile(c.path("kwok.yaml"), kwokConfig, 0o644); err != nil {
+			return nil, fmt.Errorf("write kwok configuration: %w", err)
+		}
+		if _, err := c.StartProcess(ctx, Kwok, bins[Kwok],
+			"--kubeconfig="+c.kubeconfigFor(Kwok),
+			"--config="+c.path("kwok.yaml"),
+			"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
+			"--cidr=10.244.0.0/16",
+			"--node-ip=10.0.0.1",
+		); err != nil {
+			return nil, err
+		}
+		names := make([]string, o.Nodes)
+		for i := range names {
+			names[i] = NodeName(o.NodePrefix, i)
+		}
+		if err := c.CreateNodes(ctx, names, o.NodeMemory); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	logger.Info("Local cluster ready", "dir", c.dir, "server", c.state.Server, "nodes", len(c.state.Nodes))
+	return c, nil
+}
+
+// Attach finds the cluster running in dir (started detached by another program).
+func Attach(dir string) (*Cluster, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: dir}
+	data, err := os.ReadFile(c.path("cluster.json"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w in %s", ErrNotRunning, dir)
+		}
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &c.state); err != nil {
+		return nil, fmt.Errorf("read %s: %w", c.path("cluster.json"), err)
+	}
+	procs, err := loadProcesses(c.path("pids"), c.path("logs"))
+	if err != nil {
+		return nil, err
+	}
+	c.procs = procs
+	if !slices.ContainsFunc(procs, func(p *Process) bool { return p.Name == KubeAPIServer }) {
+		if len(procs) > 0 {
+			// Keep what is left findable, so that Stop can end it.
+			return c, fmt.Errorf("%w in %s: kube-apiserver is gone but %d other processes remain; run 'local-cluster down --dir %s'", ErrNotRunning, dir, len(procs), dir)
+		}
+		return nil, fmt.Errorf("%w in %s", ErrNotRunning, dir)
+	}
+	if err := c.loadClient(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func loadProcesses(pidDir, logDir string) ([]*Process, error) {
+	files, err := filepath.Glob(filepath.Join(pidDir, "*.pid"))
+	if err != nil {
+		return nil, err
+	}
+	var procs []*Process
+	for _, f := range files {
+		p, err := loadProcess(f, logDir)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			_ = os.Remove(f) // stale
+			continue
+		}
+		procs = append(procs, p)
+	}
+	slices.SortFunc(procs, func(a, b *Process) int { return a.record.Started.Compare(b.record.Started) })
+	return procs, nil
+}
+
+// cleanRunDir removes what an earlier cluster left in dir (only the entries this
+// package creates: dir may be shared with other files).
+func cleanRunDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create run directory: %w", err)
+	}
+	for _, name := range []string{"etcd", "pki", "pids", "kcm", "cluster.json", "kwok.yaml", "kubeconfig", "kubeconfig-kube-controller-manager", "kubeconfig-kwok"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("clean run directory: %w", err)
+		}
+	}
+	// The previous run's logs are kept, in logs-previous/.
+	logs := filepath.Join(dir, "logs")
+	if _, err := os.Stat(logs); err == nil {
+		prev := filepath.Join(dir, "logs-previous")
+		_ = os.RemoveAll(prev)
+		if err := os.Rename(logs, prev); err != nil {
+			return fmt.Errorf("clean run directory: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) kubeconfigFor(id string) string {
+	if id == "admin" {
+		return c.path("kubeconfig")
+	}
+	return c.path("kubeconfig-" + id)
+}
+
+func (c *Cluster) saveState() error {
+	data, err := json.MarshalIndent(c.state, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.path("cluster.json"), data, 0o644); err != nil {
+		return fmt.Errorf("save cluster state: %w", err)
+	}
+	return nil
+}
+
+func (c *Cluster) loadClient() error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		return fmt.Errorf("load kubeconfig %s: %w", c.Kubeconfig(), err)
+	}
+	cfg.QPS = 200
+	cfg.Burst = 400
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("create client: %w", err)
+	}
+	c.restConfig = cfg
+	c.client = client
+	return nil
+}
+
+// Kubeconfig is the admin kubeconfig (system:masters) of the cluster.
+func (c *Cluster) Kubeconfig() string { return c.kubeconfigFor("admin") }
+
+// RESTConfig is a copy of the admin client configuration.
+func (c *Cluster) RESTConfig() *rest.Config { return rest.CopyConfig(c.restConfig) }
+
+// Client is an admin clientset.
+func (c *Cluster) Client() kubernetes.Interface { return c.client }
+
+// Dir is the run directory.
+func (c *Cluster) Dir() string { return c.dir }
+
+// Server is the apiserver URL.
+func (c *Cluster) Server() string { return c.state.Server }
+
+// BinDir is where the cluster found its binaries (the repository's bin/).
+func (c *Cluster) BinDir() string { return c.state.BinDir }
+
+// Nodes are the names of the kwok nodes the cluster created.
+func (c *Cluster) Nodes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.state.Nodes)
+}
+
+// Processes are the processes the cluster knows of, in start order.
+func (c *Cluster) Processes() []*Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.procs)
+}
+
+// Process returns the process of that name, or nil.
+func (c *Cluster) Process(name string) *Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// StartProcess starts bin with args as a component of the cluster: output goes to
+// Dir/logs/<name>.log, a pid file to Dir/pids/<name>.pid, and Stop ends it. The
+// process is detached when the cluster was started with Detach. A name that is still
+// running is an error; one that has exited is replaced (its log is appended to).
+func (c *Cluster) StartProcess(ctx context.Context, name string, bin string, args ...string) (*Process, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	idx := slices.IndexFunc(c.procs, func(p *Process) bool { return p.Name == name })
+	if idx >= 0 && c.procs[idx].Running() {
+		return nil, fmt.Errorf("start %s: a process of that name is already running (pid %d)", name, c.procs[idx].Pid)
+	}
+	p, err := startProcess(processSpec{
+		name:   name,
+		bin:    bin,
+		args:   args,
+		logDir: c.path("logs"),
+		pidDir: c.path("pids"),
+		detach: c.state.Detach,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if idx >= 0 {
+		c.procs = slices.Delete(c.procs, idx, idx+1)
+	}
+	c.procs = append(c.procs, p)
+	klog.FromContext(ctx).V(2).Info("Started process", "name", name, "pid", p.Pid, "log", p.LogFile)
+	return p, nil
+}
+
+// Stop stops every process of the cluster, newest first, and waits until they have
+// exited. The run directory (logs, data) stays for inspection.
+func (c *Cluster) Stop() error {
+	c.mu.Lock()
+	procs := slices.Clone(c.procs)
+	c.mu.Unlock()
+	var errs []error
+	for _, p := range slices.Backward(procs) {
+		if err := p.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitReady polls check until it succeeds, failing early (with the log tail) when the
+// process exits.
+func (c *Cluster) waitReady(ctx context.Context, p *Process, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var lastErr error
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if !p.Running() {
+			return false, fmt.Errorf("%s exited during start (%s); see %s:\n%s", p.Name, p.exitDescription(), p.LogFile, p.LogTail(30))
+		}
+		checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		lastErr = check(checkCtx)
+		return lastErr == nil, nil
+	})
+	if err != nil && p.Running() {
+		return fmt.Errorf("%s not ready after %s (last check: %v); see %s:\n%s", p.Name, readyTimeout, lastErr, p.LogFile, p.LogTail(30))
+	}
+	return err
+}
+
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// apiServerPort checks that a fixed port is free, or picks a free one.
+func apiServerPort(port int) (int, error) {
+	if port == 0 {
+		return freePort()
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return 0, fmt.Errorf("apiserver port %d on 127.0.0.1 is taken (%v): stop what uses it or choose another port (--port, or 0 for any free port)", port, err)
+	}
+	return port, l.Close()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

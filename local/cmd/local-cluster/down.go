@@ -1,0 +1,35 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+)
+
+func newDownCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop the local cluster and every process it started (logs and data stay in the run directory)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cluster.Attach(g.dir)
+			if c == nil {
+				if errors.Is(err, cluster.ErrNotRunning) {
+					fmt.Fprintf(cmd.OutOrStdout(), "Local cluster not running in %s.\n", g.dir)
+					return nil
+				}
+				return err
+			}
+			// c is set even when the apiserver is gone but other processes remain.
+			procs := c.Processes()
+			if err := c.Stop(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Stopped %d processes of the local cluster in %s.\n", len(procs), c.Dir())
+			return nil
+		},
+	}
+}

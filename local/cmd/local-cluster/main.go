@@ -1,0 +1,66 @@
+// Command local-cluster starts, inspects and stops the project's local Kubernetes
+// cluster (etcd, kube-apiserver, kube-controller-manager and kwok on 127.0.0.1), the
+// one `make demo` and the end-to-end tests run on.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+)
+
+// globalOptions are the flags every subcommand shares.
+type globalOptions struct {
+	dir string
+}
+
+func main() {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "local-cluster:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "local-cluster",
+		Short:         "Run the local Kubernetes cluster of the dynamic memory project",
+		Long:          "Run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) with kwok nodes on 127.0.0.1, from the binaries `make cluster-bins` builds into bin/. No container engine is needed.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.PersistentFlags().StringVar(&g.dir, "dir", defaultRunDir(), "run directory: certificates, kubeconfig, etcd data, logs")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	root.PersistentFlags().AddGoFlag(klogFlags.Lookup("v"))
+
+	root.AddCommand(
+		newUpCommand(g),
+		newDownCommand(g),
+		newStatusCommand(g),
+	)
+	return root
+}
+
+// defaultRunDir is .run in the repository root, or in the working directory when the
+// repository cannot be found.
+func defaultRunDir() string {
+	if root, err := cluster.RepoRoot(); err == nil {
+		return filepath.Join(root, ".run")
+	}
+	return ".run"
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+)
+
+type upOptions struct {
+	nodes      int
+	nodeMemory string
+	nodeCPU    string
+	port       int
+}
+
+func newUpCommand(g *globalOptions) *cobra.Command {
+	o := &upOptions{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start the local cluster in the background (nothing happens if it already runs)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cluster.Start(cmd.Context(), cluster.Options{
+				Dir:               g.dir,
+				Nodes:             o.nodes,
+				NodeMemory:        o.nodeMemory,
+				NodeCPU:           o.nodeCPU,
+				ControllerManager: true,
+				Kwok:              true,
+				APIServerPort:     o.port,
+				InstallCRDs:       true,
+				Detach:            true,
+			})
+			if errors.Is(err, cluster.ErrAlreadyRunning) {
+				c, err = cluster.Attach(g.dir)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Local cluster already running in %s.\n", c.Dir())
+				printUsage(cmd.OutOrStdout(), c)
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Local cluster ready in %s.\n", c.Dir())
+			printUsage(cmd.OutOrStdout(), c)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&o.nodes, "nodes", 4, "number of kwok nodes")
+	cmd.Flags().StringVar(&o.nodeMemory, "node-memory", "16Gi", "memory capacity of each node")
+	cmd.Flags().StringVar(&o.nodeCPU, "node-cpu", "8", "CPU capacity of each node")
+	cmd.Flags().IntVar(&o.port, "port", 6443, "kube-apiserver port on 127.0.0.1 (0: any free port)")
+	return cmd
+}
+
+func printUsage(w io.Writer, c *cluster.Cluster) {
+	fmt.Fprintf(w, `
+  apiserver:  %s
+  nodes:      %s
+  kubeconfig: %s
+  logs:       %s/logs/
+
+Use it with kubectl:
+
+  export KUBECONFIG=%s
+  kubectl get nodes
+
+Stop it with 'make cluster-down' (or 'local-cluster down --dir %s').
+`, c.Server(), strings.Join(c.Nodes(), " "), c.Kubeconfig(), c.Dir(), c.Kubeconfig(), c.Dir())
+}

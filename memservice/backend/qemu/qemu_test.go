@@ -1,0 +1,339 @@
+package qemu_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/qemu"
+)
+
+const (
+	mi        = int64(1) << 20
+	blockSize = 128 * mi
+	region    = 2048 * mi
+	devPath   = "/machine/peripheral/cxl-dcd0"
+	tagUUID   = "0b7c3f6e-1d2a-4c5b-8e9f-000000000001"
+)
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// fakeQMP is a QMP peer on a Unix socket that speaks the protocol as QEMU 10 does
+// (greeting, capabilities negotiation, events between answers) and checks the
+// arguments of the dynamic capacity commands the way QEMU's cxl-type3 device does.
+type fakeQMP struct {
+	t    *testing.T
+	path string
+	lis  net.Listener
+
+	mu       sync.Mutex
+	accepted int
+	commands []map[string]any
+	// pending extents per host (QEMU keeps added extents pending without a guest).
+	pending []extent
+	// hang: answer no command; drop: close the connection on the next command.
+	hang, drop bool
+}
+
+type extent struct {
+	host        int
+	offset, len int64
+	tag         string
+}
+
+func startFakeQMP(t *testing.T) *fakeQMP {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	lis, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	f := &fakeQMP{t: t, path: path, lis: lis}
+	t.Cleanup(func() { _ = lis.Close() })
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			f.mu.Lock()
+			f.accepted++
+			f.mu.Unlock()
+			go f.serve(conn)
+		}
+	}()
+	return f
+}
+
+func (f *fakeQMP) serve(conn net.Conn) {
+	defer conn.Close()
+	w := json.NewEncoder(conn)
+	_ = w.Encode(map[string]any{"QMP": map[string]any{
+		"version":      map[string]any{"qemu": map[string]int{"major": 10, "minor": 0, "micro": 3}, "package": "Debian 1:10.0.3+ds-1"},
+		"capabilities": []string{"oob"},
+	}})
+	r := bufio.NewScanner(conn)
+	negotiated := false
+	for r.Scan() {
+		var cmd map[string]any
+		if err := json.Unmarshal(r.Bytes(), &cmd); err != nil {
+			_ = w.Encode(map[string]any{"error": map[string]string{"class": "GenericError", "desc": "JSON parse error"}})
+			continue
+		}
+		f.mu.Lock()
+		f.commands = append(f.commands, cmd)
+		hang, drop := f.hang, f.drop
+		f.drop = false
+		f.mu.Unlock()
+		if drop {
+			return
+		}
+		if hang {
+			continue
+		}
+		id := cmd["id"]
+		name, _ := cmd["execute"].(string)
+		if !negotiated && name != "qmp_capabilities" {
+			_ = w.Encode(map[string]any{"id": id, "error": map[string]string{"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}})
+			continue
+		}
+		// An unrelated event before the answer, as QEMU may send.
+		_ = w.Encode(map[string]any{"event": "RTC_CHANGE", "data": map[string]int{"offset": 0}, "timestamp": map[string]int{"seconds": 1}})
+		var ret any = map[string]any{}
+		var qerr error
+		switch name {
+		case "qmp_capabilities":
+			negotiated = true
+		case "query-version":
+			ret = map[string]any{"qemu": map[string]int{"major": 10, "minor": 0, "micro": 3}, "package": ""}
+		case "cxl-add-dynamic-capacity":
+			qerr = f.add(cmd["arguments"].(map[string]any))
+		case "cxl-release-dynamic-capacity":
+			qerr = f.release(cmd["arguments"].(map[string]any))
+		default:
+			qerr = fmt.Errorf("CommandNotFound:The command %s has not been found", name)
+		}
+		if qerr != nil {
+			_ = w.Encode(map[string]any{"id": id, "error": map[string]string{"class": "GenericError", "desc": qerr.Error()}})
+			continue
+		}
+		_ = w.Encode(map[string]any{"id": id, "return": ret})
+	}
+}
+
+// checkCommon checks the arguments QEMU requires of both commands.
+func (f *fakeQMP) checkCommon(args map[string]any, policyKey, policy string) ([]extent, error) {
+	if args["path"] != devPath {
+		return nil, fmt.Errorf("Device '%v' not found", args["path"])
+	}
+	if args[policyKey] != policy {
+		return nil, fmt.Errorf("unexpected %s %v", policyKey, args[policyKey])
+	}
+	if args["region"] != float64(0) {
+		return nil, fmt.Errorf("region id is too large")
+	}
+	tag, _ := args["tag"].(string)
+	if !uuidRE.MatchString(tag) {
+		return nil, fmt.Errorf("tag %q is not a UUID", tag)
+	}
+	host := int(args["host-id"].(float64))
+	list, _ := args["extents"].([]any)
+	if len(list) == 0 {
+		return nil, fmt.Errorf("no extents to add")
+	}
+	var out []extent
+	for _, e := range list {
+		m := e.(map[string]any)
+		x := extent{host: host, offset: int64(m["offset"].(float64)), len: int64(m["len"].(float64)), tag: tag}
+		if x.offset%blockSize != 0 || x.len%blockSize != 0 {
+			return nil, fmt.Errorf("dpa or len is not aligned to region block size")
+		}
+		if x.offset+x.len > region {
+			return nil, fmt.Errorf("extent range is out of range of the region")
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+func (f *fakeQMP) add(args map[string]any) error {
+	list, err := f.checkCommon(args, "selection-policy", "prescriptive")
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, x := range list {
+		for _, p := range f.pending {
+			if x.offset < p.offset+p.len && p.offset < x.offset+x.len {
+				return fmt.Errorf("cannot add extent: range overlaps with a pending extent")
+			}
+		}
+	}
+	f.pending = append(f.pending, list...)
+	return nil
+}
+
+func (f *fakeQMP) release(args map[string]any) error {
+	list, err := f.checkCommon(args, "removal-policy", "prescriptive")
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, x := range list {
+		for _, p := range f.pending {
+			if x.offset < p.offset+p.len && p.offset < x.offset+x.len {
+				return fmt.Errorf("cannot release extent with pending DPA range")
+			}
+		}
+	}
+	return fmt.Errorf("cannot find extent to release")
+}
+
+func (f *fakeQMP) set(fn func(f *fakeQMP)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func newBackend(t *testing.T, f *fakeQMP) *qemu.Backend {
+	t.Helper()
+	b, err := qemu.New(qemu.Config{SocketPath: f.path, Capacity: region, BlockSize: blockSize, Timeout: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func TestAddSendsTheCommandQEMUExpects(t *testing.T) {
+	f := startFakeQMP(t)
+	b := newBackend(t, f)
+	err := b.Add(context.Background(), 3, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}, {Offset: 4 * blockSize, Length: 2 * blockSize}})
+	require.NoError(t, err)
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.commands, 2)
+	assert.Equal(t, "qmp_capabilities", f.commands[0]["execute"], "capabilities are negotiated first")
+	assert.Equal(t, map[string]any{
+		"path": devPath, "host-id": float64(3), "selection-policy": "prescriptive", "region": float64(0), "tag": tagUUID,
+		"extents": []any{
+			map[string]any{"offset": float64(0), "len": float64(blockSize)},
+			map[string]any{"offset": float64(4 * blockSize), "len": float64(2 * blockSize)},
+		},
+	}, f.commands[1]["arguments"])
+	assert.Len(t, f.pending, 2)
+}
+
+func TestQEMUErrorsAreMapped(t *testing.T) {
+	f := startFakeQMP(t)
+	b := newBackend(t, f)
+	ctx := context.Background()
+	require.NoError(t, b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}))
+
+	tests := []struct {
+		name string
+		call func() error
+		want error
+		desc string
+	}{
+		{"misaligned add", func() error { return b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 1000, Length: 1000}}) },
+			backend.ErrMisaligned, "dpa or len is not aligned to region block size"},
+		{"overlapping add", func() error { return b.Add(ctx, 1, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}) },
+			backend.ErrInUse, "overlaps"},
+		{"add beyond the region", func() error {
+			return b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: region, Length: blockSize}})
+		}, backend.ErrOutOfRange, "out of range"},
+		{"release of a pending range", func() error { return b.Release(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}) },
+			backend.ErrPending, "cannot release extent with pending DPA range"},
+		{"release of an unknown extent", func() error {
+			return b.Release(ctx, 0, tagUUID, []backend.Extent{{Offset: 8 * blockSize, Length: blockSize}})
+		}, backend.ErrNotFound, "cannot find extent"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			require.Error(t, err)
+			assert.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), tc.desc, "QEMU's own words are kept")
+			var qerr *qemu.QMPError
+			require.ErrorAs(t, err, &qerr)
+			assert.Equal(t, "GenericError", qerr.Class)
+		})
+	}
+	f.mu.Lock()
+	assert.Equal(t, 1, f.accepted, "errors keep the connection")
+	f.mu.Unlock()
+}
+
+func TestCheckReportsTheVersionAndTheConfiguredRegion(t *testing.T) {
+	f := startFakeQMP(t)
+	b := newBackend(t, f)
+	c, err := b.Check(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, backend.Capacity{Bytes: region, BlockSize: blockSize}, c)
+	v, err := b.Version(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "10.0.3", v)
+	_, err = b.List(context.Background())
+	assert.ErrorIs(t, err, backend.ErrNotSupported)
+}
+
+func TestTimeoutDropsTheConnectionAndTheNextCallReconnects(t *testing.T) {
+	f := startFakeQMP(t)
+	b := newBackend(t, f)
+	ctx := context.Background()
+	_, err := b.Check(ctx)
+	require.NoError(t, err)
+
+	f.set(func(f *fakeQMP) { f.hang = true })
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = b.Add(short, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}})
+	assert.ErrorIs(t, err, backend.ErrUnavailable)
+	assert.Less(t, time.Since(start), 2*time.Second, "the caller's deadline bounds the call")
+
+	f.set(func(f *fakeQMP) { f.hang = false })
+	require.NoError(t, b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}))
+	f.mu.Lock()
+	assert.Equal(t, 2, f.accepted, "a new connection was made")
+	f.mu.Unlock()
+}
+
+func TestAStaleConnectionIsRedialedOnce(t *testing.T) {
+	f := startFakeQMP(t)
+	b := newBackend(t, f)
+	ctx := context.Background()
+	_, err := b.Check(ctx)
+	require.NoError(t, err)
+	f.set(func(f *fakeQMP) { f.drop = true })
+	_, err = b.Check(ctx)
+	assert.ErrorIs(t, err, backend.ErrUnavailable, "the command was sent: no blind retry")
+	_, err = b.Check(ctx)
+	require.NoError(t, err, "the next call dials again")
+}
+
+func TestNoSocketIsUnavailable(t *testing.T) {
+	b, err := qemu.New(qemu.Config{SocketPath: filepath.Join(t.TempDir(), "missing.sock")})
+	require.NoError(t, err)
+	_, err = b.Check(context.Background())
+	assert.ErrorIs(t, err, backend.ErrUnavailable)
+	assert.Contains(t, err.Error(), "connect to QMP socket")
+}
+
+func TestConfigIsValidated(t *testing.T) {
+	_, err := qemu.New(qemu.Config{})
+	assert.ErrorContains(t, err, "socketPath is required")
+	_, err = qemu.New(qemu.Config{SocketPath: "/x", Region: 9})
+	assert.ErrorContains(t, err, "region must be 0 to 7, got 9")
+}

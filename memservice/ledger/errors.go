@@ -1,0 +1,71 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Code classifies a domain error; the gRPC server maps each code to one status code.
+type Code int
+
+const (
+	// CodeInvalid: the request is malformed (names a field).
+	CodeInvalid Code = iota + 1
+	// CodeNotFound: the claim, pool or node is unknown.
+	CodeNotFound
+	// CodeConflict: the request contradicts the existing reservation or its state.
+	CodeConflict
+	// CodeExhausted: the pool or the node's window has no room.
+	CodeExhausted
+	// CodeUnavailable: the pool or node cannot serve now (backend down, no agent); retry later.
+	CodeUnavailable
+	// CodeFailed: a hardware step failed; see the message.
+	CodeFailed
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeInvalid:
+		return "Invalid"
+	case CodeNotFound:
+		return "NotFound"
+	case CodeConflict:
+		return "Conflict"
+	case CodeExhausted:
+		return "Exhausted"
+	case CodeUnavailable:
+		return "Unavailable"
+	case CodeFailed:
+		return "Failed"
+	}
+	return fmt.Sprintf("Code(%d)", int(c))
+}
+
+// Error is a domain error: a code for the API and a message for a person.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf makes a domain error.
+func Errorf(code Code, format string, args ...any) error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of a domain error anywhere in err's chain, 0 otherwise.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
+}
+
+// FormatBytes renders a size for messages ("16Gi", "384Mi").
+func FormatBytes(n int64) string {
+	return resource.NewQuantity(n, resource.BinarySI).String()
+}

@@ -1,0 +1,126 @@
+package ledger
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Extent is a contiguous device range (DPA) of a pool's dynamic capacity region.
+type Extent struct {
+	Offset int64
+	Length int64
+}
+
+// End is the first byte after the extent.
+func (e Extent) End() int64 { return e.Offset + e.Length }
+
+func (e Extent) String() string { return fmt.Sprintf("[%d,+%d)", e.Offset, e.Length) }
+
+// SumLength adds up the lengths of extents.
+func SumLength(extents []Extent) int64 {
+	var n int64
+	for _, e := range extents {
+		n += e.Length
+	}
+	return n
+}
+
+// freeList is a pool's free device ranges, sorted by offset, never adjacent.
+type freeList struct {
+	ranges []Extent
+}
+
+func newFreeList(capacity int64) freeList {
+	if capacity <= 0 {
+		return freeList{}
+	}
+	return freeList{ranges: []Extent{{Offset: 0, Length: capacity}}}
+}
+
+func (f *freeList) total() int64 { return SumLength(f.ranges) }
+
+// take allocates n bytes first-fit, in as few extents as the free ranges allow,
+// preferring one range that holds all of n. It returns nil if n bytes are not free.
+func (f *freeList) take(n int64) []Extent {
+	if n <= 0 || f.total() < n {
+		return nil
+	}
+	for i, r := range f.ranges {
+		if r.Length >= n {
+			f.cut(i, n)
+			return []Extent{{Offset: r.Offset, Length: n}}
+		}
+	}
+	var out []Extent
+	for n > 0 {
+		r := f.ranges[0]
+		l := min(r.Length, n)
+		f.cut(0, l)
+		out = append(out, Extent{Offset: r.Offset, Length: l})
+		n -= l
+	}
+	return out
+}
+
+// cut removes the first l bytes of range i.
+func (f *freeList) cut(i int, l int64) {
+	if f.ranges[i].Length == l {
+		f.ranges = append(f.ranges[:i], f.ranges[i+1:]...)
+		return
+	}
+	f.ranges[i].Offset += l
+	f.ranges[i].Length -= l
+}
+
+// claim marks the given extents used; they must be free.
+func (f *freeList) claim(extents []Extent) error {
+	for _, e := range extents {
+		i := sort.Search(len(f.ranges), func(i int) bool { return f.ranges[i].End() > e.Offset })
+		if i == len(f.ranges) || f.ranges[i].Offset > e.Offset || f.ranges[i].End() < e.End() {
+			return fmt.Errorf("extent %s is not free", e)
+		}
+		r := f.ranges[i]
+		var repl []Extent
+		if r.Offset < e.Offset {
+			repl = append(repl, Extent{Offset: r.Offset, Length: e.Offset - r.Offset})
+		}
+		if e.End() < r.End() {
+			repl = append(repl, Extent{Offset: e.End(), Length: r.End() - e.End()})
+		}
+		f.ranges = append(f.ranges[:i], append(repl, f.ranges[i+1:]...)...)
+	}
+	return nil
+}
+
+// put returns extents to the free list, merging neighbours.
+func (f *freeList) put(extents []Extent) {
+	for _, e := range extents {
+		i := sort.Search(len(f.ranges), func(i int) bool { return f.ranges[i].Offset >= e.Offset })
+		f.ranges = append(f.ranges, Extent{})
+		copy(f.ranges[i+1:], f.ranges[i:])
+		f.ranges[i] = e
+		if i+1 < len(f.ranges) && f.ranges[i].End() == f.ranges[i+1].Offset {
+			f.ranges[i].Length += f.ranges[i+1].Length
+			f.ranges = append(f.ranges[:i+1], f.ranges[i+2:]...)
+		}
+		if i > 0 && f.ranges[i-1].End() == f.ranges[i].Offset {
+			f.ranges[i-1].Length += f.ranges[i].Length
+			f.ranges = append(f.ranges[:i], f.ranges[i+1:]...)
+		}
+	}
+}
+
+// grow extends the region from old to capacity bytes.
+func (f *freeList) grow(old, capacity int64) {
+	if capacity > old {
+		f.put([]Extent{{Offset: old, Length: capacity - old}})
+	}
+}
+
+// shrink cuts the region to capacity bytes; the cut part must be free.
+func (f *freeList) shrink(old, capacity int64) error {
+	if capacity >= old {
+		return nil
+	}
+	return f.claim([]Extent{{Offset: capacity, Length: old - capacity}})
+}

@@ -1,0 +1,368 @@
+package ledger_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+)
+
+const (
+	mi = int64(1) << 20
+	gi = int64(1) << 30
+)
+
+func newLedger(t testing.TB, pools ...ledger.Pool) (*ledger.Ledger, *clocktesting.FakeClock) {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	l := ledger.New(clk, ledger.Options{ReservationTTL: time.Minute, ReleasedRetention: time.Hour})
+	for _, p := range pools {
+		require.NoError(t, l.SetPool(p))
+		l.SetPoolReady(p.Name, true, "")
+	}
+	return l, clk
+}
+
+func poolA() ledger.Pool {
+	return ledger.Pool{Name: "cxl-a", Capacity: 16 * gi, BlockSize: 128 * mi, HostWindow: 8 * gi, Nodes: []string{"node1", "node2"}}
+}
+
+func req(uid, node string, bytes int64) ledger.Request {
+	return ledger.Request{Claim: ledger.ClaimRef{UID: uid, Namespace: "ns", Name: "claim-" + uid}, Node: node, Bytes: bytes}
+}
+
+func TestRoundUp(t *testing.T) {
+	tests := []struct {
+		name      string
+		n, block  int64
+		want      int64
+		wantValid bool
+	}{
+		{"an exact multiple stays", 256 * mi, 128 * mi, 256 * mi, true},
+		{"one byte over a block takes the next block", 128*mi + 1, 128 * mi, 256 * mi, true},
+		{"one byte takes a block", 1, 128 * mi, 128 * mi, true},
+		{"a gigabyte block", 3*gi + 5, gi, 4 * gi, true},
+		{"overflow is reported", 1<<63 - 1, gi, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := ledger.RoundUp(tc.n, tc.block)
+			assert.Equal(t, tc.wantValid, ok)
+			if tc.wantValid {
+				assert.Equal(t, tc.want, got)
+			}
+		})
+	}
+}
+
+func TestReserveRoundsUpToTheBlockSize(t *testing.T) {
+	l, clk := newLedger(t, poolA())
+	r, err := l.Reserve(req("u1", "node1", 100*mi))
+	require.NoError(t, err)
+	assert.Equal(t, int64(100*mi), r.Requested)
+	assert.Equal(t, int64(128*mi), r.Bytes)
+	assert.Equal(t, "cxl-a", r.Pool)
+	assert.Equal(t, ledger.StateReserved, r.State)
+	assert.Equal(t, clk.Now().Add(time.Minute), r.ExpiresAt)
+	s := l.Snapshot()
+	assert.Equal(t, 16*gi-128*mi, s.Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestReserveIsIdempotent(t *testing.T) {
+	l, clk := newLedger(t, poolA())
+	first, err := l.Reserve(req("u1", "node1", gi))
+	require.NoError(t, err)
+	rev := l.Revision()
+	clk.Step(10 * time.Second)
+	again, err := l.Reserve(req("u1", "node1", gi))
+	require.NoError(t, err)
+	assert.Equal(t, first, again, "the second call returns the same reservation")
+	assert.Equal(t, rev, l.Revision(), "the second call changes nothing")
+	assert.Equal(t, 15*gi, l.Snapshot().Pools[0].Free)
+}
+
+func TestReserveRefusals(t *testing.T) {
+	tests := []struct {
+		name     string
+		prepare  func(*ledger.Ledger)
+		req      ledger.Request
+		wantCode ledger.Code
+		wantMsg  string
+	}{
+		{name: "zero bytes", req: req("u1", "node1", 0), wantCode: ledger.CodeInvalid, wantMsg: "bytes: must be positive, got 0"},
+		{name: "negative bytes", req: req("u1", "node1", -5), wantCode: ledger.CodeInvalid, wantMsg: "bytes: must be positive"},
+		{name: "no claim UID", req: req("", "node1", gi), wantCode: ledger.CodeInvalid, wantMsg: "claim.uid: required"},
+		{name: "no node", req: req("u1", "", gi), wantCode: ledger.CodeInvalid, wantMsg: "node: required"},
+		{name: "unknown node", req: req("u1", "node9", gi), wantCode: ledger.CodeNotFound, wantMsg: `node "node9" is not attached to any pool`},
+		{name: "unknown pool", req: func() ledger.Request { r := req("u1", "node1", gi); r.Pool = "nope"; return r }(), wantCode: ledger.CodeNotFound, wantMsg: `pool "nope" does not exist`},
+		{name: "over the host window", req: req("u1", "node1", 9*gi), wantCode: ledger.CodeExhausted, wantMsg: "node node1 can take 8Gi more from pool cxl-a (window 8Gi), claim needs 9Gi"},
+		{
+			name: "over the pool capacity",
+			prepare: func(l *ledger.Ledger) {
+				_, _ = l.Reserve(req("a", "node1", 8*gi))
+				_, _ = l.Reserve(req("b", "node2", 6*gi))
+			},
+			req: req("u1", "node2", 3*gi), wantCode: ledger.CodeExhausted, wantMsg: "pool cxl-a has 2Gi free, claim needs 3Gi",
+		},
+		{
+			name:    "same claim on another node",
+			prepare: func(l *ledger.Ledger) { _, _ = l.Reserve(req("u1", "node1", gi)) },
+			req:     req("u1", "node2", gi), wantCode: ledger.CodeConflict, wantMsg: "already reserved on node node1, not node2",
+		},
+		{
+			name:    "same claim with another size",
+			prepare: func(l *ledger.Ledger) { _, _ = l.Reserve(req("u1", "node1", gi)) },
+			req:     req("u1", "node1", 2*gi), wantCode: ledger.CodeConflict, wantMsg: "already reserved for",
+		},
+		{
+			name:    "pool not ready",
+			prepare: func(l *ledger.Ledger) { l.SetPoolReady("cxl-a", false, "QMP socket refused") },
+			req:     req("u1", "node1", gi), wantCode: ledger.CodeUnavailable, wantMsg: "QMP socket refused",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := newLedger(t, poolA())
+			if tc.prepare != nil {
+				tc.prepare(l)
+			}
+			before := l.List()
+			beforeSnap := l.Snapshot()
+			_, err := l.Reserve(tc.req)
+			require.Error(t, err)
+			assert.Equal(t, tc.wantCode, ledger.CodeOf(err), "code of %v", err)
+			assert.Contains(t, err.Error(), tc.wantMsg)
+			assert.Equal(t, before, l.List(), "a refused call changes no reservation")
+			assert.Equal(t, beforeSnap, l.Snapshot(), "a refused call changes no pool")
+			require.NoError(t, l.CheckInvariants())
+		})
+	}
+}
+
+func TestReservePacksIntoTheFullestPool(t *testing.T) {
+	b := poolA()
+	b.Name = "cxl-b"
+	l, _ := newLedger(t, poolA(), b)
+	_, err := l.Reserve(ledger.Request{Claim: ledger.ClaimRef{UID: "x"}, Node: "node2", Pool: "cxl-b", Bytes: 2 * gi})
+	require.NoError(t, err)
+	r, err := l.Reserve(req("u1", "node1", gi))
+	require.NoError(t, err)
+	assert.Equal(t, "cxl-b", r.Pool, "the fuller pool is preferred")
+}
+
+func TestEveryStateTransition(t *testing.T) {
+	l, clk := newLedger(t, poolA())
+	_, err := l.Reserve(req("u1", "node1", 300*mi))
+	require.NoError(t, err)
+
+	clk.Step(time.Second)
+	r, started, err := l.Provision(req("u1", "node1", 300*mi))
+	require.NoError(t, err)
+	assert.True(t, started)
+	assert.Equal(t, ledger.StateProvisioning, r.State)
+	assert.Equal(t, []ledger.Extent{{Offset: 0, Length: 384 * mi}}, r.Extents)
+	assert.True(t, r.ExpiresAt.IsZero(), "a provisioned claim does not expire")
+
+	again, started, err := l.Provision(req("u1", "node1", 300*mi))
+	require.NoError(t, err)
+	assert.False(t, started, "provisioning twice starts nothing")
+	assert.Equal(t, r, again)
+
+	_, err = l.MarkReleased("u1")
+	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "a Provisioning claim cannot be marked released")
+
+	clk.Step(time.Second)
+	r, err = l.MarkOnline("u1", []int32{1})
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateOnline, r.State)
+	assert.Equal(t, []int32{1}, r.NUMANodes)
+	assert.Equal(t, 384*mi, l.Snapshot().Pools[0].Online)
+
+	r, found, pending := l.BeginRelease("u1")
+	assert.True(t, found)
+	assert.True(t, pending)
+	assert.Equal(t, ledger.StateReleasing, r.State)
+	assert.Zero(t, l.Snapshot().Pools[0].Online, "releasing memory is not counted online")
+	assert.Equal(t, 384*mi, l.Snapshot().Pools[0].Reserved, "releasing memory still holds capacity")
+
+	_, _, pending = l.BeginRelease("u1")
+	assert.True(t, pending, "a second release waits for the one in flight")
+
+	r, err = l.MarkReleased("u1")
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateReleased, r.State)
+	assert.Equal(t, 16*gi, l.Snapshot().Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
+
+	r, found, pending = l.BeginRelease("u1")
+	assert.True(t, found)
+	assert.False(t, pending, "releasing a released claim is a no-op")
+	assert.Equal(t, ledger.StateReleased, r.State)
+
+	// A released claim can be reserved again (DRA may allocate the same claim again).
+	r, err = l.Reserve(req("u1", "node2", gi))
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateReserved, r.State)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestFailedProvisioningKeepsCapacityUntilReleased(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	_, _, err := l.Provision(req("u1", "node1", gi))
+	require.NoError(t, err)
+	r, err := l.MarkFailed("u1", "backend: add extents: device busy")
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateFailed, r.State)
+	assert.Equal(t, "backend: add extents: device busy", r.Message)
+	assert.Equal(t, 15*gi, l.Snapshot().Pools[0].Free)
+
+	again, started, err := l.Provision(req("u1", "node1", gi))
+	require.NoError(t, err)
+	assert.False(t, started, "a failed claim is not provisioned again until released")
+	assert.Equal(t, ledger.StateFailed, again.State)
+
+	_, _, pending := l.BeginRelease("u1")
+	require.True(t, pending)
+	_, err = l.MarkReleased("u1")
+	require.NoError(t, err)
+	assert.Equal(t, 16*gi, l.Snapshot().Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestReleaseOfAReservedEntryIsImmediate(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	_, err := l.Reserve(req("u1", "node1", gi))
+	require.NoError(t, err)
+	r, found, pending := l.BeginRelease("u1")
+	assert.True(t, found)
+	assert.False(t, pending)
+	assert.Equal(t, ledger.StateReleased, r.State)
+	_, ok := l.Get("u1")
+	assert.False(t, ok)
+	_, found, _ = l.BeginRelease("unknown")
+	assert.False(t, found)
+	assert.Equal(t, 16*gi, l.Snapshot().Pools[0].Free)
+}
+
+func TestReservedEntriesExpireAfterTheTTL(t *testing.T) {
+	l, clk := newLedger(t, poolA())
+	_, err := l.Reserve(req("old", "node1", gi))
+	require.NoError(t, err)
+	clk.Step(30 * time.Second)
+	_, err = l.Reserve(req("young", "node1", gi))
+	require.NoError(t, err)
+	_, _, err = l.Provision(req("provisioned", "node2", gi))
+	require.NoError(t, err)
+
+	assert.Empty(t, l.Expire(), "nothing is due yet")
+	clk.Step(30 * time.Second)
+	expired := l.Expire()
+	require.Len(t, expired, 1)
+	assert.Equal(t, "old", expired[0].Claim.UID)
+	assert.Equal(t, ledger.StateReleased, expired[0].State)
+	assert.Contains(t, expired[0].Message, "expired after 1m0s")
+
+	clk.Step(time.Hour)
+	expired = l.Expire()
+	require.Len(t, expired, 1)
+	assert.Equal(t, "young", expired[0].Claim.UID)
+	_, ok := l.Get("provisioned")
+	assert.True(t, ok, "a provisioned claim never expires")
+	assert.Equal(t, 15*gi, l.Snapshot().Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestProvisionMovesAReservationToTheAllocatedPool(t *testing.T) {
+	b := poolA()
+	b.Name = "cxl-b"
+	l, _ := newLedger(t, poolA(), b)
+	r, err := l.Reserve(ledger.Request{Claim: ledger.ClaimRef{UID: "u1"}, Node: "node1", Pool: "cxl-a", Bytes: gi})
+	require.NoError(t, err)
+	require.Equal(t, "cxl-a", r.Pool)
+	r, _, err = l.Provision(ledger.Request{Claim: ledger.ClaimRef{UID: "u1"}, Node: "node1", Pool: "cxl-b", Bytes: gi})
+	require.NoError(t, err)
+	assert.Equal(t, "cxl-b", r.Pool)
+	s := l.Snapshot()
+	assert.Equal(t, 16*gi, s.Pools[0].Free)
+	assert.Equal(t, 15*gi, s.Pools[1].Free)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestExtentsFragmentAndMerge(t *testing.T) {
+	p := ledger.Pool{Name: "small", Capacity: 4 * gi, BlockSize: gi, HostWindow: 4 * gi, Nodes: []string{"n"}}
+	l, _ := newLedger(t, p)
+	for _, uid := range []string{"a", "b", "c", "d"} {
+		_, _, err := l.Provision(req(uid, "n", gi))
+		require.NoError(t, err)
+	}
+	for _, uid := range []string{"a", "c"} {
+		l.BeginRelease(uid)
+		_, err := l.MarkReleased(uid)
+		require.NoError(t, err)
+	}
+	r, _, err := l.Provision(req("e", "n", 2*gi))
+	require.NoError(t, err)
+	assert.Equal(t, []ledger.Extent{{Offset: 0, Length: gi}, {Offset: 2 * gi, Length: gi}}, r.Extents)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestRestoreRebuildsTotals(t *testing.T) {
+	l, clk := newLedger(t, poolA())
+	online := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "u1"}, Node: "node1", Pool: "cxl-a", Requested: gi, Bytes: gi,
+		State: ledger.StateOnline, Extents: []ledger.Extent{{Offset: 2 * gi, Length: gi}}, ReservedAt: clk.Now(),
+	}
+	require.NoError(t, l.Restore(online))
+	err := l.Restore(ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "u2"}, Node: "node2", Pool: "cxl-a", Requested: gi, Bytes: gi,
+		State: ledger.StateProvisioning, Extents: []ledger.Extent{{Offset: 2 * gi, Length: gi}},
+	})
+	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "overlapping extents are refused: %v", err)
+	s := l.Snapshot()
+	assert.Equal(t, gi, s.Pools[0].Online)
+	assert.Equal(t, 15*gi, s.Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestPoolChangesThatStrandReservationsAreRefused(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	_, err := l.Reserve(req("u1", "node1", 4*gi))
+	require.NoError(t, err)
+	tests := []struct {
+		name   string
+		mutate func(*ledger.Pool)
+		want   string
+	}{
+		{"smaller capacity than reserved", func(p *ledger.Pool) { p.Capacity = 2 * gi; p.HostWindow = 2 * gi }, "capacity 2Gi is less than the 4Gi reserved"},
+		{"another block size", func(p *ledger.Pool) { p.BlockSize = gi }, "block size cannot change"},
+		{"detach a node that holds memory", func(p *ledger.Pool) { p.Nodes = []string{"node2"} }, "node node1 cannot be detached"},
+		{"a window below what a node holds", func(p *ledger.Pool) { p.HostWindow = 2 * gi }, "host window 2Gi is less than the 4Gi node node1 holds"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := poolA()
+			tc.mutate(&p)
+			err := l.SetPool(p)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	p := poolA()
+	p.Capacity = 32 * gi
+	p.Nodes = append(p.Nodes, "node3")
+	require.NoError(t, l.SetPool(p), "growing a pool and attaching a node is fine")
+	assert.Equal(t, 28*gi, l.Snapshot().Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
+	assert.Error(t, l.RemovePool("cxl-a"))
+}
+
+func ExampleFormatBytes() {
+	fmt.Println(ledger.FormatBytes(16*gi), ledger.FormatBytes(384*mi))
+	// Output: 16Gi 384Mi
+}

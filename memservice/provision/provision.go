@@ -1,0 +1,529 @@
+// Package provision carries reservations through their hardware steps: it records a
+// claim durably, has the pool's device backend add the extents to the host and the
+// node agent online them; and on release, the agent offlines, the backend takes the
+// extents back, and the record is closed. The ledger decides what may happen; this
+// package makes it happen, one flight per claim at a time.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
+)
+
+// Backend is a pool's device: it adds extents to a host and takes them back.
+type Backend interface {
+	// Check tells whether the device answers, and its region.
+	Check(ctx context.Context) (backend.Capacity, error)
+	// Add gives extents to a host, tagged with the claim UID. Idempotent.
+	Add(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error
+	// Release takes extents back; extents the host does not hold are skipped or
+	// reported as backend.ErrNotFound.
+	Release(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error
+	// List returns the extents the device has given out (backend.ErrNotSupported if
+	// it cannot tell).
+	List(ctx context.Context) ([]backend.HostExtent, error)
+}
+
+// Agents sends commands to node agents.
+type Agents interface {
+	Online(ctx context.Context, node string, cmd *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error)
+	Offline(ctx context.Context, node string, cmd *memservicev1.OfflineCommand) (*memservicev1.CommandResult, error)
+}
+
+// Store records reservations durably (as DynamicMemoryClaim objects).
+type Store interface {
+	// Create records a claim entering Provisioning, before any hardware action.
+	Create(ctx context.Context, r ledger.Reservation) error
+	// Update records the reservation's new state.
+	Update(ctx context.Context, r ledger.Reservation) error
+	// Released records that the extents are back in the pool and lets the record go.
+	Released(ctx context.Context, r ledger.Reservation) error
+}
+
+// Config wires a Manager.
+type Config struct {
+	Ledger  *ledger.Ledger
+	Agents  Agents
+	Store   Store
+	Metrics *metrics.Metrics
+	Clock   clock.Clock
+	// AgentCommandTimeout bounds waiting for a node agent to online memory.
+	AgentCommandTimeout time.Duration
+	// BackendTimeout bounds one backend operation.
+	BackendTimeout time.Duration
+	// RetryInterval is the first pause before a failed release step is retried; it
+	// doubles up to MaxRetryInterval.
+	RetryInterval    time.Duration
+	MaxRetryInterval time.Duration
+}
+
+// Manager runs provisioning and release flights. Flights outlive the requests that
+// start them; they run under the context given to Start.
+type Manager struct {
+	cfg Config
+	ctx context.Context
+	wg  sync.WaitGroup
+
+	mu       sync.Mutex
+	pools    map[string]poolDevice
+	flights  map[string]*flight // provisioning, by claim UID
+	releases map[string]*flight // release, by claim UID
+}
+
+type poolDevice struct {
+	backend Backend
+	hostIDs map[string]int32
+}
+
+type flight struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+// New makes a manager; Start must be called before any flight starts.
+func New(cfg Config) *Manager {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.AgentCommandTimeout <= 0 {
+		cfg.AgentCommandTimeout = 2 * time.Minute
+	}
+	if cfg.BackendTimeout <= 0 {
+		cfg.BackendTimeout = 30 * time.Second
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 500 * time.Millisecond
+	}
+	if cfg.MaxRetryInterval <= 0 {
+		cfg.MaxRetryInterval = 30 * time.Second
+	}
+	return &Manager{
+		cfg:      cfg,
+		ctx:      context.Background(),
+		pools:    map[string]poolDevice{},
+		flights:  map[string]*flight{},
+		releases: map[string]*flight{},
+	}
+}
+
+// Start makes flights run under ctx: they end when it ends.
+func (m *Manager) Start(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ctx = ctx
+}
+
+// Wait blocks until every flight has ended (after the manager's context ends).
+func (m *Manager) Wait() { m.wg.Wait() }
+
+// SetPool attaches a pool's device and the host IDs of its nodes on that device.
+func (m *Manager) SetPool(pool string, b Backend, hostIDs map[string]int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pools[pool] = poolDevice{backend: b, hostIDs: hostIDs}
+}
+
+// RemovePool detaches a pool's device.
+func (m *Manager) RemovePool(pool string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.pools, pool)
+}
+
+// Backend returns a pool's device.
+func (m *Manager) Backend(pool string) (Backend, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.pools[pool]
+	return d.backend, ok
+}
+
+func (m *Manager) device(r ledger.Reservation) (Backend, int32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.pools[r.Pool]
+	if !ok {
+		return nil, 0, ledger.Errorf(ledger.CodeUnavailable, "pool %s has no device backend", r.Pool)
+	}
+	id, ok := d.hostIDs[r.Node]
+	if !ok {
+		return nil, 0, ledger.Errorf(ledger.CodeNotFound, "node %s has no host ID on the device of pool %s", r.Node, r.Pool)
+	}
+	return d.backend, id, nil
+}
+
+// Reserve holds capacity in the ledger.
+func (m *Manager) Reserve(req ledger.Request) (ledger.Reservation, error) {
+	r, err := m.cfg.Ledger.Reserve(req)
+	if err != nil {
+		m.countError(req.Pool, err)
+		return r, err
+	}
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.ReservationsMade.WithLabelValues(r.Pool).Inc()
+	}
+	return r, nil
+}
+
+// AddMemory provisions a claim (reserving it first if needed) and waits until it is
+// Online or Failed (returned without error: the state says it), or ctx ends (the
+// provisioning goes on then).
+func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Reservation, error) {
+	m.mu.Lock()
+	r, started, err := m.cfg.Ledger.Provision(req)
+	if err != nil {
+		m.mu.Unlock()
+		m.countError(req.Pool, err)
+		return r, err
+	}
+	if started {
+		m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context) { m.provision(ctx, r) })
+	}
+	f := m.flights[r.Claim.UID]
+	m.mu.Unlock()
+	if r.State == ledger.StateReleasing {
+		return r, ledger.Errorf(ledger.CodeConflict, "claim %s is being released; provision it again once it is released", r.Claim.UID)
+	}
+	if f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			cur, _ := m.cfg.Ledger.Get(r.Claim.UID)
+			return cur, fmt.Errorf("claim %s is still %s: %w", r.Claim.UID, cur.State, ctx.Err())
+		}
+	}
+	cur, ok := m.cfg.Ledger.Get(r.Claim.UID)
+	if !ok {
+		return r, ledger.Errorf(ledger.CodeConflict, "claim %s was released while it was provisioned", r.Claim.UID)
+	}
+	return cur, nil
+}
+
+// startLocked runs fn as the claim's flight in set; m.mu is held.
+func (m *Manager) startLocked(set map[string]*flight, uid string, fn func(ctx context.Context)) *flight {
+	if f, ok := set[uid]; ok {
+		return f
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	f := &flight{done: make(chan struct{}), cancel: cancel}
+	set[uid] = f
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer func() {
+			m.mu.Lock()
+			delete(set, uid)
+			m.mu.Unlock()
+			cancel()
+			close(f.done)
+		}()
+		fn(ctx)
+	}()
+	return f
+}
+
+// provision is the flight of one claim from Provisioning to Online or Failed.
+func (m *Manager) provision(ctx context.Context, r ledger.Reservation) {
+	logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "node", r.Node, "pool", r.Pool, "bytes", r.Bytes)
+	ctx = klog.NewContext(ctx, logger)
+	logger.V(2).Info("Provisioning")
+	if err := m.cfg.Store.Create(ctx, r); err != nil {
+		m.fail(ctx, r, "store", fmt.Errorf("record claim before provisioning: %w", err))
+		return
+	}
+	if !m.stillProvisioning(r.Claim.UID) {
+		return
+	}
+	if err := m.addExtents(ctx, r); err != nil {
+		m.fail(ctx, r, "backend", err)
+		return
+	}
+	m.onlineAndFinish(ctx, r)
+}
+
+// Resume continues the flight of a claim restored in Provisioning after a restart:
+// the record exists; the extents are added again (the device treats that as a no-op
+// when they are there) and the agent is asked to online them.
+func (m *Manager) Resume(r ledger.Reservation) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context) {
+		logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "node", r.Node, "pool", r.Pool)
+		ctx = klog.NewContext(ctx, logger)
+		logger.Info("Resuming provisioning after restart")
+		if err := m.addExtents(ctx, r); err != nil && !errors.Is(err, backend.ErrInUse) {
+			m.fail(ctx, r, "backend", err)
+			return
+		}
+		m.onlineAndFinish(ctx, r)
+	})
+}
+
+func (m *Manager) addExtents(ctx context.Context, r ledger.Reservation) error {
+	b, hostID, err := m.device(r)
+	if err != nil {
+		return err
+	}
+	extents := toBackend(r.Extents)
+	err = m.timed(r.Pool, "add", func() error {
+		actx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
+		defer cancel()
+		return b.Add(actx, hostID, r.Claim.UID, extents)
+	})
+	if err == nil {
+		return nil
+	}
+	// Take back whatever part was added; the claim's release does it again if this fails.
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
+	defer cancel()
+	if rerr := b.Release(rctx, hostID, r.Claim.UID, extents); rerr != nil && !errors.Is(rerr, backend.ErrNotFound) {
+		klog.FromContext(ctx).Error(rerr, "Taking back extents after a failed add")
+	}
+	return fmt.Errorf("add %s of extents to node %s (host %d) in pool %s: %w", ledger.FormatBytes(r.Bytes), r.Node, hostID, r.Pool, err)
+}
+
+func (m *Manager) onlineAndFinish(ctx context.Context, r ledger.Reservation) {
+	r, err := m.cfg.Ledger.MarkOnHost(r.Claim.UID)
+	if err != nil {
+		return // released meanwhile: the release flight takes over
+	}
+	spec, _ := m.cfg.Ledger.PoolSpec(r.Pool)
+	actx, cancel := context.WithTimeout(ctx, m.cfg.AgentCommandTimeout)
+	defer cancel()
+	start := m.cfg.Clock.Now()
+	res, err := m.cfg.Agents.Online(actx, r.Node, &memservicev1.OnlineCommand{
+		ClaimUid: r.Claim.UID, Pool: r.Pool, Extents: toProto(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
+	})
+	m.observeAgent("online", start, err)
+	if err != nil {
+		m.fail(ctx, r, "agent", fmt.Errorf("online on node %s: %w", r.Node, err))
+		return
+	}
+	r, err = m.cfg.Ledger.MarkOnline(r.Claim.UID, res.GetNumaNodes())
+	if err != nil {
+		return // released meanwhile
+	}
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.Allocations.WithLabelValues(r.Pool).Inc()
+		m.cfg.Metrics.Provisioning.WithLabelValues(r.Pool).Observe(r.OnlineAt.Sub(r.ProvisioningAt).Seconds())
+	}
+	klog.FromContext(ctx).V(2).Info("Online", "numaNodes", r.NUMANodes, "duration", r.OnlineAt.Sub(r.ProvisioningAt))
+	m.persist(ctx, r)
+}
+
+func (m *Manager) stillProvisioning(uid string) bool {
+	cur, ok := m.cfg.Ledger.Get(uid)
+	return ok && cur.State == ledger.StateProvisioning
+}
+
+func (m *Manager) fail(ctx context.Context, r ledger.Reservation, reason string, err error) {
+	klog.FromContext(ctx).Error(err, "Provisioning failed")
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.AllocationErrors.WithLabelValues(r.Pool, reason).Inc()
+	}
+	failed, ferr := m.cfg.Ledger.MarkFailed(r.Claim.UID, err.Error())
+	if ferr != nil {
+		return // released meanwhile
+	}
+	m.persist(ctx, failed)
+}
+
+// persist records a state change; a failure is logged (the ledger stays
+// authoritative while the service runs, and the next change writes again).
+func (m *Manager) persist(ctx context.Context, r ledger.Reservation) {
+	if err := m.cfg.Store.Update(ctx, r); err != nil {
+		klog.FromContext(ctx).Error(err, "Recording claim state", "state", r.State)
+	}
+}
+
+// RemoveMemory releases a claim. A Reserved claim is dropped at once; a provisioned
+// one is released by a flight (after any provisioning in flight ends). With wait, it
+// returns when the claim is Released or ctx ends.
+func (m *Manager) RemoveMemory(ctx context.Context, uid string, wait bool) (ledger.Reservation, bool, error) {
+	r, found, pending := m.cfg.Ledger.BeginRelease(uid)
+	if !pending {
+		return r, found, nil
+	}
+	m.mu.Lock()
+	f := m.startLocked(m.releases, uid, func(ctx context.Context) { m.release(ctx, uid) })
+	m.mu.Unlock()
+	if !wait {
+		return r, true, nil
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		cur, _ := m.cfg.Ledger.Get(uid)
+		return cur, true, fmt.Errorf("claim %s is still %s: %w", uid, cur.State, ctx.Err())
+	}
+	cur, ok := m.cfg.Ledger.Get(uid)
+	if !ok {
+		return r, true, nil
+	}
+	return cur, true, nil
+}
+
+// ResumeRelease continues the release of a claim restored in Releasing.
+func (m *Manager) ResumeRelease(uid string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.startLocked(m.releases, uid, func(ctx context.Context) { m.release(ctx, uid) })
+}
+
+// release is the flight of one claim from Releasing to Released. Every step is
+// retried with backoff until it succeeds or the service stops: memory is never taken
+// from a host before its agent has offlined it.
+func (m *Manager) release(ctx context.Context, uid string) {
+	m.mu.Lock()
+	prov := m.flights[uid]
+	m.mu.Unlock()
+	if prov != nil {
+		prov.cancel() // the claim is going away: stop waiting for the device or the agent
+		select {
+		case <-prov.done:
+		case <-ctx.Done():
+			return
+		}
+	}
+	r, ok := m.cfg.Ledger.Get(uid)
+	if !ok || r.State != ledger.StateReleasing {
+		return
+	}
+	logger := klog.FromContext(ctx).WithValues("claim", uid, "node", r.Node, "pool", r.Pool)
+	ctx = klog.NewContext(ctx, logger)
+	logger.V(2).Info("Releasing")
+	m.persist(ctx, r)
+
+	if r.OnHost {
+		if !m.retry(ctx, uid, func() error {
+			actx, cancel := context.WithTimeout(ctx, m.cfg.AgentCommandTimeout)
+			defer cancel()
+			start := m.cfg.Clock.Now()
+			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Extents: toProto(r.Extents), Bytes: r.Bytes})
+			m.observeAgent("offline", start, err)
+			if err != nil {
+				return fmt.Errorf("waiting for the node agent of %s to offline the memory: %w", r.Node, err)
+			}
+			return nil
+		}) {
+			return
+		}
+	}
+	if len(r.Extents) > 0 {
+		if !m.retry(ctx, uid, func() error {
+			b, hostID, err := m.device(r)
+			if err != nil {
+				return err
+			}
+			err = m.timed(r.Pool, "release", func() error {
+				bctx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
+				defer cancel()
+				return b.Release(bctx, hostID, uid, toBackend(r.Extents))
+			})
+			if err != nil && !errors.Is(err, backend.ErrNotFound) {
+				return fmt.Errorf("release extents from node %s (host %d) in pool %s: %w", r.Node, hostID, r.Pool, err)
+			}
+			return nil
+		}) {
+			return
+		}
+	}
+	released, err := m.cfg.Ledger.MarkReleased(uid)
+	if err != nil {
+		logger.Error(err, "Marking released")
+		return
+	}
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.Releases.WithLabelValues(r.Pool).Inc()
+		m.cfg.Metrics.Release.WithLabelValues(r.Pool).Observe(released.ReleasedAt.Sub(r.ReleasingAt).Seconds())
+	}
+	m.retry(ctx, uid, func() error { return m.cfg.Store.Released(ctx, released) })
+	logger.V(2).Info("Released")
+}
+
+// retry runs step until it succeeds; it returns false when ctx ends first.
+func (m *Manager) retry(ctx context.Context, uid string, step func() error) bool {
+	wait := m.cfg.RetryInterval
+	for {
+		err := step()
+		if err == nil {
+			return true
+		}
+		klog.FromContext(ctx).Error(err, "Release step failed, retrying", "after", wait)
+		m.cfg.Ledger.SetMessage(uid, err.Error())
+		select {
+		case <-m.cfg.Clock.After(wait):
+		case <-ctx.Done():
+			return false
+		}
+		wait = min(2*wait, m.cfg.MaxRetryInterval)
+	}
+}
+
+func (m *Manager) timed(pool, op string, fn func() error) error {
+	start := m.cfg.Clock.Now()
+	err := fn()
+	if m.cfg.Metrics != nil {
+		m.cfg.Metrics.BackendOp.WithLabelValues(pool, op).Observe(m.cfg.Clock.Since(start).Seconds())
+		if err != nil {
+			m.cfg.Metrics.BackendErrors.WithLabelValues(pool, op).Inc()
+		}
+	}
+	return err
+}
+
+func (m *Manager) observeAgent(cmd string, start time.Time, err error) {
+	if m.cfg.Metrics == nil {
+		return
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.cfg.Metrics.AgentCommand.WithLabelValues(cmd, outcome).Observe(m.cfg.Clock.Since(start).Seconds())
+}
+
+func (m *Manager) countError(pool string, err error) {
+	if m.cfg.Metrics == nil {
+		return
+	}
+	reason := "other"
+	switch ledger.CodeOf(err) {
+	case ledger.CodeExhausted:
+		reason = "exhausted"
+	case ledger.CodeInvalid, ledger.CodeNotFound:
+		reason = "invalid"
+	case ledger.CodeConflict:
+		reason = "conflict"
+	case ledger.CodeUnavailable:
+		reason = "unavailable"
+	}
+	m.cfg.Metrics.AllocationErrors.WithLabelValues(pool, reason).Inc()
+}
+
+func toBackend(extents []ledger.Extent) []backend.Extent {
+	out := make([]backend.Extent, len(extents))
+	for i, e := range extents {
+		out[i] = backend.Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}
+
+func toProto(extents []ledger.Extent) []*memservicev1.Extent {
+	out := make([]*memservicev1.Extent, len(extents))
+	for i, e := range extents {
+		out[i] = &memservicev1.Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}

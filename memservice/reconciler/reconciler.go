@@ -1,0 +1,206 @@
+// Package reconciler releases memory that no pod needs any more. It watches the
+// ResourceClaims allocated by the dcd.dynamicmemory.io driver: when a claim with
+// memory is deallocated or deleted, its memory is released (the node agent offlines
+// it, the device takes the extents back, the record's finalizer goes). It also expires
+// Reserved entries after their TTL, and releases provisioned claims that no pod was
+// reserved for within a grace period (the scheduler died while binding).
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	resourcev1 "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
+)
+
+// DriverName is the DRA driver whose claims the memory service serves.
+const DriverName = "dcd.dynamicmemory.io"
+
+// Releaser releases a claim's memory (provision.Manager).
+type Releaser interface {
+	RemoveMemory(ctx context.Context, uid string, wait bool) (ledger.Reservation, bool, error)
+}
+
+// Config wires a Reconciler.
+type Config struct {
+	Client   kubernetes.Interface
+	Ledger   *ledger.Ledger
+	Releaser Releaser
+	Metrics  *metrics.Metrics
+	Clock    clock.WithTicker
+	// ProvisionGracePeriod: a provisioned claim that no pod is reserved for this long
+	// after it was provisioned is released.
+	ProvisionGracePeriod time.Duration
+	// SweepInterval is how often every reservation is checked (default 10s).
+	SweepInterval time.Duration
+	// ExpireInterval is how often Reserved entries are checked for expiry (default 1s).
+	ExpireInterval time.Duration
+}
+
+// Reconciler keeps the ledger in step with the ResourceClaims.
+type Reconciler struct {
+	cfg Config
+}
+
+// New makes a reconciler.
+func New(cfg Config) *Reconciler {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.ProvisionGracePeriod <= 0 {
+		cfg.ProvisionGracePeriod = 5 * time.Minute
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 10 * time.Second
+	}
+	if cfg.ExpireInterval <= 0 {
+		cfg.ExpireInterval = time.Second
+	}
+	return &Reconciler{cfg: cfg}
+}
+
+// Run watches claims and sweeps until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithName("reconciler")
+	ctx = klog.NewContext(ctx, logger)
+	factory := informers.NewSharedInformerFactory(r.cfg.Client, 0)
+	inf := factory.Resource().V1().ResourceClaims().Informer()
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj any) {
+			if c, ok := obj.(*resourcev1.ResourceClaim); ok && !ours(c) {
+				r.check(ctx, string(c.UID))
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if c, ok := obj.(*resourcev1.ResourceClaim); ok {
+				r.check(ctx, string(c.UID))
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("watch ResourceClaims: %w", err)
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return fmt.Errorf("watch ResourceClaims: %w", ctx.Err())
+	}
+	logger.V(2).Info("Watching ResourceClaims", "driver", DriverName)
+
+	sweep := r.cfg.Clock.NewTicker(r.cfg.SweepInterval)
+	defer sweep.Stop()
+	expire := r.cfg.Clock.NewTicker(r.cfg.ExpireInterval)
+	defer expire.Stop()
+	r.Sweep(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sweep.C():
+			r.Sweep(ctx)
+		case <-expire.C():
+			r.Expire(ctx)
+		}
+	}
+}
+
+// ours tells whether a claim is allocated with a device of our driver.
+func ours(c *resourcev1.ResourceClaim) bool {
+	if c.Status.Allocation == nil || c.DeletionTimestamp != nil {
+		return false
+	}
+	for _, d := range c.Status.Allocation.Devices.Results {
+		if d.Driver == DriverName {
+			return true
+		}
+	}
+	return false
+}
+
+// Expire drops Reserved entries past their TTL.
+func (r *Reconciler) Expire(ctx context.Context) {
+	for _, e := range r.cfg.Ledger.Expire() {
+		klog.FromContext(ctx).V(2).Info("Reservation expired", "claim", e.Claim.UID, "node", e.Node, "pool", e.Pool)
+		if r.cfg.Metrics != nil {
+			r.cfg.Metrics.ReservationsExpired.Inc()
+		}
+	}
+}
+
+// Sweep checks every provisioned reservation against its claim.
+func (r *Reconciler) Sweep(ctx context.Context) {
+	for _, res := range r.cfg.Ledger.List() {
+		switch res.State {
+		case ledger.StateProvisioning, ledger.StateOnline, ledger.StateFailed:
+			r.check(ctx, res.Claim.UID)
+		}
+	}
+}
+
+// check releases a claim's memory if its ResourceClaim, read live from the apiserver
+// (never a cache that may lag an allocation), no longer needs it.
+func (r *Reconciler) check(ctx context.Context, uid string) {
+	res, ok := r.cfg.Ledger.Get(uid)
+	if !ok || res.State == ledger.StateReleasing || res.State == ledger.StateReleased {
+		return
+	}
+	reason, why, err := r.verdict(ctx, res)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Checking claim", "claim", uid)
+		return
+	}
+	if reason == "" {
+		return
+	}
+	klog.FromContext(ctx).Info("Releasing memory", "claim", uid, "namespace", res.Claim.Namespace, "name", res.Claim.Name, "reason", reason, "why", why)
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.ReconcileReleases.WithLabelValues(reason).Inc()
+	}
+	r.cfg.Ledger.SetMessage(uid, why)
+	if _, _, err := r.cfg.Releaser.RemoveMemory(ctx, uid, false); err != nil {
+		klog.FromContext(ctx).Error(err, "Releasing claim", "claim", uid)
+	}
+}
+
+// verdict says whether (and why) a reservation's memory should be released.
+func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation) (reason, why string, err error) {
+	claim, err := r.cfg.Client.ResourceV1().ResourceClaims(res.Claim.Namespace).Get(ctx, res.Claim.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted", res.Claim.Namespace, res.Claim.Name), nil
+	case err != nil:
+		return "", "", fmt.Errorf("get ResourceClaim %s/%s: %w", res.Claim.Namespace, res.Claim.Name, err)
+	case string(claim.UID) != res.Claim.UID:
+		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted (a new claim of that name has UID %s)", res.Claim.Namespace, res.Claim.Name, claim.UID), nil
+	case claim.DeletionTimestamp != nil:
+		return "deleted", fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name), nil
+	}
+	if res.State == ledger.StateReserved {
+		return "", "", nil // not allocated yet is normal: the TTL decides
+	}
+	if !ours(claim) {
+		return "deallocated", fmt.Sprintf("ResourceClaim %s/%s is no longer allocated by %s", res.Claim.Namespace, res.Claim.Name, DriverName), nil
+	}
+	since := res.OnlineAt
+	if since.IsZero() {
+		since = res.ProvisioningAt
+	}
+	if len(claim.Status.ReservedFor) == 0 && !since.IsZero() && r.cfg.Clock.Since(since) >= r.cfg.ProvisionGracePeriod {
+		return "not-reserved-for-pod", fmt.Sprintf("no pod was reserved for ResourceClaim %s/%s within %s of provisioning", res.Claim.Namespace, res.Claim.Name, r.cfg.ProvisionGracePeriod), nil
+	}
+	return "", "", nil
+}

@@ -1,0 +1,156 @@
+package reconciler_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	resourcev1 "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
+)
+
+const gi = int64(1) << 30
+
+type releases struct {
+	mu   sync.Mutex
+	l    *ledger.Ledger
+	uids []string
+}
+
+func (r *releases) RemoveMemory(_ context.Context, uid string, _ bool) (ledger.Reservation, bool, error) {
+	r.mu.Lock()
+	r.uids = append(r.uids, uid)
+	r.mu.Unlock()
+	res, found, _ := r.l.BeginRelease(uid)
+	return res, found, nil
+}
+
+func (r *releases) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.uids...)
+}
+
+func resourceClaim(name, uid string, allocated bool, reservedFor bool) *resourcev1.ResourceClaim {
+	c := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: types.UID(uid)}}
+	if allocated {
+		c.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
+			Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: reconciler.DriverName, Pool: "cxl-a", Device: "cxl-a"}},
+		}}
+	}
+	if reservedFor {
+		c.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod", UID: "p"}}
+	}
+	return c
+}
+
+type env struct {
+	ledger *ledger.Ledger
+	clock  *clocktesting.FakeClock
+	rel    *releases
+	rec    *reconciler.Reconciler
+	client *fake.Clientset
+}
+
+func newEnv(t *testing.T, claims ...*resourcev1.ResourceClaim) *env {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	l := ledger.New(clk, ledger.Options{ReservationTTL: time.Minute})
+	require.NoError(t, l.SetPool(ledger.Pool{Name: "cxl-a", Capacity: 16 * gi, BlockSize: gi, HostWindow: 16 * gi, Nodes: []string{"n1"}}))
+	l.SetPoolReady("cxl-a", true, "")
+	e := &env{ledger: l, clock: clk, rel: &releases{l: l}}
+	e.client = fake.NewClientset()
+	for _, c := range claims {
+		_, err := e.client.ResourceV1().ResourceClaims(c.Namespace).Create(context.Background(), c, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	e.rec = reconciler.New(reconciler.Config{Client: e.client, Ledger: l, Releaser: e.rel, Clock: clk, ProvisionGracePeriod: 5 * time.Minute})
+	return e
+}
+
+func (e *env) provision(t *testing.T, name, uid string, online bool) {
+	t.Helper()
+	_, _, err := e.ledger.Provision(ledger.Request{Claim: ledger.ClaimRef{UID: uid, Namespace: "default", Name: name}, Node: "n1", Bytes: gi})
+	require.NoError(t, err)
+	if online {
+		_, err = e.ledger.MarkOnline(uid, nil)
+		require.NoError(t, err)
+	}
+}
+
+func TestSweepReleasesWhatNoClaimNeeds(t *testing.T) {
+	e := newEnv(t,
+		resourceClaim("in-use", "u-in-use", true, true),
+		resourceClaim("deallocated", "u-deallocated", false, false),
+		resourceClaim("recreated", "u-new", true, true),
+		resourceClaim("no-pod-yet", "u-no-pod-yet", true, false),
+		resourceClaim("no-pod-ever", "u-no-pod-ever", true, false),
+	)
+	e.provision(t, "in-use", "u-in-use", true)
+	e.provision(t, "deallocated", "u-deallocated", true)
+	e.provision(t, "deleted", "u-deleted", true)
+	e.provision(t, "recreated", "u-old", true)
+	e.provision(t, "no-pod-ever", "u-no-pod-ever", true)
+	e.clock.Step(4 * time.Minute)
+	e.provision(t, "no-pod-yet", "u-no-pod-yet", true)
+	e.clock.Step(2 * time.Minute)
+
+	e.rec.Sweep(context.Background())
+	assert.ElementsMatch(t, []string{"u-deallocated", "u-deleted", "u-old", "u-no-pod-ever"}, e.rel.got())
+	for uid, why := range map[string]string{
+		"u-deallocated": "is no longer allocated by dcd.dynamicmemory.io",
+		"u-deleted":     "ResourceClaim default/deleted was deleted",
+		"u-old":         "a new claim of that name has UID u-new",
+		"u-no-pod-ever": "no pod was reserved for ResourceClaim default/no-pod-ever within 5m0s",
+	} {
+		r, ok := e.ledger.Get(uid)
+		require.True(t, ok)
+		assert.Equal(t, ledger.StateReleasing, r.State, uid)
+		assert.Contains(t, r.Message, why, uid)
+	}
+	for _, uid := range []string{"u-in-use", "u-no-pod-yet"} {
+		r, _ := e.ledger.Get(uid)
+		assert.Equal(t, ledger.StateOnline, r.State, "%s is kept", uid)
+	}
+}
+
+func TestReservedEntriesAreLeftToTheTTL(t *testing.T) {
+	e := newEnv(t, resourceClaim("pending", "u-pending", false, false))
+	_, err := e.ledger.Reserve(ledger.Request{Claim: ledger.ClaimRef{UID: "u-pending", Namespace: "default", Name: "pending"}, Node: "n1", Bytes: gi})
+	require.NoError(t, err)
+	e.rec.Sweep(context.Background())
+	assert.Empty(t, e.rel.got(), "a claim not allocated yet keeps its reservation")
+
+	e.clock.Step(time.Minute)
+	e.rec.Expire(context.Background())
+	_, ok := e.ledger.Get("u-pending")
+	assert.False(t, ok, "the TTL expired it")
+	assert.Equal(t, 16*gi, e.ledger.Snapshot().Pools[0].Free)
+}
+
+func TestDeletingAClaimReleasesItsMemory(t *testing.T) {
+	e := newEnv(t, resourceClaim("c", "u-c", true, true))
+	e.provision(t, "c", "u-c", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.rec.Run(ctx) }()
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs")
+	assert.Empty(t, e.rel.got())
+
+	require.NoError(t, e.client.ResourceV1().ResourceClaims("default").Delete(ctx, "c", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return len(e.rel.got()) == 1 }, 5*time.Second, 5*time.Millisecond)
+	r, _ := e.ledger.Get("u-c")
+	assert.Equal(t, ledger.StateReleasing, r.State)
+	cancel()
+	require.NoError(t, <-done)
+}

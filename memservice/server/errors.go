@@ -1,0 +1,41 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+)
+
+// codeTable maps domain errors to gRPC status codes: the one place that decides.
+var codeTable = map[ledger.Code]codes.Code{
+	ledger.CodeInvalid:     codes.InvalidArgument,
+	ledger.CodeNotFound:    codes.NotFound,
+	ledger.CodeConflict:    codes.FailedPrecondition,
+	ledger.CodeExhausted:   codes.ResourceExhausted,
+	ledger.CodeUnavailable: codes.Unavailable,
+	ledger.CodeFailed:      codes.Aborted,
+}
+
+// toStatus turns an error from the ledger or the provisioning code into a gRPC status.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	if c := ledger.CodeOf(err); c != 0 {
+		return status.Error(codeTable[c], err.Error())
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}

@@ -1,0 +1,240 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/server"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
+)
+
+const (
+	mi = int64(1) << 20
+	gi = int64(1) << 30
+)
+
+// events is an ordered log of what the store and the device were asked to do.
+type events struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (e *events) add(format string, args ...any) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.log = append(e.log, fmt.Sprintf(format, args...))
+}
+
+func (e *events) all() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.log...)
+}
+
+// memStore is a provision.Store in memory that logs every write.
+type memStore struct {
+	ev      *events
+	mu      sync.Mutex
+	records map[string]ledger.Reservation
+}
+
+func (s *memStore) put(op string, r ledger.Reservation) error {
+	s.mu.Lock()
+	s.records[r.Claim.UID] = r
+	s.mu.Unlock()
+	s.ev.add("store %s %s %s", op, r.Claim.UID, r.State)
+	return nil
+}
+func (s *memStore) Create(_ context.Context, r ledger.Reservation) error { return s.put("create", r) }
+func (s *memStore) Update(_ context.Context, r ledger.Reservation) error { return s.put("update", r) }
+func (s *memStore) Released(_ context.Context, r ledger.Reservation) error {
+	return s.put("released", r)
+}
+
+// loggedDevice logs the device calls of a simulated device.
+type loggedDevice struct {
+	*simulated.Device
+	ev *events
+}
+
+func (d loggedDevice) Add(ctx context.Context, host int32, tag string, ext []backend.Extent) error {
+	d.ev.add("device add %s", tag)
+	return d.Device.Add(ctx, host, tag, ext)
+}
+
+func (d loggedDevice) Release(ctx context.Context, host int32, tag string, ext []backend.Extent) error {
+	d.ev.add("device release %s", tag)
+	return d.Device.Release(ctx, host, tag, ext)
+}
+
+type harness struct {
+	t       testing.TB
+	addr    string
+	bundle  pki.Bundle
+	ledger  *ledger.Ledger
+	device  *simulated.Device
+	ev      *events
+	store   *memStore
+	metrics *metrics.Metrics
+	serving atomic.Bool
+}
+
+var testPool = ledger.Pool{Name: "cxl-a", Capacity: 64 * gi, BlockSize: 128 * mi, HostWindow: 32 * gi, Nodes: []string{"node1", "node2"}}
+
+// newHarness starts a server over mutual TLS on loopback with a simulated device and
+// an in-memory store.
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	logger := klog.Background()
+	if tt, ok := t.(*testing.T); ok {
+		logger = ktesting.NewLogger(tt, ktesting.NewConfig(ktesting.Verbosity(1)))
+	}
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logger))
+	h := &harness{t: t, ev: &events{}}
+	h.serving.Store(true)
+	h.store = &memStore{ev: h.ev, records: map[string]ledger.Reservation{}}
+	var err error
+	h.bundle, err = pki.WriteBundle(t.TempDir(), []string{"127.0.0.1"}, []string{"node1", "node2"})
+	require.NoError(t, err)
+	tlsConfig, err := pki.ServerTLSConfig(h.bundle.CertFile("server"), h.bundle.KeyFile("server"), h.bundle.CAFile())
+	require.NoError(t, err)
+
+	sessions := session.NewRegistry()
+	var srv *server.Server
+	h.ledger = ledger.New(nil, ledger.Options{ReservationTTL: time.Minute, OnChange: func() {
+		if srv != nil {
+			srv.Notify()
+		}
+	}})
+	h.metrics = metrics.New(h.ledger, sessions.Connected)
+	require.NoError(t, h.ledger.SetPool(testPool))
+	h.ledger.SetPoolReady(testPool.Name, true, "")
+	h.device, err = simulated.New(simulated.Config{Capacity: testPool.Capacity, BlockSize: testPool.BlockSize, HostWindow: testPool.HostWindow, Seed: 1})
+	require.NoError(t, err)
+	mgr := provision.New(provision.Config{
+		Ledger: h.ledger, Agents: sessions, Store: h.store, Metrics: h.metrics,
+		AgentCommandTimeout: 5 * time.Second, RetryInterval: 10 * time.Millisecond,
+	})
+	mgr.Start(ctx)
+	mgr.SetPool(testPool.Name, loggedDevice{Device: h.device, ev: h.ev}, map[string]int32{"node1": 0, "node2": 1})
+	srv, err = server.New(server.Config{TLS: tlsConfig, Ledger: h.ledger, Manager: mgr, Sessions: sessions, Metrics: h.metrics, Serving: h.serving.Load})
+	require.NoError(t, err)
+	sessions.OnChange = srv.Notify
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	h.addr = lis.Addr().String()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ctx, lis)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		mgr.Wait()
+	})
+	return h
+}
+
+// dial connects as a member of the bundle ("scheduler", "agent-node1", ...).
+func (h *harness) dial(member string) *client.Client {
+	h.t.Helper()
+	c, err := client.Dial(context.Background(), client.Config{
+		Address: h.addr, CAFile: h.bundle.CAFile(), CertFile: h.bundle.CertFile(member), KeyFile: h.bundle.KeyFile(member),
+		CallTimeout: 10 * time.Second,
+	})
+	require.NoError(h.t, err)
+	h.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// fakeAgent answers commands for a node the way a node agent does.
+type fakeAgent struct {
+	mu      sync.Mutex
+	fail    string // non-empty: answer FAILED with this message
+	onlined map[string]bool
+}
+
+// startAgent opens an AgentSession for node with c and serves commands until the
+// test ends. It returns once the session is registered (the server saw the Hello).
+func (h *harness) startAgent(c *client.Client, node string) *fakeAgent {
+	h.t.Helper()
+	a := &fakeAgent{onlined: map[string]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.t.Cleanup(cancel)
+	stream, err := c.AgentSession(ctx)
+	require.NoError(h.t, err)
+	require.NoError(h.t, stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{
+		Hello: &memservicev1.AgentHello{Node: node, Version: "test"},
+	}}))
+	go func() {
+		for {
+			cmd, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			res := &memservicev1.CommandResult{CommandId: cmd.GetCommandId()}
+			a.mu.Lock()
+			switch {
+			case a.fail != "":
+				res.Outcome, res.Message = memservicev1.CommandResult_OUTCOME_FAILED, a.fail
+			case cmd.GetOnline() != nil:
+				res.ClaimUid = cmd.GetOnline().GetClaimUid()
+				res.Outcome, res.NumaNodes = memservicev1.CommandResult_OUTCOME_ONLINE, []int32{1}
+				a.onlined[res.ClaimUid] = true
+			case cmd.GetOffline() != nil:
+				res.ClaimUid = cmd.GetOffline().GetClaimUid()
+				res.Outcome = memservicev1.CommandResult_OUTCOME_OFFLINE
+				delete(a.onlined, res.ClaimUid)
+			}
+			a.mu.Unlock()
+			if err := stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Result{Result: res}}); err != nil {
+				return
+			}
+		}
+	}()
+	// The session is registered once a snapshot lists the node.
+	require.Eventually(h.t, func() bool {
+		resp, err := h.dial("admin").GetCapacity(context.Background(), &memservicev1.GetCapacityRequest{Node: node})
+		if err != nil || len(resp.GetPools()) == 0 {
+			return false
+		}
+		for _, n := range resp.GetPools()[0].GetNodes() {
+			if n.GetNode() == node {
+				return n.GetAgentConnected()
+			}
+		}
+		return false
+	}, 5*time.Second, 5*time.Millisecond)
+	return a
+}
+
+func (a *fakeAgent) isOnline(uid string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.onlined[uid]
+}
+
+// uid makes a valid claim UID from n.
+func uid(n int) string { return fmt.Sprintf("0b7c3f6e-1d2a-4c5b-8e9f-%012d", n) }
+
+func claim(n int) *memservicev1.ClaimRef {
+	return &memservicev1.ClaimRef{Uid: uid(n), Namespace: "default", Name: fmt.Sprintf("claim-%d", n)}
+}

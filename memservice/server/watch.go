@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+)
+
+// hub fans pool snapshots out to WatchPools streams. The ledger only signals a change
+// (a non-blocking send); the hub builds one snapshot per round and hands it to every
+// subscriber's one-slot mailbox, replacing a snapshot not yet taken: a slow receiver
+// skips intermediate snapshots and never holds up the ledger or other receivers.
+type hub struct {
+	build func() *memservicev1.PoolSnapshot
+	kick  chan struct{}
+
+	mu       sync.Mutex
+	subs     map[*subscriber]struct{}
+	latest   *memservicev1.PoolSnapshot
+	revision uint64
+	onCount  func(int)
+}
+
+type subscriber struct {
+	mailbox chan *memservicev1.PoolSnapshot
+}
+
+func newHub(build func() *memservicev1.PoolSnapshot, onCount func(int)) *hub {
+	return &hub{build: build, kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, onCount: onCount}
+}
+
+// Notify says something changed; it never blocks.
+func (h *hub) Notify() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run publishes a snapshot after every burst of changes until ctx ends.
+func (h *hub) run(ctx context.Context) {
+	h.publish()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.kick:
+			h.publish()
+		}
+	}
+}
+
+func (h *hub) publish() {
+	h.mu.Lock()
+	idle := len(h.subs) == 0
+	if idle {
+		h.latest = nil // the next subscriber gets a fresh one
+	}
+	h.mu.Unlock()
+	if idle {
+		return
+	}
+	snap := h.build()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.revision++
+	snap.Revision = h.revision
+	h.latest = snap
+	for s := range h.subs {
+		s.offer(snap)
+	}
+}
+
+// offer puts snap in the mailbox, dropping an older snapshot not yet taken.
+func (s *subscriber) offer(snap *memservicev1.PoolSnapshot) {
+	for {
+		select {
+		case s.mailbox <- snap:
+			return
+		default:
+		}
+		select {
+		case <-s.mailbox:
+		default:
+		}
+	}
+}
+
+func (h *hub) subscribe() *subscriber {
+	s := &subscriber{mailbox: make(chan *memservicev1.PoolSnapshot, 1)}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	fresh := h.latest == nil
+	if !fresh {
+		s.offer(h.latest)
+	}
+	n := len(h.subs)
+	h.mu.Unlock()
+	if fresh {
+		h.Notify()
+	}
+	if h.onCount != nil {
+		h.onCount(n)
+	}
+	return s
+}
+
+func (h *hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	n := len(h.subs)
+	h.mu.Unlock()
+	if h.onCount != nil {
+		h.onCount(n)
+	}
+}
+
+// WatchPools streams snapshots until the client goes away.
+func (s *Server) WatchPools(_ *memservicev1.WatchPoolsRequest, stream memservicev1.MemoryService_WatchPoolsServer) error {
+	sub := s.hub.subscribe()
+	defer s.hub.unsubscribe(sub)
+	ctx := stream.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the memory service is stopping; watch again")
+		case snap := <-sub.mailbox:
+			// Snapshots are shared between subscribers; marshalling only reads them.
+			if err := stream.Send(snap); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,388 @@
+// Package service wires the memory service together: pools from DynamicMemoryPool
+// objects, the ledger, the device backends, DynamicMemoryClaim persistence, the
+// ResourceClaim reconciler, the gRPC server and the metrics endpoint, under leader
+// election. cmd/memservice runs it; integration tests run it in-process.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/server"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
+)
+
+// Defaults of the durations in Config.
+const (
+	DefaultReservationTTL       = time.Minute
+	DefaultProvisionGracePeriod = 5 * time.Minute
+	DefaultAgentCommandTimeout  = 2 * time.Minute
+)
+
+// Config configures a Service.
+type Config struct {
+	// RESTConfig reaches the Kubernetes API server.
+	RESTConfig *rest.Config
+	// ListenAddress of the gRPC server ("127.0.0.1:0" picks a free port; see Addr).
+	ListenAddress string
+	// MetricsAddress serves /metrics, /healthz and /readyz over HTTP (empty: none).
+	MetricsAddress string
+	// TLS files of the gRPC server (mutual TLS: clients must present a certificate
+	// signed by CAFile).
+	TLS struct {
+		CAFile, CertFile, KeyFile string
+	}
+	// ReservationTTL: a Reserved entry not provisioned within it is dropped.
+	ReservationTTL time.Duration
+	// ProvisionGracePeriod: provisioned memory whose claim got no pod within it is released.
+	ProvisionGracePeriod time.Duration
+	// AgentCommandTimeout bounds waiting for a node agent to online memory.
+	AgentCommandTimeout time.Duration
+	// LeaderElection on a Lease: only the leader serves; others wait.
+	LeaderElection struct {
+		Enabled                   bool
+		Namespace, Name, Identity string
+	}
+	// Clock (default: real).
+	Clock clock.WithTicker
+	// NewBackend builds a pool's device backend (default: from the pool's spec).
+	// Tests use it to share one simulated device between service instances.
+	NewBackend func(pool *v1alpha1.DynamicMemoryPool) (provision.Backend, error)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.RESTConfig == nil {
+		errs = append(errs, errors.New("restConfig is required"))
+	}
+	if c.ListenAddress == "" {
+		errs = append(errs, errors.New("listenAddress is required, for example :8443 or 127.0.0.1:0"))
+	}
+	if c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		errs = append(errs, errors.New("tls.caFile, tls.certFile and tls.keyFile are required (make a dev bundle with `memservice certs`)"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"reservationTTL", c.ReservationTTL}, {"provisionGracePeriod", c.ProvisionGracePeriod}, {"agentCommandTimeout", c.AgentCommandTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", d.name, d.v))
+		}
+	}
+	if le := c.LeaderElection; le.Enabled && (le.Namespace == "" || le.Name == "" || le.Identity == "") {
+		errs = append(errs, errors.New("leaderElection.namespace, name and identity are required when leader election is enabled"))
+	}
+	return errors.Join(errs...)
+}
+
+// Service is one memory service instance.
+type Service struct {
+	cfg      Config
+	kube     kubernetes.Interface
+	crd      *store.Client
+	store    *store.Store
+	ledger   *ledger.Ledger
+	sessions *session.Registry
+	manager  *provision.Manager
+	metrics  *metrics.Metrics
+	server   *server.Server
+	listener net.Listener
+	httpLis  net.Listener
+	pools    *pools
+
+	serving atomic.Bool
+	ready   chan struct{}
+	once    sync.Once
+	notify  chan struct{} // pool status writer kick
+}
+
+// New checks the config, loads the certificates and opens the gRPC listener.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("memory service config: %w", err)
+	}
+	if cfg.ReservationTTL == 0 {
+		cfg.ReservationTTL = DefaultReservationTTL
+	}
+	if cfg.ProvisionGracePeriod == 0 {
+		cfg.ProvisionGracePeriod = DefaultProvisionGracePeriod
+	}
+	if cfg.AgentCommandTimeout == 0 {
+		cfg.AgentCommandTimeout = DefaultAgentCommandTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	kube, err := kubernetes.NewForConfig(cfg.RESTConfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	crd, err := store.NewClient(cfg.RESTConfig)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig, err := pki.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("memory service TLS: %w", err)
+	}
+	s := &Service{
+		cfg: cfg, kube: kube, crd: crd, store: store.New(crd),
+		sessions: session.NewRegistry(),
+		ready:    make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+	}
+	s.ledger = ledger.New(cfg.Clock, ledger.Options{ReservationTTL: cfg.ReservationTTL, OnChange: s.changed})
+	s.metrics = metrics.New(s.ledger, s.sessions.Connected)
+	s.manager = provision.New(provision.Config{
+		Ledger: s.ledger, Agents: s.sessions, Store: s.store, Metrics: s.metrics, Clock: cfg.Clock,
+		AgentCommandTimeout: cfg.AgentCommandTimeout,
+	})
+	s.server, err = server.New(server.Config{
+		TLS: tlsConfig, Ledger: s.ledger, Manager: s.manager, Sessions: s.sessions, Metrics: s.metrics,
+		Clock: cfg.Clock, Serving: s.serving.Load,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.sessions.OnChange = s.changed
+	s.sessions.OnOpen = s.reconcileHost
+	s.sessions.OnProgress = func(node string, p *memservicev1.CommandProgress) {
+		s.ledger.SetMessage(p.GetClaimUid(), fmt.Sprintf("node agent of %s: %s (%d of %d blocks)", node, p.GetMessage(), p.GetBlocksDone(), p.GetBlocksTotal()))
+	}
+	s.pools = newPools(s)
+	lis, err := net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddress, err)
+	}
+	s.listener = lis
+	if cfg.MetricsAddress != "" {
+		if s.httpLis, err = net.Listen("tcp", cfg.MetricsAddress); err != nil {
+			_ = lis.Close()
+			return nil, fmt.Errorf("listen on %s: %w", cfg.MetricsAddress, err)
+		}
+	}
+	return s, nil
+}
+
+// MetricsAddr is the address of /metrics, /healthz and /readyz ("" without MetricsAddress).
+func (s *Service) MetricsAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
+// Addr is the gRPC server's address (host:port).
+func (s *Service) Addr() string { return s.listener.Addr().String() }
+
+// Ready is closed once this instance leads and serves requests.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Ledger exposes the ledger, for tests that check its invariants.
+func (s *Service) Ledger() *ledger.Ledger { return s.ledger }
+
+// Metrics exposes the metrics, for tests.
+func (s *Service) Metrics() *metrics.Metrics { return s.metrics }
+
+// changed is the ledger's and sessions' change hook: never blocks.
+func (s *Service) changed() {
+	s.server.Notify()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends (nil then), or until leadership is lost (an error: the
+// process should exit and start again as a candidate).
+func (s *Service) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithName("memservice")
+	ctx = klog.NewContext(ctx, logger)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	run("grpc server", func(ctx context.Context) error { return s.server.Serve(ctx, s.listener) })
+	if s.httpLis != nil {
+		run("metrics server", s.serveHTTP)
+	}
+	run("pools", s.pools.run)
+	defer func() {
+		cancel()
+		wg.Wait()
+		s.manager.Wait()
+	}()
+
+	if !s.pools.waitSynced(ctx) {
+		return nil
+	}
+	if !s.cfg.LeaderElection.Enabled {
+		run("leader", s.lead)
+	} else if err := s.elect(ctx, run); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func (s *Service) elect(ctx context.Context, run func(string, func(context.Context) error)) error {
+	le := s.cfg.LeaderElection
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, le.Namespace, le.Name,
+		s.kube.CoreV1(), s.kube.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: le.Identity})
+	if err != nil {
+		return fmt.Errorf("leader election lock: %w", err)
+	}
+	lost := make(chan struct{})
+	var led atomic.Bool
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   15 * time.Second,
+		RenewDeadline:   10 * time.Second,
+		RetryPeriod:     2 * time.Second,
+		ReleaseOnCancel: true,
+		Name:            le.Name,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(leaderCtx context.Context) {
+				led.Store(true)
+				run("leader", func(context.Context) error { return s.lead(leaderCtx) })
+			},
+			OnStoppedLeading: func() { close(lost) },
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	run("leader election", func(ctx context.Context) error {
+		elector.Run(ctx)
+		select {
+		case <-lost:
+			if ctx.Err() == nil && led.Load() {
+				return fmt.Errorf("lost the lease %s/%s", le.Namespace, le.Name)
+			}
+		default:
+		}
+		return nil
+	})
+	return nil
+}
+
+// lead rebuilds the ledger from the records and serves until ctx ends.
+func (s *Service) lead(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	logger.Info("Leading: rebuilding the ledger from DynamicMemoryClaims")
+	s.manager.Start(ctx)
+	if err := s.rebuild(ctx); err != nil {
+		return err
+	}
+	rec := reconciler.New(reconciler.Config{
+		Client: s.kube, Ledger: s.ledger, Releaser: s.manager, Metrics: s.metrics, Clock: s.cfg.Clock,
+		ProvisionGracePeriod: s.cfg.ProvisionGracePeriod,
+	})
+	errc := make(chan error, 2)
+	go func() { errc <- rec.Run(ctx) }()
+	go func() { errc <- s.pools.writeStatus(ctx) }()
+
+	s.serving.Store(true)
+	s.metrics.IsLeader.Set(1)
+	s.server.SetServing(true)
+	s.once.Do(func() { close(s.ready) })
+	logger.Info("Serving", "address", s.Addr())
+	defer func() {
+		s.serving.Store(false)
+		s.metrics.IsLeader.Set(0)
+		s.server.SetServing(false)
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+func (s *Service) serveHTTP(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.serving.Load() {
+			http.Error(w, "not serving: standby or starting", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// backendTimeout bounds one backend call made while rebuilding.
+func (s *Service) backendTimeout() time.Duration { return 30 * time.Second }
+
+// reconcileHost compares what a node agent reports online with the ledger when its
+// session opens: memory online for a claim the ledger does not hold on that node is
+// offlined (the release of its extents, if any, is the device reconciliation's).
+func (s *Service) reconcileHost(node string, state *memservicev1.HostState) {
+	if state == nil || !s.serving.Load() {
+		return
+	}
+	logger := klog.Background().WithValues("node", node)
+	for _, oc := range state.GetOnline() {
+		r, ok := s.ledger.Get(oc.GetClaimUid())
+		if ok && r.Node == node && r.State != ledger.StateReleased {
+			continue
+		}
+		logger.Info("Node agent reports memory online for a claim the service does not hold there; offlining it", "claim", oc.GetClaimUid(), "bytes", oc.GetBytes())
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AgentCommandTimeout)
+		_, err := s.sessions.Offline(ctx, node, &memservicev1.OfflineCommand{ClaimUid: oc.GetClaimUid(), Bytes: oc.GetBytes()})
+		cancel()
+		if err != nil {
+			logger.Error(err, "Offlining memory of an unknown claim", "claim", oc.GetClaimUid())
+		}
+	}
+}

@@ -1,0 +1,243 @@
+// Package session keeps the node agents' AgentSession streams: one per node, and the
+// commands in flight on them. The provisioning code sends a command to a node and
+// waits for its result; if the agent's session drops, the command is sent again on
+// its next session (agents treat commands as idempotent).
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+)
+
+// Registry holds the sessions. Safe for concurrent use.
+type Registry struct {
+	// OnOpen is called (in its own goroutine) when a node's session opens, with the
+	// host state the agent reported in its Hello.
+	OnOpen func(node string, state *memservicev1.HostState)
+	// OnProgress is called for every progress report.
+	OnProgress func(node string, p *memservicev1.CommandProgress)
+	// OnChange is called when the set of connected nodes changes.
+	OnChange func()
+
+	nextID atomic.Uint64
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+	changed  chan struct{} // closed and replaced at every open
+}
+
+// NewRegistry makes an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{sessions: map[string]*Session{}, changed: make(chan struct{})}
+}
+
+// Session is one agent's stream.
+type Session struct {
+	node     string
+	commands chan *memservicev1.AgentCommand
+	done     chan struct{}
+	once     sync.Once
+
+	mu        sync.Mutex
+	pending   map[string]chan *memservicev1.CommandResult
+	hostState *memservicev1.HostState
+}
+
+// Node is the session's node.
+func (s *Session) Node() string { return s.node }
+
+// Commands delivers the commands to send to the agent.
+func (s *Session) Commands() <-chan *memservicev1.AgentCommand { return s.commands }
+
+// Done is closed when the session is closed or replaced.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+func (s *Session) close() { s.once.Do(func() { close(s.done) }) }
+
+// Open starts a session for a node; an older session of the node is closed.
+func (r *Registry) Open(node string, hello *memservicev1.AgentHello) *Session {
+	s := &Session{
+		node:      node,
+		commands:  make(chan *memservicev1.AgentCommand, 64),
+		done:      make(chan struct{}),
+		pending:   map[string]chan *memservicev1.CommandResult{},
+		hostState: hello.GetHostState(),
+	}
+	r.mu.Lock()
+	if old, ok := r.sessions[node]; ok {
+		old.close()
+	}
+	r.sessions[node] = s
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	if r.OnChange != nil {
+		r.OnChange()
+	}
+	if r.OnOpen != nil {
+		go r.OnOpen(node, hello.GetHostState())
+	}
+	return s
+}
+
+// Close ends a session (if it is still the node's current one).
+func (r *Registry) Close(s *Session) {
+	s.close()
+	r.mu.Lock()
+	current := r.sessions[s.node] == s
+	if current {
+		delete(r.sessions, s.node)
+	}
+	r.mu.Unlock()
+	if current && r.OnChange != nil {
+		r.OnChange()
+	}
+}
+
+// Connected returns the nodes whose agent holds a session, sorted.
+func (r *Registry) Connected() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.sessions))
+	for n := range r.sessions {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// IsConnected tells whether a node's agent holds a session.
+func (r *Registry) IsConnected(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.sessions[node]
+	return ok
+}
+
+// HostState is the last host state a node's current session reported.
+func (r *Registry) HostState(node string) (*memservicev1.HostState, bool) {
+	r.mu.Lock()
+	s, ok := r.sessions[node]
+	r.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hostState, true
+}
+
+// Handle takes a message the agent sent after its Hello.
+func (r *Registry) Handle(s *Session, msg *memservicev1.AgentMessage) error {
+	switch m := msg.GetMessage().(type) {
+	case *memservicev1.AgentMessage_Result:
+		s.mu.Lock()
+		ch, ok := s.pending[m.Result.GetCommandId()]
+		delete(s.pending, m.Result.GetCommandId())
+		s.mu.Unlock()
+		if ok {
+			ch <- m.Result
+		}
+	case *memservicev1.AgentMessage_Progress:
+		if r.OnProgress != nil {
+			r.OnProgress(s.node, m.Progress)
+		}
+	case *memservicev1.AgentMessage_HostState:
+		s.mu.Lock()
+		s.hostState = m.HostState
+		s.mu.Unlock()
+	case *memservicev1.AgentMessage_Hello:
+		return ledger.Errorf(ledger.CodeInvalid, "hello: sent twice in one session")
+	default:
+		return ledger.Errorf(ledger.CodeInvalid, "message: empty agent message")
+	}
+	return nil
+}
+
+// ErrAgentFailed wraps an agent's FAILED outcome.
+var ErrAgentFailed = errors.New("node agent reports failure")
+
+// Online has the node's agent online a claim's memory and returns the NUMA nodes. It
+// waits for the agent to connect, and sends again on a new session if one drops.
+func (r *Registry) Online(ctx context.Context, node string, cmd *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error) {
+	return r.do(ctx, node, cmd.GetClaimUid(), func(id string) *memservicev1.AgentCommand {
+		return &memservicev1.AgentCommand{CommandId: id, Command: &memservicev1.AgentCommand_Online{Online: cmd}}
+	}, memservicev1.CommandResult_OUTCOME_ONLINE)
+}
+
+// Offline has the node's agent offline a claim's memory.
+func (r *Registry) Offline(ctx context.Context, node string, cmd *memservicev1.OfflineCommand) (*memservicev1.CommandResult, error) {
+	return r.do(ctx, node, cmd.GetClaimUid(), func(id string) *memservicev1.AgentCommand {
+		return &memservicev1.AgentCommand{CommandId: id, Command: &memservicev1.AgentCommand_Offline{Offline: cmd}}
+	}, memservicev1.CommandResult_OUTCOME_OFFLINE)
+}
+
+func (r *Registry) do(ctx context.Context, node, uid string, build func(id string) *memservicev1.AgentCommand, want memservicev1.CommandResult_Outcome) (*memservicev1.CommandResult, error) {
+	for {
+		s, err := r.await(ctx, node)
+		if err != nil {
+			return nil, err
+		}
+		id := node + "-" + strconv.FormatUint(r.nextID.Add(1), 10)
+		ch := make(chan *memservicev1.CommandResult, 1)
+		s.mu.Lock()
+		s.pending[id] = ch
+		s.mu.Unlock()
+		forget := func() {
+			s.mu.Lock()
+			delete(s.pending, id)
+			s.mu.Unlock()
+		}
+		select {
+		case s.commands <- build(id):
+		case <-s.done:
+			forget()
+			continue
+		case <-ctx.Done():
+			forget()
+			return nil, fmt.Errorf("send command for claim %s to the agent of node %s: %w", uid, node, ctx.Err())
+		}
+		select {
+		case res := <-ch:
+			switch res.GetOutcome() {
+			case want:
+				return res, nil
+			case memservicev1.CommandResult_OUTCOME_FAILED:
+				return res, fmt.Errorf("%w: node %s, claim %s: %s", ErrAgentFailed, node, uid, res.GetMessage())
+			default:
+				return res, fmt.Errorf("%w: node %s, claim %s: unexpected outcome %s", ErrAgentFailed, node, uid, res.GetOutcome())
+			}
+		case <-s.done:
+			forget()
+		case <-ctx.Done():
+			forget()
+			return nil, fmt.Errorf("wait for the agent of node %s to answer for claim %s: %w", node, uid, ctx.Err())
+		}
+	}
+}
+
+// await returns the node's session, waiting for one to open.
+func (r *Registry) await(ctx context.Context, node string) (*Session, error) {
+	for {
+		r.mu.Lock()
+		s, ok := r.sessions[node]
+		changed := r.changed
+		r.mu.Unlock()
+		if ok {
+			return s, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("node agent of %s is not connected: %w", node, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,275 @@
+// Package store persists reservations as DynamicMemoryClaim objects: one per
+// ResourceClaim (same namespace and name), owned by it, labelled with the claim UID,
+// node and pool, and holding a finalizer until the memory is back in the pool. The
+// object is written before any hardware action and its status follows every state
+// change, so that a restarted service rebuilds its ledger from these objects.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+)
+
+// Store writes DynamicMemoryClaims. It implements provision.Store.
+type Store struct {
+	client *Client
+}
+
+// New makes a store.
+func New(c *Client) *Store { return &Store{client: c} }
+
+var phases = map[ledger.State]v1alpha1.ClaimPhase{
+	ledger.StateReserved:     v1alpha1.PhaseReserved,
+	ledger.StateProvisioning: v1alpha1.PhaseProvisioning,
+	ledger.StateOnline:       v1alpha1.PhaseOnline,
+	ledger.StateReleasing:    v1alpha1.PhaseReleasing,
+	ledger.StateReleased:     v1alpha1.PhaseReleased,
+	ledger.StateFailed:       v1alpha1.PhaseFailed,
+}
+
+// Object renders a reservation as its DynamicMemoryClaim (metadata, spec and status).
+func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
+	obj := &v1alpha1.DynamicMemoryClaim{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "DynamicMemoryClaim"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: r.Claim.Namespace,
+			Name:      r.Claim.Name,
+			Labels: map[string]string{
+				v1alpha1.LabelClaimUID: r.Claim.UID,
+				v1alpha1.LabelNode:     r.Node,
+				v1alpha1.LabelPool:     r.Pool,
+			},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "resource.k8s.io/v1",
+				Kind:       "ResourceClaim",
+				Name:       r.Claim.Name,
+				UID:        types.UID(r.Claim.UID),
+			}},
+			Finalizers: []string{v1alpha1.Finalizer},
+		},
+		Spec: v1alpha1.DynamicMemoryClaimSpec{
+			ClaimRef:  v1alpha1.ClaimReference{Name: r.Claim.Name, UID: types.UID(r.Claim.UID)},
+			Node:      r.Node,
+			Pool:      r.Pool,
+			Requested: *resource.NewQuantity(r.Requested, resource.BinarySI),
+			Size:      *resource.NewQuantity(r.Bytes, resource.BinarySI),
+		},
+		Status: Status(r),
+	}
+	if r.Pod != (ledger.PodRef{}) {
+		obj.Spec.PodRef = &v1alpha1.PodReference{Name: r.Pod.Name, UID: types.UID(r.Pod.UID)}
+	}
+	return obj
+}
+
+func metaTime(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &metav1.Time{Time: t}
+}
+
+// Status renders a reservation's state as a DynamicMemoryClaim status.
+func Status(r ledger.Reservation) v1alpha1.DynamicMemoryClaimStatus {
+	st := v1alpha1.DynamicMemoryClaimStatus{
+		Phase:          phases[r.State],
+		NUMANodes:      slices.Clone(r.NUMANodes),
+		ReservedAt:     metaTime(r.ReservedAt),
+		ProvisioningAt: metaTime(r.ProvisioningAt),
+		OnlineAt:       metaTime(r.OnlineAt),
+		ReleasingAt:    metaTime(r.ReleasingAt),
+		ReleasedAt:     metaTime(r.ReleasedAt),
+		Message:        r.Message,
+	}
+	for _, e := range r.Extents {
+		st.Extents = append(st.Extents, v1alpha1.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	if !r.OnlineAt.IsZero() && !r.ProvisioningAt.IsZero() {
+		st.ProvisioningDuration = &metav1.Duration{Duration: r.OnlineAt.Sub(r.ProvisioningAt)}
+	}
+	cond := metav1.Condition{Type: "Online", Status: metav1.ConditionFalse, Reason: string(st.Phase), Message: r.Message,
+		LastTransitionTime: metav1.Time{Time: r.UpdatedAt}}
+	if r.State == ledger.StateOnline {
+		cond.Status = metav1.ConditionTrue
+	}
+	if cond.LastTransitionTime.IsZero() {
+		cond.LastTransitionTime = metav1.Now()
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+	return st
+}
+
+// Reservation reads a reservation back from its DynamicMemoryClaim.
+func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
+	uid := obj.Labels[v1alpha1.LabelClaimUID]
+	if uid == "" {
+		uid = string(obj.Spec.ClaimRef.UID)
+	}
+	r := ledger.Reservation{
+		Claim:     ledger.ClaimRef{UID: uid, Namespace: obj.Namespace, Name: obj.Spec.ClaimRef.Name},
+		Node:      obj.Spec.Node,
+		Pool:      obj.Spec.Pool,
+		Requested: obj.Spec.Requested.Value(),
+		Bytes:     obj.Spec.Size.Value(),
+		NUMANodes: slices.Clone(obj.Status.NUMANodes),
+		Message:   obj.Status.Message,
+	}
+	if obj.Spec.PodRef != nil {
+		r.Pod = ledger.PodRef{Name: obj.Spec.PodRef.Name, UID: string(obj.Spec.PodRef.UID)}
+	}
+	found := false
+	for s, p := range phases {
+		if p == obj.Status.Phase {
+			r.State, found = s, true
+		}
+	}
+	if !found {
+		// Created but its first status write was lost: the hardware step may have begun.
+		r.State = ledger.StateProvisioning
+	}
+	for _, e := range obj.Status.Extents {
+		r.Extents = append(r.Extents, ledger.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	for _, t := range []struct {
+		dst *time.Time
+		src *metav1.Time
+	}{
+		{&r.ReservedAt, obj.Status.ReservedAt}, {&r.ProvisioningAt, obj.Status.ProvisioningAt},
+		{&r.OnlineAt, obj.Status.OnlineAt}, {&r.ReleasingAt, obj.Status.ReleasingAt}, {&r.ReleasedAt, obj.Status.ReleasedAt},
+	} {
+		if t.src != nil {
+			*t.dst = t.src.Time
+		}
+	}
+	r.UpdatedAt = obj.CreationTimestamp.Time
+	// Whether the agent was asked to online the memory is not recorded: assume it was
+	// for any provisioned claim, so that release always has it offlined first.
+	r.OnHost = r.State != ledger.StateReleased
+	if r.Claim.UID == "" || r.Node == "" || r.Pool == "" || r.Bytes <= 0 {
+		return r, fmt.Errorf("DynamicMemoryClaim %s/%s is incomplete (claim UID %q, node %q, pool %q, size %d)",
+			obj.Namespace, obj.Name, r.Claim.UID, r.Node, r.Pool, r.Bytes)
+	}
+	return r, nil
+}
+
+// Create records a claim entering Provisioning. An older record of the same name is
+// replaced if it is released (the ResourceClaim was allocated again, or recreated with
+// the same name); a record of the same claim is brought up to date.
+func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
+	obj := Object(r)
+	created, err := s.client.CreateClaim(ctx, obj)
+	if apierrors.IsAlreadyExists(err) {
+		created, err = s.replace(ctx, obj)
+	}
+	if err != nil {
+		return fmt.Errorf("create DynamicMemoryClaim %s/%s: %w", obj.Namespace, obj.Name, err)
+	}
+	return s.writeStatus(ctx, created.Namespace, created.Name, obj.Status)
+}
+
+func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (*v1alpha1.DynamicMemoryClaim, error) {
+	old, err := s.client.GetClaim(ctx, obj.Namespace, obj.Name)
+	if err != nil {
+		return nil, err
+	}
+	sameClaim := old.Labels[v1alpha1.LabelClaimUID] == obj.Labels[v1alpha1.LabelClaimUID]
+	if sameClaim && old.Status.Phase != v1alpha1.PhaseReleased {
+		return old, nil
+	}
+	if old.Status.Phase != v1alpha1.PhaseReleased && slices.Contains(old.Finalizers, v1alpha1.Finalizer) {
+		return nil, fmt.Errorf("an earlier claim %s of the same name still holds memory (%s); retry once it is released",
+			old.Labels[v1alpha1.LabelClaimUID], old.Status.Phase)
+	}
+	if err := s.dropFinalizer(ctx, old.Namespace, old.Name); err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	err = s.client.DeleteClaim(ctx, old.Namespace, old.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("delete released DynamicMemoryClaim: %w", err)
+	}
+	return s.client.CreateClaim(ctx, obj)
+}
+
+// Update records the reservation's state in its object's status.
+func (s *Store) Update(ctx context.Context, r ledger.Reservation) error {
+	if err := s.writeStatus(ctx, r.Claim.Namespace, r.Claim.Name, Status(r)); err != nil {
+		return fmt.Errorf("update status of DynamicMemoryClaim %s/%s to %s: %w", r.Claim.Namespace, r.Claim.Name, r.State, err)
+	}
+	return nil
+}
+
+// Released records the release and removes the finalizer, so the object goes with
+// its ResourceClaim.
+func (s *Store) Released(ctx context.Context, r ledger.Reservation) error {
+	if err := s.Update(ctx, r); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if err := s.dropFinalizer(ctx, r.Claim.Namespace, r.Claim.Name); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove finalizer of DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, err)
+	}
+	return nil
+}
+
+func (s *Store) writeStatus(ctx context.Context, namespace, name string, st v1alpha1.DynamicMemoryClaimStatus) error {
+	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": st}})
+	if err != nil {
+		return err
+	}
+	_, err = s.client.PatchClaimStatus(ctx, namespace, name, types.JSONPatchType, patch)
+	return err
+}
+
+func (s *Store) dropFinalizer(ctx context.Context, namespace, name string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj, err := s.client.GetClaim(ctx, namespace, name)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(obj.Finalizers, v1alpha1.Finalizer) {
+			return nil
+		}
+		obj.Finalizers = slices.DeleteFunc(obj.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
+		_, err = s.client.UpdateClaim(ctx, obj)
+		return err
+	})
+}
+
+// List reads every recorded reservation. Objects that cannot be read back are
+// returned in bad, with the reason.
+func (s *Store) List(ctx context.Context) (good []ledger.Reservation, bad []error, err error) {
+	list, err := s.client.ListClaims(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list DynamicMemoryClaims: %w", err)
+	}
+	for i := range list.Items {
+		r, err := Reservation(&list.Items[i])
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		good = append(good, r)
+	}
+	return good, bad, nil
+}
+
+// Forget drops the finalizer of a record that cannot be read back or whose pool is
+// gone, so it does not block its ResourceClaim's deletion forever.
+func (s *Store) Forget(ctx context.Context, namespace, name string) error {
+	return s.dropFinalizer(ctx, namespace, name)
+}

@@ -1,0 +1,73 @@
+package store_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
+)
+
+func TestObjectRoundTripsEveryState(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	base := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "0b7c3f6e-1d2a-4c5b-8e9f-000000000001", Namespace: "ns", Name: "claim"},
+		Pod:   ledger.PodRef{Name: "pod", UID: "0b7c3f6e-1d2a-4c5b-8e9f-000000000002"},
+		Node:  "node1", Pool: "cxl-a", Requested: 100 << 20, Bytes: 128 << 20,
+		Extents:    []ledger.Extent{{Offset: 0, Length: 128 << 20}},
+		ReservedAt: at, ProvisioningAt: at.Add(time.Second), UpdatedAt: at.Add(2 * time.Second),
+	}
+	for _, state := range []ledger.State{ledger.StateProvisioning, ledger.StateOnline, ledger.StateReleasing, ledger.StateReleased, ledger.StateFailed} {
+		t.Run(state.String(), func(t *testing.T) {
+			r := base
+			r.State = state
+			if state == ledger.StateOnline {
+				r.OnlineAt, r.NUMANodes = at.Add(1500*time.Millisecond), []int32{1}
+			}
+			obj := store.Object(r)
+			assert.Equal(t, "claim", obj.Name)
+			assert.Equal(t, "ns", obj.Namespace)
+			assert.Equal(t, map[string]string{v1alpha1.LabelClaimUID: r.Claim.UID, v1alpha1.LabelNode: "node1", v1alpha1.LabelPool: "cxl-a"}, obj.Labels)
+			assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers)
+			assert.Equal(t, "resource.k8s.io/v1", obj.OwnerReferences[0].APIVersion)
+			assert.Equal(t, "128Mi", obj.Spec.Size.String())
+			assert.Equal(t, state.String(), string(obj.Status.Phase))
+			online := obj.Status.Conditions[0]
+			assert.Equal(t, "Online", online.Type)
+			assert.Equal(t, state == ledger.StateOnline, online.Status == metav1.ConditionTrue)
+			if state == ledger.StateOnline {
+				assert.Equal(t, 500*time.Millisecond, obj.Status.ProvisioningDuration.Duration)
+			}
+
+			back, err := store.Reservation(obj)
+			require.NoError(t, err)
+			assert.Equal(t, r.Claim, back.Claim)
+			assert.Equal(t, r.Pod, back.Pod)
+			assert.Equal(t, state, back.State)
+			assert.Equal(t, r.Extents, back.Extents)
+			assert.Equal(t, r.Bytes, back.Bytes)
+			assert.Equal(t, r.Requested, back.Requested)
+			assert.Equal(t, r.ProvisioningAt, back.ProvisioningAt)
+			assert.Equal(t, state != ledger.StateReleased, back.OnHost, "release offlines first after a restart")
+		})
+	}
+}
+
+func TestAnIncompleteRecordIsRefused(t *testing.T) {
+	obj := store.Object(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "c"}, Node: "n", State: ledger.StateOnline})
+	_, err := store.Reservation(obj)
+	assert.ErrorContains(t, err, "DynamicMemoryClaim ns/c is incomplete")
+}
+
+func TestARecordWithoutPhaseIsProvisioning(t *testing.T) {
+	obj := store.Object(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "c"}, Node: "n", Pool: "p", Requested: 1, Bytes: 1})
+	obj.Status = v1alpha1.DynamicMemoryClaimStatus{}
+	r, err := store.Reservation(obj)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateProvisioning, r.State, "created, first status write lost: the hardware step may have begun")
+}

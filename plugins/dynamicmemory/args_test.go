@@ -1,0 +1,110 @@
+package dynamicmemory
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+func TestDecodeArgs(t *testing.T) {
+	path := field.NewPath("profiles").Key("dynamic-memory-scheduler").Child("pluginConfig").Key(Name).Child("args")
+	tests := []struct {
+		name    string
+		raw     string
+		want    *DynamicMemoryArgs
+		wantErr []string
+	}{
+		{
+			name: "minimal args get the defaults",
+			raw:  `{"address":"memservice:8443","caFile":"ca","certFile":"crt","keyFile":"key"}`,
+			want: &DynamicMemoryArgs{
+				Address: "memservice:8443", CAFile: "ca", CertFile: "crt", KeyFile: "key",
+				ReserveTimeout:   &metav1.Duration{Duration: DefaultReserveTimeout},
+				ProvisionTimeout: &metav1.Duration{Duration: DefaultProvisionTimeout},
+				ScoringStrategy:  &ScoringStrategy{Type: MostAllocated},
+			},
+		},
+		{
+			name: "every field set, as YAML with kind",
+			raw: `kind: DynamicMemoryArgs
+address: unix:///run/memservice.sock
+caFile: ca
+certFile: crt
+keyFile: key
+serverName: memservice
+reserveTimeout: 2s
+provisionTimeout: 30s
+scoringStrategy: {type: LeastAllocated, localityWeight: 40}`,
+			want: &DynamicMemoryArgs{
+				TypeMeta: metav1.TypeMeta{Kind: "DynamicMemoryArgs"},
+				Address:  "unix:///run/memservice.sock", CAFile: "ca", CertFile: "crt", KeyFile: "key", ServerName: "memservice",
+				ReserveTimeout:   &metav1.Duration{Duration: 2 * time.Second},
+				ProvisionTimeout: &metav1.Duration{Duration: 30 * time.Second},
+				ScoringStrategy:  &ScoringStrategy{Type: LeastAllocated, LocalityWeight: 40},
+			},
+		},
+		{
+			name:    "no args at all names every required field",
+			raw:     ``,
+			wantErr: []string{path.Child("address").String() + ": Required value", path.Child("caFile").String() + ": Required value", path.Child("certFile").String(), path.Child("keyFile").String()},
+		},
+		{
+			name:    "misspelled field is refused, not ignored",
+			raw:     `{"adress":"memservice:8443"}`,
+			wantErr: []string{path.String(), `unknown field "adress"`},
+		},
+		{
+			name:    "address without port",
+			raw:     `{"address":"memservice","caFile":"ca","certFile":"crt","keyFile":"key"}`,
+			wantErr: []string{path.Child("address").String() + `: Invalid value: "memservice": must be host:port or unix:///path`},
+		},
+		{
+			name:    "zero timeouts",
+			raw:     `{"address":"m:1","caFile":"ca","certFile":"crt","keyFile":"key","reserveTimeout":"0s","provisionTimeout":"-1s"}`,
+			wantErr: []string{path.Child("reserveTimeout").String() + `: Invalid value: "0s": must be positive`, path.Child("provisionTimeout").String()},
+		},
+		{
+			name:    "unknown strategy and weight out of range",
+			raw:     `{"address":"m:1","caFile":"ca","certFile":"crt","keyFile":"key","scoringStrategy":{"type":"Random","localityWeight":101}}`,
+			wantErr: []string{path.Child("scoringStrategy", "type").String() + `: Unsupported value: "Random": supported values: "MostAllocated", "LeastAllocated"`, path.Child("scoringStrategy", "localityWeight").String() + ": Invalid value: 101: must be between 0 and 100"},
+		},
+		{
+			name:    "wrong kind",
+			raw:     `{"kind":"NodeResourcesFitArgs","address":"m:1","caFile":"ca","certFile":"crt","keyFile":"key"}`,
+			wantErr: []string{path.Child("kind").String() + `: Invalid value: "NodeResourcesFitArgs"`},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var obj runtime.Object = &runtime.Unknown{Raw: []byte(tc.raw)}
+			got, err := decodeArgs(path, obj)
+			if len(tc.wantErr) > 0 {
+				require.Error(t, err)
+				for _, want := range tc.wantErr {
+					assert.Contains(t, err.Error(), want)
+				}
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestCheckFilesNamesTheUnreadableFile(t *testing.T) {
+	dir := t.TempDir()
+	args := testArgs()
+	args.CAFile = dir + "/missing-ca.crt"
+	args.CertFile, args.KeyFile = dir, dir // directories cannot be read as files
+	errs := checkFiles(field.NewPath("args"), args)
+	require.Len(t, errs, 3)
+	assert.Contains(t, errs[0].Error(), "args.caFile: Invalid value: \""+dir+"/missing-ca.crt\"")
+	assert.Contains(t, errs[0].Error(), "no such file or directory")
+	assert.Contains(t, errs[1].Error(), "args.certFile")
+	assert.Contains(t, errs[2].Error(), "args.keyFile")
+}

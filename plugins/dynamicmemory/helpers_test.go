@@ -1,0 +1,244 @@
+package dynamicmemory
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	v1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+)
+
+// fakeClaims is the part of the DRA manager's claim tracker the plugin uses.
+type fakeClaims struct {
+	fwk.ResourceClaimTracker
+	mu      sync.Mutex
+	claims  map[string]*resourceapi.ResourceClaim
+	pending map[types.UID]*resourceapi.AllocationResult
+}
+
+func (c *fakeClaims) Get(namespace, name string) (*resourceapi.ResourceClaim, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	claim, ok := c.claims[namespace+"/"+name]
+	if !ok {
+		return nil, apierrors.NewNotFound(resourceapi.Resource("resourceclaims"), name)
+	}
+	return claim, nil
+}
+
+func (c *fakeClaims) GetPendingAllocation(uid types.UID) *resourceapi.AllocationResult {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending[uid]
+}
+
+func (c *fakeClaims) set(claims ...*resourceapi.ResourceClaim) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, claim := range claims {
+		c.claims[claim.Namespace+"/"+claim.Name] = claim
+	}
+}
+
+type fakeDRA struct {
+	fwk.SharedDRAManager
+	claims *fakeClaims
+}
+
+func (d *fakeDRA) ResourceClaims() fwk.ResourceClaimTracker { return d.claims }
+
+// fakeHandle is the part of the framework handle the plugin uses.
+type fakeHandle struct {
+	fwk.Handle
+	dra       *fakeDRA
+	recorder  *events.FakeRecorder
+	informers informers.SharedInformerFactory
+
+	mu        sync.Mutex
+	activated []string
+}
+
+func newFakeHandle(t *testing.T, ctx context.Context, pods ...*v1.Pod) *fakeHandle {
+	t.Helper()
+	objs := make([]runtime.Object, 0, len(pods))
+	for _, p := range pods {
+		objs = append(objs, p)
+	}
+	h := &fakeHandle{
+		dra:       &fakeDRA{claims: &fakeClaims{claims: map[string]*resourceapi.ResourceClaim{}, pending: map[types.UID]*resourceapi.AllocationResult{}}},
+		recorder:  events.NewFakeRecorder(100),
+		informers: informers.NewSharedInformerFactory(fake.NewClientset(objs...), 0),
+	}
+	h.informers.Core().V1().Pods().Informer()
+	ctx, cancel := context.WithCancel(ctx)
+	h.informers.Start(ctx.Done())
+	h.informers.WaitForCacheSync(ctx.Done())
+	t.Cleanup(func() { cancel(); h.informers.Shutdown() })
+	return h
+}
+
+func (h *fakeHandle) SharedDRAManager() fwk.SharedDRAManager                 { return h.dra }
+func (h *fakeHandle) EventRecorder() events.EventRecorderLogger              { return h.recorder }
+func (h *fakeHandle) SharedInformerFactory() informers.SharedInformerFactory { return h.informers }
+func (h *fakeHandle) ProfileName() string                                    { return "dynamic-memory-scheduler" }
+
+func (h *fakeHandle) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for key := range pods {
+		h.activated = append(h.activated, key)
+	}
+}
+
+func (h *fakeHandle) activatedPods() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.activated...)
+}
+
+// events drains the recorded events.
+func (h *fakeHandle) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-h.recorder.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// testArgs are valid, defaulted args.
+func testArgs() *DynamicMemoryArgs {
+	args := &DynamicMemoryArgs{Address: "memservice:8443", CAFile: "ca.crt", CertFile: "scheduler.crt", KeyFile: "scheduler.key"}
+	SetDefaults(args)
+	return args
+}
+
+// newTestPlugin runs a plugin against fs until the test ends and waits for its
+// pool cache to connect.
+func newTestPlugin(t *testing.T, ctx context.Context, fs *fakeService, h *fakeHandle, mutate func(*DynamicMemoryArgs)) *DynamicMemory {
+	t.Helper()
+	args := testArgs()
+	if mutate != nil {
+		mutate(args)
+	}
+	pl := newPlugin(h, args, fs.client(t), clock.RealClock{})
+	pl.cache.backoff.Duration = 10 * time.Millisecond
+	pl.cache.backoff.Cap = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); pl.cache.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitConnected(t, pl, true)
+	return pl
+}
+
+func waitConnected(t *testing.T, pl *DynamicMemory, connected bool) {
+	t.Helper()
+	require.Eventually(t, func() bool { return pl.cache.view().connected == connected }, 5*time.Second, 5*time.Millisecond,
+		"pool cache connected should become %v", connected)
+}
+
+// waitRevision waits until the cache holds the service's current revision.
+func waitRevision(t *testing.T, pl *DynamicMemory, fs *fakeService) {
+	t.Helper()
+	fs.mu.Lock()
+	want := fs.revision
+	fs.mu.Unlock()
+	require.Eventually(t, func() bool {
+		v := pl.cache.view()
+		return v.index != nil && v.index.revision >= want
+	}, 5*time.Second, 5*time.Millisecond, "pool cache should reach revision %d", want)
+}
+
+func testContext(t *testing.T) context.Context {
+	_, ctx := ktesting.NewTestContext(t)
+	return ctx
+}
+
+// memClaim is a claim asking size of dynamic memory in request "mem".
+func memClaim(name, size string) *resourceapi.ResourceClaim {
+	return &resourceapi.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(name + "-uid")},
+		Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{
+			Name: "mem",
+			Exactly: &resourceapi.ExactDeviceRequest{
+				DeviceClassName: DeviceClassName,
+				AllocationMode:  resourceapi.DeviceAllocationModeExactCount,
+				Count:           1,
+				Capacity:        &resourceapi.CapacityRequirements{Requests: map[resourceapi.QualifiedName]resource.Quantity{CapacityName: resource.MustParse(size)}},
+			},
+		}}}},
+	}
+}
+
+// allocated marks claim as allocated on node from pool.
+func allocated(claim *resourceapi.ResourceClaim, node, pool string) *resourceapi.ResourceClaim {
+	claim = claim.DeepCopy()
+	claim.Status.Allocation = allocation(node, pool)
+	return claim
+}
+
+func allocation(node, pool string) *resourceapi.AllocationResult {
+	return &resourceapi.AllocationResult{
+		Devices: resourceapi.DeviceAllocationResult{Results: []resourceapi.DeviceRequestAllocationResult{{
+			Request: "mem", Driver: DriverName, Pool: node, Device: pool, ShareID: ptr.To(types.UID("share")),
+		}}},
+		NodeSelector: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{MatchFields: []v1.NodeSelectorRequirement{{
+			Key: "metadata.name", Operator: v1.NodeSelectorOpIn, Values: []string{node},
+		}}}}},
+	}
+}
+
+// memPod is a pod using the named claims.
+func memPod(name string, claims ...string) *v1.Pod {
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(name + "-uid")}}
+	for _, c := range claims {
+		pod.Spec.ResourceClaims = append(pod.Spec.ResourceClaims, v1.PodResourceClaim{Name: c, ResourceClaimName: ptr.To(c)})
+	}
+	return pod
+}
+
+func nodeInfo(name string) fwk.NodeInfo {
+	ni := framework.NewNodeInfo()
+	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	return ni
+}
+
+// twoPools: pool-a (32Gi, window 16Gi, n1 n2, high latency), pool-b (64Gi, window
+// 32Gi, n3 n4, low latency); both with 1Gi blocks.
+func twoPools() []*fakePool {
+	return []*fakePool{
+		{name: "pool-a", capacity: 32 * gi, block: gi, window: 16 * gi, nodes: []string{"n1", "n2"}, latencyClass: "high"},
+		{name: "pool-b", capacity: 64 * gi, block: gi, window: 32 * gi, nodes: []string{"n3", "n4"}, latencyClass: "low"},
+	}
+}
+
+// preFilter runs PreFilter into a new cycle state.
+func preFilter(t *testing.T, ctx context.Context, pl *DynamicMemory, pod *v1.Pod) (*framework.CycleState, *fwk.PreFilterResult, *fwk.Status) {
+	t.Helper()
+	cs := framework.NewCycleState()
+	res, status := pl.PreFilter(ctx, cs, pod, nil)
+	return cs, res, status
+}
+
+func typesUID(s string) types.UID { return types.UID(s) }

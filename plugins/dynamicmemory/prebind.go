@@ -1,0 +1,114 @@
+package dynamicmemory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+)
+
+// Event reasons the plugin records on pods.
+const (
+	eventMemoryOnline       = "DynamicMemoryOnline"
+	eventProvisioningFailed = "DynamicMemoryProvisioningFailed"
+)
+
+// PreBindPreFlight tells the framework that PreBind has work for pods with dynamic
+// memory claims, and that it must not run in parallel with DynamicResources' PreBind:
+// that one writes the allocation this one reads.
+func (pl *DynamicMemory) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+	result := &fwk.PreBindPreFlightResult{AllowParallel: false}
+	if s := lookupState(cs); s == nil || len(s.demands) == 0 {
+		return result, fwk.NewStatus(fwk.Skip)
+	}
+	return result, nil
+}
+
+// PreBind has the memory service provision every dynamic memory claim of the pod on
+// the node — from the pool DynamicResources allocated — and waits, bounded by the
+// provision timeout, until the node agent reports it online. On failure the
+// framework unreserves (releasing the memory) and retries the pod; an event on the
+// pod says why.
+func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
+	s := lookupState(cs)
+	if s == nil {
+		return nil
+	}
+	for _, d := range s.demands {
+		pool := pl.provisionPool(s, d)
+		if err := pl.provision(ctx, pod, d, node, pool); err != nil {
+			pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, eventProvisioningFailed, "Provisioning", "%s", err.Error())
+			return fwk.AsStatus(err)
+		}
+	}
+	return nil
+}
+
+// provisionPool is the pool a demand's memory comes from: the allocated device (our
+// devices are named after their pool), else the pool reserved in this cycle.
+func (pl *DynamicMemory) provisionPool(s *stateData, d demand) string {
+	if claim, err := pl.handle.SharedDRAManager().ResourceClaims().Get(d.claim.Namespace, d.claim.Name); err == nil && claim.UID == d.claim.UID {
+		if pool := allocatedPool(claim.Status.Allocation, d.request); pool != "" {
+			return pool
+		}
+	}
+	for _, r := range s.reserved {
+		if r.demand.claim.UID == d.claim.UID {
+			return r.pool
+		}
+	}
+	return d.pool
+}
+
+// provision calls AddMemory and turns its outcome into an error a user can act on.
+func (pl *DynamicMemory) provision(ctx context.Context, pod *v1.Pod, d demand, node, pool string) error {
+	logger := klog.FromContext(ctx)
+	what := fmt.Sprintf("%s for claim %s on node %s", formatBytes(d.bytes), d.claimRef(), node)
+	if pool != "" {
+		what += " from pool " + pool
+	}
+	start := pl.clock.Now()
+	pctx, cancel := context.WithTimeout(ctx, pl.provisionTimeout)
+	resp, err := pl.client.AddMemory(pctx, &memservicev1.AddMemoryRequest{
+		Claim: d.ref(), Pod: podRef(pod), Node: node, Pool: pool, Bytes: d.bytes,
+	})
+	cancel()
+	elapsed := pl.clock.Since(start)
+	r := resp.GetReservation()
+
+	var result string
+	switch {
+	case err == nil && r.GetState() == memservicev1.ReservationState_RESERVATION_STATE_ONLINE:
+		result = resultOnline
+	case err == nil:
+		result = resultFailed
+		err = fmt.Errorf("provision %s: the memory service reports %s: %s", what, r.GetState(), r.GetMessage())
+	case status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
+		result = resultTimeout
+		err = fmt.Errorf("provision %s: not online within %s (provisionTimeout); releasing it and retrying the pod", what, pl.provisionTimeout)
+	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.ResourceExhausted:
+		result = resultFailed
+		err = fmt.Errorf("provision %s: %s", what, status.Convert(err).Message())
+	default:
+		result = resultError
+		err = fmt.Errorf("provision %s: %w", what, err)
+	}
+	provisioningDuration.WithLabelValues(result).Observe(elapsed.Seconds())
+	if err != nil {
+		logger.Error(err, "Dynamic memory provisioning failed", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim), "elapsed", elapsed)
+		return err
+	}
+	logger.V(2).Info("Dynamic memory online", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim), "node", node,
+		"pool", r.GetPool(), "bytes", formatBytes(r.GetBytes()), "numaNodes", r.GetNumaNodes(), "elapsed", elapsed)
+	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, eventMemoryOnline, "Provisioning",
+		"%s from pool %s online on node %s (NUMA %v) after %s", formatBytes(r.GetBytes()), r.GetPool(), node, r.GetNumaNodes(), elapsed.Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,222 @@
+package dynamicmemory
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+)
+
+func TestReserveAndUnreserve(t *testing.T) {
+	tests := []struct {
+		name       string
+		claim      *resourceapi.ResourceClaim
+		pending    *resourceapi.AllocationResult // DynamicResources' allocation
+		held       []held
+		reserveErr error
+		node       string
+		wantCode   fwk.Code
+		wantMsg    string
+		wantCalls  []string
+		// wantInflight is the in-flight reservation after Reserve, on the node.
+		wantInflight string
+	}{
+		{
+			name: "reserves from the pool DynamicResources allocated", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-b"), node: "n1",
+			wantCalls: []string{"Reserve c1-uid n1 pool-b 4294967296"}, wantInflight: "pool-b",
+		},
+		{
+			name: "without an allocation the plugin's own pick is reserved", claim: memClaim("c1", "4Gi"), node: "n1",
+			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296"}, wantInflight: "pool-a",
+		},
+		{
+			name: "allocated claim reserves nothing new", claim: allocated(memClaim("c1", "4Gi"), "n1", "pool-a"), node: "n1",
+		},
+		{
+			name: "stale reservation of an unallocated claim is released and retried", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-a"), node: "n1",
+			held:      []held{{"c1-uid", "n2", "pool-a", 4 * gi}},
+			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296", "RemoveMemory c1-uid", "Reserve c1-uid n1 pool-a 4294967296"}, wantInflight: "pool-a",
+		},
+		{
+			name: "pool exhausted: error with the numbers, retried", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-a"), node: "n1",
+			reserveErr: status.Error(codes.ResourceExhausted, "pool pool-a has 2Gi free"),
+			wantCode:   fwk.Error, wantMsg: "the memory service has no room for 4Gi for claim default/c1 on node n1 from pool pool-a (the scheduler's pool view was behind; retrying): pool pool-a has 2Gi free",
+			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296"},
+		},
+		{
+			name: "memory service unavailable", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-a"), node: "n1",
+			reserveErr: status.Error(codes.Unavailable, "connection refused"),
+			wantCode:   fwk.Error, wantMsg: "reserve 4Gi for claim default/c1 on node n1 from pool pool-a: the memory service did not answer within 5s",
+			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			pools := twoPools()
+			pools[1].nodes = append(pools[1].nodes, "n1") // n1 is in both pools
+			fs := newFakeService(t, pools...)
+			fs.change(func() {
+				for _, r := range tc.held {
+					fs.reservations[r.uid] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: r.uid}, Node: r.node, Pool: r.pool, Bytes: r.bytes, RequestedBytes: r.bytes}
+				}
+				fs.reserveErr = tc.reserveErr
+				fs.pools["pool-a"].capacity = 16 * gi // pool-a is the fuller one: MostAllocated picks it
+			})
+			pod := memPod("p", tc.claim.Name)
+			h := newFakeHandle(t, ctx, pod)
+			h.dra.claims.set(tc.claim)
+			if tc.pending != nil {
+				h.dra.claims.pending[tc.claim.UID] = tc.pending
+			}
+			pl := newTestPlugin(t, ctx, fs, h, nil)
+			waitRevision(t, pl, fs)
+			cs, _, st := preFilter(t, ctx, pl, pod)
+			require.True(t, st.IsSuccess(), "PreFilter: %v", st)
+			callsBefore := len(fs.callLog())
+
+			st = pl.Reserve(ctx, cs, pod, tc.node)
+			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
+			if tc.wantMsg != "" {
+				assert.Contains(t, st.Message(), tc.wantMsg)
+			}
+			assert.Equal(t, tc.wantCalls, nilIfEmpty(fs.callLog()[callsBefore:]))
+			if tc.wantInflight != "" {
+				v := pl.cache.view()
+				assert.Equal(t, 4*gi, v.nodeUsed[poolNode{tc.wantInflight, tc.node}], "Filter subtracts the reservation until a snapshot shows it")
+			}
+
+			// Unreserve releases what this cycle reserved, and only that.
+			callsBefore = len(fs.callLog())
+			pl.Unreserve(ctx, cs, pod, tc.node)
+			var wantRelease []string
+			if tc.claim.Status.Allocation == nil {
+				// Also after a failed Reserve: a call that timed out may have reserved.
+				wantRelease = []string{"RemoveMemory c1-uid"}
+			}
+			assert.Equal(t, wantRelease, nilIfEmpty(fs.callLog()[callsBefore:]))
+			assert.Empty(t, pl.cache.view().nodeUsed[poolNode{tc.wantInflight, tc.node}], "nothing in flight after Unreserve")
+			pl.Unreserve(ctx, cs, pod, tc.node)
+			assert.Len(t, fs.callLog(), callsBefore+len(wantRelease), "Unreserve is idempotent")
+		})
+	}
+}
+
+func TestReserveSkipsPodsWithoutDynamicMemory(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	pod := memPod("plain")
+	pl := newTestPlugin(t, ctx, fs, newFakeHandle(t, ctx, pod), nil)
+	cs, _, st := preFilter(t, ctx, pl, pod)
+	require.Equal(t, fwk.Skip, st.Code())
+	assert.True(t, pl.Reserve(ctx, cs, pod, "n1").IsSuccess())
+	pl.Unreserve(ctx, cs, pod, "n1")
+	_, st = pl.PreBindPreFlight(ctx, cs, pod, "n1")
+	assert.Equal(t, fwk.Skip, st.Code())
+	assert.True(t, pl.PreBind(ctx, cs, pod, "n1").IsSuccess())
+	assert.Empty(t, fs.callLog(), "no memory service call for a pod without dynamic memory")
+}
+
+func TestPreBind(t *testing.T) {
+	hang := func(ctx context.Context, _ *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error) {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	failed := func(_ context.Context, req *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error) {
+		return &memservicev1.AddMemoryResponse{Reservation: &memservicev1.Reservation{
+			Claim: req.Claim, Node: req.Node, Pool: req.Pool, State: memservicev1.ReservationState_RESERVATION_STATE_FAILED,
+			Message: "agent on n1: onlining memory block 42: device busy",
+		}}, nil
+	}
+	broken := func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error) {
+		return nil, errors.New("boom")
+	}
+	tests := []struct {
+		name      string
+		addMemory func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error)
+		wantCode  fwk.Code
+		wantMsg   string
+		wantEvent string
+		wantCalls []string
+	}{
+		{
+			name:      "memory comes online from the allocated pool",
+			wantEvent: "Normal DynamicMemoryOnline 4Gi from pool pool-b online on node n3 (NUMA [1])",
+			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296"},
+		},
+		{
+			name: "timeout: error, event and release", addMemory: hang,
+			wantCode:  fwk.Error,
+			wantMsg:   "provision 4Gi for claim default/c1 on node n3 from pool pool-b: not online within 100ms (provisionTimeout); releasing it and retrying the pod",
+			wantEvent: "Warning DynamicMemoryProvisioningFailed provision 4Gi for claim default/c1 on node n3 from pool pool-b: not online within 100ms",
+			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid"},
+		},
+		{
+			name: "provisioning failed: the service's reason", addMemory: failed,
+			wantCode:  fwk.Error,
+			wantMsg:   "the memory service reports RESERVATION_STATE_FAILED: agent on n1: onlining memory block 42: device busy",
+			wantEvent: "Warning DynamicMemoryProvisioningFailed",
+			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid"},
+		},
+		{
+			name: "transport error", addMemory: broken,
+			wantCode:  fwk.Error,
+			wantMsg:   "provision 4Gi for claim default/c1 on node n3 from pool pool-b:",
+			wantEvent: "Warning DynamicMemoryProvisioningFailed",
+			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			fs := newFakeService(t, twoPools()...)
+			claim := memClaim("c1", "4Gi")
+			pod := memPod("p", "c1")
+			h := newFakeHandle(t, ctx, pod)
+			h.dra.claims.set(claim)
+			pl := newTestPlugin(t, ctx, fs, h, func(a *DynamicMemoryArgs) {
+				a.ProvisionTimeout = &metav1.Duration{Duration: 100 * time.Millisecond}
+			})
+			cs, _, st := preFilter(t, ctx, pl, pod)
+			require.True(t, st.IsSuccess())
+			// DynamicResources reserves pool-b on n3, then (PreBind) writes it to the claim.
+			h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
+			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+			h.dra.claims.set(allocated(claim, "n3", "pool-b"))
+			fs.change(func() { fs.calls = nil; fs.addMemory = tc.addMemory })
+
+			result, st := pl.PreBindPreFlight(ctx, cs, pod, "n3")
+			require.True(t, st.IsSuccess(), "PreBindPreFlight: %v", st)
+			assert.False(t, result.AllowParallel, "PreBind must run after DynamicResources' PreBind")
+
+			st = pl.PreBind(ctx, cs, pod, "n3")
+			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
+			assert.Contains(t, st.Message(), tc.wantMsg)
+			if !st.IsSuccess() {
+				pl.Unreserve(ctx, cs, pod, "n3") // what the framework does after a PreBind failure
+			}
+			assert.Equal(t, tc.wantCalls, fs.callLog())
+			events := h.events()
+			require.Len(t, events, 1)
+			assert.True(t, strings.HasPrefix(events[0], tc.wantEvent), "event %q should start with %q", events[0], tc.wantEvent)
+		})
+	}
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}

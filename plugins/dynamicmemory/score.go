@@ -1,0 +1,44 @@
+package dynamicmemory
+
+import (
+	"context"
+
+	v1 "k8s.io/api/core/v1"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/helper"
+)
+
+// Score ranks a node by the pools its memory would come from: with MostAllocated
+// the fuller the pool after the placement, the higher; with LeastAllocated the
+// emptier; the locality weight mixes in the pools' latencyClass.
+func (pl *DynamicMemory) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
+	s, err := getState(cs)
+	if err != nil {
+		return 0, fwk.AsStatus(err)
+	}
+	placements, status := s.view.fitNode(nodeInfo.Node().Name, s.demands, pl.scorer)
+	if status != nil {
+		// Filter admitted the node with the same view; nothing fits only if the
+		// pod has no new demand left to place.
+		return 0, nil
+	}
+	var sum, n int64
+	for i, p := range placements {
+		if !s.demands[i].allocated {
+			sum += p.score
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return sum / n, nil
+}
+
+// ScoreExtensions returns the plugin itself: it normalizes its scores.
+func (pl *DynamicMemory) ScoreExtensions() fwk.ScoreExtensions { return pl }
+
+// NormalizeScore scales the scores so that the best node gets MaxNodeScore.
+func (pl *DynamicMemory) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, scores fwk.NodeScoreList) *fwk.Status {
+	return helper.DefaultNormalizeScore(fwk.MaxNodeScore, false, scores)
+}

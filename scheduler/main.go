@@ -1,0 +1,22 @@
+// Command kube-scheduler is the Kubernetes scheduler with the DynamicMemory plugin
+// compiled in. One binary serves both profiles of scheduler/config/scheduler-config.yaml:
+// default-scheduler (stock) and dynamic-memory-scheduler (stock plus DynamicMemory),
+// so that a single scheduler allocates DRA claims.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+)
+
+func main() {
+	command := app.NewSchedulerCommand(app.WithPlugin(dynamicmemory.Name, dynamicmemory.New))
+	os.Exit(cli.Run(command))
+}

@@ -1,0 +1,379 @@
+// Package memservice_test runs the memory service in-process against a real
+// kube-apiserver (the local cluster): persistence before hardware actions, restart in
+// the middle of provisioning, release when the ResourceClaim goes away.
+package memservice_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	resourcev1 "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
+)
+
+const gi = int64(1) << 30
+
+var claimsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemoryclaims")
+
+// device is the pool's simulated device, shared by the service instances of a test
+// (as a real device outlives the service), which checks on every add that the
+// claim's DynamicMemoryClaim was already written.
+type device struct {
+	*simulated.Device
+	t   *testing.T
+	dyn dynamic.Interface
+
+	mu         sync.Mutex
+	adds       []string
+	addStarted chan string
+}
+
+func (d *device) Add(ctx context.Context, host int32, tag string, ext []backend.Extent) error {
+	list, err := d.dyn.Resource(claimsGVR).List(context.Background(), metav1.ListOptions{LabelSelector: v1alpha1.LabelClaimUID + "=" + tag})
+	phase := ""
+	if err == nil && len(list.Items) == 1 {
+		phase, _, _ = unstructured.NestedString(list.Items[0].Object, "status", "phase")
+	}
+	d.mu.Lock()
+	d.adds = append(d.adds, fmt.Sprintf("%s recorded as %q", tag, phase))
+	d.mu.Unlock()
+	select {
+	case d.addStarted <- tag:
+	default:
+	}
+	return d.Device.Add(ctx, host, tag, ext)
+}
+
+func (d *device) addLog() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.adds...)
+}
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	bundle pki.Bundle
+	dev    *device
+	cl     *cluster.Cluster
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	cl := clustertest.Start(t, cluster.Options{InstallCRDs: true, ControllerManager: true})
+	ctx := klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2))))
+	e := &env{t: t, ctx: ctx, kube: cl.Client(), cl: cl}
+	var err error
+	e.dyn, err = dynamic.NewForConfig(cl.RESTConfig())
+	require.NoError(t, err)
+	e.bundle, err = pki.WriteBundle(t.TempDir(), []string{"127.0.0.1"}, []string{"node1", "node2"})
+	require.NoError(t, err)
+	sim, err := simulated.New(simulated.Config{Capacity: 16 * gi, BlockSize: gi, HostWindow: 8 * gi, Seed: 1})
+	require.NoError(t, err)
+	e.dev = &device{Device: sim, t: t, dyn: e.dyn, addStarted: make(chan string, 16)}
+
+	pool := &v1alpha1.DynamicMemoryPool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "DynamicMemoryPool"},
+		ObjectMeta: metav1.ObjectMeta{Name: "cxl-a"},
+		Spec: v1alpha1.DynamicMemoryPoolSpec{
+			Backend:    v1alpha1.PoolBackend{Type: v1alpha1.BackendSimulated},
+			Capacity:   resource.MustParse("16Gi"),
+			BlockSize:  resource.MustParse("1Gi"),
+			HostWindow: resource.MustParse("8Gi"),
+			Nodes:      []v1alpha1.PoolNode{{Name: "node1", HostID: 0}, {Name: "node2", HostID: 1}},
+		},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
+	require.NoError(t, err)
+	_, err = e.dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return e
+}
+
+// start runs a service instance until the returned stop is called (a crash, as far
+// as the service can tell: nothing is cleaned up beyond what Run does on return).
+func (e *env) start(listen string) (svc *service.Service, stop func()) {
+	e.t.Helper()
+	svc, stop = e.startInstance(listen, "")
+	select {
+	case <-svc.Ready():
+	case <-time.After(30 * time.Second):
+		e.t.Fatal("service not ready within 30s")
+	}
+	return svc, stop
+}
+
+// startInstance starts an instance without waiting for it to serve; with a non-empty
+// identity it takes part in leader election.
+func (e *env) startInstance(listen, identity string) (svc *service.Service, stop func()) {
+	e.t.Helper()
+	cfg := service.Config{RESTConfig: e.cl.RESTConfig(), ListenAddress: listen, ReservationTTL: time.Minute,
+		ProvisionGracePeriod: time.Hour, AgentCommandTimeout: 30 * time.Second}
+	if identity != "" {
+		cfg.LeaderElection.Enabled = true
+		cfg.LeaderElection.Namespace, cfg.LeaderElection.Name, cfg.LeaderElection.Identity = "default", "memservice-test", identity
+	}
+	cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile = e.bundle.CAFile(), e.bundle.CertFile("server"), e.bundle.KeyFile("server")
+	cfg.NewBackend = func(*v1alpha1.DynamicMemoryPool) (provision.Backend, error) { return e.dev, nil }
+	svc, err := service.New(cfg)
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			assert.NoError(e.t, <-done)
+		})
+	}
+	e.t.Cleanup(stop)
+	return svc, stop
+}
+
+func (e *env) dial(addr, member string) *client.Client {
+	e.t.Helper()
+	c, err := client.Dial(e.ctx, client.Config{Address: addr, CAFile: e.bundle.CAFile(), CertFile: e.bundle.CertFile(member), KeyFile: e.bundle.KeyFile(member)})
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// runAgent plays node's agent: it (re)opens its session whenever it drops, onlines
+// and offlines on command, until the test ends.
+func (e *env) runAgent(c *client.Client, node string) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	e.t.Cleanup(cancel)
+	go func() {
+		for ctx.Err() == nil {
+			stream, err := c.AgentSession(ctx)
+			if err == nil {
+				err = stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{Hello: &memservicev1.AgentHello{Node: node}}})
+			}
+			for err == nil {
+				var cmd *memservicev1.AgentCommand
+				if cmd, err = stream.Recv(); err != nil {
+					break
+				}
+				res := &memservicev1.CommandResult{CommandId: cmd.GetCommandId(), Outcome: memservicev1.CommandResult_OUTCOME_OFFLINE}
+				if on := cmd.GetOnline(); on != nil {
+					res.ClaimUid, res.Outcome, res.NumaNodes = on.GetClaimUid(), memservicev1.CommandResult_OUTCOME_ONLINE, []int32{1}
+				}
+				err = stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Result{Result: res}})
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+// createClaim makes an allocated ResourceClaim of our driver and returns its ref.
+func (e *env) createClaim(name string) *memservicev1.ClaimRef {
+	e.t.Helper()
+	rc := &resourcev1.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{Requests: []resourcev1.DeviceRequest{{
+			Name: "mem", Exactly: &resourcev1.ExactDeviceRequest{DeviceClassName: "dynamic-memory.dynamicmemory.io"},
+		}}}},
+	}
+	created, err := e.kube.ResourceV1().ResourceClaims("default").Create(e.ctx, rc, metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	created.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
+		Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: reconciler.DriverName, Pool: "node1", Device: "cxl-a"}},
+	}}
+	created.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod-" + name, UID: types.UID("0b7c3f6e-0000-4c5b-8e9f-000000000001")}}
+	_, err = e.kube.ResourceV1().ResourceClaims("default").UpdateStatus(e.ctx, created, metav1.UpdateOptions{})
+	require.NoError(e.t, err)
+	return &memservicev1.ClaimRef{Uid: string(created.UID), Namespace: "default", Name: name}
+}
+
+func (e *env) record(name string) *v1alpha1.DynamicMemoryClaim {
+	e.t.Helper()
+	u, err := e.dyn.Resource(claimsGVR).Namespace("default").Get(e.ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	require.NoError(e.t, err)
+	var obj v1alpha1.DynamicMemoryClaim
+	require.NoError(e.t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &obj))
+	return &obj
+}
+
+func TestMemoryServiceWithARealAPIServer(t *testing.T) {
+	e := setup(t)
+	svc, stopFirst := e.start("127.0.0.1:0")
+	sched := e.dial(svc.Addr(), "scheduler")
+	e.runAgent(e.dial(svc.Addr(), "agent-node1"), "node1")
+
+	t.Run("provisioning writes the DynamicMemoryClaim before the device is called", func(t *testing.T) {
+		ref := e.createClaim("first")
+		resp, err := sched.AddMemory(e.ctx, &memservicev1.AddMemoryRequest{Claim: ref, Node: "node1", Bytes: 3 * gi})
+		require.NoError(t, err)
+		require.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState(), resp.GetReservation().GetMessage())
+		assert.Equal(t, []string{ref.GetUid() + ` recorded as "Provisioning"`}, e.dev.addLog())
+
+		rec := e.record("first")
+		require.NotNil(t, rec)
+		assert.Equal(t, v1alpha1.PhaseOnline, rec.Status.Phase)
+		assert.Equal(t, ref.GetUid(), rec.Labels[v1alpha1.LabelClaimUID])
+		assert.Equal(t, "node1", rec.Labels[v1alpha1.LabelNode])
+		assert.Contains(t, rec.Finalizers, v1alpha1.Finalizer)
+		require.Len(t, rec.OwnerReferences, 1)
+		assert.Equal(t, "ResourceClaim", rec.OwnerReferences[0].Kind)
+		assert.Equal(t, types.UID(ref.GetUid()), rec.OwnerReferences[0].UID)
+		assert.Equal(t, "3Gi", rec.Spec.Size.String())
+		assert.Equal(t, []v1alpha1.Extent{{Offset: 0, Length: 3 * gi}}, rec.Status.Extents)
+		assert.NotNil(t, rec.Status.ProvisioningDuration)
+	})
+
+	t.Run("the pool status is written back", func(t *testing.T) {
+		require.Eventually(t, func() bool {
+			u, err := e.dyn.Resource(v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")).Get(e.ctx, "cxl-a", metav1.GetOptions{})
+			if err != nil {
+				return false
+			}
+			free, _, _ := unstructured.NestedString(u.Object, "status", "free")
+			online, _, _ := unstructured.NestedString(u.Object, "status", "online")
+			return free == "13Gi" && online == "3Gi"
+		}, 10*time.Second, 50*time.Millisecond)
+	})
+
+	t.Run("a restart in the middle of provisioning loses nothing", func(t *testing.T) {
+		ref := e.createClaim("second")
+		e.dev.SetFaults(simulated.Faults{Hang: true})
+		for len(e.dev.addStarted) > 0 {
+			<-e.dev.addStarted
+		}
+		go func() {
+			_, _ = sched.AddMemory(e.ctx, &memservicev1.AddMemoryRequest{Claim: ref, Node: "node1", Bytes: 2 * gi})
+		}()
+		select {
+		case tag := <-e.dev.addStarted:
+			require.Equal(t, ref.GetUid(), tag)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the device was not asked to add extents")
+		}
+		require.Equal(t, v1alpha1.PhaseProvisioning, e.record("second").Status.Phase)
+
+		// "Kill" the first instance in the middle of the add: its context ends, nothing
+		// more is written; a new instance takes over on the same address.
+		addr := svc.Addr()
+		stopFirst()
+		require.Equal(t, v1alpha1.PhaseProvisioning, e.record("second").Status.Phase, "the crash left the claim Provisioning")
+		e.dev.SetFaults(simulated.Faults{})
+		svc2, _ := e.start(addr)
+		require.Equal(t, addr, svc2.Addr())
+
+		require.Eventually(t, func() bool {
+			rec := e.record("second")
+			return rec != nil && rec.Status.Phase == v1alpha1.PhaseOnline
+		}, 30*time.Second, 50*time.Millisecond, "the restarted service finishes provisioning")
+		resp, err := sched.GetReservation(e.ctx, &memservicev1.GetReservationRequest{ClaimUid: ref.GetUid()})
+		require.NoError(t, err)
+		assert.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState())
+
+		capResp, err := sched.GetCapacity(e.ctx, &memservicev1.GetCapacityRequest{})
+		require.NoError(t, err)
+		assert.Equal(t, 11*gi, capResp.GetPools()[0].GetFreeBytes(), "3Gi and 2Gi held, nothing more")
+		assert.Equal(t, 5*gi, capResp.GetPools()[0].GetOnlineBytes())
+		onDevice, err := e.dev.List(e.ctx)
+		require.NoError(t, err)
+		var total int64
+		for _, x := range onDevice {
+			total += x.Length
+		}
+		assert.Equal(t, 5*gi, total, "the device holds exactly the claims' extents")
+		require.NoError(t, svc2.Ledger().CheckInvariants())
+	})
+
+	t.Run("an agent reporting memory of an unknown claim is told to offline it", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+		defer cancel()
+		stream, err := e.dial(svc.Addr(), "agent-node2").AgentSession(ctx)
+		require.NoError(t, err)
+		unknown := "0b7c3f6e-1d2a-4c5b-8e9f-00000000dead"
+		require.NoError(t, stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{Hello: &memservicev1.AgentHello{
+			Node: "node2", HostState: &memservicev1.HostState{Online: []*memservicev1.OnlineClaim{{ClaimUid: unknown, Bytes: gi}}, OnlineBytes: gi},
+		}}}))
+		cmd, err := stream.Recv()
+		require.NoError(t, err)
+		require.NotNil(t, cmd.GetOffline(), "an offline command, got %v", cmd)
+		assert.Equal(t, unknown, cmd.GetOffline().GetClaimUid())
+	})
+
+	t.Run("deleting the ResourceClaim releases the memory and removes the finalizer", func(t *testing.T) {
+		require.NoError(t, e.kube.ResourceV1().ResourceClaims("default").Delete(e.ctx, "first", metav1.DeleteOptions{}))
+		require.Eventually(t, func() bool {
+			rec := e.record("first")
+			return rec == nil // released, finalizer removed, garbage-collected with its owner
+		}, 60*time.Second, 100*time.Millisecond, "the DynamicMemoryClaim goes once released")
+		onDevice, err := e.dev.List(e.ctx)
+		require.NoError(t, err)
+		require.Len(t, onDevice, 1, "only the second claim's extent remains")
+		assert.Equal(t, 2*gi, onDevice[0].Length)
+	})
+}
+
+func TestOnlyTheLeaderServes(t *testing.T) {
+	e := setup(t)
+	a, stopA := e.startInstance("127.0.0.1:0", "a")
+	b, stopB := e.startInstance("127.0.0.1:0", "b")
+	var leader, standby *service.Service
+	var stopLeader func()
+	select {
+	case <-a.Ready():
+		leader, standby, stopLeader = a, b, stopA
+	case <-b.Ready():
+		leader, standby, stopLeader = b, a, stopB
+	case <-time.After(30 * time.Second):
+		t.Fatal("no instance became leader within 30s")
+	}
+	req := &memservicev1.ReserveRequest{Claim: &memservicev1.ClaimRef{Uid: "0b7c3f6e-1d2a-4c5b-8e9f-000000000001", Namespace: "default", Name: "c"}, Node: "node1", Bytes: gi}
+	_, err := e.dial(leader.Addr(), "scheduler").Reserve(e.ctx, req)
+	require.NoError(t, err, "the leader serves")
+	short, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+	defer cancel()
+	_, err = e.dial(standby.Addr(), "scheduler").Reserve(short, req)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not serving (standby or starting)")
+
+	stopLeader()
+	select {
+	case <-standby.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the standby did not take over within 30s of the leader stopping")
+	}
+	_, err = e.dial(standby.Addr(), "scheduler").Reserve(e.ctx, &memservicev1.ReserveRequest{
+		Claim: &memservicev1.ClaimRef{Uid: "0b7c3f6e-1d2a-4c5b-8e9f-000000000002", Namespace: "default", Name: "d"}, Node: "node1", Bytes: gi})
+	require.NoError(t, err, "the new leader serves")
+}

@@ -1,0 +1,232 @@
+// Package manifests tests the deployment manifests: every kustomization builds, the
+// local cluster accepts the result, RBAC grants each component what it needs and no
+// more, the scheduler configuration matches the shipped one, and the kind config is
+// what kind/demo.sh needs.
+package manifests
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// repoRoot is the repository root, found from this file's location.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	require.True(t, ok)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// kustomizations lists every directory under manifests/ and kind/ with a
+// kustomization.yaml, relative to the repository root.
+func kustomizations(t testing.TB) []string {
+	t.Helper()
+	root := repoRoot(t)
+	var dirs []string
+	walk := func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && d.Name() == "kustomization.yaml" {
+			rel, err := filepath.Rel(root, filepath.Dir(path))
+			if err != nil {
+				return err
+			}
+			dirs = append(dirs, rel)
+		}
+		return nil
+	}
+	for _, top := range []string{"manifests", "kind"} {
+		require.NoError(t, filepath.WalkDir(filepath.Join(root, top), walk))
+	}
+	return dirs
+}
+
+// build runs kustomize on dir (relative to the repository root) and returns the objects.
+func build(t testing.TB, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	resources, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot(t), dir))
+	require.NoError(t, err, "kustomize build %s", dir)
+	out, err := resources.AsYaml()
+	require.NoError(t, err)
+	return decodeAll(t, out)
+}
+
+func decodeAll(t testing.TB, data []byte) []*unstructured.Unstructured {
+	t.Helper()
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		err := dec.Decode(&obj.Object)
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		require.NoError(t, err)
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+// find returns the object of the given kind and name, failing the test if absent.
+func find(t testing.TB, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	require.Failf(t, "object missing", "%s %s not in the build", kind, name)
+	return nil
+}
+
+func TestEveryKustomizationBuilds(t *testing.T) {
+	dirs := kustomizations(t)
+	for _, want := range []string{"manifests", "manifests/crds", "manifests/deviceclass", "manifests/namespace",
+		"manifests/rbac", "manifests/memservice", "manifests/scheduler", "manifests/node",
+		"manifests/monitoring", "manifests/samples", "kind/overlay"} {
+		assert.Contains(t, dirs, want, "%s/kustomization.yaml", want)
+	}
+	for _, dir := range dirs {
+		t.Run(dir, func(t *testing.T) {
+			objs := build(t, dir)
+			require.NotEmpty(t, objs)
+			for _, o := range objs {
+				assert.NotEmpty(t, o.GetAPIVersion(), "%s %s has an apiVersion", o.GetKind(), o.GetName())
+				assert.NotEmpty(t, o.GetName(), "a %s has a name", o.GetKind())
+			}
+		})
+	}
+}
+
+func TestTopLevelHoldsEveryComponent(t *testing.T) {
+	objs := build(t, "manifests")
+	for _, want := range []struct{ kind, name string }{
+		{"CustomResourceDefinition", "dynamicmemorypools.dynamicmemory.io"},
+		{"CustomResourceDefinition", "dynamicmemoryclaims.dynamicmemory.io"},
+		{"DeviceClass", "dynamic-memory.dynamicmemory.io"},
+		{"Namespace", "dynamic-memory-system"},
+		{"Deployment", "memservice"},
+		{"NetworkPolicy", "memservice"},
+		{"Deployment", "dynamic-memory-scheduler"},
+		{"DaemonSet", "node-agent"},
+		{"DaemonSet", "dra-plugin"},
+	} {
+		find(t, objs, want.kind, want.name)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" || o.GetKind() == "DaemonSet" || o.GetKind() == "ServiceAccount" || o.GetKind() == "Service" {
+			assert.Equal(t, "dynamic-memory-system", o.GetNamespace(), "%s %s", o.GetKind(), o.GetName())
+		}
+	}
+}
+
+func TestMemserviceDeployment(t *testing.T) {
+	objs := build(t, "manifests")
+	var d appsv1.Deployment
+	require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, "Deployment", "memservice").Object, &d))
+	assert.Equal(t, int32(2), *d.Spec.Replicas, "two replicas: one leader, one standby")
+	args := d.Spec.Template.Spec.Containers[0].Args
+	assert.Contains(t, args, "--leader-elect=true")
+	// The TLS files named in the args are in the mounted secret.
+	assert.Equal(t, "memservice-server-tls", d.Spec.Template.Spec.Volumes[0].Secret.SecretName)
+}
+
+func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
+	objs := build(t, "kind/overlay")
+	for _, kind := range []string{"Deployment", "DaemonSet"} {
+		for _, o := range objs {
+			if o.GetKind() != kind {
+				continue
+			}
+			containers, _, err := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			require.NoError(t, err)
+			for _, c := range containers {
+				image := c.(map[string]any)["image"].(string)
+				assert.True(t, strings.HasSuffix(image, ":dev"), "%s %s runs %s, want the :dev image kind/demo.sh loads", kind, o.GetName(), image)
+			}
+		}
+	}
+	var agent appsv1.DaemonSet
+	require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, "DaemonSet", "node-agent").Object, &agent))
+	args := agent.Spec.Template.Spec.Containers[0].Args
+	assert.Contains(t, args, "--host-backend=simulated")
+	assert.NotContains(t, args, "--host-backend=sysfs")
+}
+
+// TestSchedulerConfigInSync checks that the scheduler Deployment's configuration is
+// scheduler/config/scheduler-config.yaml with only the memory service address changed.
+func TestSchedulerConfigInSync(t *testing.T) {
+	read := func(path string) map[string]any {
+		data, err := os.ReadFile(filepath.Join(repoRoot(t), path))
+		require.NoError(t, err)
+		var cfg map[string]any
+		require.NoError(t, yaml.Unmarshal(data, &cfg))
+		return cfg
+	}
+	shipped := read("scheduler/config/scheduler-config.yaml")
+	deployed := read("manifests/scheduler/scheduler-config.yaml")
+
+	// address removes the DynamicMemory args' address from cfg and returns it.
+	address := func(cfg map[string]any) string {
+		profiles, _ := cfg["profiles"].([]any)
+		for _, p := range profiles {
+			profile, _ := p.(map[string]any)
+			pluginConfig, _ := profile["pluginConfig"].([]any)
+			for _, pc := range pluginConfig {
+				if pc, _ := pc.(map[string]any); pc["name"] == "DynamicMemory" {
+					args, _ := pc["args"].(map[string]any)
+					addr, _ := args["address"].(string)
+					delete(args, "address")
+					return addr
+				}
+			}
+		}
+		return ""
+	}
+	shippedAddress := address(shipped)
+	deployedAddress := address(deployed)
+	assert.NotEmpty(t, shippedAddress)
+	assert.Equal(t, "memservice.dynamic-memory-system.svc:8443", deployedAddress,
+		"the Deployment's scheduler reaches the memservice Service of manifests/memservice")
+	assert.Equal(t, shipped, deployed,
+		"manifests/scheduler/scheduler-config.yaml must equal scheduler/config/scheduler-config.yaml except for the address: copy it over")
+
+	// And the ConfigMap the Deployment mounts is generated from that file.
+	objs := build(t, "manifests/scheduler")
+	var cm *unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "ConfigMap" && strings.HasPrefix(o.GetName(), "dynamic-memory-scheduler-config") {
+			cm = o
+		}
+	}
+	require.NotNil(t, cm, "scheduler ConfigMap generated")
+	data, _, _ := unstructured.NestedString(cm.Object, "data", "scheduler-config.yaml")
+	assert.Contains(t, data, "schedulerName: dynamic-memory-scheduler")
+	var d appsv1.Deployment
+	require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, "Deployment", "dynamic-memory-scheduler").Object, &d))
+	assert.True(t, slices.ContainsFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.ConfigMap != nil && v.ConfigMap.Name == cm.GetName()
+	}), "the Deployment mounts the generated ConfigMap %s", cm.GetName())
+}

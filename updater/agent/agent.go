@@ -1,0 +1,271 @@
+// Package agent is the node agent's core: it holds an AgentSession with the memory
+// service for its node, onlines and offlines pool memory on command, and keeps the
+// node's view current (node status, pod cgroup limit, claim device conditions).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// Host makes pool memory online and offline on this machine.
+type Host interface {
+	BlockSize() int64
+	Online(ctx context.Context, req hostmem.Request, progress hostmem.Progress) (hostmem.Result, error)
+	Offline(ctx context.Context, req hostmem.Request, progress hostmem.Progress) error
+	Check(ctx context.Context, req hostmem.Request) (hostmem.Result, error)
+}
+
+// NodeStatus shows the agent's state on the Node object.
+type NodeStatus interface {
+	Update(ctx context.Context, s nodestatus.Status) error
+}
+
+// Limiter keeps the pod cgroup's memory limit at the kubelet's value plus the pool
+// memory online.
+type Limiter interface {
+	Set(onlineBytes int64) (int64, error)
+	State() cgroup.State
+}
+
+// ClaimStatus writes device conditions on the claims.
+type ClaimStatus interface {
+	Online(claimUID, message string)
+	Failed(claimUID, message string)
+	Forget(claimUID string)
+}
+
+// Config configures an Agent. Node, Client, Host and Metrics are required.
+type Config struct {
+	// Node is the Kubernetes node the agent runs on; its certificate must name it.
+	Node string
+	// Client talks to the memory service.
+	Client memservicev1.MemoryServiceClient
+	// Host onlines and offlines memory.
+	Host Host
+	// NodeStatus, Limiter and Claims are optional.
+	NodeStatus NodeStatus
+	Limiter    Limiter
+	Claims     ClaimStatus
+	Metrics    *metrics.Metrics
+	// Clock paces heartbeats and reconnects.
+	Clock clock.WithTicker
+	// CheckpointFile keeps the claims online across restarts (empty: in memory only).
+	CheckpointFile string
+	// HeartbeatInterval is how often host state is sent. Default 10s.
+	HeartbeatInterval time.Duration
+	// MinBackoff and MaxBackoff bound the wait between session attempts. Defaults 1s, 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// Version is reported in the hello.
+	Version string
+}
+
+// Agent is the node agent.
+type Agent struct {
+	cfg   Config
+	locks keyedMutex
+
+	mu        sync.Mutex
+	cp        checkpoint
+	connected bool
+	lastError string
+}
+
+// New validates the configuration and loads the checkpoint.
+func New(cfg Config) (*Agent, error) {
+	var errs []error
+	if cfg.Node == "" {
+		errs = append(errs, errors.New("node name is required (--node-name or NODE_NAME)"))
+	}
+	if cfg.Client == nil {
+		errs = append(errs, errors.New("memory service client is required"))
+	}
+	if cfg.Host == nil {
+		errs = append(errs, errors.New("host backend is required"))
+	}
+	if cfg.Metrics == nil {
+		errs = append(errs, errors.New("metrics are required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	cp, err := loadCheckpoint(cfg.CheckpointFile)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, cp: cp, locks: keyedMutex{m: map[string]*keyedEntry{}}}, nil
+}
+
+// Connected tells whether the agent holds a session with the memory service.
+func (a *Agent) Connected() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.connected
+}
+
+// Run checks what of the checkpoint is still online, then keeps a session with the
+// memory service until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.restore(ctx)
+	return a.sessions(ctx)
+}
+
+// restore keeps the checkpointed claims whose memory is still online and drops
+// the others, so the first hello tells the service the truth.
+func (a *Agent) restore(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	a.mu.Lock()
+	claims := maps.Clone(a.cp.Claims)
+	a.mu.Unlock()
+	for uid, c := range claims {
+		res, err := a.cfg.Host.Check(ctx, hostmem.Request{ClaimUID: uid, Pool: c.Pool, Extents: c.Extents})
+		a.mu.Lock()
+		if err != nil {
+			logger.Info("Claim memory from the checkpoint is no longer online, forgetting it", "claimUID", uid, "err", err)
+			delete(a.cp.Claims, uid)
+		} else {
+			c.NUMANodes, c.Bytes = res.NUMANodes, res.Bytes
+			a.cp.Claims[uid] = c
+		}
+		a.mu.Unlock()
+	}
+	logger.Info("Restored claims online on this host", "claims", len(claims))
+	a.changed(ctx)
+}
+
+// hostState is what the service is told about this host.
+func (a *Agent) hostState() *memservicev1.HostState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	hs := &memservicev1.HostState{MemoryBlockBytes: a.cfg.Host.BlockSize()}
+	for _, uid := range slices.Sorted(maps.Keys(a.cp.Claims)) {
+		c := a.cp.Claims[uid]
+		hs.Online = append(hs.Online, &memservicev1.OnlineClaim{ClaimUid: uid, Bytes: c.Bytes, NumaNodes: c.NUMANodes})
+		hs.OnlineBytes += c.Bytes
+	}
+	return hs
+}
+
+// changed brings everything that follows the online bytes up to date: checkpoint,
+// pod cgroup limit, node status and metrics. Failures are logged and retried at
+// the next change or heartbeat; they do not undo the memory operation.
+func (a *Agent) changed(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var online int64
+	for _, c := range a.cp.Claims {
+		online += c.Bytes
+	}
+	a.cfg.Metrics.OnlineBytes.Set(float64(online))
+	if a.cfg.Limiter != nil {
+		limit, err := a.cfg.Limiter.Set(online)
+		if err != nil {
+			logger.Error(err, "Adjusting the pod cgroup memory limit failed")
+		} else {
+			a.cfg.Metrics.KubepodsLimit.Set(float64(limit))
+		}
+		a.cp.Cgroup = a.cfg.Limiter.State()
+	}
+	if err := a.cp.save(a.cfg.CheckpointFile); err != nil {
+		logger.Error(err, "Saving the agent checkpoint failed")
+	}
+	a.updateNodeLocked(ctx, online)
+}
+
+func (a *Agent) updateNodeLocked(ctx context.Context, online int64) {
+	if a.cfg.NodeStatus == nil {
+		return
+	}
+	s := nodestatus.Status{OnlineBytes: online, Ready: a.connected, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}
+	if !a.connected {
+		s.Reason, s.Message = "NoSession", "the node agent has no session with the memory service"
+		if a.lastError != "" {
+			s.Reason, s.Message = "SessionLost", "no session with the memory service: "+a.lastError
+		}
+	}
+	if err := a.cfg.NodeStatus.Update(ctx, s); err != nil {
+		klog.FromContext(ctx).Error(err, "Updating the node status failed")
+	}
+}
+
+func (a *Agent) setConnected(ctx context.Context, connected bool, lastErr error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.connected = connected
+	if lastErr != nil {
+		a.lastError = lastErr.Error()
+	}
+	if connected {
+		a.cfg.Metrics.SessionConnected.Set(1)
+	} else {
+		a.cfg.Metrics.SessionConnected.Set(0)
+	}
+	var online int64
+	for _, c := range a.cp.Claims {
+		online += c.Bytes
+	}
+	a.updateNodeLocked(ctx, online)
+}
+
+// keyedMutex serializes operations on the same claim.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.Lock()
+	return func() {
+		e.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// describe says where memory went, for conditions and logs.
+func describe(bytes int64, numa []int32) string {
+	return fmt.Sprintf("%d MiB online in NUMA node(s) %v", bytes>>20, numa)
+}

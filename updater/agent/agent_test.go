@@ -1,0 +1,363 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	testingclock "k8s.io/utils/clock/testing"
+)
+
+const mib = int64(1) << 20
+
+// fakeService is the memory service side of AgentSession: each session's messages
+// arrive on its channel, and the test sends commands into the current session.
+type fakeService struct {
+	memservicev1.UnimplementedMemoryServiceServer
+	sessions chan *fakeSession
+}
+
+type fakeSession struct {
+	stream   memservicev1.MemoryService_AgentSessionServer
+	messages chan *memservicev1.AgentMessage
+	end      chan struct{}
+}
+
+func (f *fakeService) AgentSession(stream memservicev1.MemoryService_AgentSessionServer) error {
+	s := &fakeSession{stream: stream, messages: make(chan *memservicev1.AgentMessage, 100), end: make(chan struct{})}
+	f.sessions <- s
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			s.messages <- m
+		}
+	}()
+	select {
+	case <-s.end:
+		return nil
+	case <-stream.Context().Done():
+		return nil
+	}
+}
+
+func (s *fakeSession) next(t *testing.T) *memservicev1.AgentMessage {
+	t.Helper()
+	select {
+	case m := <-s.messages:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message from the agent within 10s")
+		return nil
+	}
+}
+
+// result returns the next command result, skipping progress reports.
+func (s *fakeSession) result(t *testing.T) *memservicev1.CommandResult {
+	t.Helper()
+	for {
+		m := s.next(t)
+		if r := m.GetResult(); r != nil {
+			return r
+		}
+		require.NotNil(t, m.GetProgress(), "unexpected message %v", m)
+	}
+}
+
+func (s *fakeSession) send(t *testing.T, cmd *memservicev1.AgentCommand) {
+	t.Helper()
+	require.NoError(t, s.stream.Send(cmd))
+}
+
+func (f *fakeService) session(t *testing.T) *fakeSession {
+	t.Helper()
+	select {
+	case s := <-f.sessions:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not open a session within 10s")
+		return nil
+	}
+}
+
+func startService(t *testing.T) (*fakeService, memservicev1.MemoryServiceClient) {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	svc := &fakeService{sessions: make(chan *fakeSession, 10)}
+	memservicev1.RegisterMemoryServiceServer(srv, svc)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return svc, memservicev1.NewMemoryServiceClient(conn)
+}
+
+type fakeNode struct {
+	mu       sync.Mutex
+	statuses []nodestatus.Status
+}
+
+func (f *fakeNode) Update(_ context.Context, s nodestatus.Status) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statuses = append(f.statuses, s)
+	return nil
+}
+
+func (f *fakeNode) last() nodestatus.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.statuses[len(f.statuses)-1]
+}
+
+type fakeLimiter struct {
+	mu     sync.Mutex
+	online int64
+}
+
+func (f *fakeLimiter) Set(b int64) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.online = b
+	return 8<<30 + b, nil
+}
+
+func (f *fakeLimiter) State() cgroup.State { return cgroup.State{Base: 8 << 30} }
+
+func (f *fakeLimiter) bytes() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.online
+}
+
+type fakeClaims struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (f *fakeClaims) add(e string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, e)
+}
+func (f *fakeClaims) Online(uid, _ string)    { f.add("online " + uid) }
+func (f *fakeClaims) Failed(uid, msg string) { f.add("failed " + uid + ": " + msg) }
+func (f *fakeClaims) Forget(uid string)       { f.add("forget " + uid) }
+func (f *fakeClaims) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.events...)
+}
+
+type harness struct {
+	svc     *fakeService
+	agent   *Agent
+	host    *hostmem.Simulated
+	node    *fakeNode
+	limiter *fakeLimiter
+	claims  *fakeClaims
+	metrics *metrics.Metrics
+	clock   *testingclock.FakeClock
+	cp      string
+}
+
+func startAgent(t *testing.T, cpFile string, host *hostmem.Simulated) *harness {
+	t.Helper()
+	svc, client := startService(t)
+	h := &harness{svc: svc, host: host, node: &fakeNode{}, limiter: &fakeLimiter{}, claims: &fakeClaims{},
+		metrics: metrics.New(), clock: testingclock.NewFakeClock(time.Now()), cp: cpFile}
+	a, err := New(Config{
+		Node: "node-1", Client: client, Host: host, NodeStatus: h.node, Limiter: h.limiter, Claims: h.claims,
+		Metrics: h.metrics, Clock: h.clock, CheckpointFile: cpFile, HeartbeatInterval: 10 * time.Second, Version: "test",
+	})
+	require.NoError(t, err)
+	h.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return h
+}
+
+func onlineCmd(id, uid string, offset, length int64) *memservicev1.AgentCommand {
+	return &memservicev1.AgentCommand{CommandId: id, Command: &memservicev1.AgentCommand_Online{Online: &memservicev1.OnlineCommand{
+		ClaimUid: uid, Pool: "pool-a", Extents: []*memservicev1.Extent{{Offset: offset, Length: length}}, Bytes: length, BlockSizeBytes: 128 * mib,
+	}}}
+}
+
+func offlineCmd(id, uid string, offset, length int64) *memservicev1.AgentCommand {
+	return &memservicev1.AgentCommand{CommandId: id, Command: &memservicev1.AgentCommand_Offline{Offline: &memservicev1.OfflineCommand{
+		ClaimUid: uid, Extents: []*memservicev1.Extent{{Offset: offset, Length: length}}, Bytes: length,
+	}}}
+}
+
+func TestAgentOnlinesAndOfflinesOnCommand(t *testing.T) {
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{NUMANode: 2})
+	h := startAgent(t, filepath.Join(t.TempDir(), "agent.json"), host)
+	s := h.svc.session(t)
+	hello := s.next(t).GetHello()
+	require.NotNil(t, hello)
+	assert.Equal(t, "node-1", hello.Node)
+	assert.Equal(t, "test", hello.Version)
+	assert.Empty(t, hello.HostState.Online)
+	assert.Equal(t, 128*mib, hello.HostState.MemoryBlockBytes)
+
+	s.send(t, onlineCmd("c1", "uid-1", 0, 256*mib))
+	var progress []int32
+	var res *memservicev1.CommandResult
+	for res == nil {
+		m := s.next(t)
+		if p := m.GetProgress(); p != nil {
+			assert.Equal(t, "c1", p.CommandId)
+			progress = append(progress, p.BlocksDone)
+			continue
+		}
+		res = m.GetResult()
+	}
+	assert.Equal(t, []int32{1, 2}, progress)
+	assert.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, res.Outcome)
+	assert.Equal(t, "uid-1", res.ClaimUid)
+	assert.Equal(t, []int32{2}, res.NumaNodes)
+	assert.Equal(t, 2, host.OnlineBlocks())
+	assert.Equal(t, 256*mib, h.limiter.bytes(), "pod cgroup raised by the onlined bytes")
+	assert.Equal(t, nodestatus.Status{OnlineBytes: 256 * mib, Ready: true, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}, h.node.last())
+	assert.Equal(t, float64(256*mib), testutil.ToFloat64(h.metrics.OnlineBytes))
+	assert.Equal(t, float64(1), testutil.ToFloat64(h.metrics.Commands.WithLabelValues("online", "online")))
+
+	// Heartbeat: host state with the claim.
+	h.clock.Step(10 * time.Second)
+	hs := s.next(t).GetHostState()
+	require.NotNil(t, hs)
+	require.Len(t, hs.Online, 1)
+	assert.Equal(t, &memservicev1.OnlineClaim{ClaimUid: "uid-1", Bytes: 256 * mib, NumaNodes: []int32{2}}, stripProto(hs.Online[0]))
+	assert.Equal(t, 256*mib, hs.OnlineBytes)
+
+	s.send(t, offlineCmd("c2", "uid-1", 0, 256*mib))
+	res = s.result(t)
+	assert.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, res.Outcome)
+	assert.Equal(t, 0, host.OnlineBlocks())
+	assert.Equal(t, int64(0), h.limiter.bytes(), "pod cgroup back to the kubelet's limit")
+	assert.Equal(t, int64(0), h.node.last().OnlineBytes)
+	assert.Equal(t, []string{"online uid-1", "forget uid-1"}, h.claims.list())
+
+	// Offline again (the service retries after a lost result): still OFFLINE.
+	s.send(t, offlineCmd("c3", "uid-1", 0, 256*mib))
+	assert.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, s.result(t).Outcome)
+}
+
+func TestAgentReportsFailures(t *testing.T) {
+	tests := []struct {
+		name string
+		cmd  *memservicev1.AgentCommand
+		want string
+	}{
+		{"extent not aligned to the host block", onlineCmd("c1", "uid-1", 0, 64*mib), "claim uid-1: extents[0] = {offset 0x0, length 0x4000000}"},
+		{"pool block smaller than the host block", &memservicev1.AgentCommand{CommandId: "c1", Command: &memservicev1.AgentCommand_Online{Online: &memservicev1.OnlineCommand{
+			ClaimUid: "uid-1", Pool: "small", Extents: []*memservicev1.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib, BlockSizeBytes: 2 * mib,
+		}}}, "pool small block size 2097152 is not a multiple of node node-1 memory block size 134217728: set the pool's blockSize to a multiple of 134217728"},
+		{"bytes disagree with extents", &memservicev1.AgentCommand{CommandId: "c1", Command: &memservicev1.AgentCommand_Online{Online: &memservicev1.OnlineCommand{
+			ClaimUid: "uid-1", Extents: []*memservicev1.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 256 * mib,
+		}}}, "extents hold 134217728 bytes, bytes says 268435456"},
+		{"no command", &memservicev1.AgentCommand{CommandId: "c1"}, "command c1 has no online or offline command"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startAgent(t, "", hostmem.NewSimulated(hostmem.SimulatedConfig{}))
+			s := h.svc.session(t)
+			require.NotNil(t, s.next(t).GetHello())
+			s.send(t, tc.cmd)
+			res := s.result(t)
+			assert.Equal(t, memservicev1.CommandResult_OUTCOME_FAILED, res.Outcome)
+			assert.Contains(t, res.Message, tc.want)
+			assert.Equal(t, 0, h.host.OnlineBlocks())
+		})
+	}
+}
+
+func TestAgentReconnectsAndReportsWhatIsOnline(t *testing.T) {
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	h := startAgent(t, "", host)
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	s.send(t, onlineCmd("c1", "uid-1", 128*mib, 128*mib))
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
+
+	// The fake clock keeps stopped tickers as waiters: the backoff wait is the
+	// one waiter more than during the session.
+	waiters := h.clock.Waiters()
+	close(s.end) // the service restarts
+	require.Eventually(t, func() bool { return !h.agent.Connected() }, 10*time.Second, time.Millisecond)
+	assert.False(t, h.node.last().Ready)
+	assert.Equal(t, "SessionLost", h.node.last().Reason)
+	require.Eventually(t, func() bool { return h.clock.Waiters() > waiters }, 10*time.Second, time.Millisecond)
+	h.clock.Step(time.Second) // the first backoff
+
+	s = h.svc.session(t)
+	hello := s.next(t).GetHello()
+	require.NotNil(t, hello)
+	require.Len(t, hello.HostState.Online, 1)
+	assert.Equal(t, "uid-1", hello.HostState.Online[0].ClaimUid)
+	assert.Equal(t, 128*mib, hello.HostState.OnlineBytes)
+	require.Eventually(t, h.agent.Connected, 10*time.Second, time.Millisecond)
+	assert.Equal(t, float64(1), testutil.ToFloat64(h.metrics.SessionReconnects))
+}
+
+func TestAgentRestoresFromCheckpoint(t *testing.T) {
+	cp := filepath.Join(t.TempDir(), "agent.json")
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	// A previous run onlined two claims; one of them is no longer online.
+	_, err := host.Online(context.Background(), hostmem.Request{ClaimUID: "uid-1", Extents: []hostmem.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
+	require.NoError(t, err)
+	require.NoError(t, checkpoint{Claims: map[string]onlineClaim{
+		"uid-1": {Pool: "pool-a", Extents: []hostmem.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
+		"uid-2": {Pool: "pool-a", Extents: []hostmem.Extent{{Offset: 512 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
+	}}.save(cp))
+
+	h := startAgent(t, cp, host)
+	s := h.svc.session(t)
+	hello := s.next(t).GetHello()
+	require.NotNil(t, hello)
+	require.Len(t, hello.HostState.Online, 1)
+	assert.Equal(t, "uid-1", hello.HostState.Online[0].ClaimUid)
+	assert.Equal(t, 128*mib, h.limiter.bytes())
+
+	saved, err := loadCheckpoint(cp)
+	require.NoError(t, err)
+	assert.Len(t, saved.Claims, 1)
+	assert.Equal(t, cgroup.State{Base: 8 << 30}, saved.Cgroup)
+}
+
+func TestNewNamesMissingConfig(t *testing.T) {
+	_, err := New(Config{})
+	require.Error(t, err)
+	for _, want := range []string{"node name is required (--node-name or NODE_NAME)", "memory service client is required", "host backend is required"} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
+func stripProto(c *memservicev1.OnlineClaim) *memservicev1.OnlineClaim {
+	return &memservicev1.OnlineClaim{ClaimUid: c.ClaimUid, Bytes: c.Bytes, NumaNodes: c.NumaNodes}
+}

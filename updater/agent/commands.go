@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
+	"k8s.io/klog/v2"
+)
+
+// execute runs one command and reports its result on the session it came from.
+func (a *Agent) execute(ctx context.Context, cmd *memservicev1.AgentCommand, s *sender) {
+	var result *memservicev1.CommandResult
+	switch c := cmd.Command.(type) {
+	case *memservicev1.AgentCommand_Online:
+		result = a.online(ctx, cmd.CommandId, c.Online, s)
+	case *memservicev1.AgentCommand_Offline:
+		result = a.offline(ctx, cmd.CommandId, c.Offline, s)
+	default:
+		result = &memservicev1.CommandResult{CommandId: cmd.CommandId, Outcome: memservicev1.CommandResult_OUTCOME_FAILED,
+			Message: fmt.Sprintf("command %s has no online or offline command: this agent (%s) may be older than the memory service", cmd.CommandId, a.cfg.Version)}
+	}
+	if err := s.send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Result{Result: result}}); err != nil {
+		klog.FromContext(ctx).Info("Could not report a command result; the next hello reports the host state", "command", cmd.CommandId, "claimUID", result.ClaimUid, "err", err)
+	}
+}
+
+func (a *Agent) progress(ctx context.Context, s *sender, commandID, claimUID string) hostmem.Progress {
+	return func(p hostmem.Step) {
+		if p.Busy {
+			a.cfg.Metrics.OfflineBusyRetries.Inc()
+		}
+		err := s.send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Progress{Progress: &memservicev1.CommandProgress{
+			CommandId: commandID, ClaimUid: claimUID, BlocksDone: int32(p.Done), BlocksTotal: int32(p.Total), Message: p.Message,
+		}}})
+		if err != nil {
+			klog.FromContext(ctx).V(4).Info("Progress report not sent", "command", commandID, "err", err)
+		}
+	}
+}
+
+func extents(in []*memservicev1.Extent) []hostmem.Extent {
+	out := make([]hostmem.Extent, 0, len(in))
+	for _, e := range in {
+		out = append(out, hostmem.Extent{Offset: e.GetOffset(), Length: e.GetLength()})
+	}
+	return out
+}
+
+func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineCommand, s *sender) *memservicev1.CommandResult {
+	logger := klog.FromContext(ctx).WithValues("command", id, "claimUID", cmd.ClaimUid, "pool", cmd.Pool)
+	ctx = klog.NewContext(ctx, logger)
+	unlock := a.locks.lock(cmd.ClaimUid)
+	defer unlock()
+	start := a.cfg.Clock.Now()
+	fail := func(msg string) *memservicev1.CommandResult {
+		logger.Error(nil, "Onlining claim memory failed", "reason", msg)
+		a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOnline, "failed").Inc()
+		a.cfg.Metrics.CommandErrors.WithLabelValues(metrics.CommandOnline).Inc()
+		if a.cfg.Claims != nil {
+			a.cfg.Claims.Failed(cmd.ClaimUid, msg)
+		}
+		return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_FAILED, Message: msg}
+	}
+	if cmd.ClaimUid == "" {
+		return fail("online command has no claim_uid")
+	}
+	if hbs := a.cfg.Host.BlockSize(); cmd.BlockSizeBytes > 0 && cmd.BlockSizeBytes%hbs != 0 {
+		return fail(fmt.Sprintf("pool %s block size %d is not a multiple of node %s memory block size %d: set the pool's blockSize to a multiple of %d", cmd.Pool, cmd.BlockSizeBytes, a.cfg.Node, hbs, hbs))
+	}
+	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Pool: cmd.Pool, Extents: extents(cmd.Extents)}
+	if cmd.Bytes > 0 && req.Bytes() != cmd.Bytes {
+		return fail(fmt.Sprintf("online command for claim %s: extents hold %d bytes, bytes says %d", cmd.ClaimUid, req.Bytes(), cmd.Bytes))
+	}
+	res, err := a.cfg.Host.Online(ctx, req, a.progress(ctx, s, id, cmd.ClaimUid))
+	if err != nil {
+		return fail(err.Error())
+	}
+	a.cfg.Metrics.OnlineDuration.Observe(a.cfg.Clock.Since(start).Seconds())
+	a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOnline, "online").Inc()
+	a.mu.Lock()
+	a.cp.Claims[cmd.ClaimUid] = onlineClaim{Pool: cmd.Pool, Extents: req.Extents, Bytes: res.Bytes, NUMANodes: res.NUMANodes}
+	a.mu.Unlock()
+	a.changed(ctx)
+	msg := describe(res.Bytes, res.NUMANodes)
+	if a.cfg.Claims != nil {
+		a.cfg.Claims.Online(cmd.ClaimUid, msg)
+	}
+	logger.Info("Claim memory online", "bytes", res.Bytes, "numaNodes", res.NUMANodes, "duration", a.cfg.Clock.Since(start))
+	return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_ONLINE, NumaNodes: res.NUMANodes, Message: msg}
+}
+
+func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.OfflineCommand, s *sender) *memservicev1.CommandResult {
+	logger := klog.FromContext(ctx).WithValues("command", id, "claimUID", cmd.ClaimUid)
+	ctx = klog.NewContext(ctx, logger)
+	unlock := a.locks.lock(cmd.ClaimUid)
+	defer unlock()
+	start := a.cfg.Clock.Now()
+	fail := func(msg string) *memservicev1.CommandResult {
+		logger.Error(nil, "Offlining claim memory failed", "reason", msg)
+		a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOffline, "failed").Inc()
+		a.cfg.Metrics.CommandErrors.WithLabelValues(metrics.CommandOffline).Inc()
+		return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_FAILED, Message: msg}
+	}
+	if cmd.ClaimUid == "" {
+		return fail("offline command has no claim_uid")
+	}
+	// The checkpoint knows the pool (and so the region) of memory this agent
+	// onlined; the command's extents serve for memory it does not know.
+	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Extents: extents(cmd.Extents)}
+	a.mu.Lock()
+	known, ok := a.cp.Claims[cmd.ClaimUid]
+	a.mu.Unlock()
+	if ok {
+		req.Pool, req.Extents = known.Pool, known.Extents
+	}
+	if len(req.Extents) > 0 {
+		if err := a.cfg.Host.Offline(ctx, req, a.progress(ctx, s, id, cmd.ClaimUid)); err != nil {
+			return fail(err.Error())
+		}
+	}
+	a.cfg.Metrics.OfflineDuration.Observe(a.cfg.Clock.Since(start).Seconds())
+	a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOffline, "offline").Inc()
+	a.mu.Lock()
+	delete(a.cp.Claims, cmd.ClaimUid)
+	a.mu.Unlock()
+	a.changed(ctx)
+	if a.cfg.Claims != nil {
+		a.cfg.Claims.Forget(cmd.ClaimUid)
+	}
+	logger.Info("Claim memory offline", "duration", a.cfg.Clock.Since(start))
+	return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_OFFLINE}
+}

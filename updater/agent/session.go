@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"k8s.io/klog/v2"
+)
+
+// sessions opens sessions with the memory service one after the other, waiting
+// with exponential backoff between failed attempts, until ctx ends.
+func (a *Agent) sessions(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	delay := a.cfg.MinBackoff
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			a.cfg.Metrics.SessionReconnects.Inc()
+		}
+		started := a.cfg.Clock.Now()
+		err := a.session(ctx)
+		a.setConnected(ctx, false, err)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if a.cfg.Clock.Since(started) > a.cfg.MaxBackoff {
+			delay = a.cfg.MinBackoff // the session was healthy for a while
+		}
+		logger.Error(err, "Session with the memory service ended, reconnecting", "after", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.cfg.Clock.After(delay):
+		}
+		delay = min(2*delay, a.cfg.MaxBackoff)
+	}
+}
+
+// session runs one AgentSession: hello, then commands and heartbeats until the
+// stream breaks or ctx ends.
+func (a *Agent) session(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := a.cfg.Client.AgentSession(sctx)
+	if err != nil {
+		return fmt.Errorf("open agent session: %w", err)
+	}
+	s := &sender{stream: stream}
+	hello := &memservicev1.AgentHello{Node: a.cfg.Node, HostState: a.hostState(), Version: a.cfg.Version}
+	if err := s.send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{Hello: hello}}); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	// The first command or an error tells whether the service took the hello; the
+	// connection counts as up once the hello is sent, so that a service with
+	// nothing to say still sees a Ready agent.
+	a.setConnected(ctx, true, nil)
+	logger.Info("Session with the memory service open", "node", a.cfg.Node, "claimsOnline", len(hello.HostState.Online))
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { a.heartbeat(sctx, s) })
+	defer cancel()
+	for {
+		cmd, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errors.New("memory service closed the session")
+		}
+		if err != nil {
+			return fmt.Errorf("receive command: %w", err)
+		}
+		// Commands outlive the session: memory half onlined must be finished even
+		// if the stream breaks; the next hello reports the outcome.
+		wg.Go(func() { a.execute(ctx, cmd, s) })
+	}
+}
+
+// heartbeat sends the host state every HeartbeatInterval.
+func (a *Agent) heartbeat(ctx context.Context, s *sender) {
+	ticker := a.cfg.Clock.NewTicker(a.cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+			if err := s.send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_HostState{HostState: a.hostState()}}); err != nil {
+				klog.FromContext(ctx).V(2).Info("Sending host state failed", "err", err)
+				return
+			}
+			a.changed(ctx) // retries node status and cgroup updates that failed
+		}
+	}
+}
+
+// sender serializes sends on a stream (gRPC allows one sender at a time).
+type sender struct {
+	mu     sync.Mutex
+	stream memservicev1.MemoryService_AgentSessionClient
+}
+
+func (s *sender) send(m *memservicev1.AgentMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}

@@ -1,0 +1,281 @@
+// Package claimstatus writes the state of a claim's pool memory into the
+// ResourceClaim, as device conditions in status.devices: Online when the node agent
+// has onlined it, ProvisioningFailed when it could not. With binding conditions
+// (the DRA plugin's --binding-conditions mode) the scheduler waits for these before
+// it binds the pod; otherwise they are for people (kubectl describe).
+//
+// Only devices of the driver dcd.dynamicmemory.io in this node's DRA pool (the pool
+// is named after the node) are written, through the resourceclaims/status
+// subresource with server-side apply, so other drivers' entries are left alone.
+package claimstatus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	resourceac "k8s.io/client-go/applyconfigurations/resource/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+const (
+	// DriverName is the DRA driver whose devices the agent reports on.
+	DriverName = "dcd.dynamicmemory.io"
+	// ConditionOnline is True when the claim's memory is online on the node.
+	ConditionOnline = "Online"
+	// ConditionProvisioningFailed is True when the memory could not be onlined.
+	ConditionProvisioningFailed = "ProvisioningFailed"
+	// FieldManager owns the conditions the agent writes.
+	FieldManager = "dynamicmemory.io/node-agent"
+
+	uidIndex = "uid"
+)
+
+// desired is the condition state wanted for one claim.
+type desired struct {
+	online  bool
+	reason  string
+	message string
+	since   time.Time
+}
+
+// Writer keeps the device conditions of the claims on its node as the agent last
+// reported them. A report for a claim the informer has not seen allocated yet is
+// kept and written when the claim shows up.
+type Writer struct {
+	client   kubernetes.Interface
+	node     string
+	clock    clock.Clock
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+	queue    workqueue.TypedRateLimitingInterface[string]
+
+	mu      sync.Mutex
+	desired map[string]desired
+}
+
+// New returns a writer for the claims allocated on node. Run starts it.
+func New(client kubernetes.Interface, node string, clk clock.WithTicker) (*Writer, error) {
+	factory := informers.NewSharedInformerFactory(client, 0)
+	informer := factory.Resource().V1().ResourceClaims().Informer()
+	if err := informer.AddIndexers(cache.Indexers{uidIndex: func(obj any) ([]string, error) {
+		claim, ok := obj.(*resourceapi.ResourceClaim)
+		if !ok {
+			return nil, nil
+		}
+		return []string{string(claim.UID)}, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("index ResourceClaims by UID: %w", err)
+	}
+	w := &Writer{
+		client:   client,
+		node:     node,
+		clock:    clk,
+		factory:  factory,
+		informer: informer,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "claim-status", Clock: clk}),
+		desired: map[string]desired{},
+	}
+	enqueue := func(obj any) {
+		if claim, ok := obj.(*resourceapi.ResourceClaim); ok {
+			w.mu.Lock()
+			_, wanted := w.desired[string(claim.UID)]
+			w.mu.Unlock()
+			if wanted {
+				w.queue.Add(string(claim.UID))
+			}
+		}
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if claim, ok := obj.(*resourceapi.ResourceClaim); ok {
+				w.Forget(string(claim.UID))
+			}
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("watch ResourceClaims: %w", err)
+	}
+	return w, nil
+}
+
+// Run watches claims and writes conditions until ctx ends.
+func (w *Writer) Run(ctx context.Context) {
+	defer w.queue.ShutDown()
+	w.factory.Start(ctx.Done())
+	go func() {
+		<-ctx.Done()
+		w.queue.ShutDown()
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+		return
+	}
+	for w.next(ctx) {
+	}
+	w.factory.Shutdown()
+}
+
+// HasSynced tells whether the claim informer has listed all claims.
+func (w *Writer) HasSynced() bool { return w.informer.HasSynced() }
+
+// Online records that the claim's memory is online.
+func (w *Writer) Online(claimUID, message string) {
+	w.set(claimUID, desired{online: true, reason: "MemoryOnline", message: message})
+}
+
+// Failed records that onlining the claim's memory failed.
+func (w *Writer) Failed(claimUID, message string) {
+	w.set(claimUID, desired{online: false, reason: "OnlineFailed", message: message})
+}
+
+// Forget stops reporting on a claim (its memory is offline or it is gone).
+func (w *Writer) Forget(claimUID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.desired, claimUID)
+}
+
+func (w *Writer) set(claimUID string, d desired) {
+	d.since = w.clock.Now()
+	w.mu.Lock()
+	w.desired[claimUID] = d
+	w.mu.Unlock()
+	w.queue.Add(claimUID)
+}
+
+func (w *Writer) next(ctx context.Context) bool {
+	uid, shutdown := w.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer w.queue.Done(uid)
+	if err := w.sync(ctx, uid); err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Writing claim device conditions failed, will retry", "claimUID", uid)
+		w.queue.AddRateLimited(uid)
+		return true
+	}
+	w.queue.Forget(uid)
+	return true
+}
+
+// sync writes the desired conditions of one claim, if it is allocated on this node.
+func (w *Writer) sync(ctx context.Context, uid string) error {
+	w.mu.Lock()
+	d, wanted := w.desired[uid]
+	w.mu.Unlock()
+	if !wanted {
+		return nil
+	}
+	objs, err := w.informer.GetIndexer().ByIndex(uidIndex, uid)
+	if err != nil {
+		return fmt.Errorf("look up claim %s: %w", uid, err)
+	}
+	if len(objs) == 0 {
+		return nil // written when the informer sees the claim
+	}
+	claim := objs[0].(*resourceapi.ResourceClaim)
+	devices := w.ourDevices(claim)
+	if len(devices) == 0 {
+		return nil // not allocated (yet) on this node
+	}
+	if w.upToDate(claim, devices, d) {
+		return nil
+	}
+	status := resourceac.ResourceClaimStatus()
+	for _, r := range devices {
+		dev := resourceac.AllocatedDeviceStatus().
+			WithDriver(r.Driver).WithPool(r.Pool).WithDevice(r.Device).
+			WithConditions(w.conditions(claim, d)...)
+		if r.ShareID != nil {
+			dev.WithShareID(string(*r.ShareID))
+		}
+		status.WithDevices(dev)
+	}
+	apply := resourceac.ResourceClaim(claim.Name, claim.Namespace).WithStatus(status)
+	if _, err := w.client.ResourceV1().ResourceClaims(claim.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("write device conditions of claim %s/%s (%s): %w", claim.Namespace, claim.Name, uid, err)
+	}
+	klog.FromContext(ctx).V(3).Info("Wrote claim device conditions", "claim", klog.KObj(claim), "online", d.online, "reason", d.reason)
+	return nil
+}
+
+// ourDevices are the claim's allocation results of our driver on this node.
+func (w *Writer) ourDevices(claim *resourceapi.ResourceClaim) []resourceapi.DeviceRequestAllocationResult {
+	if claim.Status.Allocation == nil {
+		return nil
+	}
+	var out []resourceapi.DeviceRequestAllocationResult
+	for _, r := range claim.Status.Allocation.Devices.Results {
+		if r.Driver == DriverName && r.Pool == w.node {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (w *Writer) conditions(claim *resourceapi.ResourceClaim, d desired) []*metav1ac.ConditionApplyConfiguration {
+	online, failed := metav1.ConditionFalse, metav1.ConditionTrue
+	if d.online {
+		online, failed = metav1.ConditionTrue, metav1.ConditionFalse
+	}
+	at := metav1.NewTime(d.since)
+	return []*metav1ac.ConditionApplyConfiguration{
+		metav1ac.Condition().WithType(ConditionOnline).WithStatus(online).WithReason(d.reason).
+			WithMessage(d.message).WithLastTransitionTime(at).WithObservedGeneration(claim.Generation),
+		metav1ac.Condition().WithType(ConditionProvisioningFailed).WithStatus(failed).WithReason(d.reason).
+			WithMessage(d.message).WithLastTransitionTime(at).WithObservedGeneration(claim.Generation),
+	}
+}
+
+// upToDate tells whether every device already carries the desired conditions.
+func (w *Writer) upToDate(claim *resourceapi.ResourceClaim, devices []resourceapi.DeviceRequestAllocationResult, d desired) bool {
+	want := metav1.ConditionFalse
+	if d.online {
+		want = metav1.ConditionTrue
+	}
+	for _, r := range devices {
+		found := false
+		for _, s := range claim.Status.Devices {
+			if s.Driver != r.Driver || s.Pool != r.Pool || s.Device != r.Device || !sameShare(s.ShareID, r.ShareID) {
+				continue
+			}
+			for _, c := range s.Conditions {
+				if c.Type == ConditionOnline && c.Status == want && c.Reason == d.reason && c.Message == d.message {
+					found = true
+				}
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func sameShare(status *string, result *types.UID) bool {
+	if status == nil || result == nil {
+		return status == nil && result == nil
+	}
+	return *status == string(*result)
+}

@@ -1,0 +1,93 @@
+// Package hostmem makes pool memory usable on a Linux host: it turns the device
+// ranges (extents) that the memory service added to the host into online memory
+// blocks, and takes them back offline before the extents are released.
+//
+// Two implementations share one method set: Sysfs drives the kernel's memory hotplug
+// and DAX interfaces under a configurable root, and Simulated models a host in
+// memory for the local cluster and tests.
+package hostmem
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Extent is a range of a pool's dynamic capacity region, as the memory service
+// reports it: an offset within the region and a length, in bytes.
+type Extent struct {
+	Offset int64
+	Length int64
+}
+
+// Request names the memory of one claim on this host.
+type Request struct {
+	// ClaimUID is the ResourceClaim UID the memory belongs to (for logs and errors).
+	ClaimUID string
+	// Pool is the DynamicMemoryPool the extents come from; it selects the region
+	// base address.
+	Pool string
+	// Extents are the region ranges that make up the memory.
+	Extents []Extent
+}
+
+// Bytes is the total length of the request's extents.
+func (r Request) Bytes() int64 {
+	var n int64
+	for _, e := range r.Extents {
+		n += e.Length
+	}
+	return n
+}
+
+// Result describes memory that is online.
+type Result struct {
+	// Blocks are the memory block numbers (memoryN) of the memory, ascending.
+	Blocks []int
+	// NUMANodes are the NUMA nodes the blocks belong to, ascending, no duplicates.
+	NUMANodes []int32
+	// Bytes online.
+	Bytes int64
+}
+
+// Step is a progress report of a long operation.
+type Step struct {
+	// Done and Total count memory blocks.
+	Done, Total int
+	// Message says what happened, for a person.
+	Message string
+	// Busy is set when the kernel refused to offline a block for now (EBUSY) and
+	// the operation will retry.
+	Busy bool
+}
+
+// Progress is told how an operation advances.
+type Progress func(Step)
+
+// ErrNotOnline is returned by Check when some memory of a request is not online.
+var ErrNotOnline = errors.New("memory not online")
+
+// blockRange turns the extents of a request into memory block numbers, given the
+// host physical address of the region and the host's memory block size. Extents
+// must be aligned to the block size: a pool whose block size is not a multiple of
+// the host's memory block size cannot be onlined block by block.
+func blockRange(req Request, base, blockSize int64) ([]int, error) {
+	if len(req.Extents) == 0 {
+		return nil, fmt.Errorf("claim %s: no extents", req.ClaimUID)
+	}
+	var blocks []int
+	for i, e := range req.Extents {
+		if e.Offset < 0 || e.Length <= 0 {
+			return nil, fmt.Errorf("claim %s: extents[%d] = {offset %d, length %d}: offset must be >= 0 and length > 0", req.ClaimUID, i, e.Offset, e.Length)
+		}
+		start := base + e.Offset
+		if start%blockSize != 0 || e.Length%blockSize != 0 {
+			return nil, fmt.Errorf("claim %s: extents[%d] = {offset %#x, length %#x} at host address %#x is not aligned to the host memory block size %#x: set the pool's blockSize to a multiple of %d bytes", req.ClaimUID, i, e.Offset, e.Length, start, blockSize, blockSize)
+		}
+		for a := start; a < start+e.Length; a += blockSize {
+			blocks = append(blocks, int(a/blockSize))
+		}
+	}
+	slices.Sort(blocks)
+	return slices.Compact(blocks), nil
+}

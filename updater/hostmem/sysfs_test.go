@@ -1,0 +1,294 @@
+package hostmem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	testingclock "k8s.io/utils/clock/testing"
+)
+
+func newTestSysfs(t *testing.T, k *fakeKernel, clk *testingclock.FakeClock) *Sysfs {
+	t.Helper()
+	s, err := NewSysfs(SysfsConfig{
+		FS:                k,
+		DefaultRegionBase: 8 * fakeBlockSize,
+		RegionBases:       map[string]int64{"pool-b": 32 * fakeBlockSize},
+		Clock:             clk,
+		AppearTimeout:     5 * time.Second,
+		OfflineAttempts:   3,
+	})
+	require.NoError(t, err)
+	return s
+}
+
+// twoBlocks is an extent of two blocks at region offset 0: blocks 8 and 9 with the
+// default region base.
+var twoBlocks = Request{ClaimUID: "uid-1", Pool: "pool-a", Extents: []Extent{{Offset: 0, Length: 2 * fakeBlockSize}}}
+
+func TestSysfsOnlineMakesBlocksOnlineMovable(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 8, 9, 10)
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	var steps []int
+	res, err := s.Online(context.Background(), twoBlocks, func(p Step) {
+		assert.Equal(t, 2, p.Total)
+		steps = append(steps, p.Done)
+	})
+	require.NoError(t, err)
+	assert.Equal(t, Result{Blocks: []int{8, 9}, NUMANodes: []int32{0}, Bytes: 2 * fakeBlockSize}, res)
+	assert.Equal(t, []int{1, 2}, steps)
+	assert.Equal(t, []string{
+		"/sys/devices/system/memory/memory8/state=online_movable",
+		"/sys/devices/system/memory/memory9/state=online_movable",
+	}, k.written())
+	assert.Equal(t, stateOnline, k.state(8))
+	assert.Equal(t, stateOffline, k.state(10), "a block outside the extent is untouched")
+
+	checked, err := s.Check(context.Background(), twoBlocks)
+	require.NoError(t, err)
+	assert.Equal(t, res, checked)
+}
+
+func TestSysfsOnlineIsIdempotent(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 8)
+	k.addBlock(9, stateOnline, 1)
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	res, err := s.Online(context.Background(), twoBlocks, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []int32{0, 1}, res.NUMANodes)
+	assert.Equal(t, []string{"/sys/devices/system/memory/memory8/state=online_movable"}, k.written(), "the online block is not written again")
+}
+
+func TestSysfsOnlineUsesPoolRegionBase(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 33)
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	res, err := s.Online(context.Background(), Request{ClaimUID: "uid-2", Pool: "pool-b", Extents: []Extent{{Offset: fakeBlockSize, Length: fakeBlockSize}}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []int{33}, res.Blocks)
+}
+
+func TestSysfsOnlineWaitsForBlocksToAppear(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 8)
+	clk := testingclock.NewFakeClock(time.Now())
+	s := newTestSysfs(t, k, clk)
+	err := runWithClock(t, clk, 100*time.Millisecond, func() error {
+		_, err := s.Online(context.Background(), twoBlocks, func(Step) {})
+		return err
+	})
+	require.Error(t, err, "block 9 never appears")
+	assert.Contains(t, err.Error(), "memory block 9 (host address 0x48000000) did not appear within 5s")
+	assert.Empty(t, k.written(), "nothing is onlined when part of the extent is missing")
+
+	// When the kernel adds the block while the agent waits, onlining goes on.
+	// The kernel adds a block's directory with all its files at once: build it
+	// aside and rename it into place.
+	staged := newFakeKernel(t, fakeBlockSize, 9)
+	added := make(chan struct{})
+	go func() {
+		defer close(added)
+		for !clk.HasWaiters() {
+			time.Sleep(100 * time.Microsecond)
+		}
+		assert.NoError(t, os.Rename(staged.path(blockDir(9)), k.path(blockDir(9))))
+	}()
+	err = runWithClock(t, clk, 100*time.Millisecond, func() error {
+		_, err := s.Online(context.Background(), twoBlocks, nil)
+		return err
+	})
+	<-added
+	require.NoError(t, err)
+	assert.Equal(t, stateOnline, k.state(9))
+}
+
+func TestSysfsOnlineRejectsMisalignedExtents(t *testing.T) {
+	tests := []struct {
+		name    string
+		extents []Extent
+		want    string
+	}{
+		{"offset not on a block boundary", []Extent{{Offset: 2 << 20, Length: fakeBlockSize}}, "extents[0] = {offset 0x200000, length 0x8000000} at host address 0x40200000 is not aligned to the host memory block size 0x8000000"},
+		{"length not a multiple of the block size", []Extent{{Offset: 0, Length: 64 << 20}}, "set the pool's blockSize to a multiple of 134217728 bytes"},
+		{"negative offset", []Extent{{Offset: -fakeBlockSize, Length: fakeBlockSize}}, "offset must be >= 0 and length > 0"},
+		{"no extents", nil, "claim uid-3: no extents"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKernel(t, fakeBlockSize, 8, 9)
+			s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+			_, err := s.Online(context.Background(), Request{ClaimUID: "uid-3", Extents: tc.extents}, nil)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Empty(t, k.written())
+		})
+	}
+}
+
+func TestSysfsOnlineReportsZoneWhenMovableIsRefused(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 8, 9)
+	k.file(blockDir(8)+"/valid_zones", "Normal\n")
+	k.failAlways(blockDir(8)+"/state", syscall.EINVAL)
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	_, err := s.Online(context.Background(), twoBlocks, nil)
+	require.ErrorIs(t, err, syscall.EINVAL)
+	assert.Contains(t, err.Error(), "claim uid-1: online memory block 8 as movable (valid zones: Normal;")
+}
+
+func TestSysfsOfflineRetriesWhileBusy(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize)
+	k.addBlock(8, stateOnline, 0)
+	k.addBlock(9, stateOnline, 0)
+	k.failWrites(blockDir(9)+"/state", syscall.EBUSY, syscall.EBUSY)
+	clk := testingclock.NewFakeClock(time.Now())
+	s := newTestSysfs(t, k, clk)
+	var messages []string
+	busy := 0
+	err := runWithClock(t, clk, time.Second, func() error {
+		return s.Offline(context.Background(), twoBlocks, func(p Step) {
+			messages = append(messages, p.Message)
+			if p.Busy {
+				busy++
+			}
+		})
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []string{
+		"block 9 busy, retry 1/2 in 50ms",
+		"block 9 busy, retry 2/2 in 100ms",
+		"block 9 offline",
+		"block 8 offline",
+	}, messages)
+	assert.Equal(t, 2, busy)
+	assert.Equal(t, stateOffline, k.state(8))
+	assert.Equal(t, stateOffline, k.state(9))
+
+	// Offline again: nothing left to do.
+	before := len(k.written())
+	require.NoError(t, s.Offline(context.Background(), twoBlocks, nil))
+	assert.Len(t, k.written(), before)
+}
+
+func TestSysfsOfflineGivesUpAndRestoresOnline(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize)
+	k.addBlock(8, stateOnline, 0)
+	k.addBlock(9, stateOnline, 0)
+	k.failAlways(blockDir(8)+"/state", syscall.EBUSY)
+	clk := testingclock.NewFakeClock(time.Now())
+	s := newTestSysfs(t, k, clk)
+	err := runWithClock(t, clk, time.Second, func() error {
+		return s.Offline(context.Background(), twoBlocks, nil)
+	})
+	require.ErrorIs(t, err, syscall.EBUSY)
+	assert.Contains(t, err.Error(), "claim uid-1: offline memory block 8: still busy after 3 attempts")
+	assert.Equal(t, stateOnline, k.state(9), "the block offlined before the failure is online again")
+	assert.Equal(t, stateOnline, k.state(8))
+}
+
+func TestSysfsOfflineSkipsMissingBlocks(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize)
+	k.addBlock(8, stateOnline, 0)
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	require.NoError(t, s.Offline(context.Background(), twoBlocks, nil))
+	assert.Equal(t, stateOffline, k.state(8))
+
+	_, err := s.Check(context.Background(), twoBlocks)
+	require.ErrorIs(t, err, ErrNotOnline)
+	assert.Contains(t, err.Error(), "memory block 8 is offline")
+}
+
+func TestSysfsOfflineFailsOnOtherErrors(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize)
+	k.addBlock(8, stateOnline, 0)
+	k.addBlock(9, stateOnline, 0)
+	k.failWrites(blockDir(9)+"/state", syscall.EPERM)
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	err := s.Offline(context.Background(), twoBlocks, nil)
+	require.ErrorIs(t, err, syscall.EPERM)
+	assert.Contains(t, err.Error(), "offline memory block 9")
+	assert.Equal(t, stateOnline, k.state(8), "no block after the failing one is touched")
+}
+
+func TestNewSysfsChecksBlockSize(t *testing.T) {
+	tests := []struct {
+		name    string
+		content *string
+		base    int64
+		want    string
+	}{
+		{"missing file", nil, 0, "read memory block size (is memory hotplug enabled in this kernel?)"},
+		{"not hex", ptr("128M\n"), 0, `block size "128M" is not a hexadecimal number`},
+		{"not a power of two", ptr("6000000\n"), 0, "block size 0x6000000 is not a power of two"},
+		{"region base not aligned", ptr("8000000\n"), 1 << 20, "default region base 0x100000: must be a non-negative multiple of the memory block size 0x8000000"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &fakeKernel{DirFS: DirFS{Root: t.TempDir()}, t: t}
+			if tc.content != nil {
+				k.file(blockSizeFile, *tc.content)
+			}
+			_, err := NewSysfs(SysfsConfig{FS: k, DefaultRegionBase: tc.base})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestParseBlockSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"8000000\n", 128 << 20, true},
+		{"80000000", 2 << 30, true},
+		{"0x8000000", 128 << 20, true},
+		{"0", 0, false},
+		{"", 0, false},
+		{"-8000000", 0, false},
+		{"ffffffffffffffffff", 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%q", tc.in), func(t *testing.T) {
+			got, err := ParseBlockSize([]byte(tc.in))
+			if !tc.ok {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func FuzzParseBlockSize(f *testing.F) {
+	for _, s := range []string{"8000000\n", "0x40000000", "", "zz", "3"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseBlockSize(data)
+		if err != nil {
+			return
+		}
+		if v <= 0 || v&(v-1) != 0 {
+			t.Fatalf("ParseBlockSize(%q) = %d: not a positive power of two", data, v)
+		}
+	})
+}
+
+func TestBlocksListsMemoryBlocks(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 10, 2, 33)
+	require.NoError(t, os.MkdirAll(k.path(memoryDir+"/power"), 0o755))
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	blocks, err := s.Blocks()
+	require.NoError(t, err)
+	assert.Equal(t, []int{2, 10, 33}, blocks)
+	_, err = s.Block(11)
+	assert.True(t, errors.Is(err, os.ErrNotExist))
+}
+
+func ptr[T any](v T) *T { return &v }
