@@ -47,6 +47,9 @@ build: $(addprefix $(BIN)/,$(PROJECT_BINS)) $(CLUSTER_BINS) ## Build every binar
 # The project's binaries are always handed to `go build`, which does nothing when the
 # build cache says they are current.
 .PHONY: $(addprefix $(BIN)/,$(PROJECT_BINS))
+# `make bin/<name>` builds one of them too.
+.PHONY: $(addprefix bin/,$(PROJECT_BINS))
+$(addprefix bin/,$(PROJECT_BINS)): bin/%: $(BIN)/%
 $(BIN)/kube-scheduler:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./scheduler
 $(BIN)/memservice:
@@ -102,7 +105,8 @@ RACE_PKGS := ./api/... ./memservice/... ./updater/... ./draplugin/... ./plugins/
 test: verify cluster-bins build qemu-root ## Run every test (what CI runs).
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /plugins/)
-	$(GO) test -count=1 -timeout 10m -run 'XXX' -bench 'Integration' ./test/perf/...
+	$(GO) test ./test/perf/schedulerperf/ -count=1 -timeout 15m -run '^$$' -bench BenchmarkPerfScheduling \
+	  -benchtime=1x -perf-scheduling-label-filter=integration-test -data-items-dir=$(RUN_DIR)/perf-integration
 
 # QEMU 10 with CXL DCD emulation, from a Debian 13 root, for the qemu backend's real
 # test. Prepared only when running as root (debootstrap and chroot need it).

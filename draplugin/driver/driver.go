@@ -124,7 +124,13 @@ func (d *Driver) Stop() {
 func (d *Driver) watchPools(ctx context.Context) error {
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(d.cfg.Dynamic, 0)
 	informer := factory.ForResource(PoolResource).Informer()
-	publish := func(any) { d.publish(ctx, informer.GetStore()) }
+	// Events during the initial list would publish a partial device list; the
+	// publish after the sync covers them.
+	publish := func(any) {
+		if informer.HasSynced() {
+			d.publish(ctx, informer.GetStore())
+		}
+	}
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    publish,
 		UpdateFunc: func(_, obj any) { publish(obj) },

@@ -108,6 +108,7 @@ type pluginHarness struct {
 	regDir  string
 	dra     drapbv1.DRAPluginClient
 	svc     *fakeMemservice
+	dyn     *dynamicfake.FakeDynamicClient
 }
 
 func startPlugin(t *testing.T, bindingConditions bool, claims ...*resourceapi.ResourceClaim) *pluginHarness {
@@ -131,7 +132,7 @@ func startPlugin(t *testing.T, bindingConditions bool, claims ...*resourceapi.Re
 		unstructuredPool(t, pool("pool-b", "1Gi", "8Gi", nil, "node-2")))
 
 	dir := t.TempDir()
-	h := &pluginHarness{kube: kube, metrics: metrics.New(), cdiDir: filepath.Join(dir, "cdi"), regDir: filepath.Join(dir, "registry"), svc: svc}
+	h := &pluginHarness{kube: kube, metrics: metrics.New(), cdiDir: filepath.Join(dir, "cdi"), regDir: filepath.Join(dir, "registry"), svc: svc, dyn: dyn}
 	pluginDir := filepath.Join(dir, "plugin")
 	require.NoError(t, os.MkdirAll(pluginDir, 0o755))
 	require.NoError(t, os.MkdirAll(h.regDir, 0o755))
@@ -277,4 +278,49 @@ func TestPluginRegistersAndPublishesTheNodeSlice(t *testing.T) {
 	assert.Equal(t, "DRAPlugin", info.Type)
 	assert.Equal(t, DriverName, info.Name)
 	assert.Contains(t, info.SupportedVersions, drapbv1.DRAPluginService)
+}
+
+func TestPluginFollowsPoolChanges(t *testing.T) {
+	h := startPlugin(t, false)
+	ctx := context.Background()
+	slice := func() *resourceapi.ResourceSlice {
+		list, err := h.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		if len(list.Items) != 1 {
+			return nil
+		}
+		return &list.Items[0]
+	}
+	require.Eventually(t, func() bool { return slice() != nil }, 20*time.Second, 20*time.Millisecond)
+
+	// The admin widens pool-a's host window: the device's capacity follows.
+	bigger := pool("pool-a", "128Mi", "6Gi", nil, "node-1")
+	_, err := h.dyn.Resource(PoolResource).Update(ctx, unstructuredPool(t, bigger), metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		s := slice()
+		if s == nil || len(s.Spec.Devices) != 1 {
+			return false
+		}
+		c := s.Spec.Devices[0].Capacity["memory"]
+		return c.Value.String() == "6Gi" && c.RequestPolicy.ValidRange.Max.String() == "6Gi"
+	}, 20*time.Second, 20*time.Millisecond)
+
+	// pool-b gets attached to node-1 too: two devices.
+	attached := pool("pool-b", "1Gi", "8Gi", nil, "node-2", "node-1")
+	_, err = h.dyn.Resource(PoolResource).Update(ctx, unstructuredPool(t, attached), metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		s := slice()
+		return s != nil && len(s.Spec.Devices) == 2 && s.Spec.Devices[1].Name == "pool-b"
+	}, 20*time.Second, 20*time.Millisecond)
+
+	// Both pools deleted: the node has no device left, and no slice.
+	require.NoError(t, h.dyn.Resource(PoolResource).Delete(ctx, "pool-a", metav1.DeleteOptions{}))
+	require.NoError(t, h.dyn.Resource(PoolResource).Delete(ctx, "pool-b", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		list, err := h.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		return err == nil && len(list.Items) == 0
+	}, 20*time.Second, 20*time.Millisecond)
+	assert.Equal(t, float64(0), testutil.ToFloat64(h.metrics.PublishedDevices))
 }

@@ -91,7 +91,16 @@ func New() *Metrics {
 		m.UnprepareClaims, m.UnprepareErrors, m.UnprepareDuration, m.PublishedDevices,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	// Every series exists from the start, at zero, so rates and alerts see it.
+	for _, reason := range Reasons() {
+		m.PrepareErrors.WithLabelValues(reason)
+	}
 	return m
+}
+
+// Reasons lists the values of the "reason" label.
+func Reasons() []string {
+	return []string{ReasonNotOnline, ReasonNotFound, ReasonWrongNode, ReasonMemoryService, ReasonCDI, ReasonWrongAllocation}
 }
 
 // Registry is where the metrics are registered.

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -115,8 +114,12 @@ type Cluster struct {
 	procs []*Process // in start order
 }
 
-// NodeName is the name of the i-th node (from 0) with the given prefix.
+// NodeName is the name of the i-th node (from 0) with the given prefix
+// (DefaultNodePrefix unless Options.NodePrefix says otherwise).
 func NodeName(prefix string, i int) string { return fmt.Sprintf("%s%d", prefix, i) }
+
+// NodeName is the name of the cluster's i-th node (from 0).
+func (c *Cluster) NodeName(i int) string { return NodeName(c.state.NodePrefix, i) }
 
 func (o *Options) complete() error {
 	if o.Dir == "" {
@@ -203,22 +206,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	apiPort, err := apiServerPort(o.APIServerPort)
+	ports, err := freePorts(o.APIServerPort, 0, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	etcdClientPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	etcdPeerPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	kcmPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	apiPort, etcdClientPort, etcdPeerPort, kcmPort := ports[0], ports[1], ports[2], ports[3]
 
 	c := &Cluster{
 		dir: o.Dir,
@@ -257,109 +249,24 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	// etcd
-	etcdProc, err := c.StartProcess(ctx, Etcd, bins[Etcd],
-		"--name=local",
-		"--data-dir="+c.path("etcd"),
-		"--listen-client-urls="+c.state.EtcdURL,
-		"--advertise-client-urls="+c.state.EtcdURL,
-		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", etcdPeerPort),
-		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", etcdPeerPort),
-		fmt.Sprintf("--initial-cluster=local=http://127.0.0.1:%d", etcdPeerPort),
-		"--unsafe-no-fsync", // a throwaway cluster; fsync makes a busy disk the bottleneck
-		"--log-level=warn",
-	)
-	if err != nil {
+	if err := c.startEtcd(ctx, bins[Etcd], etcdPeerPort); err != nil {
 		return nil, err
 	}
-	if err := c.waitReady(ctx, etcdProc, func(ctx context.Context) error {
-		return httpOK(ctx, c.state.EtcdURL+"/health")
-	}); err != nil {
+	if err := c.startAPIServer(ctx, bins[KubeAPIServer], apiPort); err != nil {
 		return nil, err
 	}
-
-	// kube-apiserver
-	p := c.pki()
-	apiProc, err := c.StartProcess(ctx, KubeAPIServer, bins[KubeAPIServer],
-		"--etcd-servers="+c.state.EtcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--tls-cert-file="+p.servingCert(),
-		"--tls-private-key-file="+p.servingKey(),
-		"--client-ca-file="+p.caCert(),
-		"--service-account-key-file="+p.saPublicKey(),
-		"--service-account-signing-key-file="+p.saPrivateKey(),
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode=Node,RBAC",
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--allow-privileged=true",
-		// The "kubernetes" Service cannot point at a loopback address.
-		"--endpoint-reconciler-type=none",
-		"--feature-gates="+featureGates,
-		"--profiling=false",
-	)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.waitReady(ctx, apiProc, func(ctx context.Context) error {
-		_, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	logger.V(2).Info("kube-apiserver ready", "server", c.state.Server)
-
 	if o.InstallCRDs {
 		if err := c.applyManifests(ctx, filepath.Join(o.ManifestsDir, "crds"), filepath.Join(o.ManifestsDir, "deviceclass")); err != nil {
 			return nil, err
 		}
 	}
-
 	if o.ControllerManager {
-		kcmProc, err := c.StartProcess(ctx, KubeControllerManager, bins[KubeControllerManager],
-			"--kubeconfig="+c.kubeconfigFor(KubeControllerManager),
-			"--authentication-kubeconfig="+c.kubeconfigFor(KubeControllerManager),
-			"--authorization-kubeconfig="+c.kubeconfigFor(KubeControllerManager),
-			// The apiserver has no front proxy, so there is no request-header CA to look up.
-			"--authentication-skip-lookup=true",
-			"--client-ca-file="+p.caCert(),
-			"--use-service-account-credentials=true",
-			"--service-account-private-key-file="+p.saPrivateKey(),
-			"--root-ca-file="+p.caCert(),
-			"--cluster-signing-cert-file="+p.caCert(),
-			"--cluster-signing-key-file="+p.caKey(),
-			"--bind-address=127.0.0.1",
-			"--secure-port="+strconv.Itoa(kcmPort),
-			"--cert-dir="+c.path("kcm"),
-			"--leader-elect=false",
-			"--controllers=*",
-			"--feature-gates="+featureGates,
-			"--profiling=false",
-		)
-		if err != nil {
-			return nil, err
-		}
-		// Pods are admitted only once their service account exists.
-		if err := c.waitReady(ctx, kcmProc, func(ctx context.Context) error {
-			_, err := c.client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
-			return err
-		}); err != nil {
+		if err := c.startControllerManager(ctx, bins[KubeControllerManager], kcmPort); err != nil {
 			return nil, err
 		}
 	}
-
 	if o.Kwok {
-		if err := os.WriteFile(c.path("kwok.yaml"), kwokConfig, 0o644); err != nil {
-			return nil, fmt.Errorf("write kwok configuration: %w", err)
-		}
-		if _, err := c.StartProcess(ctx, Kwok, bins[Kwok],
-			"--kubeconfig="+c.kubeconfigFor(Kwok),
-			"--config="+c.path("kwok.yaml"),
-			"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
-			"--cidr=10.244.0.0/16",
-			"--node-ip=10.0.0.1",
-		); err != nil {
+		if err := c.startKwok(ctx, bins[Kwok]); err != nil {
 			return nil, err
 		}
 		names := make([]string, o.Nodes)
@@ -614,23 +521,21 @@ func httpOK(ctx context.Context, url string) error {
 	return nil
 }
 
-// apiServerPort checks that a fixed port is free, or picks a free one.
-func apiServerPort(port int) (int, error) {
-	if port == 0 {
-		return freePort()
+// freePorts returns ports on 127.0.0.1 that are free now: each fixed (non-zero) port
+// is checked, each 0 is replaced by a free port. All are held open until every one is
+// chosen, so that the same port is not handed out twice.
+func freePorts(want ...int) ([]int, error) {
+	ports := make([]int, len(want))
+	for i, port := range want {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			if port != 0 {
+				return nil, fmt.Errorf("apiserver port %d on 127.0.0.1 is taken (%v): stop what uses it or choose another port (--port, or 0 for any free port)", port, err)
+			}
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		return 0, fmt.Errorf("apiserver port %d on 127.0.0.1 is taken (%v): stop what uses it or choose another port (--port, or 0 for any free port)", port, err)
-	}
-	return port, l.Close()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }

@@ -88,7 +88,7 @@ func TestClusterLifecycleWithRealBinaries(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, nodes.Items, 2)
 	for i, node := range nodes.Items {
-		assert.Equal(t, cluster.NodeName(cluster.DefaultNodePrefix, i), node.Name)
+		assert.Equal(t, c.NodeName(i), node.Name)
 		assert.True(t, cluster.NodeReady(&node), "node %s Ready", node.Name)
 		assert.Equal(t, "32Gi", node.Status.Allocatable.Memory().String(), "node %s allocatable memory", node.Name)
 	}
@@ -142,7 +142,7 @@ func TestClusterLifecycleWithRealBinaries(t *testing.T) {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "runs", Namespace: metav1.NamespaceDefault},
 			Spec: corev1.PodSpec{
-				NodeName:   cluster.NodeName(cluster.DefaultNodePrefix, 0),
+				NodeName:   c.NodeName(0),
 				Containers: []corev1.Container{{Name: "main", Image: "registry.k8s.io/pause:3.10"}},
 			},
 		}

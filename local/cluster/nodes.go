@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,11 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 )
-
-// kwokConfig holds kwok's stages: how nodes and pods move through their lifecycle.
-//
-//go:embed kwok.yaml
-var kwokConfig []byte
 
 // CreateNodes creates kwok nodes with the given memory capacity (and the cluster's CPU
 // count) and waits until they are Ready. Existing nodes of those names are left as

@@ -38,12 +38,14 @@ type Process struct {
 	stopErr  error
 }
 
-// pidRecord is the content of a pid file.
+// pidRecord is the content of a pid file. StartTicks (the process start time from
+// /proc/<pid>/stat) tells the process apart from a later one that reuses its pid.
 type pidRecord struct {
-	Pid     int       `json:"pid"`
-	Bin     string    `json:"bin"`
-	Args    []string  `json:"args"`
-	Started time.Time `json:"started"`
+	Pid        int       `json:"pid"`
+	StartTicks uint64    `json:"startTicks"`
+	Bin        string    `json:"bin"`
+	Args       []string  `json:"args"`
+	Started    time.Time `json:"started"`
 }
 
 type processSpec struct {
@@ -93,6 +95,8 @@ func startProcess(spec processSpec) (*Process, error) {
 		cmd:     cmd,
 		done:    make(chan struct{}),
 	}
+	// Read before the process can be reaped: our child's /proc entry stays until Wait.
+	p.record.StartTicks, _ = procStat(p.Pid).startTicks()
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -132,31 +136,55 @@ func loadProcess(pidFile, logDir string) (*Process, error) {
 	}, nil
 }
 
-// processMatches tells whether rec's pid is alive and still runs rec's binary.
+// processMatches tells whether rec's process is alive: its pid exists, is not a
+// zombie, and started when rec says (so it is not another process reusing the pid).
 func processMatches(rec pidRecord) bool {
-	if !alive(rec.Pid) {
+	st := procStat(rec.Pid)
+	if !st.alive() {
 		return false
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", rec.Pid))
-	if err != nil {
-		return false
-	}
-	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-	return string(argv0) == rec.Bin
+	ticks, ok := st.startTicks()
+	return ok && ticks == rec.StartTicks
 }
 
 // alive tells whether pid exists and is not a zombie.
-func alive(pid int) bool {
+func alive(pid int) bool { return procStat(pid).alive() }
+
+// statFields are the fields of /proc/<pid>/stat after "pid (comm)": fields[0] is the
+// state, fields[2] the process group, fields[19] the start time in clock ticks.
+type statFields []string
+
+func procStat(pid int) statFields {
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return nil
 	}
-	// The state follows the command name in parentheses: "pid (comm) S ...".
+	// comm may hold spaces and parentheses: the fields start after the last ')'.
 	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return false
+	if i < 0 {
+		return nil
 	}
-	return stat[i+2] != 'Z' && stat[i+2] != 'X'
+	return strings.Fields(string(stat[i+1:]))
+}
+
+func (f statFields) alive() bool {
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+func (f statFields) group() (int, bool) {
+	if len(f) < 3 {
+		return 0, false
+	}
+	g, err := strconv.Atoi(f[2])
+	return g, err == nil
+}
+
+func (f statFields) startTicks() (uint64, bool) {
+	if len(f) < 20 {
+		return 0, false
+	}
+	t, err := strconv.ParseUint(f[19], 10, 64)
+	return t, err == nil
 }
 
 // Running tells whether the process is still running.
@@ -219,7 +247,37 @@ func (p *Process) terminate(sig syscall.Signal, grace time.Duration) error {
 	}
 	// The leader is gone; take down anything it left in its group.
 	_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
-	return nil
+	deadline := time.Now().Add(grace)
+	for {
+		left := groupMembers(p.Pid)
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: processes %v of its group survived SIGKILL", p.Name, left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupMembers lists the live (not zombie) processes of the process group pgid.
+func groupMembers(pgid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st := procStat(pid)
+		if g, ok := st.group(); ok && g == pgid && st.alive() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func (p *Process) waitExit(timeout time.Duration) bool {

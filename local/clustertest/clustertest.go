@@ -5,6 +5,7 @@ package clustertest
 import (
 	"context"
 	"os"
+	"regexp"
 	"testing"
 	"time"
 
@@ -17,13 +18,22 @@ import (
 // logLines is how much of each component's log a failed test prints.
 const logLines = 40
 
-// Start starts a local cluster for t in a temporary directory (unless o.Dir is set)
-// and stops it in t.Cleanup. When the test has failed by then, the tail of every
-// component's log is printed. Detach is ignored: a test's cluster never outlives it.
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// Start starts a local cluster for t and stops it in t.Cleanup. Unless o.Dir is set,
+// the run directory is a new temporary directory, removed when the test passes and
+// kept (its path logged) when it fails. When the test has failed, the tail of every
+// component's log is printed too; CLUSTERTEST_LOGS=1 prints them always. Detach is
+// ignored: a test's cluster never outlives the test.
 func Start(t testing.TB, o cluster.Options) *cluster.Cluster {
 	t.Helper()
+	removeDir := false
 	if o.Dir == "" {
-		o.Dir = t.TempDir()
+		dir, err := os.MkdirTemp("", "local-cluster-"+unsafeChars.ReplaceAllString(t.Name(), "_")+"-")
+		if err != nil {
+			t.Fatalf("create run directory: %v", err)
+		}
+		o.Dir, removeDir = dir, true
 	}
 	o.Detach = false
 	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig())), 5*time.Minute)
@@ -31,6 +41,9 @@ func Start(t testing.TB, o cluster.Options) *cluster.Cluster {
 	start := time.Now()
 	c, err := cluster.Start(ctx, o)
 	if err != nil {
+		if removeDir {
+			t.Logf("run directory kept: %s", o.Dir)
+		}
 		t.Fatalf("start local cluster: %v", err)
 	}
 	t.Logf("local cluster ready in %s: %s (run directory %s)", time.Since(start).Round(time.Millisecond), c.Server(), c.Dir())
@@ -42,6 +55,15 @@ func Start(t testing.TB, o cluster.Options) *cluster.Cluster {
 		}
 		if err := c.Stop(); err != nil {
 			t.Errorf("stop local cluster: %v", err)
+		}
+		switch {
+		case !removeDir:
+		case t.Failed():
+			t.Logf("run directory kept for inspection: %s", c.Dir())
+		default:
+			if err := os.RemoveAll(c.Dir()); err != nil {
+				t.Errorf("remove run directory: %v", err)
+			}
 		}
 	})
 	return c

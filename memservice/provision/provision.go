@@ -498,6 +498,9 @@ func (m *Manager) countError(pool string, err error) {
 	if m.cfg.Metrics == nil {
 		return
 	}
+	if pool == "" {
+		pool = "any" // the service was to pick the pool
+	}
 	reason := "other"
 	switch ledger.CodeOf(err) {
 	case ledger.CodeExhausted:

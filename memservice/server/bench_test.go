@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +97,7 @@ func BenchmarkGRPCAddRemoveCycle(b *testing.B) {
 // runPaced has each client call op once per interval (staggered) until b.N calls
 // are done, and reports the p50/p99 latency of op.
 func runPaced(b *testing.B, conns []*client.Client, interval time.Duration, op func(c *client.Client, n int)) {
+	warm(b, conns)
 	var next atomic.Int64
 	lat := make([][]time.Duration, len(conns))
 	b.ResetTimer()
@@ -137,11 +139,12 @@ func reportPercentiles(b *testing.B, all []time.Duration) {
 // runConcurrent runs b.N calls of op spread over the clients and reports ops/s and
 // the p50/p99 latency of op; after runs untimed after each op.
 func runConcurrent(b *testing.B, conns []*client.Client, op func(c *client.Client, n int), after func(n int)) {
+	warm(b, conns)
 	var next atomic.Int64
 	lat := make([][]time.Duration, len(conns))
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpuStart := time.Now(), processCPU()
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
@@ -162,8 +165,29 @@ func runConcurrent(b *testing.B, conns []*client.Client, op func(c *client.Clien
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), processCPU()-cpuStart
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	// CPU time of this process (client and server) per call: what a call costs,
+	// whatever else the machine runs.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 	reportPercentiles(b, slices.Concat(lat...))
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// warm makes every connection do its TLS handshake before the timer starts.
+func warm(b *testing.B, conns []*client.Client) {
+	for _, c := range conns {
+		if _, err := c.GetCapacity(context.Background(), &memservicev1.GetCapacityRequest{}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

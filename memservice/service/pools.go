@@ -42,6 +42,8 @@ type pools struct {
 	mu       sync.Mutex
 	backends map[string]*poolBackend
 	written  map[string]v1alpha1.DynamicMemoryPoolStatus
+	// deleted pools still holding memory: removed once their claims are released.
+	deleted map[string]bool
 }
 
 type poolBackend struct {
@@ -65,6 +67,7 @@ func newPools(s *Service) *pools {
 		informer: cache.NewSharedIndexInformer(lw, &v1alpha1.DynamicMemoryPool{}, 0, cache.Indexers{}),
 		backends: map[string]*poolBackend{},
 		written:  map[string]v1alpha1.DynamicMemoryPoolStatus{},
+		deleted:  map[string]bool{},
 	}
 }
 
@@ -97,7 +100,14 @@ func (p *pools) run(ctx context.Context) error {
 			for name := range p.backends {
 				names = append(names, name)
 			}
+			var deleted []string
+			for name := range p.deleted {
+				deleted = append(deleted, name)
+			}
 			p.mu.Unlock()
+			for _, name := range deleted {
+				p.remove(ctx, name)
+			}
 			for _, name := range names {
 				p.check(ctx, name)
 			}
@@ -105,14 +115,17 @@ func (p *pools) run(ctx context.Context) error {
 	}
 }
 
-// waitSynced waits for the pools' informer and applies every pool it holds, so that
-// the ledger knows them all before it is rebuilt.
+// waitSynced waits for the pools' informer and applies and probes every pool it
+// holds, so that the ledger knows them all (and which are ready) before it is rebuilt.
 func (p *pools) waitSynced(ctx context.Context) bool {
 	if !cache.WaitForCacheSync(ctx.Done(), p.informer.HasSynced) {
 		return false
 	}
 	for _, obj := range p.informer.GetStore().List() {
 		p.apply(ctx, obj)
+		if pool, ok := obj.(*v1alpha1.DynamicMemoryPool); ok {
+			p.check(ctx, pool.Name)
+		}
 	}
 	return true
 }
@@ -149,6 +162,7 @@ func (p *pools) apply(ctx context.Context, obj any) {
 		pb = &poolBackend{}
 		p.backends[pool.Name] = pb
 	}
+	delete(p.deleted, pool.Name)
 	pb.generation = pool.Generation
 	pb.specError = ""
 	if err := p.s.ledger.SetPool(LedgerPool(pool)); err != nil {
@@ -231,6 +245,12 @@ func simulatedFaults(sim *v1alpha1.SimulatedBackend) simulated.Faults {
 
 // check probes a pool's backend and marks the pool ready or not.
 func (p *pools) check(ctx context.Context, name string) {
+	p.mu.Lock()
+	deleted := p.deleted[name]
+	p.mu.Unlock()
+	if deleted {
+		return
+	}
 	b, ok := p.s.manager.Backend(name)
 	spec, specOK := p.s.ledger.PoolSpec(name)
 	if !ok || !specOK {
@@ -255,13 +275,20 @@ func (p *pools) check(ctx context.Context, name string) {
 
 func (p *pools) remove(ctx context.Context, name string) {
 	if err := p.s.ledger.RemovePool(name); err != nil {
-		klog.FromContext(ctx).Error(err, "Pool deleted but still holds memory; it keeps serving releases", "pool", name)
+		p.mu.Lock()
+		first := !p.deleted[name]
+		p.deleted[name] = true
+		p.mu.Unlock()
+		if first {
+			klog.FromContext(ctx).Error(err, "Pool deleted but still holds memory; it keeps serving releases and goes once they are done", "pool", name)
+		}
 		p.s.ledger.SetPoolReady(name, false, "DynamicMemoryPool deleted; waiting for its claims to be released")
 		return
 	}
 	p.s.manager.RemovePool(name)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.deleted, name)
 	if pb, ok := p.backends[name]; ok {
 		if c, ok := pb.backend.(interface{ Close() error }); ok {
 			_ = c.Close()

@@ -90,7 +90,7 @@ func (s *Service) reconcileDevice(ctx context.Context, pool ledger.Pool, restore
 			logger.Error(err, "Giving the simulated device back its extents")
 		}
 	}
-	lctx, cancel := context.WithTimeout(ctx, s.backendTimeout())
+	lctx, cancel := context.WithTimeout(ctx, rebuildBackendTimeout)
 	defer cancel()
 	onDevice, err := dev.List(lctx)
 	if errors.Is(err, backend.ErrNotSupported) {
@@ -119,7 +119,7 @@ func (s *Service) reconcileDevice(ctx context.Context, pool ledger.Pool, restore
 		}
 		logger.Info("Releasing an extent no claim owns", "host", x.HostID, "tag", x.Tag, "extent", x.Extent.String())
 		s.metrics.OrphanExtents.Inc()
-		rctx, cancel := context.WithTimeout(ctx, s.backendTimeout())
+		rctx, cancel := context.WithTimeout(ctx, rebuildBackendTimeout)
 		if err := dev.Release(rctx, x.HostID, x.Tag, []backend.Extent{x.Extent}); err != nil {
 			logger.Error(err, "Releasing orphan extent", "extent", x.Extent.String())
 		}

@@ -41,6 +41,9 @@ const (
 	DefaultAgentCommandTimeout  = 2 * time.Minute
 )
 
+// rebuildBackendTimeout bounds one device call made while rebuilding the ledger.
+const rebuildBackendTimeout = 30 * time.Second
+
 // Config configures a Service.
 type Config struct {
 	// RESTConfig reaches the Kubernetes API server.
@@ -81,7 +84,7 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("listenAddress is required, for example :8443 or 127.0.0.1:0"))
 	}
 	if c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
-		errs = append(errs, errors.New("tls.caFile, tls.certFile and tls.keyFile are required (make a dev bundle with `memservice certs`)"))
+		errs = append(errs, errors.New("tls.caFile, tls.certFile and tls.keyFile are required (make a dev bundle with: memservice certs)"))
 	}
 	for _, d := range []struct {
 		name string
@@ -215,8 +218,9 @@ func (s *Service) changed() {
 	}
 }
 
-// Run serves until ctx ends (nil then), or until leadership is lost (an error: the
-// process should exit and start again as a candidate).
+// Run serves until ctx ends (nil then), or until leadership is lost or a component
+// fails (an error: the process should exit and start again as a candidate). Run may
+// be called once.
 func (s *Service) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithName("memservice")
 	ctx = klog.NewContext(ctx, logger)
@@ -224,13 +228,18 @@ func (s *Service) Run(ctx context.Context) error {
 	defer cancel()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 1) // the first error stops the service; later ones are logged
 	run := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				err = fmt.Errorf("%s: %w", name, err)
+				select {
+				case errc <- err:
+				default:
+					logger.Error(err, "Component stopped")
+				}
 			}
 		}()
 	}
@@ -360,9 +369,6 @@ func (s *Service) serveHTTP(ctx context.Context) error {
 	}
 	return nil
 }
-
-// backendTimeout bounds one backend call made while rebuilding.
-func (s *Service) backendTimeout() time.Duration { return 30 * time.Second }
 
 // reconcileHost compares what a node agent reports online with the ledger when its
 // session opens: memory online for a claim the ledger does not hold on that node is

@@ -46,9 +46,8 @@ type Session struct {
 	done     chan struct{}
 	once     sync.Once
 
-	mu        sync.Mutex
-	pending   map[string]chan *memservicev1.CommandResult
-	hostState *memservicev1.HostState
+	mu      sync.Mutex
+	pending map[string]chan *memservicev1.CommandResult
 }
 
 // Node is the session's node.
@@ -65,11 +64,10 @@ func (s *Session) close() { s.once.Do(func() { close(s.done) }) }
 // Open starts a session for a node; an older session of the node is closed.
 func (r *Registry) Open(node string, hello *memservicev1.AgentHello) *Session {
 	s := &Session{
-		node:      node,
-		commands:  make(chan *memservicev1.AgentCommand, 64),
-		done:      make(chan struct{}),
-		pending:   map[string]chan *memservicev1.CommandResult{},
-		hostState: hello.GetHostState(),
+		node:     node,
+		commands: make(chan *memservicev1.AgentCommand, 64),
+		done:     make(chan struct{}),
+		pending:  map[string]chan *memservicev1.CommandResult{},
 	}
 	r.mu.Lock()
 	if old, ok := r.sessions[node]; ok {
@@ -114,27 +112,6 @@ func (r *Registry) Connected() []string {
 	return out
 }
 
-// IsConnected tells whether a node's agent holds a session.
-func (r *Registry) IsConnected(node string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.sessions[node]
-	return ok
-}
-
-// HostState is the last host state a node's current session reported.
-func (r *Registry) HostState(node string) (*memservicev1.HostState, bool) {
-	r.mu.Lock()
-	s, ok := r.sessions[node]
-	r.mu.Unlock()
-	if !ok {
-		return nil, false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hostState, true
-}
-
 // Handle takes a message the agent sent after its Hello.
 func (r *Registry) Handle(s *Session, msg *memservicev1.AgentMessage) error {
 	switch m := msg.GetMessage().(type) {
@@ -151,9 +128,7 @@ func (r *Registry) Handle(s *Session, msg *memservicev1.AgentMessage) error {
 			r.OnProgress(s.node, m.Progress)
 		}
 	case *memservicev1.AgentMessage_HostState:
-		s.mu.Lock()
-		s.hostState = m.HostState
-		s.mu.Unlock()
+		// A heartbeat: the session is alive. The host is reconciled when a session opens.
 	case *memservicev1.AgentMessage_Hello:
 		return ledger.Errorf(ledger.CodeInvalid, "hello: sent twice in one session")
 	default:

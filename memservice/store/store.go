@@ -143,6 +143,7 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	for _, e := range obj.Status.Extents {
 		r.Extents = append(r.Extents, ledger.Extent{Offset: e.Offset, Length: e.Length})
 	}
+	r.UpdatedAt = obj.CreationTimestamp.Time
 	for _, t := range []struct {
 		dst *time.Time
 		src *metav1.Time
@@ -152,9 +153,11 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	} {
 		if t.src != nil {
 			*t.dst = t.src.Time
+			if t.src.After(r.UpdatedAt) {
+				r.UpdatedAt = t.src.Time
+			}
 		}
 	}
-	r.UpdatedAt = obj.CreationTimestamp.Time
 	// Whether the agent was asked to online the memory is not recorded: assume it was
 	// for any provisioned claim, so that release always has it offlined first.
 	r.OnHost = r.State != ledger.StateReleased
@@ -266,10 +269,4 @@ func (s *Store) List(ctx context.Context) (good []ledger.Reservation, bad []erro
 		good = append(good, r)
 	}
 	return good, bad, nil
-}
-
-// Forget drops the finalizer of a record that cannot be read back or whose pool is
-// gone, so it does not block its ResourceClaim's deletion forever.
-func (s *Store) Forget(ctx context.Context, namespace, name string) error {
-	return s.dropFinalizer(ctx, namespace, name)
 }

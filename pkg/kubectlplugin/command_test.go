@@ -135,7 +135,7 @@ func TestCommandOutput(t *testing.T) {
 		{"get-pools-yaml", []string{"get", "pools", "-o", "yaml"}},
 		{"describe-claim", []string{"describe", "claim", "web-0-mem-k7x2p", "-n", "shop"}},
 		{"describe-claim-failed", []string{"describe", "claim", "reservation-rc-batch"}},
-		{"describe-claim-by-resourceclaim", []string{"describe", "claim", "web-1-mem-q9d4s", "--namespace=shop"}},
+		{"describe-claim-provisioning", []string{"describe", "claim", "web-1-mem-q9d4s", "--namespace=shop"}},
 		{"top-nodes", []string{"top", "nodes"}},
 		{"why-pending", []string{"why", "big", "-n", "shop"}},
 		{"why-running", []string{"why", "web-0", "-n", "shop"}},
@@ -230,6 +230,17 @@ func TestErrorsAreOneClearLine(t *testing.T) {
 			args: []string{"get", "claims", "-A", "x"},
 			crds: true,
 			want: "a claim name cannot be combined with --all-namespaces: use -n NAMESPACE",
+		},
+		{
+			name: "unauthorized",
+			args: []string{"get", "pools", "--server", "https://api.example.test:6443"},
+			crds: true,
+			prepare: func(c *fakeCluster) {
+				c.dynamic.PrependReactor("list", "dynamicmemorypools", func(clienttesting.Action) (bool, runtime.Object, error) {
+					return true, nil, apierrors.NewUnauthorized("token expired")
+				})
+			},
+			want: "the API server at https://api.example.test:6443 rejected the credentials: list DynamicMemoryPools: token expired",
 		},
 		{
 			name: "unknown resource",

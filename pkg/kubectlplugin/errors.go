@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
@@ -34,8 +33,6 @@ func explain(err error, server string) error {
 	var urlErr *url.Error
 	var netErr *net.OpError
 	switch {
-	case clientcmd.IsEmptyConfig(err):
-		return oneLine("no kubeconfig found: set KUBECONFIG or pass --kubeconfig (or --server)")
 	case errors.As(err, &urlErr):
 		return oneLine(fmt.Sprintf("cannot reach the Kubernetes API server%s: %v (is the cluster running? check --kubeconfig and --context)", at, urlErr.Err))
 	case errors.As(err, &netErr):

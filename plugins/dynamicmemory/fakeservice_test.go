@@ -50,6 +50,8 @@ type fakeService struct {
 	addMemory func(ctx context.Context, req *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error)
 	// reserveErr, when set, fails every Reserve.
 	reserveErr error
+	// held stops snapshots from being sent until release.
+	held bool
 
 	lis    *bufconn.Listener
 	server *grpc.Server
@@ -113,6 +115,27 @@ func (fs *fakeService) callLog() []string {
 // changed publishes a new revision; callers hold mu.
 func (fs *fakeService) changedLocked() {
 	fs.revision++
+	for w := range fs.watchers {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// hold stops sending snapshots, so that a test can look at the cache between a
+// change and the snapshot that shows it.
+func (fs *fakeService) hold() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.held = true
+}
+
+// release sends the current snapshot and resumes.
+func (fs *fakeService) release() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.held = false
 	for w := range fs.watchers {
 		select {
 		case w <- struct{}{}:
@@ -186,6 +209,10 @@ func (fs *fakeService) WatchPools(_ *memservicev1.WatchPoolsRequest, stream grpc
 		case <-w:
 		}
 		fs.mu.Lock()
+		if fs.held {
+			fs.mu.Unlock()
+			continue
+		}
 		snap := fs.snapshotLocked()
 		fs.mu.Unlock()
 		if err := stream.Send(snap); err != nil {

@@ -41,8 +41,9 @@ func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1
 		if d.allocated {
 			continue
 		}
-		pool := allocatedPool(claims.GetPendingAllocation(d.claim.UID), d.request)
+		pool, from := allocatedPool(claims.GetPendingAllocation(d.claim.UID), d.request), "allocation"
 		if pool == "" {
+			from = "plugin"
 			if own == nil {
 				own, _ = s.view.fitNode(node, s.demands, pl.scorer)
 			}
@@ -58,7 +59,7 @@ func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1
 		}
 		pl.cache.addInflight(d.claim.UID, r.GetPool(), node, r.GetBytes())
 		logger.V(3).Info("Reserved dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim),
-			"node", node, "pool", r.GetPool(), "bytes", formatBytes(r.GetBytes()))
+			"node", node, "pool", r.GetPool(), "poolFrom", from, "bytes", formatBytes(r.GetBytes()))
 	}
 	return nil
 }

@@ -86,6 +86,7 @@ func TestReserveAndUnreserve(t *testing.T) {
 			require.True(t, st.IsSuccess(), "PreFilter: %v", st)
 			callsBefore := len(fs.callLog())
 
+			fs.hold() // keep the snapshot that shows the reservation back
 			st = pl.Reserve(ctx, cs, pod, tc.node)
 			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
 			if tc.wantMsg != "" {
@@ -109,6 +110,7 @@ func TestReserveAndUnreserve(t *testing.T) {
 			assert.Empty(t, pl.cache.view().nodeUsed[poolNode{tc.wantInflight, tc.node}], "nothing in flight after Unreserve")
 			pl.Unreserve(ctx, cs, pod, tc.node)
 			assert.Len(t, fs.callLog(), callsBefore+len(wantRelease), "Unreserve is idempotent")
+			fs.release()
 		})
 	}
 }

@@ -8,6 +8,17 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/helper"
 )
 
+var _ fwk.PreScorePlugin = (*DynamicMemory)(nil)
+
+// PreScore skips Score for pods PreFilter skipped (no dynamic memory claims): the
+// framework skips Filter after a PreFilter Skip, but not Score.
+func (pl *DynamicMemory) PreScore(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ []fwk.NodeInfo) *fwk.Status {
+	if s := lookupState(cs); s == nil || len(s.demands) == 0 {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	return nil
+}
+
 // Score ranks a node by the pools its memory would come from: with MostAllocated
 // the fuller the pool after the placement, the higher; with LeastAllocated the
 // emptier; the locality weight mixes in the pools' latencyClass.

@@ -52,7 +52,7 @@ func TestFoundation(t *testing.T) {
 
 	t.Run("nodes are Ready", func(t *testing.T) {
 		for i := range 2 {
-			node, err := client.CoreV1().Nodes().Get(ctx, cluster.NodeName(cluster.DefaultNodePrefix, i), metav1.GetOptions{})
+			node, err := client.CoreV1().Nodes().Get(ctx, c.NodeName(i), metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.True(t, cluster.NodeReady(node), "node %s Ready", node.Name)
 			assert.Equal(t, "16Gi", node.Status.Allocatable.Memory().String())
@@ -67,10 +67,48 @@ func TestFoundation(t *testing.T) {
 		assert.Equal(t, `device.driver == "`+driverName+`"`, dc.Spec.Selectors[0].CEL.Expression)
 	})
 
+	t.Run("a ResourceSlice keeps the consumable capacity and binding condition fields", func(t *testing.T) {
+		// The DRA plugin's device shape: the apiserver drops these fields silently when
+		// DRAConsumableCapacity or DRADeviceBindingConditions is off.
+		block, window := resource.MustParse("256Mi"), resource.MustParse("32Gi")
+		slice := &resourcev1.ResourceSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: "foundation-slice"},
+			Spec: resourcev1.ResourceSliceSpec{
+				Driver:   driverName,
+				NodeName: ptr.To(c.NodeName(0)),
+				Pool:     resourcev1.ResourcePool{Name: c.NodeName(0), ResourceSliceCount: 1},
+				Devices: []resourcev1.Device{{
+					Name:                     "pool-a",
+					AllowMultipleAllocations: ptr.To(true),
+					Capacity: map[resourcev1.QualifiedName]resourcev1.DeviceCapacity{
+						"memory": {
+							Value: window,
+							RequestPolicy: &resourcev1.CapacityRequestPolicy{
+								Default:    ptr.To(block),
+								ValidRange: &resourcev1.CapacityRequestPolicyRange{Min: ptr.To(block), Step: ptr.To(block), Max: ptr.To(window)},
+							},
+						},
+					},
+					BindsToNode:              ptr.To(true),
+					BindingConditions:        []string{"Online"},
+					BindingFailureConditions: []string{"ProvisioningFailed"},
+				}},
+			},
+		}
+		created, err := client.ResourceV1().ResourceSlices().Create(ctx, slice, metav1.CreateOptions{})
+		require.NoError(t, err)
+		dev := created.Spec.Devices[0]
+		assert.Equal(t, ptr.To(true), dev.AllowMultipleAllocations, "allowMultipleAllocations dropped: DRAConsumableCapacity is off")
+		require.NotNil(t, dev.Capacity["memory"].RequestPolicy, "requestPolicy dropped: DRAConsumableCapacity is off")
+		assert.Equal(t, "256Mi", dev.Capacity["memory"].RequestPolicy.ValidRange.Step.String())
+		assert.Equal(t, []string{"Online"}, dev.BindingConditions, "bindingConditions dropped: DRADeviceBindingConditions is off")
+		assert.Equal(t, []string{"ProvisioningFailed"}, dev.BindingFailureConditions)
+	})
+
 	t.Run("a pod bound to a node runs", func(t *testing.T) {
 		pods := client.CoreV1().Pods(metav1.NamespaceDefault)
 		pod := newPod("plain")
-		pod.Spec.NodeName = cluster.NodeName(cluster.DefaultNodePrefix, 1)
+		pod.Spec.NodeName = c.NodeName(1)
 		_, err := pods.Create(ctx, pod, metav1.CreateOptions{})
 		require.NoError(t, err)
 		require.EventuallyWithT(t, func(ct *assert.CollectT) {
@@ -263,7 +301,7 @@ func TestFoundation(t *testing.T) {
 		claims := dyn.Resource(claimsGVR).Namespace(metav1.NamespaceDefault)
 		created, err := claims.Create(ctx, toUnstructured(t, validClaim("immutable")), metav1.CreateOptions{})
 		require.NoError(t, err)
-		require.NoError(t, unstructured.SetNestedField(created.Object, cluster.NodeName(cluster.DefaultNodePrefix, 1), "spec", "node"))
+		require.NoError(t, unstructured.SetNestedField(created.Object, c.NodeName(1), "spec", "node"))
 		_, err = claims.Update(ctx, created, metav1.UpdateOptions{})
 		assertInvalid(t, err, "spec", "spec is immutable: a reservation cannot move; release it and reserve again")
 	})

@@ -173,6 +173,8 @@ func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
 	args := agent.Spec.Template.Spec.Containers[0].Args
 	assert.Contains(t, args, "--host-backend=simulated")
 	assert.NotContains(t, args, "--host-backend=sysfs")
+	assert.Contains(t, args, "--manage-cgroup=false")
+	assert.NotContains(t, args, "--manage-cgroup=true")
 }
 
 // TestSchedulerConfigInSync checks that the scheduler Deployment's configuration is

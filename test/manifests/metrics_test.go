@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	drapluginmetrics "github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	memservicemetrics "github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
 	agentmetrics "github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
@@ -24,6 +25,7 @@ func exportedMetrics() map[string][]string {
 		"memservice": memservicemetrics.Names,
 		"scheduler":  dynamicmemory.MetricNames(),
 		"node-agent": agentmetrics.Names(),
+		"dra-plugin": drapluginmetrics.Names(),
 	}
 }
 

@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -77,10 +78,17 @@ type Config struct {
 type Agent struct {
 	cfg   Config
 	locks keyedMutex
+	// changeMu serializes the updates that follow a change (see changed).
+	changeMu sync.Mutex
+	// saved is the checkpoint content last written (guarded by changeMu).
+	saved []byte
+	// commands are the commands still running.
+	commands sync.WaitGroup
 
 	mu        sync.Mutex
 	cp        checkpoint
 	connected bool
+	stopped   bool
 	lastError string
 }
 
@@ -132,7 +140,17 @@ func (a *Agent) Connected() bool {
 // memory service until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	a.restore(ctx)
-	return a.sessions(ctx)
+	err := a.sessions(ctx)
+	a.commands.Wait()
+	// Say on the node that the agent is gone, with a context of its own: ctx has
+	// ended.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	a.setConnected(stopCtx, false, nil)
+	return err
 }
 
 // restore keeps the checkpointed claims whose memory is still online and drops
@@ -142,19 +160,24 @@ func (a *Agent) restore(ctx context.Context) {
 	a.mu.Lock()
 	claims := maps.Clone(a.cp.Claims)
 	a.mu.Unlock()
+	kept := 0
 	for uid, c := range claims {
 		res, err := a.cfg.Host.Check(ctx, hostmem.Request{ClaimUID: uid, Pool: c.Pool, Extents: c.Extents})
 		a.mu.Lock()
 		if err != nil {
-			logger.Info("Claim memory from the checkpoint is no longer online, forgetting it", "claimUID", uid, "err", err)
+			// Not reported online; the pool is kept so that an offline command for
+			// whatever is left of it goes to the right region.
+			logger.Info("Claim memory from the checkpoint is no longer online, not reporting it", "claimUID", uid, "err", err)
 			delete(a.cp.Claims, uid)
+			a.cp.Pools[uid] = c.Pool
 		} else {
 			c.NUMANodes, c.Bytes = res.NUMANodes, res.Bytes
 			a.cp.Claims[uid] = c
+			kept++
 		}
 		a.mu.Unlock()
 	}
-	logger.Info("Restored claims online on this host", "claims", len(claims))
+	logger.Info("Restored the claims online on this host from the checkpoint", "online", kept, "checkpointed", len(claims))
 	a.changed(ctx)
 }
 
@@ -172,16 +195,24 @@ func (a *Agent) hostState() *memservicev1.HostState {
 }
 
 // changed brings everything that follows the online bytes up to date: checkpoint,
-// pod cgroup limit, node status and metrics. Failures are logged and retried at
-// the next change or heartbeat; they do not undo the memory operation.
+// pod cgroup limit, node status and metrics. Calls are serialized; the claims are
+// read under the agent's lock, the I/O is done outside it. Failures are logged and
+// retried at the next change or heartbeat; they do not undo the memory operation.
 func (a *Agent) changed(ctx context.Context) {
 	logger := klog.FromContext(ctx)
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	cp := checkpoint{Claims: maps.Clone(a.cp.Claims), Pools: maps.Clone(a.cp.Pools), Cgroup: a.cp.Cgroup}
+	status := a.nodeStatusLocked()
+	a.mu.Unlock()
+
 	var online int64
-	for _, c := range a.cp.Claims {
+	for _, c := range cp.Claims {
 		online += c.Bytes
 	}
+	status.OnlineBytes = online
 	a.cfg.Metrics.OnlineBytes.Set(float64(online))
 	if a.cfg.Limiter != nil {
 		limit, err := a.cfg.Limiter.Set(online)
@@ -190,47 +221,70 @@ func (a *Agent) changed(ctx context.Context) {
 		} else {
 			a.cfg.Metrics.KubepodsLimit.Set(float64(limit))
 		}
-		a.cp.Cgroup = a.cfg.Limiter.State()
+		cp.Cgroup = a.cfg.Limiter.State()
+		a.mu.Lock()
+		a.cp.Cgroup = cp.Cgroup
+		a.mu.Unlock()
 	}
-	if err := a.cp.save(a.cfg.CheckpointFile); err != nil {
+	if err := a.saveIfChanged(cp); err != nil {
 		logger.Error(err, "Saving the agent checkpoint failed")
 	}
-	a.updateNodeLocked(ctx, online)
-}
-
-func (a *Agent) updateNodeLocked(ctx context.Context, online int64) {
-	if a.cfg.NodeStatus == nil {
-		return
-	}
-	s := nodestatus.Status{OnlineBytes: online, Ready: a.connected, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}
-	if !a.connected {
-		s.Reason, s.Message = "NoSession", "the node agent has no session with the memory service"
-		if a.lastError != "" {
-			s.Reason, s.Message = "SessionLost", "no session with the memory service: "+a.lastError
+	if a.cfg.NodeStatus != nil {
+		if err := a.cfg.NodeStatus.Update(ctx, status); err != nil {
+			logger.Error(err, "Updating the node status failed")
 		}
 	}
-	if err := a.cfg.NodeStatus.Update(ctx, s); err != nil {
-		klog.FromContext(ctx).Error(err, "Updating the node status failed")
+}
+
+// saveIfChanged writes the checkpoint when its content differs from the last
+// write (heartbeats call changed too). Called with changeMu held.
+func (a *Agent) saveIfChanged(cp checkpoint) error {
+	if a.cfg.CheckpointFile == "" {
+		return nil
 	}
+	data, err := cp.encode()
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(data, a.saved) {
+		return nil
+	}
+	if err := writeAtomically(a.cfg.CheckpointFile, data); err != nil {
+		return err
+	}
+	a.saved = data
+	return nil
+}
+
+// nodeStatusLocked is the agent's condition on the node (without the bytes).
+func (a *Agent) nodeStatusLocked() nodestatus.Status {
+	s := nodestatus.Status{Ready: a.connected}
+	switch {
+	case a.connected:
+		s.Reason, s.Message = "SessionEstablished", "the node agent holds a session with the memory service"
+	case a.stopped:
+		s.Reason, s.Message = "AgentStopped", "the node agent is not running"
+	case a.lastError != "":
+		s.Reason, s.Message = "SessionLost", "no session with the memory service: "+a.lastError
+	default:
+		s.Reason, s.Message = "NoSession", "the node agent has no session with the memory service"
+	}
+	return s
 }
 
 func (a *Agent) setConnected(ctx context.Context, connected bool, lastErr error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.connected = connected
 	if lastErr != nil {
 		a.lastError = lastErr.Error()
 	}
+	a.mu.Unlock()
 	if connected {
 		a.cfg.Metrics.SessionConnected.Set(1)
 	} else {
 		a.cfg.Metrics.SessionConnected.Set(0)
 	}
-	var online int64
-	for _, c := range a.cp.Claims {
-		online += c.Bytes
-	}
-	a.updateNodeLocked(ctx, online)
+	a.changed(ctx)
 }
 
 // keyedMutex serializes operations on the same claim.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"sync"
@@ -160,9 +161,9 @@ func (f *fakeClaims) add(e string) {
 	defer f.mu.Unlock()
 	f.events = append(f.events, e)
 }
-func (f *fakeClaims) Online(uid, _ string)    { f.add("online " + uid) }
+func (f *fakeClaims) Online(uid, _ string)   { f.add("online " + uid) }
 func (f *fakeClaims) Failed(uid, msg string) { f.add("failed " + uid + ": " + msg) }
-func (f *fakeClaims) Forget(uid string)       { f.add("forget " + uid) }
+func (f *fakeClaims) Forget(uid string)      { f.add("forget " + uid) }
 func (f *fakeClaims) list() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -183,11 +184,17 @@ type harness struct {
 
 func startAgent(t *testing.T, cpFile string, host *hostmem.Simulated) *harness {
 	t.Helper()
+	return startAgentOn(t, cpFile, host, host)
+}
+
+// startAgentOn runs the agent on backend; sim is the simulated host under it.
+func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simulated) *harness {
+	t.Helper()
 	svc, client := startService(t)
 	h := &harness{svc: svc, host: host, node: &fakeNode{}, limiter: &fakeLimiter{}, claims: &fakeClaims{},
 		metrics: metrics.New(), clock: testingclock.NewFakeClock(time.Now()), cp: cpFile}
 	a, err := New(Config{
-		Node: "node-1", Client: client, Host: host, NodeStatus: h.node, Limiter: h.limiter, Claims: h.claims,
+		Node: "node-1", Client: client, Host: backend, NodeStatus: h.node, Limiter: h.limiter, Claims: h.claims,
 		Metrics: h.metrics, Clock: h.clock, CheckpointFile: cpFile, HeartbeatInterval: 10 * time.Second, Version: "test",
 	})
 	require.NoError(t, err)
@@ -198,6 +205,8 @@ func startAgent(t *testing.T, cpFile string, host *hostmem.Simulated) *harness {
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
+		assert.Equal(t, "AgentStopped", h.node.last().Reason, "the node shows the agent stopped")
+		assert.False(t, h.node.last().Ready)
 	})
 	return h
 }
@@ -331,10 +340,12 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	// A previous run onlined two claims; one of them is no longer online.
 	_, err := host.Online(context.Background(), hostmem.Request{ClaimUID: "uid-1", Extents: []hostmem.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
 	require.NoError(t, err)
-	require.NoError(t, checkpoint{Claims: map[string]onlineClaim{
+	data, err := checkpoint{Claims: map[string]onlineClaim{
 		"uid-1": {Pool: "pool-a", Extents: []hostmem.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
 		"uid-2": {Pool: "pool-a", Extents: []hostmem.Extent{{Offset: 512 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
-	}}.save(cp))
+	}}.encode()
+	require.NoError(t, err)
+	require.NoError(t, writeAtomically(cp, data))
 
 	h := startAgent(t, cp, host)
 	s := h.svc.session(t)
@@ -347,6 +358,7 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	saved, err := loadCheckpoint(cp)
 	require.NoError(t, err)
 	assert.Len(t, saved.Claims, 1)
+	assert.Equal(t, map[string]string{"uid-2": "pool-a"}, saved.Pools, "the pool of memory no longer reported is kept for its offline")
 	assert.Equal(t, cgroup.State{Base: 8 << 30}, saved.Cgroup)
 }
 
@@ -360,4 +372,95 @@ func TestNewNamesMissingConfig(t *testing.T) {
 
 func stripProto(c *memservicev1.OnlineClaim) *memservicev1.OnlineClaim {
 	return &memservicev1.OnlineClaim{ClaimUid: c.ClaimUid, Bytes: c.Bytes, NumaNodes: c.NumaNodes}
+}
+
+// halfOnline fails onlining after the first block, like a host whose second block
+// never appears, and records the pool of each offline.
+type halfOnline struct {
+	*hostmem.Simulated
+	mu       sync.Mutex
+	offlines []string
+}
+
+func (h *halfOnline) Online(ctx context.Context, req hostmem.Request, p hostmem.Progress) (hostmem.Result, error) {
+	first := req
+	first.Extents = []hostmem.Extent{{Offset: req.Extents[0].Offset, Length: h.BlockSize()}}
+	if _, err := h.Simulated.Online(ctx, first, p); err != nil {
+		return hostmem.Result{}, err
+	}
+	return hostmem.Result{}, errors.New("memory block 2 did not appear")
+}
+
+func (h *halfOnline) Offline(ctx context.Context, req hostmem.Request, p hostmem.Progress) error {
+	h.mu.Lock()
+	h.offlines = append(h.offlines, req.Pool)
+	h.mu.Unlock()
+	return h.Simulated.Offline(ctx, req, p)
+}
+
+func TestAgentOfflinesHalfOnlinedMemoryInItsPool(t *testing.T) {
+	sim := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	host := &halfOnline{Simulated: sim}
+	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, sim)
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+
+	s.send(t, onlineCmd("c1", "uid-1", 0, 256*mib))
+	res := s.result(t)
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_FAILED, res.Outcome)
+	assert.Equal(t, "memory block 2 did not appear", res.Message)
+	assert.Equal(t, 1, sim.OnlineBlocks(), "one block made it online")
+	assert.Equal(t, []string{"failed uid-1: memory block 2 did not appear"}, h.claims.list())
+	saved, err := loadCheckpoint(h.cp)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"uid-1": "pool-a"}, saved.Pools, "the pool is remembered across restarts")
+	assert.Empty(t, saved.Claims, "a failed claim is not reported online")
+
+	// The service releases the claim: the offline (which names no pool) goes to
+	// the pool the online command named.
+	s.send(t, offlineCmd("c2", "uid-1", 0, 256*mib))
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, s.result(t).Outcome)
+	assert.Equal(t, []string{"pool-a"}, host.offlines)
+	assert.Equal(t, 0, sim.OnlineBlocks())
+	saved, err = loadCheckpoint(h.cp)
+	require.NoError(t, err)
+	assert.Empty(t, saved.Pools)
+}
+
+func TestAgentFinishesACommandWhenTheSessionBreaks(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Now())
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{BlockLatency: time.Second, Clock: clk})
+	svc, client := startService(t)
+	a, err := New(Config{Node: "node-1", Client: client, Host: host, Metrics: metrics.New(), Clock: clk, HeartbeatInterval: 10 * time.Second})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+
+	s := svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	require.Eventually(t, func() bool { return clk.Waiters() == 1 }, 10*time.Second, time.Millisecond, "the heartbeat ticker")
+	s.send(t, onlineCmd("c1", "uid-1", 0, 128*mib))
+	require.Eventually(t, func() bool { return clk.Waiters() == 2 }, 10*time.Second, time.Millisecond, "onlining the block takes a second")
+
+	close(s.end) // the session breaks while the block is being onlined
+	require.Eventually(t, func() bool { return clk.Waiters() == 3 }, 10*time.Second, time.Millisecond, "the reconnect backoff")
+	clk.Step(time.Second) // the block is online, and the agent reconnects
+
+	s = svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	require.Eventually(t, func() bool { return len(a.hostState().Online) == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return clk.Waiters() == 2 }, 10*time.Second, time.Millisecond, "the new session's heartbeat ticker (the fake clock keeps the old one)")
+	clk.Step(10 * time.Second)
+	var hs *memservicev1.HostState
+	for hs == nil {
+		hs = s.next(t).GetHostState()
+	}
+	require.Len(t, hs.Online, 1, "the new session learns the memory is online")
+	assert.Equal(t, "uid-1", hs.Online[0].ClaimUid)
+	assert.Equal(t, 1, host.OnlineBlocks())
 }

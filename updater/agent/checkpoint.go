@@ -24,12 +24,16 @@ type onlineClaim struct {
 // claims own the memory online on the host, and what it did to the pod cgroup.
 type checkpoint struct {
 	Claims map[string]onlineClaim `json:"claims"`
-	Cgroup cgroup.State           `json:"cgroup"`
+	// Pools remembers the pool of every claim an online command was received for,
+	// until its memory is offline: an offline command does not name the pool, and
+	// memory half onlined by a failed command must be offlined in the right region.
+	Pools  map[string]string `json:"pools,omitempty"`
+	Cgroup cgroup.State      `json:"cgroup"`
 }
 
 // loadCheckpoint reads the checkpoint; a missing file is an empty checkpoint.
 func loadCheckpoint(file string) (checkpoint, error) {
-	cp := checkpoint{Claims: map[string]onlineClaim{}}
+	cp := checkpoint{Claims: map[string]onlineClaim{}, Pools: map[string]string{}}
 	if file == "" {
 		return cp, nil
 	}
@@ -46,18 +50,23 @@ func loadCheckpoint(file string) (checkpoint, error) {
 	if cp.Claims == nil {
 		cp.Claims = map[string]onlineClaim{}
 	}
+	if cp.Pools == nil {
+		cp.Pools = map[string]string{}
+	}
 	return cp, nil
 }
 
-// save writes the checkpoint atomically: a temp file, synced, renamed over the old.
-func (cp checkpoint) save(file string) error {
-	if file == "" {
-		return nil
-	}
+// encode is the checkpoint's file content.
+func (cp checkpoint) encode() ([]byte, error) {
 	data, err := json.MarshalIndent(cp, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode agent checkpoint: %w", err)
+		return nil, fmt.Errorf("encode agent checkpoint: %w", err)
 	}
+	return data, nil
+}
+
+// writeAtomically replaces file with data: a temp file, synced, renamed over the old.
+func writeAtomically(file string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write agent checkpoint: %w", err)

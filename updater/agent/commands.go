@@ -74,8 +74,12 @@ func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineC
 	if cmd.Bytes > 0 && req.Bytes() != cmd.Bytes {
 		return fail(fmt.Sprintf("online command for claim %s: extents hold %d bytes, bytes says %d", cmd.ClaimUid, req.Bytes(), cmd.Bytes))
 	}
+	a.mu.Lock()
+	a.cp.Pools[cmd.ClaimUid] = cmd.Pool
+	a.mu.Unlock()
 	res, err := a.cfg.Host.Online(ctx, req, a.progress(ctx, s, id, cmd.ClaimUid))
 	if err != nil {
+		a.changed(ctx) // checkpoint the pool: some blocks may be online
 		return fail(err.Error())
 	}
 	a.cfg.Metrics.OnlineDuration.Observe(a.cfg.Clock.Since(start).Seconds())
@@ -107,11 +111,13 @@ func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.Offlin
 	if cmd.ClaimUid == "" {
 		return fail("offline command has no claim_uid")
 	}
-	// The checkpoint knows the pool (and so the region) of memory this agent
-	// onlined; the command's extents serve for memory it does not know.
+	// The checkpoint knows the pool (and so the region) of memory this agent was
+	// asked to online, and the extents of what it onlined; for memory it never
+	// onlined the command's extents are used.
 	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Extents: extents(cmd.Extents)}
 	a.mu.Lock()
 	known, ok := a.cp.Claims[cmd.ClaimUid]
+	req.Pool = a.cp.Pools[cmd.ClaimUid]
 	a.mu.Unlock()
 	if ok {
 		req.Pool, req.Extents = known.Pool, known.Extents
@@ -125,6 +131,7 @@ func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.Offlin
 	a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOffline, "offline").Inc()
 	a.mu.Lock()
 	delete(a.cp.Claims, cmd.ClaimUid)
+	delete(a.cp.Pools, cmd.ClaimUid)
 	a.mu.Unlock()
 	a.changed(ctx)
 	if a.cfg.Claims != nil {

@@ -22,10 +22,10 @@ func (a *Agent) sessions(ctx context.Context) error {
 		}
 		started := a.cfg.Clock.Now()
 		err := a.session(ctx)
-		a.setConnected(ctx, false, err)
 		if ctx.Err() != nil {
 			return nil
 		}
+		a.setConnected(ctx, false, err)
 		if a.cfg.Clock.Since(started) > a.cfg.MaxBackoff {
 			delay = a.cfg.MinBackoff // the session was healthy for a while
 		}
@@ -60,9 +60,9 @@ func (a *Agent) session(ctx context.Context) error {
 	a.setConnected(ctx, true, nil)
 	logger.Info("Session with the memory service open", "node", a.cfg.Node, "claimsOnline", len(hello.HostState.Online))
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { a.heartbeat(sctx, s) })
+	var heartbeat sync.WaitGroup
+	defer heartbeat.Wait()
+	heartbeat.Go(func() { a.heartbeat(sctx, s) })
 	defer cancel()
 	for {
 		cmd, err := stream.Recv()
@@ -73,8 +73,9 @@ func (a *Agent) session(ctx context.Context) error {
 			return fmt.Errorf("receive command: %w", err)
 		}
 		// Commands outlive the session: memory half onlined must be finished even
-		// if the stream breaks; the next hello reports the outcome.
-		wg.Go(func() { a.execute(ctx, cmd, s) })
+		// if the stream breaks; the next hello reports the outcome. Run waits for
+		// them.
+		a.commands.Go(func() { a.execute(ctx, cmd, s) })
 	}
 }
 

@@ -22,7 +22,7 @@ type fakeKernel struct {
 	t *testing.T
 
 	mu     sync.Mutex
-	fail   map[string][]error // path → errors for the next writes, then success
+	fail   map[string][]error // path → errors (nil: success) for the next writes, then success
 	always map[string]error   // path → error for every write
 	writes []string           // "path=data"
 	// onBind runs when a DAX device is bound to a driver, like the kmem driver
@@ -92,8 +92,10 @@ func (k *fakeKernel) WriteFile(name string, data []byte) error {
 	}
 	if errs := k.fail[name]; len(errs) > 0 {
 		k.fail[name] = errs[1:]
-		k.mu.Unlock()
-		return &os.PathError{Op: "write", Path: name, Err: errs[0]}
+		if errs[0] != nil { // nil: this write succeeds
+			k.mu.Unlock()
+			return &os.PathError{Op: "write", Path: name, Err: errs[0]}
+		}
 	}
 	k.mu.Unlock()
 	if driver, attr, ok := strings.Cut(strings.TrimPrefix(name, daxDriversDir+"/"), "/"); ok && name != strings.TrimPrefix(name, daxDriversDir+"/") {

@@ -398,12 +398,16 @@ func (s *Sysfs) offlineBlock(ctx context.Context, n, index, total int, progress 
 	}
 }
 
-// restore onlines blocks again after a failed offline.
+// restore onlines blocks again after a failed offline: movable if the kernel
+// allows, in whatever zone it allows otherwise, never left offline.
 func (s *Sysfs) restore(blocks []int) error {
 	var errs []error
 	for _, n := range blocks {
-		if err := s.cfg.FS.WriteFile(blockDir(n)+"/state", []byte(stateOnlineMovable)); err != nil {
-			errs = append(errs, fmt.Errorf("restore memory block %d online: %w", n, err))
+		state := blockDir(n) + "/state"
+		if err := s.cfg.FS.WriteFile(state, []byte(stateOnlineMovable)); err != nil {
+			if err := s.cfg.FS.WriteFile(state, []byte(stateOnline)); err != nil {
+				errs = append(errs, fmt.Errorf("restore memory block %d online: %w", n, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -187,6 +188,37 @@ func TestSysfsOfflineGivesUpAndRestoresOnline(t *testing.T) {
 	assert.Contains(t, err.Error(), "claim uid-1: offline memory block 8: still busy after 3 attempts")
 	assert.Equal(t, stateOnline, k.state(9), "the block offlined before the failure is online again")
 	assert.Equal(t, stateOnline, k.state(8))
+}
+
+func TestSysfsOfflineRestoresInAnyZoneWhenMovableIsRefused(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize)
+	k.addBlock(8, stateOnline, 0)
+	k.addBlock(9, stateOnline, 0)
+	k.failAlways(blockDir(8)+"/state", syscall.EBUSY)
+	// Block 9 goes offline, then refuses to come back movable.
+	k.failWrites(blockDir(9)+"/state", nil, syscall.EINVAL)
+	clk := testingclock.NewFakeClock(time.Now())
+	s := newTestSysfs(t, k, clk)
+	err := runWithClock(t, clk, time.Second, func() error {
+		return s.Offline(context.Background(), twoBlocks, nil)
+	})
+	require.ErrorIs(t, err, syscall.EBUSY)
+	assert.Equal(t, stateOnline, k.state(9))
+	assert.Equal(t, []string{
+		"/sys/devices/system/memory/memory9/state=offline",
+		"/sys/devices/system/memory/memory9/state=online_movable",
+		"/sys/devices/system/memory/memory9/state=online",
+	}, filterPrefix(k.written(), blockDir(9)))
+}
+
+func filterPrefix(writes []string, prefix string) []string {
+	var out []string
+	for _, w := range writes {
+		if strings.HasPrefix(w, prefix) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func TestSysfsOfflineSkipsMissingBlocks(t *testing.T) {

@@ -102,6 +102,13 @@ func New() *Metrics {
 		m.OfflineBusyRetries, m.SessionConnected, m.SessionReconnects, m.KubepodsLimit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	// Every series exists from the start, at zero, so rates and alerts see it.
+	for command, outcomes := range map[string][]string{CommandOnline: {"online", "failed"}, CommandOffline: {"offline", "failed"}} {
+		for _, outcome := range outcomes {
+			m.Commands.WithLabelValues(command, outcome)
+		}
+		m.CommandErrors.WithLabelValues(command)
+	}
 	return m
 }
 

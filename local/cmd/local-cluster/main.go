@@ -52,6 +52,7 @@ func newRootCommand() *cobra.Command {
 		newUpCommand(g),
 		newDownCommand(g),
 		newStatusCommand(g),
+		newDemoCommand(g),
 	)
 	return root
 }

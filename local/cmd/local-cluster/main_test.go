@@ -84,8 +84,12 @@ func TestUpStatusDownWithRealBinaries(t *testing.T) {
 	require.NoError(t, err, out)
 	golden(t, "down", out)
 	for _, p := range procs {
-		_, err := os.Stat("/proc/" + strconv.Itoa(p.Pid))
-		assert.True(t, os.IsNotExist(err), "%s (pid %d) left behind by down", p.Name, p.Pid)
+		// The processes were started by this test process, which reaps them in the
+		// background: allow a moment for the zombie to go.
+		assert.Eventually(t, func() bool {
+			_, err := os.Stat("/proc/" + strconv.Itoa(p.Pid))
+			return os.IsNotExist(err)
+		}, 5*time.Second, 10*time.Millisecond, "%s (pid %d) left behind by down", p.Name, p.Pid)
 	}
 
 	out, err = run(t, dir, "status")

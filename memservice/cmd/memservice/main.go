@@ -28,7 +28,7 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "memservice:", err)
 		os.Exit(1)
 	}
@@ -75,7 +75,7 @@ func serve(args []string) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
 	fs.StringVar(&cfg.ListenAddress, "listen", ":8443", "gRPC listen address")
 	fs.StringVar(&cfg.MetricsAddress, "metrics", ":8080", "HTTP address of /metrics, /healthz and /readyz (empty: off)")
-	tlsDir := fs.String("tls-dir", "", "directory of a bundle written by `memservice certs` (sets --tls-ca, --tls-cert, --tls-key)")
+	tlsDir := fs.String("tls-dir", "", "`directory` of a bundle written by \"memservice certs\" (sets --tls-ca, --tls-cert, --tls-key)")
 	fs.StringVar(&cfg.TLS.CAFile, "tls-ca", "", "CA bundle that signs client certificates")
 	fs.StringVar(&cfg.TLS.CertFile, "tls-cert", "", "server certificate")
 	fs.StringVar(&cfg.TLS.KeyFile, "tls-key", "", "server key")

@@ -6,6 +6,8 @@ package memservice_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -135,8 +137,8 @@ func (e *env) start(listen string) (svc *service.Service, stop func()) {
 // identity it takes part in leader election.
 func (e *env) startInstance(listen, identity string) (svc *service.Service, stop func()) {
 	e.t.Helper()
-	cfg := service.Config{RESTConfig: e.cl.RESTConfig(), ListenAddress: listen, ReservationTTL: time.Minute,
-		ProvisionGracePeriod: time.Hour, AgentCommandTimeout: 30 * time.Second}
+	cfg := service.Config{RESTConfig: e.cl.RESTConfig(), ListenAddress: listen, MetricsAddress: "127.0.0.1:0",
+		ReservationTTL: time.Minute, ProvisionGracePeriod: time.Hour, AgentCommandTimeout: 30 * time.Second}
 	if identity != "" {
 		cfg.LeaderElection.Enabled = true
 		cfg.LeaderElection.Namespace, cfg.LeaderElection.Name, cfg.LeaderElection.Identity = "default", "memservice-test", identity
@@ -361,6 +363,16 @@ func TestOnlyTheLeaderServes(t *testing.T) {
 	req := &memservicev1.ReserveRequest{Claim: &memservicev1.ClaimRef{Uid: "0b7c3f6e-1d2a-4c5b-8e9f-000000000001", Namespace: "default", Name: "c"}, Node: "node1", Bytes: gi}
 	_, err := e.dial(leader.Addr(), "scheduler").Reserve(e.ctx, req)
 	require.NoError(t, err, "the leader serves")
+	assert.Equal(t, http.StatusOK, httpStatus(t, "http://"+leader.MetricsAddr()+"/readyz"))
+	assert.Equal(t, http.StatusServiceUnavailable, httpStatus(t, "http://"+standby.MetricsAddr()+"/readyz"))
+	assert.Equal(t, http.StatusOK, httpStatus(t, "http://"+standby.MetricsAddr()+"/healthz"))
+	resp, err := http.Get("http://" + leader.MetricsAddr() + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(body), `dynamic_memory_current_usage_bytes{node="node1",pool="cxl-a"} 1.073741824e+09`)
+	assert.Contains(t, string(body), "dynamic_memory_leader 1")
+
 	short, cancel := context.WithTimeout(e.ctx, 2*time.Second)
 	defer cancel()
 	_, err = e.dial(standby.Addr(), "scheduler").Reserve(short, req)
@@ -376,4 +388,12 @@ func TestOnlyTheLeaderServes(t *testing.T) {
 	_, err = e.dial(standby.Addr(), "scheduler").Reserve(e.ctx, &memservicev1.ReserveRequest{
 		Claim: &memservicev1.ClaimRef{Uid: "0b7c3f6e-1d2a-4c5b-8e9f-000000000002", Namespace: "default", Name: "d"}, Node: "node1", Bytes: gi})
 	require.NoError(t, err, "the new leader serves")
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
 }

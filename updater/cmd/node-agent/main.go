@@ -192,4 +192,3 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	}
 	return c, nil
 }
-

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func TestParseBenchLine(t *testing.T) {
+	tests := []struct {
+		name    string
+		line    string
+		want    benchResult
+		ok      bool
+		wantErr string
+	}{
+		{
+			name: "a result with custom metrics loses its GOMAXPROCS suffix",
+			line: "BenchmarkGRPCReserve/clients=64-2   \t 20000\t 70000 ns/op\t 14000 ops/s\t 9800 p99-µs",
+			want: benchResult{
+				Name: "BenchmarkGRPCReserve/clients=64", N: 20000,
+				Metrics: map[string]float64{"ns/op": 70000, "ops/s": 14000, "p99-µs": 9800},
+				Units:   []string{"ns/op", "ops/s", "p99-µs"},
+			},
+			ok: true,
+		},
+		{
+			name: "a result run with -cpu 1 has no suffix",
+			line: "BenchmarkReserveRelease \t 3000000\t 800.0 ns/op\t 1250000 pairs/s",
+			want: benchResult{
+				Name: "BenchmarkReserveRelease", N: 3000000,
+				Metrics: map[string]float64{"ns/op": 800, "pairs/s": 1250000},
+				Units:   []string{"ns/op", "pairs/s"},
+			},
+			ok: true,
+		},
+		{name: "the header of logged output is not a result", line: "--- BENCH: BenchmarkGRPCReserve/clients=64-2"},
+		{name: "a benchmark name alone is not a result", line: "BenchmarkPerfScheduling"},
+		{name: "a log line is not a result", line: "I1127 01:29:40.439216 8480 etcd.go:115] starting etcd"},
+		{name: "a skipped benchmark is not a result", line: "BenchmarkX/y-2 \t skipped: disabled by label filter"},
+		{
+			name:    "a metric that is not a number is an error",
+			line:    "BenchmarkX-2 \t 10\t abc ns/op",
+			wantErr: `metric "ns/op" has value "abc"`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok, err := parseBenchLine(tc.line)
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.ok, ok)
+			if tc.ok {
+				assert.Equal(t, tc.want, got)
+			}
+		})
+	}
+}
+
+func TestParseBenchMergesRunsIntoMediansAndKeepsCommands(t *testing.T) {
+	out := strings.Join([]string{
+		"# command: go test ./a/",
+		"BenchmarkA-2 \t 1\t 10 ns/op",
+		"# command: go test ./b/ -count 3",
+		"BenchmarkB \t 1\t 30 ns/op",
+		"BenchmarkB \t 1\t 10 ns/op",
+		"BenchmarkB \t 1\t 20 ns/op",
+	}, "\n")
+	got, err := parseBench(strings.NewReader(out))
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, "BenchmarkA", got[0].Name)
+	assert.Equal(t, "go test ./a/", got[0].Command)
+	assert.Equal(t, "BenchmarkB", got[1].Name)
+	assert.Equal(t, "go test ./b/ -count 3", got[1].Command)
+	assert.InDelta(t, 20, got[1].Metrics["ns/op"], 1e-9, "median of 30, 10, 20")
+}
+
+func TestParseWorkloadName(t *testing.T) {
+	tests := []struct {
+		name, testCase, size, profile string
+		ok                            bool
+	}{
+		{"BenchmarkPerfScheduling/NonDynamicPods/500Nodes_default-scheduler/measure", "NonDynamicPods", "500Nodes", "default-scheduler", true},
+		{"BenchmarkPerfScheduling/DynamicMemoryClaims/4Nodes_dynamic-memory-scheduler/measure", "DynamicMemoryClaims", "4Nodes", "dynamic-memory-scheduler", true},
+		{"BenchmarkPerfScheduling/SchedulingBasic/500Nodes/measure", "", "", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			testCase, size, profile, ok := parseWorkloadName(tc.name)
+			assert.Equal(t, tc.ok, ok)
+			assert.Equal(t, tc.testCase, testCase)
+			assert.Equal(t, tc.size, size)
+			assert.Equal(t, tc.profile, profile)
+		})
+	}
+}
+
+func TestTargetRow(t *testing.T) {
+	results := []benchResult{{
+		Name: "BenchmarkGRPCReserve/clients=64", Metrics: map[string]float64{"p99-µs": 2500}, Units: []string{"p99-µs"},
+	}}
+	assert.Contains(t, memserviceTargets[0].row(results), "**missed**", "p99 2.5 ms > 2 ms")
+	results[0].Metrics["p99-µs"] = 1500
+	assert.Contains(t, memserviceTargets[0].row(results), "**met**", "p99 1.5 ms ≤ 2 ms")
+	assert.Contains(t, memserviceTargets[1].row(results), "not measured", "no ledger benchmark")
+
+	e2e := []benchResult{{Name: "BenchmarkPodStartup", Metrics: map[string]float64{"p50-ms": 1200}, Units: []string{"p50-ms"}}}
+	assert.Contains(t, endToEndTargets[0].row(e2e), "p50 1.20 s", "a metric in ms is compared in seconds")
+	assert.Contains(t, endToEndTargets[0].row(e2e), "**met**")
+}
+
+// TestReportGolden renders testdata/results: the plugin profile reaches 0.98 of the
+// baseline for plain pods (met) and 0.85 for claims (missed), the gRPC p99 misses
+// and the ledger meets its target, and the end-to-end results are absent.
+func TestReportGolden(t *testing.T) {
+	r, err := load(filepath.Join("testdata", "results"))
+	require.NoError(t, err)
+	got := r.markdown()
+	golden := filepath.Join("testdata", "benchmarks.golden.md")
+	if *update {
+		require.NoError(t, os.WriteFile(golden, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(golden)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), got, "run go test ./hack/benchreport -update to accept the new output")
+
+	assert.Contains(t, got, "| `NonDynamicPods` 500Nodes: dynamic-memory-scheduler throughput ≥ 0.97 × default-scheduler | 0.980 (196.0 vs 200.0 pods/s) | **met** |")
+	assert.Contains(t, got, "| `DynamicMemoryClaims` 500Nodes: dynamic-memory-scheduler throughput ≥ 0.90 × DRA only (default-scheduler) | 0.850 (85.0 vs 100.0 pods/s) | **missed** |")
+	assert.Contains(t, got, "| ledger ≥ 200,000 Reserve+Release pairs/s on one core | 1,111,111 pairs/s (`BenchmarkReserveRelease`) | **met** |")
+	assert.Contains(t, got, "| e2e (zero backend latency): p50 pod created → Running ≤ 1.5 s | — | not measured |")
+}
+
+func TestLoadNeedsTheMachineFile(t *testing.T) {
+	_, err := load(t.TempDir())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "hack/bench.sh writes it")
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// dataItems is scheduler_perf's JSON results file (the format perf-dash reads).
+type dataItems struct {
+	Version   string     `json:"version"`
+	DataItems []dataItem `json:"dataItems"`
+}
+
+type dataItem struct {
+	Data   map[string]float64 `json:"data"`
+	Unit   string             `json:"unit"`
+	Labels map[string]string  `json:"labels"`
+}
+
+func readDataItems(file string) ([]dataItem, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var items dataItems
+	if err := json.Unmarshal(data, &items); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", file, err)
+	}
+	return items.DataItems, nil
+}
+
+// benchResult is one line of `go test -bench` output: a benchmark's iterations and
+// its metrics by unit (ns/op, ops/s, p99-µs, ...), with the command that ran it.
+type benchResult struct {
+	Name    string
+	Command string
+	N       int64
+	Metrics map[string]float64
+	// Units in the order the line reports them.
+	Units []string
+}
+
+// gomaxprocsSuffix is the -N go test appends to benchmark names when GOMAXPROCS > 1.
+var gomaxprocsSuffix = regexp.MustCompile(`-\d+$`)
+
+// commandPrefix starts the line hack/bench.sh writes before each command's output.
+const commandPrefix = "# command: "
+
+// parseBench reads `go test -bench` output. Lines that are not benchmark results are
+// skipped, except "# command: ..." lines, which name the command of the results that
+// follow. Repeated results of one benchmark (-count) are merged: each metric is the
+// median of the runs.
+func parseBench(r io.Reader) ([]benchResult, error) {
+	var order []string
+	runs := map[string][]benchResult{}
+	command := ""
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		line := sc.Text()
+		if c, ok := strings.CutPrefix(line, commandPrefix); ok {
+			command = strings.TrimSpace(c)
+			continue
+		}
+		res, ok, err := parseBenchLine(line)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		res.Command = command
+		if _, seen := runs[res.Name]; !seen {
+			order = append(order, res.Name)
+		}
+		runs[res.Name] = append(runs[res.Name], res)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read benchmark output: %w", err)
+	}
+	out := make([]benchResult, 0, len(order))
+	for _, name := range order {
+		out = append(out, mergeRuns(runs[name]))
+	}
+	return out, nil
+}
+
+// parseBenchLine parses "BenchmarkX/sub-2  10  123 ns/op  4.5 ops/s". ok is false
+// for lines that are not results.
+func parseBenchLine(line string) (res benchResult, ok bool, err error) {
+	fields := strings.Fields(line)
+	if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") || len(fields)%2 != 0 {
+		return res, false, nil
+	}
+	n, err := strconv.ParseInt(fields[1], 10, 64)
+	if err != nil {
+		return res, false, nil
+	}
+	res = benchResult{Name: gomaxprocsSuffix.ReplaceAllString(fields[0], ""), N: n, Metrics: map[string]float64{}}
+	for i := 2; i < len(fields); i += 2 {
+		v, err := strconv.ParseFloat(fields[i], 64)
+		if err != nil {
+			return res, false, fmt.Errorf("benchmark %s: metric %q has value %q, not a number", fields[0], fields[i+1], fields[i])
+		}
+		unit := fields[i+1]
+		if _, dup := res.Metrics[unit]; !dup {
+			res.Units = append(res.Units, unit)
+		}
+		res.Metrics[unit] = v
+	}
+	return res, true, nil
+}
+
+// mergeRuns merges repeated results of one benchmark into their medians.
+func mergeRuns(runs []benchResult) benchResult {
+	out := runs[0]
+	if len(runs) == 1 {
+		return out
+	}
+	out.Metrics = map[string]float64{}
+	for _, unit := range out.Units {
+		var vs []float64
+		for _, r := range runs {
+			if v, ok := r.Metrics[unit]; ok {
+				vs = append(vs, v)
+			}
+		}
+		out.Metrics[unit] = median(vs)
+	}
+	return out
+}
+
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(vs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// readBench parses a file of benchmark output; a missing file is no results.
+func readBench(file string) ([]benchResult, error) {
+	f, err := os.Open(file)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	res, err := parseBench(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return res, nil
+}
+
+// firstCommand is the first "# command:" line of a file ("" if none or no file).
+func firstCommand(file string) string {
+	f, err := os.Open(file)
+	if err != nil {
+		return ""
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		if c, ok := strings.CutPrefix(sc.Text(), commandPrefix); ok {
+			return strings.TrimSpace(c)
+		}
+	}
+	return ""
+}
+
+// machine is what hack/bench.sh recorded about the machine and the run: "key: value"
+// lines, in order.
+type machine struct {
+	keys   []string
+	values map[string]string
+}
+
+func readMachine(file string) (machine, error) {
+	m := machine{values: map[string]string{}}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return m, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if _, dup := m.values[k]; !dup {
+			m.keys = append(m.keys, k)
+		}
+		m.values[k] = v
+	}
+	return m, nil
+}

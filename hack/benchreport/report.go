@@ -1,0 +1,443 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Profiles of the scheduler_perf workloads: every size runs once per profile, and the
+// default profile is the baseline.
+const (
+	baselineProfile = "default-scheduler"
+	pluginProfile   = "dynamic-memory-scheduler"
+)
+
+// schedulerTargets are the least throughput, as a share of the baseline's from the
+// same run, each scheduler_perf test case must reach.
+var schedulerTargets = []struct {
+	testCase, baseline string
+	ratio              float64
+}{
+	{"NonDynamicPods", "default-scheduler", 0.97},
+	{"DynamicMemoryClaims", "DRA only (default-scheduler)", 0.90},
+}
+
+// benchTarget is a target on one metric of a Go benchmark.
+type benchTarget struct {
+	what string
+	// name matches the benchmark, unit its metric.
+	name, unit *regexp.Regexp
+	// limit in the metric's unit; atMost says whether it is an upper bound.
+	limit  float64
+	atMost bool
+	// show formats the metric's value.
+	show func(v float64) string
+}
+
+var memserviceTargets = []benchTarget{
+	{
+		what: "gRPC Reserve p99 ≤ 2 ms at 64 concurrent clients",
+		name: regexp.MustCompile(`^BenchmarkGRPCReserve/clients=64$`), unit: regexp.MustCompile(`^p99-µs$`),
+		limit: 2000, atMost: true, show: func(v float64) string { return fmt.Sprintf("p99 %.2f ms", v/1000) },
+	},
+	{
+		what: "ledger ≥ 200,000 Reserve+Release pairs/s on one core",
+		name: regexp.MustCompile(`^BenchmarkReserveRelease$`), unit: regexp.MustCompile(`^pairs/s$`),
+		limit: 200000, show: func(v float64) string { return fmt.Sprintf("%s pairs/s", thousands(v)) },
+	},
+}
+
+var endToEndTargets = []benchTarget{
+	{
+		what: "e2e (zero backend latency): p50 pod created → Running ≤ 1.5 s",
+		name: regexp.MustCompile(`.`), unit: regexp.MustCompile(`(?i)^(running-)?p50-(s|ms)$`),
+		limit: 1.5, atMost: true, show: func(v float64) string { return fmt.Sprintf("p50 %.2f s", v) },
+	},
+	{
+		what: "e2e: pools full again ≤ 30 s after deletion",
+		name: regexp.MustCompile(`.`), unit: regexp.MustCompile(`(?i)^(pools-full|pools-full-again|release)-(s|ms)$`),
+		limit: 30, atMost: true, show: func(v float64) string { return fmt.Sprintf("%.1f s", v) },
+	},
+}
+
+// report is everything docs/benchmarks.md shows.
+type report struct {
+	machine          machine
+	schedulerItems   []dataItem
+	schedulerCommand string
+	memservice       []benchResult
+	endToEnd         []benchResult
+}
+
+// schedRun is one scheduler_perf workload: a size of a test case for one profile.
+type schedRun struct {
+	testCase, size, profile string
+	// throughput buckets (Average, Perc50, ...) in pods/s, medians over runs.
+	throughput map[string]float64
+	// duration of the measured pods' scheduling, s.
+	duration float64
+	runs     int
+	// extensionPoints: average duration by extension point, ms.
+	extensionPoints map[string]float64
+}
+
+// schedulerRuns groups the data items by workload.
+func (r *report) schedulerRuns() []*schedRun {
+	type acc struct {
+		run        *schedRun
+		throughput map[string][]float64
+		duration   []float64
+		ext        map[string][]float64
+	}
+	byKey := map[string]*acc{}
+	var keys []string
+	for _, item := range r.schedulerItems {
+		testCase, size, profile, ok := parseWorkloadName(item.Labels["Name"])
+		if !ok {
+			continue
+		}
+		key := testCase + "/" + size + "_" + profile
+		a, seen := byKey[key]
+		if !seen {
+			a = &acc{
+				run:        &schedRun{testCase: testCase, size: size, profile: profile, throughput: map[string]float64{}, extensionPoints: map[string]float64{}},
+				throughput: map[string][]float64{},
+				ext:        map[string][]float64{},
+			}
+			byKey[key] = a
+			keys = append(keys, key)
+		}
+		switch item.Labels["Metric"] {
+		case "SchedulingThroughput":
+			for bucket, v := range item.Data {
+				a.throughput[bucket] = append(a.throughput[bucket], v)
+			}
+		case "SchedulingDuration":
+			a.duration = append(a.duration, item.Data["Duration"])
+		case "scheduler_framework_extension_point_duration_seconds":
+			if ep := item.Labels["extension_point"]; ep != "" && item.Labels["status"] != "Unschedulable" {
+				if v, ok := item.Data["Average"]; ok {
+					a.ext[ep] = append(a.ext[ep], toMillis(v, item.Unit))
+				}
+			}
+		}
+	}
+	out := make([]*schedRun, 0, len(keys))
+	for _, k := range keys {
+		a := byKey[k]
+		for bucket, vs := range a.throughput {
+			a.run.throughput[bucket] = median(vs)
+		}
+		for ep, vs := range a.ext {
+			a.run.extensionPoints[ep] = median(vs)
+		}
+		a.run.duration = median(a.duration)
+		a.run.runs = max(len(a.throughput["Average"]), len(a.duration))
+		out = append(out, a.run)
+	}
+	return out
+}
+
+// parseWorkloadName splits a data item's name,
+// "BenchmarkPerfScheduling/<test case>/<size>_<profile>/<namespace>", into its parts.
+func parseWorkloadName(name string) (testCase, size, profile string, ok bool) {
+	parts := strings.Split(name, "/")
+	for i := 1; i < len(parts); i++ {
+		for _, p := range []string{baselineProfile, pluginProfile} {
+			if s, found := strings.CutSuffix(parts[i], "_"+p); found && s != "" {
+				return parts[i-1], s, p, true
+			}
+		}
+	}
+	return "", "", "", false
+}
+
+// toMillis converts a duration in unit (scheduler_perf reports ms) to ms.
+func toMillis(v float64, unit string) float64 {
+	switch unit {
+	case "s":
+		return v * 1000
+	case "us", "µs":
+		return v / 1000
+	}
+	return v
+}
+
+// pair is the baseline and plugin runs of one size of a test case.
+type pair struct {
+	testCase, size   string
+	baseline, plugin *schedRun
+}
+
+func (p pair) ratio() (float64, bool) {
+	if p.baseline == nil || p.plugin == nil || p.baseline.throughput["Average"] == 0 {
+		return 0, false
+	}
+	return p.plugin.throughput["Average"] / p.baseline.throughput["Average"], true
+}
+
+func pairs(runs []*schedRun) []pair {
+	var out []pair
+	index := map[string]int{}
+	for _, r := range runs {
+		key := r.testCase + "/" + r.size
+		i, ok := index[key]
+		if !ok {
+			i = len(out)
+			index[key] = i
+			out = append(out, pair{testCase: r.testCase, size: r.size})
+		}
+		switch r.profile {
+		case baselineProfile:
+			out[i].baseline = r
+		case pluginProfile:
+			out[i].plugin = r
+		}
+	}
+	return out
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Benchmarks\n\n")
+	w("Generated by `make bench` (`hack/bench.sh` runs the benchmarks and writes their raw output into\n")
+	w("[`docs/benchmarks/`](%s); `go run ./hack/benchreport` turns it into this page). Do not edit\n", resultsDirInMarkdown)
+	w("by hand: run `make bench` again. Every figure below comes from one run on the machine described\n")
+	w("here; ratios compare two workloads of that same run, never figures of different runs.\n\n")
+
+	w("## Machine and run\n\n| | |\n| --- | --- |\n")
+	for _, k := range r.machine.keys {
+		w("| %s | %s |\n", k, mdEscape(r.machine.values[k]))
+	}
+	w("\n")
+
+	runs := r.schedulerRuns()
+	ps := pairs(runs)
+	w("## Targets\n\n| Target | Figure | Status |\n| --- | --- | --- |\n")
+	for _, t := range schedulerTargets {
+		found := false
+		for _, p := range ps {
+			if p.testCase != t.testCase {
+				continue
+			}
+			ratio, ok := p.ratio()
+			if !ok {
+				continue
+			}
+			found = true
+			w("| `%s` %s: %s throughput ≥ %.2f × %s | %.3f (%.1f vs %.1f pods/s) | %s |\n",
+				t.testCase, p.size, pluginProfile, t.ratio, t.baseline, ratio,
+				p.plugin.throughput["Average"], p.baseline.throughput["Average"], status(ratio >= t.ratio))
+		}
+		if !found {
+			w("| `%s`: %s throughput ≥ %.2f × %s | — | not measured |\n", t.testCase, pluginProfile, t.ratio, t.baseline)
+		}
+	}
+	for _, t := range memserviceTargets {
+		w("%s", t.row(r.memservice))
+	}
+	for _, t := range endToEndTargets {
+		w("%s", t.row(r.endToEnd))
+	}
+	w("\n")
+
+	r.schedulerSection(w, runs, ps)
+	benchSection(w, "Memory service", "Go benchmarks of the in-process ledger and of the gRPC API over loopback mutual TLS\n"+
+		"(`memservice/ledger`, `memservice/server`). The closed-loop gRPC benchmarks keep every client busy, so\n"+
+		"their percentiles include queueing on this machine's cores; the paced ones send at a fixed total rate.\n"+
+		"The ledger benchmark runs on one core (`-cpu 1`).", r.memservice)
+	benchSection(w, "End to end", "Pods on the local cluster (etcd, kube-apiserver, kube-controller-manager, kwok, the\n"+
+		"scheduler, the memory service with simulated devices at zero latency, node agents).", r.endToEnd)
+	return b.String()
+}
+
+func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps []pair) {
+	w("## Scheduler throughput (scheduler_perf)\n\n")
+	w("Upstream's scheduler_perf (`test/perf/schedulerperf`, test cases in\n")
+	w("[`performance-config.yaml`](../test/perf/schedulerperf/performance-config.yaml)): a real kube-apiserver and\n")
+	w("etcd, the scheduler in-process with the shipped configuration (both profiles), the memory\n")
+	w("service in-process (simulated devices at zero latency) and a simulated node agent per node.\n")
+	w("`NonDynamicPods` creates plain pods, `DynamicMemoryClaims` pods with a 1Gi–4Gi claim of the\n")
+	w("dynamic memory DeviceClass; each size runs for `default-scheduler` (the baseline: for claims that\n")
+	w("is DRA only, DynamicResources without DynamicMemory) and for `dynamic-memory-scheduler`.\n")
+	w("Throughput is scheduler_perf's `SchedulingThroughput` (pods bound per second, sampled each\n")
+	w("second while the measured pods are scheduled); the duration is the time to schedule all of them.\n\n")
+	if len(runs) == 0 {
+		w("Not run: no `%s` in the results.\n\n", schedulerPerfJSON)
+		return
+	}
+	if r.schedulerCommand != "" {
+		w("Command: `%s`\n\n", r.schedulerCommand)
+	}
+	w("| Test case | Size | Profile | Throughput avg (pods/s) | p50 | p90 | p99 | Duration (s) | Ratio to baseline (avg) | Ratio to baseline (duration) |\n")
+	w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, p := range ps {
+		for _, run := range []*schedRun{p.baseline, p.plugin} {
+			if run == nil {
+				continue
+			}
+			ratio, byDuration := "1 (baseline)", "1 (baseline)"
+			if run == p.plugin {
+				ratio, byDuration = "—", "—"
+				if v, ok := p.ratio(); ok {
+					ratio = fmt.Sprintf("%.3f", v)
+				}
+				if p.baseline != nil && run.duration > 0 {
+					byDuration = fmt.Sprintf("%.3f", p.baseline.duration/run.duration)
+				}
+			}
+			w("| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.2f | %s | %s |\n",
+				run.testCase, run.size, run.profile, run.throughput["Average"], run.throughput["Perc50"],
+				run.throughput["Perc90"], run.throughput["Perc99"], run.duration, ratio, byDuration)
+		}
+	}
+	if n := runs[0].runs; n > 1 {
+		w("\nEach figure is the median of %d runs (`-count`).\n", n)
+	}
+	w("\n")
+
+	// Extension points the plugin takes part in, where the two profiles differ.
+	eps := []string{"PreFilter", "Filter", "Score", "Reserve", "PreBind"}
+	haveExt := false
+	for _, run := range runs {
+		if len(run.extensionPoints) > 0 {
+			haveExt = true
+		}
+	}
+	if !haveExt {
+		return
+	}
+	w("Average duration of the scheduling framework's extension points (ms, all plugins of the\n")
+	w("profile; `scheduler_framework_extension_point_duration_seconds`). PreBind of\n")
+	w("`dynamic-memory-scheduler` includes the wait until the node agent reports the memory online;\n")
+	w("it runs in the binding goroutine, not in the scheduling cycle.\n\n")
+	w("| Test case | Size | Profile | %s |\n| --- | --- | --- |%s\n", strings.Join(eps, " | "), strings.Repeat(" ---: |", len(eps)))
+	for _, p := range ps {
+		for _, run := range []*schedRun{p.baseline, p.plugin} {
+			if run == nil {
+				continue
+			}
+			cells := make([]string, len(eps))
+			for i, ep := range eps {
+				cells[i] = "—"
+				if v, ok := run.extensionPoints[ep]; ok {
+					cells[i] = fmt.Sprintf("%.3f", v)
+				}
+			}
+			w("| %s | %s | %s | %s |\n", run.testCase, run.size, run.profile, strings.Join(cells, " | "))
+		}
+	}
+	w("\n")
+}
+
+// benchSection writes a table of Go benchmark results: one column per metric unit,
+// grouped by the command that produced them.
+func benchSection(w func(string, ...any), title, intro string, results []benchResult) {
+	w("## %s\n\n%s\n\n", title, intro)
+	if len(results) == 0 {
+		w("Not run: no results.\n\n")
+		return
+	}
+	var commands []string
+	byCommand := map[string][]benchResult{}
+	for _, res := range results {
+		if _, ok := byCommand[res.Command]; !ok {
+			commands = append(commands, res.Command)
+		}
+		byCommand[res.Command] = append(byCommand[res.Command], res)
+	}
+	for _, c := range commands {
+		rs := byCommand[c]
+		if c != "" {
+			w("Command: `%s`\n\n", c)
+		}
+		var units []string
+		for _, res := range rs {
+			for _, u := range res.Units {
+				if !slices.Contains(units, u) {
+					units = append(units, u)
+				}
+			}
+		}
+		w("| Benchmark | %s |\n| --- |%s\n", strings.Join(units, " | "), strings.Repeat(" ---: |", len(units)))
+		for _, res := range rs {
+			cells := make([]string, len(units))
+			for i, u := range units {
+				cells[i] = "—"
+				if v, ok := res.Metrics[u]; ok {
+					cells[i] = formatValue(v)
+				}
+			}
+			w("| `%s` | %s |\n", res.Name, strings.Join(cells, " | "))
+		}
+		w("\n")
+	}
+}
+
+// row is the target's line of the targets table.
+func (t benchTarget) row(results []benchResult) string {
+	for _, res := range results {
+		if !t.name.MatchString(res.Name) {
+			continue
+		}
+		for _, u := range res.Units {
+			if !t.unit.MatchString(u) {
+				continue
+			}
+			v := res.Metrics[u]
+			if strings.HasSuffix(u, "-ms") && t.unit.MatchString(strings.TrimSuffix(u, "-ms")+"-s") {
+				v /= 1000 // a target in seconds met by a metric in ms
+			}
+			met := v >= t.limit
+			if t.atMost {
+				met = v <= t.limit
+			}
+			return fmt.Sprintf("| %s | %s (`%s`) | %s |\n", t.what, t.show(v), res.Name, status(met))
+		}
+	}
+	return fmt.Sprintf("| %s | — | not measured |\n", t.what)
+}
+
+func status(met bool) string {
+	if met {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+// formatValue prints a metric compactly: integers with thousands separators, small
+// values with a few significant digits.
+func formatValue(v float64) string {
+	switch {
+	case v == math.Trunc(v) && math.Abs(v) < 1e15:
+		return thousands(v)
+	case math.Abs(v) >= 100:
+		return thousands(math.Round(v))
+	default:
+		return fmt.Sprintf("%.3g", v)
+	}
+}
+
+// thousands prints v rounded to an integer, with commas between thousands.
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", math.Round(v))
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []string
+	for len(s) > 3 {
+		out = append([]string{s[len(s)-3:]}, out...)
+		s = s[:len(s)-3]
+	}
+	out = append([]string{s}, out...)
+	res := strings.Join(out, ",")
+	if neg {
+		res = "-" + res
+	}
+	return res
+}
+
+func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

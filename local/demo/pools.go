@@ -1,0 +1,105 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+)
+
+// Names of the demo's pools.
+const (
+	PoolA = "cxl-pool-a"
+	PoolB = "cxl-pool-b"
+)
+
+var poolsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")
+
+// DefaultPools are the demo's two simulated pools, in 1Gi blocks, attached to every
+// node: cxl-pool-a (64Gi, low latency) split into node windows of 16Gi, and
+// cxl-pool-b (128Gi, medium latency) shared: each node may hold up to 64Gi of it, so
+// the nodes together could ask for twice what it has, and only the pool-wide view of
+// the memory service tells whether a claim fits. latency is the simulated device's
+// time to add extents (release takes half of it); 0 is an instant device.
+//
+// Only the last pool by name is shared beyond its capacity: DRA's allocator takes
+// the first device (pool) of a node with room in its window, and with windows that
+// add up to at most the pool's capacity, room in a window means room in the pool.
+func DefaultPools(nodes []string, latency time.Duration) []v1alpha1.DynamicMemoryPool {
+	return NewPools([]PoolSpec{
+		{Name: PoolA, Capacity: "64Gi", HostWindow: "16Gi", LatencyClass: "low"},
+		{Name: PoolB, Capacity: "128Gi", HostWindow: "64Gi", LatencyClass: "medium"},
+	}, nodes, latency)
+}
+
+// PoolSpec is the shape of a simulated pool.
+type PoolSpec struct {
+	Name string
+	// Capacity and HostWindow are quantities, multiples of 1Gi (the block size).
+	Capacity, HostWindow string
+	// LatencyClass is low, medium or high.
+	LatencyClass string
+}
+
+// NewPools are simulated pools of 1Gi blocks attached to nodes (host IDs in their
+// order), whose devices take latency to add extents and half of it to release them.
+func NewPools(specs []PoolSpec, nodes []string, latency time.Duration) []v1alpha1.DynamicMemoryPool {
+	pools := make([]v1alpha1.DynamicMemoryPool, len(specs))
+	for i, spec := range specs {
+		pools[i] = newPool(spec, nodes, latency)
+	}
+	return pools
+}
+
+func newPool(spec PoolSpec, nodes []string, latency time.Duration) v1alpha1.DynamicMemoryPool {
+	pool := v1alpha1.DynamicMemoryPool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "DynamicMemoryPool"},
+		ObjectMeta: metav1.ObjectMeta{Name: spec.Name},
+		Spec: v1alpha1.DynamicMemoryPoolSpec{
+			Backend:    v1alpha1.PoolBackend{Type: v1alpha1.BackendSimulated},
+			Capacity:   resource.MustParse(spec.Capacity),
+			BlockSize:  resource.MustParse("1Gi"),
+			HostWindow: resource.MustParse(spec.HostWindow),
+			Attributes: map[string]string{v1alpha1.AttributeLatencyClass: spec.LatencyClass},
+		},
+	}
+	if latency > 0 {
+		pool.Spec.Backend.Simulated = &v1alpha1.SimulatedBackend{
+			AddLatency:     &metav1.Duration{Duration: latency},
+			ReleaseLatency: &metav1.Duration{Duration: latency / 2},
+		}
+	}
+	for i, n := range nodes {
+		pool.Spec.Nodes = append(pool.Spec.Nodes, v1alpha1.PoolNode{Name: n, HostID: int32(i)})
+	}
+	return pool
+}
+
+func describePools(pools []v1alpha1.DynamicMemoryPool) string {
+	var parts []string
+	for _, p := range pools {
+		parts = append(parts, fmt.Sprintf("%s (%s in %s blocks, up to %s per node, %d nodes)",
+			p.Name, p.Spec.Capacity.String(), p.Spec.BlockSize.String(), p.Spec.HostWindow.String(), len(p.Spec.Nodes)))
+	}
+	return strings.Join(parts, " and ")
+}
+
+func (s *System) createPool(ctx context.Context, pool *v1alpha1.DynamicMemoryPool) error {
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
+	if err != nil {
+		return fmt.Errorf("encode pool %s: %w", pool.Name, err)
+	}
+	_, err = s.dyn.Resource(poolsGVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create pool %s: %w", pool.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,593 @@
+// Package demo runs the whole dynamic memory system on the local cluster — the
+// memory service, the scheduler, a node agent and a DRA plugin per kwok node, all as
+// processes from bin/ — and the demo scenario on it: pods with claims of various
+// sizes, one that cannot fit, then every pod deleted and the memory given back.
+//
+// `local-cluster demo` (make demo), the end-to-end tests and the end-to-end latency
+// benchmark all use it, so that what the demo shows is what the tests assert.
+package demo
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
+)
+
+// Well-known names (DESIGN.md §2).
+const (
+	SchedulerName   = schedconfig.DynamicMemoryProfile
+	DeviceClassName = "dynamic-memory.dynamicmemory.io"
+	DriverName      = "dcd.dynamicmemory.io"
+)
+
+// Names of the component processes (and of their logs, Dir/logs/<name>.log).
+const (
+	Memservice = "memservice"
+	Scheduler  = "kube-scheduler"
+)
+
+// AgentName is the process name of node's agent.
+func AgentName(node string) string { return "node-agent-" + node }
+
+// PluginName is the process name of node's DRA plugin.
+func PluginName(node string) string { return "dra-plugin-" + node }
+
+// readyTimeout bounds each component's start; the machine may be busy.
+const readyTimeout = 2 * time.Minute
+
+// Options configure Start.
+type Options struct {
+	// Dir is the run directory (certificates, kubeconfig, logs). Required.
+	Dir string
+	// Nodes is the number of kwok nodes (default 4), each with NodeMemory (default 16Gi).
+	Nodes      int
+	NodeMemory string
+	// Pools are created before the components start (default: DefaultPools).
+	Pools []v1alpha1.DynamicMemoryPool
+	// Detach lets every process outlive the caller (`local-cluster demo --keep`).
+	Detach bool
+	// Progress receives one line per step (nil: none).
+	Progress *Progress
+	// Verbosity is the klog -v of the project's components (default 2).
+	Verbosity int
+	// ProvisionTimeout bounds the scheduler's wait for memory to come online
+	// (default: the plugin's default).
+	ProvisionTimeout time.Duration
+}
+
+func (o *Options) complete() error {
+	if o.Dir == "" {
+		return errors.New("demo options: Dir is required (the run directory)")
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return fmt.Errorf("demo options: Dir: %w", err)
+	}
+	o.Dir = dir
+	if o.Nodes == 0 {
+		o.Nodes = 4
+	}
+	if o.NodeMemory == "" {
+		o.NodeMemory = "16Gi"
+	}
+	if o.Verbosity == 0 {
+		o.Verbosity = 2
+	}
+	return nil
+}
+
+// component is how a process of the system is started (again).
+type component struct {
+	bin  string
+	args []string
+	// ready returns nil once the process serves.
+	ready func(ctx context.Context) error
+}
+
+// System is the local cluster with every component of the project running on it.
+type System struct {
+	Cluster *cluster.Cluster
+	// Bundle holds the mTLS certificates of the memory service and its clients.
+	Bundle pki.Bundle
+	// Pools are the DynamicMemoryPools the system was started with.
+	Pools []v1alpha1.DynamicMemoryPool
+
+	opts           Options
+	kube           kubernetes.Interface
+	dyn            dynamic.Interface
+	memserviceAddr string
+	admin          *client.Client
+
+	mu         sync.Mutex
+	components map[string]component
+	order      []string
+}
+
+// Start starts the local cluster, writes the certificates, creates the pools and
+// starts the memory service, the scheduler and each node's agent and DRA plugin,
+// returning once every one of them is ready and the memory service sees every
+// node's agent. On failure it stops what it started.
+func Start(ctx context.Context, o Options) (_ *System, err error) {
+	if err := o.complete(); err != nil {
+		return nil, err
+	}
+	if o.Pools == nil {
+		o.Pools = DefaultPools(nodeNames(o.Nodes), 0)
+	}
+	bins, err := binaries()
+	if err != nil {
+		return nil, err
+	}
+	p := o.Progress
+
+	step := p.Step("Starting the local cluster: etcd, kube-apiserver, kube-controller-manager, kwok, %d nodes of %s", o.Nodes, o.NodeMemory)
+	c, err := cluster.Start(ctx, cluster.Options{
+		Dir:               o.Dir,
+		Nodes:             o.Nodes,
+		NodeMemory:        o.NodeMemory,
+		ControllerManager: true,
+		Kwok:              true,
+		InstallCRDs:       true,
+		Detach:            o.Detach,
+	})
+	if err != nil {
+		return nil, err
+	}
+	step.Done()
+	s := &System{
+		Cluster:    c,
+		Pools:      o.Pools,
+		opts:       o,
+		kube:       c.Client(),
+		components: map[string]component{},
+	}
+	defer func() {
+		if err != nil {
+			if stopErr := s.Stop(); stopErr != nil {
+				klog.FromContext(ctx).Error(stopErr, "Stopping the partly started system")
+			}
+		}
+	}()
+	if s.dyn, err = dynamic.NewForConfig(c.RESTConfig()); err != nil {
+		return nil, fmt.Errorf("create dynamic client: %w", err)
+	}
+	nodes := c.Nodes()
+
+	step = p.Step("Writing mTLS certificates for the memory service, the scheduler and %d nodes", len(nodes))
+	if s.Bundle, err = pki.WriteBundle(filepath.Join(o.Dir, "certs"), []string{"127.0.0.1", "localhost"}, nodes); err != nil {
+		return nil, fmt.Errorf("write certificate bundle: %w", err)
+	}
+	step.Done()
+
+	step = p.Step("Creating pools %s", describePools(o.Pools))
+	for i := range o.Pools {
+		if err := s.createPool(ctx, &o.Pools[i]); err != nil {
+			return nil, err
+		}
+	}
+	step.Done()
+
+	if err := s.defineComponents(bins, nodes); err != nil {
+		return nil, err
+	}
+
+	step = p.Step("Starting the memory service")
+	if err := s.StartComponent(ctx, Memservice); err != nil {
+		return nil, err
+	}
+	if s.admin, err = client.Dial(ctx, s.clientConfig("admin")); err != nil {
+		return nil, fmt.Errorf("connect to the memory service as admin: %w", err)
+	}
+	step.Done("listening on %s", s.memserviceAddr)
+
+	step = p.Step("Starting %d node agents and %d DRA plugins (simulated host memory)", len(nodes), len(nodes))
+	var parallel []string
+	for _, n := range nodes {
+		parallel = append(parallel, AgentName(n), PluginName(n))
+	}
+	if err := s.startAll(ctx, parallel); err != nil {
+		return nil, err
+	}
+	if err := s.WaitAgentsConnected(ctx); err != nil {
+		return nil, err
+	}
+	step.Done()
+
+	step = p.Step("Starting the scheduler (profiles default-scheduler and %s)", SchedulerName)
+	if err := s.StartComponent(ctx, Scheduler); err != nil {
+		return nil, err
+	}
+	step.Done()
+	return s, nil
+}
+
+// binaries finds the project's binaries in the repository's bin/.
+func binaries() (map[string]string, error) {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	bins := map[string]string{}
+	var missing []string
+	for _, name := range []string{"memservice", "kube-scheduler", "node-agent", "dra-plugin"} {
+		path := filepath.Join(root, "bin", name)
+		if st, err := os.Stat(path); err != nil || st.IsDir() {
+			missing = append(missing, path)
+			continue
+		}
+		bins[name] = path
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing %s: run 'make build' in %s", strings.Join(missing, ", "), root)
+	}
+	return bins, nil
+}
+
+func nodeNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = cluster.NodeName(cluster.DefaultNodePrefix, i)
+	}
+	return names
+}
+
+// defineComponents decides ports, files and flags of every component.
+func (s *System) defineComponents(bins map[string]string, nodes []string) error {
+	kubeconfig := s.Cluster.Kubeconfig()
+	v := "-v=" + strconv.Itoa(s.opts.Verbosity)
+	ports, err := freePorts(3 + 2*len(nodes))
+	if err != nil {
+		return err
+	}
+	next := func() string {
+		p := ports[0]
+		ports = ports[1:]
+		return "127.0.0.1:" + strconv.Itoa(p)
+	}
+
+	s.memserviceAddr = next()
+	memMetrics := next()
+	s.components[Memservice] = component{
+		bin: bins["memservice"],
+		args: []string{
+			"--kubeconfig=" + kubeconfig,
+			"--listen=" + s.memserviceAddr,
+			"--metrics=" + memMetrics,
+			"--tls-dir=" + s.Bundle.Dir,
+			// One instance: no Lease to wait for when it is killed and restarted.
+			"--leader-elect=false",
+			v,
+		},
+		ready: httpReady("http://" + memMetrics + "/readyz"),
+	}
+
+	schedFile := filepath.Join(s.opts.Dir, "scheduler-config.yaml")
+	args := &dynamicmemory.DynamicMemoryArgs{
+		Address:  s.memserviceAddr,
+		CAFile:   s.Bundle.CAFile(),
+		CertFile: s.Bundle.CertFile(string(pki.RoleScheduler)),
+		KeyFile:  s.Bundle.KeyFile(string(pki.RoleScheduler)),
+	}
+	if s.opts.ProvisionTimeout > 0 {
+		args.ProvisionTimeout = &metav1.Duration{Duration: s.opts.ProvisionTimeout}
+	}
+	if err := schedconfig.Write(schedFile, schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: args}); err != nil {
+		return err
+	}
+	schedAddr := next()
+	host, port, _ := net.SplitHostPort(schedAddr)
+	s.components[Scheduler] = component{
+		bin: bins["kube-scheduler"],
+		args: []string{
+			"--config=" + schedFile,
+			"--bind-address=" + host,
+			"--secure-port=" + port,
+			"--authentication-kubeconfig=" + kubeconfig,
+			"--authorization-kubeconfig=" + kubeconfig,
+			// The apiserver has no front proxy, so there is no request-header CA to look up.
+			"--authentication-skip-lookup=true",
+			v,
+		},
+		ready: httpReady("https://" + schedAddr + "/readyz"),
+	}
+
+	for _, n := range nodes {
+		dir := filepath.Join(s.opts.Dir, "nodes", n)
+		for _, sub := range []string{"plugin", "registry", "cdi"} {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+				return fmt.Errorf("create node directory: %w", err)
+			}
+		}
+		agentMember := pki.MemberName(pki.Identity{Role: pki.RoleAgent, Node: n})
+		agentMetrics := next()
+		s.components[AgentName(n)] = component{
+			bin: bins["node-agent"],
+			args: []string{
+				"--node-name=" + n,
+				"--kubeconfig=" + kubeconfig,
+				"--memservice-address=" + s.memserviceAddr,
+				"--memservice-ca=" + s.Bundle.CAFile(),
+				"--memservice-cert=" + s.Bundle.CertFile(agentMember),
+				"--memservice-key=" + s.Bundle.KeyFile(agentMember),
+				"--host-backend=simulated",
+				// A kwok node has no cgroup of its own to raise.
+				"--manage-cgroup=false",
+				"--checkpoint-file=" + filepath.Join(dir, "node-agent.json"),
+				"--metrics-address=" + agentMetrics,
+				"--heartbeat-interval=2s",
+				v,
+			},
+			ready: httpReady("http://" + agentMetrics + "/readyz"),
+		}
+		pluginMember := pki.MemberName(pki.Identity{Role: pki.RoleDRAPlugin, Node: n})
+		pluginMetrics := next()
+		s.components[PluginName(n)] = component{
+			bin: bins["dra-plugin"],
+			args: []string{
+				"--node-name=" + n,
+				"--kubeconfig=" + kubeconfig,
+				"--memservice-address=" + s.memserviceAddr,
+				"--memservice-ca=" + s.Bundle.CAFile(),
+				"--memservice-cert=" + s.Bundle.CertFile(pluginMember),
+				"--memservice-key=" + s.Bundle.KeyFile(pluginMember),
+				"--cdi-dir=" + filepath.Join(dir, "cdi"),
+				"--plugin-data-dir=" + filepath.Join(dir, "plugin"),
+				"--registrar-dir=" + filepath.Join(dir, "registry"),
+				"--metrics-address=" + pluginMetrics,
+				v,
+			},
+			ready: s.slicePublished(n),
+		}
+	}
+	return nil
+}
+
+func (s *System) clientConfig(member string) client.Config {
+	return client.Config{
+		Address:  s.memserviceAddr,
+		CAFile:   s.Bundle.CAFile(),
+		CertFile: s.Bundle.CertFile(member),
+		KeyFile:  s.Bundle.KeyFile(member),
+	}
+}
+
+// MemserviceAddress is host:port of the memory service's gRPC endpoint.
+func (s *System) MemserviceAddress() string { return s.memserviceAddr }
+
+// Admin is a memory service client with the admin role (read-only).
+func (s *System) Admin() *client.Client { return s.admin }
+
+// Kube is an admin clientset of the cluster.
+func (s *System) Kube() kubernetes.Interface { return s.kube }
+
+// Dynamic is an admin dynamic client of the cluster.
+func (s *System) Dynamic() dynamic.Interface { return s.dyn }
+
+// StartComponent starts the named component (again) and waits until it is ready.
+func (s *System) StartComponent(ctx context.Context, name string) error {
+	s.mu.Lock()
+	comp, ok := s.components[name]
+	if ok && !slices.Contains(s.order, name) {
+		s.order = append(s.order, name)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no component named %q", name)
+	}
+	proc, err := s.Cluster.StartProcess(ctx, name, comp.bin, comp.args...)
+	if err != nil {
+		return err
+	}
+	return waitProcessReady(ctx, proc, comp.ready)
+}
+
+// startAll starts the named components at once and waits until each is ready.
+func (s *System) startAll(ctx context.Context, names []string) error {
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() { errs[i] = s.StartComponent(ctx, name) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Kill kills the named component with SIGKILL (a crash: nothing is cleaned up).
+func (s *System) Kill(name string) error {
+	p := s.Cluster.Process(name)
+	if p == nil {
+		return fmt.Errorf("no process named %q", name)
+	}
+	return p.Kill()
+}
+
+// Restart kills the named component and starts it again.
+func (s *System) Restart(ctx context.Context, name string) error {
+	if err := s.Kill(name); err != nil {
+		return err
+	}
+	return s.StartComponent(ctx, name)
+}
+
+// CheckComponents returns an error, with the log's tail, for every component that
+// has exited.
+func (s *System) CheckComponents() error {
+	s.mu.Lock()
+	names := slices.Clone(s.order)
+	s.mu.Unlock()
+	var errs []error
+	for _, name := range names {
+		if p := s.Cluster.Process(name); p != nil && !p.Running() {
+			errs = append(errs, fmt.Errorf("%s has exited; see %s:\n%s", name, p.LogFile, p.LogTail(20)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops every process, the project's components first, then the cluster.
+func (s *System) Stop() error {
+	if s.admin != nil {
+		_ = s.admin.Close()
+	}
+	return s.Cluster.Stop()
+}
+
+// WaitAgentsConnected waits until the memory service reports every pool ready and
+// every node's agent connected.
+func (s *System) WaitAgentsConnected(ctx context.Context) error {
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		if err := s.CheckComponents(); err != nil {
+			return false, err
+		}
+		resp, err := s.admin.GetCapacity(ctx, &memservicev1.GetCapacityRequest{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		last = ""
+		for _, want := range s.Pools {
+			pool := findPool(resp.GetPools(), want.Name)
+			switch {
+			case pool == nil:
+				last = "pool " + want.Name + " unknown to the memory service"
+			case !pool.GetReady():
+				last = "pool " + want.Name + " not ready"
+			default:
+				for _, n := range pool.GetNodes() {
+					if !n.GetAgentConnected() {
+						last = fmt.Sprintf("agent of node %s not connected (pool %s)", n.GetNode(), want.Name)
+					}
+				}
+			}
+		}
+		return last == "", nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the memory service to see every pool and agent (%s): %w", last, err)
+	}
+	return nil
+}
+
+func findPool(pools []*memservicev1.PoolStatus, name string) *memservicev1.PoolStatus {
+	for _, p := range pools {
+		if p.GetName() == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// waitProcessReady polls ready until it succeeds, failing early (with the log tail)
+// when the process exits.
+func waitProcessReady(ctx context.Context, p *cluster.Process, ready func(context.Context) error) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		if !p.Running() {
+			return false, fmt.Errorf("%s exited during start; see %s:\n%s", p.Name, p.LogFile, p.LogTail(20))
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		last = ready(cctx)
+		return last == nil, nil
+	})
+	if err != nil && p.Running() {
+		return fmt.Errorf("%s not ready after %s (last check: %v); see %s:\n%s", p.Name, readyTimeout, last, p.LogFile, p.LogTail(20))
+	}
+	return err
+}
+
+// insecureClient reads the scheduler's health endpoint, served with a self-signed
+// certificate.
+var insecureClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback health check
+
+func httpReady(url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := insecureClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+// slicePublished is ready once node's ResourceSlice of our driver lists a device for
+// every pool the node is attached to.
+func (s *System) slicePublished(node string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		slices, err := s.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
+			FieldSelector: "spec.nodeName=" + node + ",spec.driver=" + DriverName,
+		})
+		if err != nil {
+			return err
+		}
+		have := map[string]bool{}
+		for _, sl := range slices.Items {
+			for _, d := range sl.Spec.Devices {
+				have[d.Name] = true
+			}
+		}
+		for _, pool := range s.Pools {
+			if attached(pool, node) && !have[pool.Name] {
+				return fmt.Errorf("ResourceSlice of node %s has no device for pool %s yet", node, pool.Name)
+			}
+		}
+		return nil
+	}
+}
+
+func attached(pool v1alpha1.DynamicMemoryPool, node string) bool {
+	return slices.ContainsFunc(pool.Spec.Nodes, func(n v1alpha1.PoolNode) bool { return n.Name == node })
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

@@ -1,0 +1,153 @@
+package provision_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+)
+
+const gi = int64(1) << 30
+
+// flakyDevice fails its first releaseFailures releases and records adds.
+type flakyDevice struct {
+	mu              sync.Mutex
+	releaseFailures int
+	releases        int
+	adds            int
+	addErr          error
+}
+
+func (d *flakyDevice) Check(context.Context) (backend.Capacity, error) {
+	return backend.Capacity{}, nil
+}
+func (d *flakyDevice) List(context.Context) ([]backend.HostExtent, error) {
+	return nil, backend.ErrNotSupported
+}
+
+func (d *flakyDevice) Add(context.Context, int32, string, []backend.Extent) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.adds++
+	return d.addErr
+}
+
+func (d *flakyDevice) Release(context.Context, int32, string, []backend.Extent) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.releases++
+	if d.releases <= d.releaseFailures {
+		return errors.New("device busy")
+	}
+	return nil
+}
+
+// agents answers every command at once.
+type agents struct {
+	mu       sync.Mutex
+	offlines int
+}
+
+func (a *agents) Online(context.Context, string, *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error) {
+	return &memservicev1.CommandResult{Outcome: memservicev1.CommandResult_OUTCOME_ONLINE, NumaNodes: []int32{3}}, nil
+}
+
+func (a *agents) Offline(context.Context, string, *memservicev1.OfflineCommand) (*memservicev1.CommandResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.offlines++
+	return &memservicev1.CommandResult{Outcome: memservicev1.CommandResult_OUTCOME_OFFLINE}, nil
+}
+
+type states struct {
+	mu  sync.Mutex
+	log []ledger.State
+}
+
+func (s *states) add(r ledger.Reservation) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = append(s.log, r.State)
+	return nil
+}
+func (s *states) Create(_ context.Context, r ledger.Reservation) error   { return s.add(r) }
+func (s *states) Update(_ context.Context, r ledger.Reservation) error   { return s.add(r) }
+func (s *states) Released(_ context.Context, r ledger.Reservation) error { return s.add(r) }
+
+func setup(t *testing.T, dev *flakyDevice) (*provision.Manager, *ledger.Ledger, *agents, *states) {
+	t.Helper()
+	l := ledger.New(nil, ledger.Options{})
+	require.NoError(t, l.SetPool(ledger.Pool{Name: "p", Capacity: 8 * gi, BlockSize: gi, HostWindow: 8 * gi, Nodes: []string{"n"}}))
+	l.SetPoolReady("p", true, "")
+	ag, st := &agents{}, &states{}
+	m := provision.New(provision.Config{Ledger: l, Agents: ag, Store: st, RetryInterval: time.Millisecond, MaxRetryInterval: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	m.Start(ctx)
+	m.SetPool("p", dev, map[string]int32{"n": 0})
+	t.Cleanup(func() {
+		cancel()
+		m.Wait()
+	})
+	return m, l, ag, st
+}
+
+func req(uid string) ledger.Request {
+	return ledger.Request{Claim: ledger.ClaimRef{UID: uid, Namespace: "ns", Name: uid}, Node: "n", Bytes: gi}
+}
+
+func TestReleaseRetriesTheDeviceUntilItAnswers(t *testing.T) {
+	dev := &flakyDevice{releaseFailures: 3}
+	m, l, ag, st := setup(t, dev)
+	r, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err)
+	require.Equal(t, ledger.StateOnline, r.State)
+	assert.Equal(t, []int32{3}, r.NUMANodes)
+
+	r, found, err := m.RemoveMemory(context.Background(), "u", true)
+	require.NoError(t, err)
+	assert.True(t, found)
+	assert.Equal(t, ledger.StateReleased, r.State)
+	assert.Equal(t, 4, dev.releases, "three failures, then success")
+	assert.Equal(t, 1, ag.offlines, "the agent offlined once, before the device released")
+	assert.Equal(t, []ledger.State{ledger.StateProvisioning, ledger.StateOnline, ledger.StateReleasing, ledger.StateReleased}, st.log)
+	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
+}
+
+func TestAFailedAddIsRecordedAndReleasedWithoutTheAgent(t *testing.T) {
+	dev := &flakyDevice{addErr: backend.ErrMisaligned}
+	m, l, ag, st := setup(t, dev)
+	r, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateFailed, r.State)
+	assert.Contains(t, r.Message, "extent is not aligned to the region block size")
+	assert.False(t, r.OnHost)
+
+	_, _, err = m.RemoveMemory(context.Background(), "u", true)
+	require.NoError(t, err)
+	assert.Zero(t, ag.offlines, "memory never reached the host: no offline")
+	assert.Equal(t, []ledger.State{ledger.StateProvisioning, ledger.StateFailed, ledger.StateReleasing, ledger.StateReleased}, st.log)
+	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
+}
+
+func TestResumeFinishesARestoredProvisioning(t *testing.T) {
+	dev := &flakyDevice{}
+	m, l, _, st := setup(t, dev)
+	restored := ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "u"}, Node: "n", Pool: "p",
+		Requested: gi, Bytes: gi, State: ledger.StateProvisioning, Extents: []ledger.Extent{{Offset: 0, Length: gi}}, OnHost: true}
+	require.NoError(t, l.Restore(restored))
+	m.Resume(restored)
+	r, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err, "AddMemory waits for the resumed flight")
+	assert.Equal(t, ledger.StateOnline, r.State)
+	assert.Equal(t, 1, dev.adds, "the extents were added again (a no-op for the device if they were there)")
+	assert.Equal(t, []ledger.State{ledger.StateOnline}, st.log, "no second record is created")
+}

@@ -1,0 +1,33 @@
+package dynamicmemory
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/component-base/metrics/legacyregistry"
+)
+
+func TestMetricsAreRegisteredUnderTheirNames(t *testing.T) {
+	RegisterMetrics()
+	RegisterMetrics() // idempotent
+	reserveAttempts.Inc()
+	reserveFailures.WithLabelValues(reasonExhausted).Inc()
+	provisioningDuration.WithLabelValues(resultOnline).Observe(0.5)
+	poolCacheConnected.Set(1)
+	poolCacheRevision.Set(3)
+
+	families, err := legacyregistry.DefaultGatherer.Gather()
+	require.NoError(t, err)
+	gathered := map[string]bool{}
+	for _, f := range families {
+		gathered[f.GetName()] = true
+	}
+	names := MetricNames()
+	require.Len(t, names, 6)
+	for _, name := range names {
+		assert.True(t, strings.HasPrefix(name, "dynamic_memory_scheduler_"), name)
+		assert.True(t, gathered[name], "metric %s is served", name)
+	}
+}

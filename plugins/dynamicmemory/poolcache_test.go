@@ -1,0 +1,118 @@
+package dynamicmemory
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2/ktesting"
+	fwk "k8s.io/kube-scheduler/framework"
+	testingclock "k8s.io/utils/clock/testing"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+)
+
+func TestPoolCacheReconnectsAndActivatesWaitingPods(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	pod := memPod("p", "c1")
+	h := newFakeHandle(t, ctx, pod)
+	h.dra.claims.set(memClaim("c1", "4Gi"))
+	pl := newTestPlugin(t, ctx, fs, h, nil)
+	assert.Zero(t, pl.cache.staleness())
+
+	fs.stop()
+	waitConnected(t, pl, false)
+	_, _, st := preFilter(t, ctx, pl, pod)
+	require.Equal(t, fwk.UnschedulableAndUnresolvable, st.Code())
+	assert.Contains(t, st.Message(), "the scheduler has no pool state from the memory service (watch pools: ")
+	assert.Contains(t, st.Message(), "dynamic-memory pods wait until it is back")
+	assert.Positive(t, pl.cache.staleness())
+	assert.Empty(t, h.activatedPods())
+
+	fs.start()
+	waitConnected(t, pl, true)
+	require.Eventually(t, func() bool { return len(h.activatedPods()) > 0 }, 5*time.Second, 5*time.Millisecond,
+		"the pod rejected while disconnected is activated when the cache is back")
+	assert.Equal(t, []string{"default/p"}, h.activatedPods()[:1])
+	_, _, st = preFilter(t, ctx, pl, pod)
+	assert.True(t, st.IsSuccess(), "PreFilter after reconnect: %v", st)
+}
+
+func TestFreedCapacityActivatesOnlyPodsItCanServe(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	fs.change(func() {
+		fs.reservations["x1"] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: "x1"}, Node: "n1", Pool: "pool-a", Bytes: 16 * gi}
+		fs.reservations["x2"] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: "x2"}, Node: "n2", Pool: "pool-a", Bytes: 16 * gi}
+		fs.reservations["x3"] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: "x3"}, Node: "n3", Pool: "pool-b", Bytes: 32 * gi}
+		fs.reservations["x4"] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: "x4"}, Node: "n4", Pool: "pool-b", Bytes: 32 * gi}
+	})
+	small, big := memPod("small", "c-small"), memPod("big", "c-big")
+	gone := memPod("gone", "c-small") // deleted while waiting: never in the informer
+	h := newFakeHandle(t, ctx, small, big)
+	h.dra.claims.set(memClaim("c-small", "4Gi"), memClaim("c-big", "24Gi"))
+	pl := newTestPlugin(t, ctx, fs, h, nil)
+	waitRevision(t, pl, fs)
+
+	for _, pod := range []*v1.Pod{small, big, gone} {
+		cs, _, st := preFilter(t, ctx, pl, pod)
+		require.True(t, st.IsSuccess())
+		for _, n := range []string{"n1", "n2", "n3", "n4"} {
+			require.Equal(t, fwk.UnschedulableAndUnresolvable, pl.Filter(ctx, cs, pod, nodeInfo(n)).Code())
+		}
+	}
+	require.Equal(t, 3, pl.waiting.len())
+
+	// 8Gi come back on n3: enough for the small pod only.
+	fs.change(func() { fs.reservations["x3"].Bytes = 24 * gi })
+	require.Eventually(t, func() bool { return len(h.activatedPods()) > 0 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []string{"default/small"}, h.activatedPods())
+	assert.Equal(t, 2, pl.waiting.len(), "the deleted pod is forgotten, the big one still waits")
+}
+
+func TestInflightReservationsLastUntilALaterSnapshot(t *testing.T) {
+	logger, _ := ktesting.NewTestContext(t)
+	clk := testingclock.NewFakeClock(time.Now())
+	c := newPoolCache(nil, clk)
+	snap := func(rev uint64, reservedOnN1 int64) *memservicev1.PoolSnapshot {
+		return &memservicev1.PoolSnapshot{Revision: rev, Pools: []*memservicev1.PoolStatus{{
+			Name: "pool-a", CapacityBytes: 32 * gi, BlockSizeBytes: gi, HostWindowBytes: 16 * gi, Ready: true,
+			FreeBytes: 32*gi - reservedOnN1,
+			Nodes:     []*memservicev1.NodeShare{{Node: "n1", ReservedBytes: reservedOnN1, FreeBytes: 16*gi - reservedOnN1, AgentConnected: true}},
+		}}}
+	}
+	free := func() int64 {
+		v := c.view()
+		return v.free(v.index.shares["n1"][0], "n1")
+	}
+
+	clk.Step(3 * time.Second)
+	assert.Equal(t, 3*time.Second, c.staleness(), "stale since start until connected")
+
+	c.update(logger, snap(7, 0))
+	assert.Zero(t, c.staleness())
+	assert.Equal(t, 16*gi, free())
+	c.addInflight("claim-1", "pool-a", "n1", 4*gi)
+	assert.Equal(t, 12*gi, free(), "a reservation not in the snapshot yet is subtracted")
+
+	c.update(logger, snap(7, 0)) // the same revision again (a reconnect)
+	assert.Equal(t, 12*gi, free(), "a snapshot of the same revision may predate the reservation")
+
+	c.update(logger, snap(8, 4*gi))
+	assert.Equal(t, 12*gi, free(), "the later snapshot shows the reservation: counted once")
+	assert.Empty(t, c.view().nodeUsed)
+
+	c.addInflight("claim-2", "pool-a", "n1", 2*gi)
+	c.dropInflight(logger, "claim-2")
+	assert.Equal(t, 12*gi, free(), "a released reservation is no longer subtracted")
+
+	c.disconnect(logger, errors.New("stream broke"))
+	clk.Step(5 * time.Second)
+	assert.Equal(t, 5*time.Second, c.staleness())
+	assert.False(t, c.view().connected)
+	assert.EqualError(t, c.view().lastErr, "stream broke")
+}

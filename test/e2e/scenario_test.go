@@ -1,0 +1,249 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/demo"
+)
+
+// Timeouts of the scenario's waits: generous, the machine may be busy compiling.
+const (
+	runTimeout     = 3 * time.Minute
+	pendingTimeout = time.Minute
+	returnTimeout  = 2 * time.Minute
+)
+
+// logLines is how much of each component's log a failed test prints.
+const logLines = 40
+
+// startSystem starts the whole system (local cluster, memory service, scheduler, a
+// node agent and DRA plugin per node) as `make demo` does, with the demo's pools whose
+// simulated devices take addLatency to add extents. It is stopped when the test ends.
+func startSystem(t *testing.T, addLatency time.Duration) *demo.System {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig())), 5*time.Minute)
+	defer cancel()
+	nodes := make([]string, 4)
+	for i := range nodes {
+		nodes[i] = cluster.NodeName(cluster.DefaultNodePrefix, i)
+	}
+	sys, err := demo.Start(ctx, demo.Options{
+		Dir:      t.TempDir(),
+		Nodes:    len(nodes),
+		Pools:    demo.DefaultPools(nodes, addLatency),
+		Progress: demo.NewProgress(&testWriter{t: t}, clock.RealClock{}),
+	})
+	require.NoError(t, err, "start the system")
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range sys.Cluster.Processes() {
+				t.Logf("---- last %d lines of %s ----\n%s", logLines, p.LogFile, p.LogTail(logLines))
+			}
+		}
+		assert.NoError(t, sys.Stop(), "stop the system")
+	})
+	return sys
+}
+
+// TestScenario runs the demo's scenario on the whole system and asserts its outcome:
+// every pod that fits runs with its memory online on its node, the oversize pod is
+// Pending with a reason naming the pool and the numbers, and once the pods are
+// deleted every pool is whole again with no DynamicMemoryClaim left. Then the faults:
+// each component killed in the middle of the work, and bad input. A monitor checks
+// throughout that no pool is ever over-committed.
+func TestScenario(t *testing.T) {
+	sys := startSystem(t, 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	mon := sys.StartMonitor(ctx)
+
+	t.Run("demo scenario", func(t *testing.T) {
+		sc := demo.DefaultScenario("scenario")
+		require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, sc.Fitting, nil))
+		require.NoError(t, sys.WaitRunning(ctx, sc.Namespace, demo.Names(sc.Fitting), runTimeout))
+		assertPlaced(ctx, t, sys, sc.Namespace, sc.Fitting)
+
+		require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, []demo.Workload{sc.Oversize}, nil))
+		reason, err := sys.WaitUnschedulable(ctx, sc.Namespace, sc.Oversize.Name, pendingTimeout)
+		require.NoError(t, err)
+		assert.Regexp(t, regexp.MustCompile(`pool `+demo.PoolB+` has \d+Gi free, claim scenario/too-big-32gi-memory-\w+ needs 32Gi`), reason)
+		assert.Regexp(t, regexp.MustCompile(`pool `+demo.PoolA+` gives a node at most 16Gi, claim scenario/too-big-32gi-memory-\w+ needs 32Gi`), reason)
+		pending, err := sys.Placements(ctx, sc.Namespace, []string{sc.Oversize.Name})
+		require.NoError(t, err)
+		assert.Equal(t, corev1.PodPending, pending[0].Phase)
+		assert.Empty(t, pending[0].AllocatedNode, "the oversize pod's claim is not allocated")
+		assert.Empty(t, pending[0].MemoryPhase, "no DynamicMemoryClaim for the oversize pod")
+
+		deleteAndCheckReturned(ctx, t, sys, sc.Namespace, append(demo.Names(sc.Fitting), sc.Oversize.Name))
+	})
+
+	t.Run("memory service killed while provisioning", func(t *testing.T) {
+		ws := workloads("memservice-", 12, 4)
+		require.NoError(t, sys.CreateWorkloads(ctx, "fault-memservice", ws, nil))
+		waitClaimPhase(ctx, t, sys, "fault-memservice", v1alpha1.PhaseProvisioning)
+		require.NoError(t, sys.Kill(demo.Memservice))
+		require.NoError(t, sys.StartComponent(ctx, demo.Memservice))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-memservice", demo.Names(ws), runTimeout))
+		assertPlaced(ctx, t, sys, "fault-memservice", ws)
+		deleteAndCheckReturned(ctx, t, sys, "fault-memservice", demo.Names(ws))
+	})
+
+	t.Run("scheduler killed while binding", func(t *testing.T) {
+		ws := workloads("scheduler-", 12, 4)
+		require.NoError(t, sys.CreateWorkloads(ctx, "fault-scheduler", ws, nil))
+		waitClaimPhase(ctx, t, sys, "fault-scheduler", v1alpha1.PhaseProvisioning)
+		require.NoError(t, sys.Kill(demo.Scheduler))
+		require.NoError(t, sys.StartComponent(ctx, demo.Scheduler))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-scheduler", demo.Names(ws), runTimeout))
+		assertPlaced(ctx, t, sys, "fault-scheduler", ws)
+		deleteAndCheckReturned(ctx, t, sys, "fault-scheduler", demo.Names(ws))
+	})
+
+	t.Run("node agent killed while onlining", func(t *testing.T) {
+		ws := workloads("agent-", 12, 4)
+		require.NoError(t, sys.CreateWorkloads(ctx, "fault-agent", ws, nil))
+		waitClaimPhase(ctx, t, sys, "fault-agent", v1alpha1.PhaseProvisioning)
+		agent := demo.AgentName(cluster.NodeName(cluster.DefaultNodePrefix, 0))
+		require.NoError(t, sys.Kill(agent))
+		require.NoError(t, sys.StartComponent(ctx, agent))
+		require.NoError(t, sys.WaitAgentsConnected(ctx))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-agent", demo.Names(ws), runTimeout))
+		assertPlaced(ctx, t, sys, "fault-agent", ws)
+		deleteAndCheckReturned(ctx, t, sys, "fault-agent", demo.Names(ws))
+	})
+
+	t.Run("claim larger than every host window stays Pending", func(t *testing.T) {
+		w := demo.NewWorkload("larger-than-windows", 100)
+		require.NoError(t, sys.CreateWorkloads(ctx, "bad-input", []demo.Workload{w}, nil))
+		reason := waitPendingReason(ctx, t, sys, "bad-input", w.Name)
+		assert.Contains(t, reason, "0/4 nodes are available")
+		deleteAndCheckReturned(ctx, t, sys, "bad-input", []string{w.Name})
+	})
+
+	violations, snapshots, scans := mon.Stop()
+	assert.Empty(t, violations, "a pool was over-committed")
+	assert.Positive(t, snapshots, "the monitor saw pool snapshots")
+	assert.Positive(t, scans, "the monitor scanned DynamicMemoryClaims")
+	t.Logf("monitor: %d pool snapshots and %d claim scans without over-commit", snapshots, scans)
+}
+
+// workloads are n pods named prefix0.. asking 1Gi to maxGi each.
+func workloads(prefix string, n, maxGi int) []demo.Workload {
+	ws := make([]demo.Workload, n)
+	for i := range ws {
+		ws[i] = demo.NewWorkload(fmt.Sprintf("%s%d", prefix, i), 1+i%maxGi)
+	}
+	return ws
+}
+
+// assertPlaced checks that each workload's pod runs on a node, its ResourceClaim is
+// allocated on that node, and its DynamicMemoryClaim is Online there with at least
+// the memory asked for.
+func assertPlaced(ctx context.Context, t *testing.T, sys *demo.System, namespace string, ws []demo.Workload) {
+	t.Helper()
+	placements, err := sys.Placements(ctx, namespace, demo.Names(ws))
+	require.NoError(t, err)
+	require.Len(t, placements, len(ws))
+	for i, p := range placements {
+		assert.Equal(t, corev1.PodRunning, p.Phase, "pod %s", p.Pod)
+		assert.NotEmpty(t, p.Node, "pod %s is bound", p.Pod)
+		assert.Equal(t, p.Node, p.AllocatedNode, "ResourceClaim %s of pod %s is allocated on the pod's node", p.Claim, p.Pod)
+		assert.Equal(t, v1alpha1.PhaseOnline, p.MemoryPhase, "DynamicMemoryClaim of pod %s is Online", p.Pod)
+		assert.Equal(t, p.Node, p.MemoryNode, "DynamicMemoryClaim of pod %s is for the pod's node", p.Pod)
+		assert.Contains(t, []string{demo.PoolA, demo.PoolB}, p.MemoryPool, "pool of pod %s", p.Pod)
+		assert.GreaterOrEqual(t, p.MemorySize.Value(), ws[i].Memory.Value(), "memory of pod %s", p.Pod)
+	}
+}
+
+// deleteAndCheckReturned deletes the pods and waits until every pool is whole again
+// and no DynamicMemoryClaim is left.
+func deleteAndCheckReturned(ctx context.Context, t *testing.T, sys *demo.System, namespace string, names []string) {
+	t.Helper()
+	require.NoError(t, sys.DeleteWorkloads(ctx, namespace, names))
+	require.NoError(t, sys.WaitMemoryReturned(ctx, returnTimeout))
+	assert.NoError(t, sys.CheckQuiescent(ctx))
+}
+
+// waitClaimPhase waits until some DynamicMemoryClaim of the namespace is in phase.
+func waitClaimPhase(ctx context.Context, t *testing.T, sys *demo.System, namespace string, phase v1alpha1.ClaimPhase) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, runTimeout, true, func(ctx context.Context) (bool, error) {
+		claims, err := sys.ListClaims(ctx, namespace)
+		if err != nil {
+			return false, nil
+		}
+		for _, c := range claims {
+			if c.Status.Phase == phase {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	require.NoError(t, err, "wait for a DynamicMemoryClaim in %s to be %s", namespace, phase)
+}
+
+// waitPendingReason waits until the scheduler has given up on the pod for now and
+// returns its reason.
+func waitPendingReason(ctx context.Context, t *testing.T, sys *demo.System, namespace, name string) string {
+	t.Helper()
+	var reason string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, pendingTimeout, true, func(ctx context.Context) (bool, error) {
+		placements, err := sys.Placements(ctx, namespace, []string{name})
+		if err != nil {
+			return false, nil
+		}
+		require.Empty(t, placements[0].Node, "pod %s/%s must not be scheduled", namespace, name)
+		pod, err := sys.Kube().CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				reason = c.Message
+			}
+		}
+		return reason != "", nil
+	})
+	require.NoError(t, err, "wait for pod %s/%s to be unschedulable", namespace, name)
+	t.Logf("pod %s/%s is Pending: %s", namespace, name, reason)
+	return reason
+}
+
+// testWriter logs whole lines to the test.
+type testWriter struct {
+	t   *testing.T
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for {
+		line, err := w.buf.ReadString('\n')
+		if err != nil {
+			w.buf.WriteString(line) // no newline yet: keep it
+			break
+		}
+		w.t.Log(line[:len(line)-1])
+	}
+	return len(p), nil
+}

@@ -1,0 +1,232 @@
+// Package e2e benchmarks the whole system on the local cluster: how fast pool memory
+// reaches pods and goes back to the pools. It is run by `make bench` (hack/bench.sh),
+// never by `make test`: it has no tests, only benchmarks.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/demo"
+)
+
+// The workload: pods of podGiB each, created at once from createParallel goroutines.
+const (
+	pods           = 200
+	podGiB         = 1
+	createParallel = 16
+	nodeCount      = 4
+	runTimeout     = 10 * time.Minute
+)
+
+// BenchmarkPodsToRunning starts the whole system (as `make demo` does) with two pools
+// of simulated devices at zero latency, creates 200 pods asking 1Gi each at once, and
+// measures from each pod's creation until it is Running (its memory online), then
+// deletes them all and measures until every pool is whole again.
+//
+// Metrics: running-p50-s and running-p99-s (pod created → Running), all-running-s
+// (first pod created → last pod Running), ledger-free-s (deletion → the memory
+// service holds nothing) and pools-full-s (deletion → the memory service, the pools'
+// status and the DynamicMemoryClaims all say every pool is whole).
+func BenchmarkPodsToRunning(b *testing.B) {
+	ctx := klog.NewContext(context.Background(), ktesting.NewLogger(b, ktesting.NewConfig()))
+	nodes := make([]string, nodeCount)
+	for i := range nodes {
+		nodes[i] = cluster.NodeName(cluster.DefaultNodePrefix, i)
+	}
+	// 384Gi in all: pool a split in node windows of 32Gi, pool b shared (each node may
+	// hold 128Gi of its 256Gi).
+	pools := []demo.PoolSpec{
+		{Name: demo.PoolA, Capacity: "128Gi", HostWindow: "32Gi", LatencyClass: "low"},
+		{Name: demo.PoolB, Capacity: "256Gi", HostWindow: "128Gi", LatencyClass: "medium"},
+	}
+	sys, err := demo.Start(ctx, demo.Options{Dir: b.TempDir(), Nodes: nodeCount, Pools: demo.NewPools(pools, nodes, 0), Verbosity: 1})
+	if err != nil {
+		b.Fatalf("start the system: %v", err)
+	}
+	defer func() {
+		if b.Failed() {
+			for _, p := range sys.Cluster.Processes() {
+				b.Logf("---- last 30 lines of %s ----\n%s", p.LogFile, p.LogTail(30))
+			}
+		}
+		if err := sys.Stop(); err != nil {
+			b.Errorf("stop the system: %v", err)
+		}
+	}()
+	mon := sys.StartMonitor(ctx)
+
+	var p50, p99, allRunning, ledgerFree, poolsFull []float64
+	b.ResetTimer()
+	for i := range b.N {
+		r := runOnce(ctx, b, sys, fmt.Sprintf("bench-%d", i))
+		p50 = append(p50, percentile(r.latencies, 50))
+		p99 = append(p99, percentile(r.latencies, 99))
+		allRunning = append(allRunning, r.allRunning.Seconds())
+		ledgerFree = append(ledgerFree, r.ledgerFree.Seconds())
+		poolsFull = append(poolsFull, r.poolsFull.Seconds())
+	}
+	b.StopTimer()
+	if violations, _, _ := mon.Stop(); len(violations) > 0 {
+		b.Fatalf("pools were over-committed: %v", violations)
+	}
+	b.ReportMetric(mean(p50), "running-p50-s")
+	b.ReportMetric(mean(p99), "running-p99-s")
+	b.ReportMetric(mean(allRunning), "all-running-s")
+	b.ReportMetric(mean(ledgerFree), "ledger-free-s")
+	b.ReportMetric(mean(poolsFull), "pools-full-s")
+}
+
+type result struct {
+	latencies  []time.Duration
+	allRunning time.Duration
+	ledgerFree time.Duration
+	poolsFull  time.Duration
+}
+
+func runOnce(ctx context.Context, b *testing.B, sys *demo.System, namespace string) result {
+	ws := make([]demo.Workload, pods)
+	for i := range ws {
+		ws[i] = demo.NewWorkload(fmt.Sprintf("pod-%03d", i), podGiB)
+	}
+	b.StopTimer()
+	if err := sys.CreateTemplates(ctx, namespace, ws); err != nil {
+		b.Fatal(err)
+	}
+	rec := watchRunning(ctx, b, sys, namespace)
+	defer rec.stop()
+	b.StartTimer()
+
+	start := time.Now()
+	if err := sys.CreatePods(ctx, namespace, ws, createParallel, rec.created); err != nil {
+		b.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, runTimeout, true, func(context.Context) (bool, error) {
+		if err := sys.CheckComponents(); err != nil {
+			return false, err
+		}
+		return rec.running() == pods, nil
+	}); err != nil {
+		b.Fatalf("wait for %d pods to run (%d running): %v", pods, rec.running(), err)
+	}
+	var r result
+	r.latencies, r.allRunning = rec.latencies(start)
+
+	deleted := time.Now()
+	if err := sys.DeleteWorkloads(ctx, namespace, demo.Names(ws)); err != nil {
+		b.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, runTimeout, true, func(ctx context.Context) (bool, error) {
+		if r.ledgerFree == 0 && sys.LedgerFree(ctx) {
+			r.ledgerFree = time.Since(deleted)
+		}
+		return sys.CheckQuiescent(ctx) == nil, nil
+	}); err != nil {
+		b.Fatalf("wait for the pools to be whole again (%v): %v", sys.CheckQuiescent(ctx), err)
+	}
+	r.poolsFull = time.Since(deleted)
+	return r
+}
+
+// recorder notes when each pod was created and when it was first seen Running.
+type recorder struct {
+	stop func()
+
+	mu        sync.Mutex
+	createdAt map[string]time.Time
+	runningAt map[string]time.Time
+}
+
+func watchRunning(ctx context.Context, b *testing.B, sys *demo.System, namespace string) *recorder {
+	r := &recorder{createdAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
+	factory := informers.NewSharedInformerFactoryWithOptions(sys.Kube(), 0, informers.WithNamespace(namespace))
+	informer := factory.Core().V1().Pods().Informer()
+	seen := func(obj any) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok || pod.Status.Phase != corev1.PodRunning {
+			return
+		}
+		now := time.Now()
+		r.mu.Lock()
+		if _, ok := r.runningAt[pod.Name]; !ok {
+			r.runningAt[pod.Name] = now
+		}
+		r.mu.Unlock()
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    seen,
+		UpdateFunc: func(_, obj any) { seen(obj) },
+	}); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		b.Fatal("pod informer did not sync")
+	}
+	r.stop = func() {
+		cancel()
+		factory.Shutdown()
+	}
+	return r
+}
+
+func (r *recorder) created(name string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.createdAt[name] = at
+}
+
+func (r *recorder) running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.runningAt)
+}
+
+// latencies are each pod's created → Running times, and the time from start until
+// the last pod ran.
+func (r *recorder) latencies(start time.Time) ([]time.Duration, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Duration
+	var last time.Time
+	for name, ran := range r.runningAt {
+		// A pod seen Running before its Create call returned counts as instant.
+		out = append(out, max(0, ran.Sub(r.createdAt[name])))
+		if ran.After(last) {
+			last = ran
+		}
+	}
+	return out, last.Sub(start)
+}
+
+// percentile is the p-th percentile (nearest rank) in seconds.
+func percentile(ds []time.Duration, p int) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100
+	return s[max(0, rank-1)].Seconds()
+}
+
+func mean(vs []float64) float64 {
+	var sum float64
+	for _, v := range vs {
+		sum += v
+	}
+	return sum / float64(len(vs))
+}

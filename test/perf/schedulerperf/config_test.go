@@ -1,0 +1,76 @@
+package schedulerperf
+
+import (
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
+
+	schedulerconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
+)
+
+// testCase is the part of a scheduler_perf test case these checks read.
+type testCase struct {
+	Name                string `json:"name"`
+	SchedulerConfigPath string `json:"schedulerConfigPath"`
+	Workloads           []struct {
+		Name   string         `json:"name"`
+		Labels []string       `json:"labels"`
+		Params map[string]any `json:"params"`
+	} `json:"workloads"`
+}
+
+// TestPerformanceConfigPairsProfiles checks that every size of every test case runs
+// for both profiles with the same parameters, and that make test and make bench
+// each find a pair: a ratio between the profiles is only meaningful that way.
+func TestPerformanceConfigPairsProfiles(t *testing.T) {
+	data, err := os.ReadFile(configFile)
+	require.NoError(t, err)
+	var cases []testCase
+	require.NoError(t, yaml.Unmarshal(data, &cases))
+	require.Len(t, cases, 2)
+	profiles := []string{schedulerconfig.DefaultProfile, schedulerconfig.DynamicMemoryProfile}
+
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			assert.FileExists(t, tc.SchedulerConfigPath)
+			type size struct {
+				labels   []string
+				params   map[string]any
+				profiles []string
+			}
+			sizes := map[string]*size{} // by workload name without the profile
+			for _, w := range tc.Workloads {
+				profile, _ := w.Params["schedulerName"].(string)
+				require.Contains(t, profiles, profile, "workload %s: params.schedulerName", w.Name)
+				base, ok := strings.CutSuffix(w.Name, "_"+profile)
+				require.True(t, ok, "workload %s: the name must end in _%s", w.Name, profile)
+				params := maps.Clone(w.Params)
+				delete(params, "schedulerName")
+				labels := slices.Sorted(slices.Values(w.Labels))
+				s, seen := sizes[base]
+				if !seen {
+					sizes[base] = &size{labels: labels, params: params, profiles: []string{profile}}
+					continue
+				}
+				assert.Equal(t, s.params, params, "workload %s: params differ from the other profile's", w.Name)
+				assert.Equal(t, s.labels, labels, "workload %s: labels differ from the other profile's", w.Name)
+				s.profiles = append(s.profiles, profile)
+			}
+			labelled := map[string]bool{}
+			for base, s := range sizes {
+				assert.ElementsMatch(t, profiles, s.profiles, "size %s must run once per profile", base)
+				for _, l := range s.labels {
+					labelled[l] = true
+				}
+			}
+			assert.True(t, labelled["integration-test"], "no integration-test workloads: make test would not run this test case")
+			assert.True(t, labelled["performance"], "no performance workloads: make bench would not run this test case")
+		})
+	}
+}
