@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and regenerates docs/benchmarks.md (make bench).
 #
-# Raw output goes to docs/benchmarks/ (one file per suite, each command written before
-# its output as "# command: ..."), then hack/benchreport turns it into the markdown.
+# For each suite, docs/benchmarks/<suite>.txt gets every command ("# command: ...")
+# followed by its result lines (benchmark results, pass/fail); the whole output, logs
+# included, goes to .run/bench/<suite>.log. hack/benchreport then turns the results
+# into the markdown.
 #
 # Environment:
 #   BENCH_ONLY     space-separated suites to run: scheduler memservice e2e (default: all).
-#                  Suites not run keep their raw files from an earlier run; the report
+#                  Suites not run keep their results from an earlier run; the report
 #                  is regenerated from whatever is there.
 #   SCHED_COUNT    how many times scheduler_perf runs each workload (-count, default 1);
 #                  the report shows the median.
 #   SCHED_FILTER   scheduler_perf label filter (default: performance).
-#   SCHED_FLAGS    extra flags for the scheduler_perf benchmark (e.g. -perf-cpuprofile).
+#   SCHED_FLAGS    extra flags for the scheduler_perf benchmark (e.g. -perf-cpuprofile;
+#                  profiles land in .run/bench/scheduler_perf/).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${ROOT}/docs/benchmarks"
+LOGS="${ROOT}/.run/bench"
 GO="${GO:-go}"
 BENCH_ONLY="${BENCH_ONLY:-scheduler memservice e2e}"
 SCHED_COUNT="${SCHED_COUNT:-1}"
@@ -28,20 +32,40 @@ if ! command -v etcd >/dev/null; then
   echo "bench: etcd is not on PATH: run 'make cluster-bins' (it builds bin/etcd)" >&2
   exit 1
 fi
-mkdir -p "${OUT}"
+mkdir -p "${OUT}" "${LOGS}"
 
 wants() { [[ " ${BENCH_ONLY} " == *" $1 "* ]]; }
 
-# run FILE CMD...: writes "# command: CMD" and the command's output into FILE, and
-# shows the output. Commands are shown relative to the repository root.
+# start SUITE: empties the suite's results and log.
+start() {
+  rm -f "${OUT}/$1.txt" "${LOGS}/$1.log"
+}
+
+# run SUITE CMD...: runs CMD; its result lines go to the suite's results after a
+# "# command: CMD" line (shown relative to the repository root), its whole output to
+# the suite's log. A failing command is recorded ("# failed: ...") and makes the
+# script fail at the end, after the other suites ran and the report was written.
+failed=()
 run() {
-  local file="$1"
+  local suite="$1"
   shift
   local shown="$*"
   shown="${shown//${ROOT}\//}"
-  echo "# command: ${shown}" >>"${file}"
-  echo "bench: ${shown}" >&2
-  "$@" 2>&1 | tee -a "${file}"
+  local results="${OUT}/${suite}.txt" log="${LOGS}/${suite}.log" out
+  out="$(mktemp)"
+  echo "bench: ${shown} (full output: .run/bench/${suite}.log)" >&2
+  local rc=0
+  "$@" >"${out}" 2>&1 || rc=$?
+  { echo "# command: ${shown}"; cat "${out}"; } >>"${log}"
+  echo "# command: ${shown}" >>"${results}"
+  grep -E '^(goos|goarch|pkg|cpu|Benchmark|--- FAIL|PASS|FAIL|ok )' "${out}" | tee -a "${results}" || true
+  rm -f "${out}"
+  if ((rc != 0)); then
+    echo "# failed: exit status ${rc}" >>"${results}"
+    echo "bench: failed (exit status ${rc}): ${shown}" >&2
+    failed+=("${shown}")
+  fi
+  return "${rc}"
 }
 
 if wants scheduler || wants memservice || wants e2e; then
@@ -50,46 +74,52 @@ if wants scheduler || wants memservice || wants e2e; then
     echo "CPU model: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
     echo "Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     echo "Kernel: $(uname -sr)"
-    echo "Go: $(${GO} env GOVERSION)"
-    echo "Kubernetes: k8s.io/kubernetes $(${GO} list -m -f '{{.Version}}' k8s.io/kubernetes)"
+    echo "Go: $("${GO}" env GOVERSION)"
+    echo "Kubernetes: k8s.io/kubernetes $("${GO}" list -m -f '{{.Version}}' k8s.io/kubernetes)"
     echo "Revision: $(git describe --tags --always --dirty 2>/dev/null || echo unknown)"
     echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "Suites run: ${BENCH_ONLY}"
     echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"${OUT}/machine.txt"
 fi
 
 if wants scheduler; then
+  start scheduler_perf
+  rm -f "${OUT}/scheduler_perf.json"
   # scheduler_perf names its files after the time; a fresh directory holds this run's.
-  items="${ROOT}/.run/bench/scheduler_perf"
+  items="${LOGS}/scheduler_perf"
   rm -rf "${items}"
   mkdir -p "${items}"
-  rm -f "${OUT}/scheduler_perf.txt" "${OUT}/scheduler_perf.json"
   # shellcheck disable=SC2086 # SCHED_FLAGS is a list of flags
-  run "${OUT}/scheduler_perf.txt" ${GO} test ./test/perf/schedulerperf/ -run '^$' \
+  if run scheduler_perf "${GO}" test ./test/perf/schedulerperf/ -run '^$' \
     -bench BenchmarkPerfScheduling -benchtime=1x -count "${SCHED_COUNT}" -timeout 120m \
-    -perf-scheduling-label-filter="${SCHED_FILTER}" -data-items-dir="${items}" ${SCHED_FLAGS}
-  json=("${items}"/BenchmarkPerfScheduling_benchmark_*.json)
-  cp "${json[0]}" "${OUT}/scheduler_perf.json"
-  # Profiles written with -perf-cpuprofile and friends stay beside the results.
-  for f in "${items}"/*.pprof "${items}"/*.dat; do
-    [[ -e "${f}" ]] && cp "${f}" "${OUT}/"
-  done
+    -perf-scheduling-label-filter="${SCHED_FILTER}" -data-items-dir="${items}" ${SCHED_FLAGS}; then
+    json=("${items}"/BenchmarkPerfScheduling_benchmark_*.json)
+    cp "${json[0]}" "${OUT}/scheduler_perf.json"
+  fi
 fi
 
 if wants memservice; then
-  rm -f "${OUT}/memservice.txt"
-  run "${OUT}/memservice.txt" "${GO}" test ./memservice/server/ -run '^$' -bench 'BenchmarkGRPC' -benchtime=2s -timeout 30m
-  run "${OUT}/memservice.txt" "${GO}" test ./memservice/ledger/ -run '^$' -bench 'BenchmarkReserveRelease' -cpu 1 -benchtime=2s -timeout 10m
+  start memservice
+  run memservice "${GO}" test ./memservice/server/ -run '^$' -bench 'BenchmarkGRPC' -benchtime=2s -timeout 30m || true
+  run memservice "${GO}" test ./memservice/ledger/ -run '^$' -bench 'BenchmarkReserveRelease' -cpu 1 -benchtime=2s -timeout 10m || true
 fi
 
 if wants e2e; then
-  rm -f "${OUT}/e2e.txt"
+  start e2e
   # Every benchmark package under test/perf but scheduler_perf: the end-to-end ones,
   # which start the local cluster themselves.
-  for pkg in $(${GO} list ./test/perf/... | grep -v /schedulerperf); do
-    run "${OUT}/e2e.txt" "${GO}" test "${pkg}" -run '^$' -bench . -benchtime=1x -timeout 30m
+  for pkg in $("${GO}" list ./test/perf/... | grep -v /schedulerperf); do
+    run e2e "${GO}" test "${pkg}" -run '^$' -bench . -benchtime=1x -timeout 30m || true
   done
 fi
 
-${GO} run ./hack/benchreport -dir "${OUT}" -o "${ROOT}/docs/benchmarks.md"
+if wants scheduler || wants memservice || wants e2e; then
+  echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"${OUT}/machine.txt"
+fi
+"${GO}" run ./hack/benchreport -dir "${OUT}" -o "${ROOT}/docs/benchmarks.md"
 echo "bench: wrote docs/benchmarks.md" >&2
+if ((${#failed[@]} > 0)); then
+  printf 'bench: failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

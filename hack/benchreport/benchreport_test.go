@@ -76,15 +76,20 @@ func TestParseBenchMergesRunsIntoMediansAndKeepsCommands(t *testing.T) {
 		"BenchmarkB \t 1\t 30 ns/op",
 		"BenchmarkB \t 1\t 10 ns/op",
 		"BenchmarkB \t 1\t 20 ns/op",
+		"# command: go test ./c/",
+		"--- FAIL: BenchmarkC",
+		"# failed: exit status 1",
 	}, "\n")
 	got, err := parseBench(strings.NewReader(out))
 	require.NoError(t, err)
-	require.Len(t, got, 2)
-	assert.Equal(t, "BenchmarkA", got[0].Name)
-	assert.Equal(t, "go test ./a/", got[0].Command)
-	assert.Equal(t, "BenchmarkB", got[1].Name)
-	assert.Equal(t, "go test ./b/ -count 3", got[1].Command)
-	assert.InDelta(t, 20, got[1].Metrics["ns/op"], 1e-9, "median of 30, 10, 20")
+	assert.Equal(t, []string{"go test ./a/", "go test ./b/ -count 3", "go test ./c/"}, got.commands)
+	assert.Equal(t, map[string]string{"go test ./c/": "exit status 1"}, got.failed)
+	require.Len(t, got.results, 2)
+	assert.Equal(t, "BenchmarkA", got.results[0].Name)
+	assert.Equal(t, "go test ./a/", got.results[0].Command)
+	assert.Equal(t, "BenchmarkB", got.results[1].Name)
+	assert.Equal(t, "go test ./b/ -count 3", got.results[1].Command)
+	assert.InDelta(t, 20, got.results[1].Metrics["ns/op"], 1e-9, "median of 30, 10, 20")
 }
 
 func TestParseWorkloadName(t *testing.T) {
@@ -123,7 +128,7 @@ func TestTargetRow(t *testing.T) {
 
 // TestReportGolden renders testdata/results: the plugin profile reaches 0.98 of the
 // baseline for plain pods (met) and 0.85 for claims (missed), the gRPC p99 misses
-// and the ledger meets its target, and the end-to-end results are absent.
+// and the ledger meets its target, and the end-to-end benchmark failed.
 func TestReportGolden(t *testing.T) {
 	r, err := load(filepath.Join("testdata", "results"))
 	require.NoError(t, err)
@@ -140,6 +145,7 @@ func TestReportGolden(t *testing.T) {
 	assert.Contains(t, got, "| `DynamicMemoryClaims` 500Nodes: dynamic-memory-scheduler throughput ≥ 0.90 × DRA only (default-scheduler) | 0.850 (85.0 vs 100.0 pods/s) | **missed** |")
 	assert.Contains(t, got, "| ledger ≥ 200,000 Reserve+Release pairs/s on one core | 1,111,111 pairs/s (`BenchmarkReserveRelease`) | **met** |")
 	assert.Contains(t, got, "| e2e (zero backend latency): p50 pod created → Running ≤ 1.5 s | — | not measured |")
+	assert.Contains(t, got, "Command: `go test ./test/perf/e2e/ -run ^$ -bench . -benchtime=1x -timeout 30m` — **failed** (exit status 1;")
 }
 
 func TestLoadNeedsTheMachineFile(t *testing.T) {

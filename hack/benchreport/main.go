@@ -65,7 +65,9 @@ func load(dir string) (*report, error) {
 			return nil, err
 		}
 	}
-	r.schedulerCommand = firstCommand(filepath.Join(dir, schedulerPerfOutput))
+	if r.schedulerRun, err = readBench(filepath.Join(dir, schedulerPerfOutput)); err != nil {
+		return nil, err
+	}
 	if r.memservice, err = readBench(filepath.Join(dir, memserviceOutput)); err != nil {
 		return nil, err
 	}

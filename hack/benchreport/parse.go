@@ -50,14 +50,27 @@ type benchResult struct {
 // gomaxprocsSuffix is the -N go test appends to benchmark names when GOMAXPROCS > 1.
 var gomaxprocsSuffix = regexp.MustCompile(`-\d+$`)
 
-// commandPrefix starts the line hack/bench.sh writes before each command's output.
-const commandPrefix = "# command: "
+// Lines hack/bench.sh writes into a suite's results: the command before its output,
+// and the failure of a command after it.
+const (
+	commandPrefix = "# command: "
+	failedPrefix  = "# failed: "
+)
+
+// suite is the results of the commands of one suite (one results file).
+type suite struct {
+	results []benchResult
+	// commands in the order they ran, and why those that failed did.
+	commands []string
+	failed   map[string]string
+}
 
 // parseBench reads `go test -bench` output. Lines that are not benchmark results are
 // skipped, except "# command: ..." lines, which name the command of the results that
-// follow. Repeated results of one benchmark (-count) are merged: each metric is the
-// median of the runs.
-func parseBench(r io.Reader) ([]benchResult, error) {
+// follow, and "# failed: ..." lines, which say the command before failed. Repeated
+// results of one benchmark (-count) are merged: each metric is the median of the runs.
+func parseBench(r io.Reader) (suite, error) {
+	st := suite{failed: map[string]string{}}
 	var order []string
 	runs := map[string][]benchResult{}
 	command := ""
@@ -67,11 +80,16 @@ func parseBench(r io.Reader) ([]benchResult, error) {
 		line := sc.Text()
 		if c, ok := strings.CutPrefix(line, commandPrefix); ok {
 			command = strings.TrimSpace(c)
+			st.commands = append(st.commands, command)
+			continue
+		}
+		if f, ok := strings.CutPrefix(line, failedPrefix); ok {
+			st.failed[command] = strings.TrimSpace(f)
 			continue
 		}
 		res, ok, err := parseBenchLine(line)
 		if err != nil {
-			return nil, err
+			return st, err
 		}
 		if !ok {
 			continue
@@ -83,13 +101,12 @@ func parseBench(r io.Reader) ([]benchResult, error) {
 		runs[res.Name] = append(runs[res.Name], res)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read benchmark output: %w", err)
+		return st, fmt.Errorf("read benchmark output: %w", err)
 	}
-	out := make([]benchResult, 0, len(order))
 	for _, name := range order {
-		out = append(out, mergeRuns(runs[name]))
+		st.results = append(st.results, mergeRuns(runs[name]))
 	}
-	return out, nil
+	return st, nil
 }
 
 // parseBenchLine parses "BenchmarkX/sub-2  10  123 ns/op  4.5 ops/s". ok is false
@@ -148,38 +165,21 @@ func median(vs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// readBench parses a file of benchmark output; a missing file is no results.
-func readBench(file string) ([]benchResult, error) {
+// readBench parses a suite's results file; a missing file is no results.
+func readBench(file string) (suite, error) {
 	f, err := os.Open(file)
 	if os.IsNotExist(err) {
-		return nil, nil
+		return suite{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return suite{}, err
 	}
 	defer func() { _ = f.Close() }()
-	res, err := parseBench(f)
+	st, err := parseBench(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return st, fmt.Errorf("%s: %w", file, err)
 	}
-	return res, nil
-}
-
-// firstCommand is the first "# command:" line of a file ("" if none or no file).
-func firstCommand(file string) string {
-	f, err := os.Open(file)
-	if err != nil {
-		return ""
-	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		if c, ok := strings.CutPrefix(sc.Text(), commandPrefix); ok {
-			return strings.TrimSpace(c)
-		}
-	}
-	return ""
+	return st, nil
 }
 
 // machine is what hack/bench.sh recorded about the machine and the run: "key: value"

@@ -65,11 +65,11 @@ var endToEndTargets = []benchTarget{
 
 // report is everything docs/benchmarks.md shows.
 type report struct {
-	machine          machine
-	schedulerItems   []dataItem
-	schedulerCommand string
-	memservice       []benchResult
-	endToEnd         []benchResult
+	machine        machine
+	schedulerItems []dataItem
+	schedulerRun   suite
+	memservice     suite
+	endToEnd       suite
 }
 
 // schedRun is one scheduler_perf workload: a size of a test case for one profile.
@@ -82,6 +82,9 @@ type schedRun struct {
 	runs     int
 	// extensionPoints: average duration by extension point, ms.
 	extensionPoints map[string]float64
+	// plugins: average duration of a plugin at an extension point, by plugin and
+	// extension point, ms (sampled by the scheduler).
+	plugins map[string]map[string]float64
 }
 
 // schedulerRuns groups the data items by workload.
@@ -91,6 +94,7 @@ func (r *report) schedulerRuns() []*schedRun {
 		throughput map[string][]float64
 		duration   []float64
 		ext        map[string][]float64
+		plugins    map[string]map[string][]float64
 	}
 	byKey := map[string]*acc{}
 	var keys []string
@@ -106,6 +110,7 @@ func (r *report) schedulerRuns() []*schedRun {
 				run:        &schedRun{testCase: testCase, size: size, profile: profile, throughput: map[string]float64{}, extensionPoints: map[string]float64{}},
 				throughput: map[string][]float64{},
 				ext:        map[string][]float64{},
+				plugins:    map[string]map[string][]float64{},
 			}
 			byKey[key] = a
 			keys = append(keys, key)
@@ -118,10 +123,18 @@ func (r *report) schedulerRuns() []*schedRun {
 		case "SchedulingDuration":
 			a.duration = append(a.duration, item.Data["Duration"])
 		case "scheduler_framework_extension_point_duration_seconds":
-			if ep := item.Labels["extension_point"]; ep != "" && item.Labels["status"] != "Unschedulable" {
+			if ep := item.Labels["extension_point"]; ep != "" {
 				if v, ok := item.Data["Average"]; ok {
 					a.ext[ep] = append(a.ext[ep], toMillis(v, item.Unit))
 				}
+			}
+		case "scheduler_plugin_execution_duration_seconds":
+			plugin, ep := item.Labels["plugin"], item.Labels["extension_point"]
+			if v, ok := item.Data["Average"]; ok && plugin != "" && ep != "" {
+				if a.plugins[plugin] == nil {
+					a.plugins[plugin] = map[string][]float64{}
+				}
+				a.plugins[plugin][ep] = append(a.plugins[plugin][ep], toMillis(v, item.Unit))
 			}
 		}
 	}
@@ -133,6 +146,13 @@ func (r *report) schedulerRuns() []*schedRun {
 		}
 		for ep, vs := range a.ext {
 			a.run.extensionPoints[ep] = median(vs)
+		}
+		a.run.plugins = map[string]map[string]float64{}
+		for plugin, eps := range a.plugins {
+			a.run.plugins[plugin] = map[string]float64{}
+			for ep, vs := range eps {
+				a.run.plugins[plugin][ep] = median(vs)
+			}
 		}
 		a.run.duration = median(a.duration)
 		a.run.runs = max(len(a.throughput["Average"]), len(a.duration))
@@ -238,10 +258,10 @@ func (r *report) markdown() string {
 		}
 	}
 	for _, t := range memserviceTargets {
-		w("%s", t.row(r.memservice))
+		w("%s", t.row(r.memservice.results))
 	}
 	for _, t := range endToEndTargets {
-		w("%s", t.row(r.endToEnd))
+		w("%s", t.row(r.endToEnd.results))
 	}
 	w("\n")
 
@@ -266,12 +286,12 @@ func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps [
 	w("is DRA only, DynamicResources without DynamicMemory) and for `dynamic-memory-scheduler`.\n")
 	w("Throughput is scheduler_perf's `SchedulingThroughput` (pods bound per second, sampled each\n")
 	w("second while the measured pods are scheduled); the duration is the time to schedule all of them.\n\n")
-	if len(runs) == 0 {
-		w("Not run: no `%s` in the results.\n\n", schedulerPerfJSON)
-		return
+	for _, c := range r.schedulerRun.commands {
+		w("Command: `%s`%s\n\n", c, failure(r.schedulerRun, c))
 	}
-	if r.schedulerCommand != "" {
-		w("Command: `%s`\n\n", r.schedulerCommand)
+	if len(runs) == 0 {
+		w("No results (`%s`).\n\n", schedulerPerfJSON)
+		return
 	}
 	w("| Test case | Size | Profile | Throughput avg (pods/s) | p50 | p90 | p99 | Duration (s) | Ratio to baseline (avg) | Ratio to baseline (duration) |\n")
 	w("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
@@ -332,28 +352,73 @@ func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps [
 		}
 	}
 	w("\n")
+	r.pluginTable(w, ps, eps)
 }
 
-// benchSection writes a table of Go benchmark results: one column per metric unit,
-// grouped by the command that produced them.
-func benchSection(w func(string, ...any), title, intro string, results []benchResult) {
+// pluginTable shows the time of DynamicResources and DynamicMemory at each extension
+// point, where the scheduler sampled it.
+func (r *report) pluginTable(w func(string, ...any), ps []pair, eps []string) {
+	plugins := []string{"DynamicResources", "DynamicMemory"}
+	var rows []string
+	for _, p := range ps {
+		for _, run := range []*schedRun{p.baseline, p.plugin} {
+			if run == nil {
+				continue
+			}
+			for _, plugin := range plugins {
+				times, ok := run.plugins[plugin]
+				if !ok {
+					continue
+				}
+				cells := make([]string, len(eps))
+				for i, ep := range eps {
+					cells[i] = "—"
+					if v, ok := times[ep]; ok {
+						cells[i] = fmt.Sprintf("%.3f", v)
+					}
+				}
+				rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s |\n", run.testCase, run.size, run.profile, plugin, strings.Join(cells, " | ")))
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("Average time of the DRA plugin and of DynamicMemory at each extension point (ms;\n")
+	w("`scheduler_plugin_execution_duration_seconds`, which the scheduler records in a sample of\n")
+	w("the scheduling cycles; Filter and Score are per node).\n\n")
+	w("| Test case | Size | Profile | Plugin | %s |\n| --- | --- | --- | --- |%s\n", strings.Join(eps, " | "), strings.Repeat(" ---: |", len(eps)))
+	for _, row := range rows {
+		w("%s", row)
+	}
+	w("\n")
+}
+
+// benchSection writes a table of Go benchmark results per command: one column per
+// metric unit.
+func benchSection(w func(string, ...any), title, intro string, st suite) {
 	w("## %s\n\n%s\n\n", title, intro)
-	if len(results) == 0 {
+	if len(st.commands) == 0 && len(st.results) == 0 {
 		w("Not run: no results.\n\n")
 		return
 	}
-	var commands []string
-	byCommand := map[string][]benchResult{}
-	for _, res := range results {
-		if _, ok := byCommand[res.Command]; !ok {
-			commands = append(commands, res.Command)
-		}
-		byCommand[res.Command] = append(byCommand[res.Command], res)
+	commands := st.commands
+	if len(commands) == 0 {
+		commands = []string{""}
 	}
 	for _, c := range commands {
-		rs := byCommand[c]
+		var rs []benchResult
+		for _, res := range st.results {
+			if res.Command == c {
+				rs = append(rs, res)
+			}
+		}
 		if c != "" {
-			w("Command: `%s`\n\n", c)
+			w("Command: `%s`%s\n\n", c, failure(st, c))
+		}
+		if len(rs) == 0 {
+			w("No results.\n\n")
+			continue
 		}
 		var units []string
 		for _, res := range rs {
@@ -376,6 +441,14 @@ func benchSection(w func(string, ...any), title, intro string, results []benchRe
 		}
 		w("\n")
 	}
+}
+
+// failure is " — **failed** (why)" for a command that failed, else "".
+func failure(st suite, command string) string {
+	if why, ok := st.failed[command]; ok {
+		return fmt.Sprintf(" — **failed** (%s; the full output is in `.run/bench/`)", why)
+	}
+	return ""
 }
 
 // row is the target's line of the targets table.

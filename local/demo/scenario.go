@@ -41,7 +41,7 @@ type Scenario struct {
 }
 
 // DefaultScenario is the demo's scenario on DefaultPools: 20 pods asking 2Gi to
-// 16Gi, 168Gi of the 192Gi the two pools have; then a pod asking 32Gi — more than a
+// 16Gi, largest first, 168Gi of the 192Gi the two pools have; then a pod asking 32Gi — more than a
 // node may hold of cxl-pool-a, within a node's window of cxl-pool-b, but more than
 // the at most 24Gi left in it — which stays Pending.
 func DefaultScenario(namespace string) Scenario {

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -107,6 +108,8 @@ type component struct {
 	args []string
 	// ready returns nil once the process serves.
 	ready func(ctx context.Context) error
+	// metrics is the URL of the process's Prometheus metrics.
+	metrics string
 }
 
 // System is the local cluster with every component of the project running on it.
@@ -283,7 +286,8 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 			"--leader-elect=false",
 			v,
 		},
-		ready: httpReady("http://" + memMetrics + "/readyz"),
+		ready:   httpReady("http://" + memMetrics + "/readyz"),
+		metrics: "http://" + memMetrics + "/metrics",
 	}
 
 	schedFile := filepath.Join(s.opts.Dir, "scheduler-config.yaml")
@@ -311,9 +315,12 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 			"--authorization-kubeconfig=" + kubeconfig,
 			// The apiserver has no front proxy, so there is no request-header CA to look up.
 			"--authentication-skip-lookup=true",
+			// Metrics for anyone on the loopback address, like the other components'.
+			"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 			v,
 		},
-		ready: httpReady("https://" + schedAddr + "/readyz"),
+		ready:   httpReady("https://" + schedAddr + "/readyz"),
+		metrics: "https://" + schedAddr + "/metrics",
 	}
 
 	for _, n := range nodes {
@@ -342,7 +349,8 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--heartbeat-interval=2s",
 				v,
 			},
-			ready: httpReady("http://" + agentMetrics + "/readyz"),
+			ready:   httpReady("http://" + agentMetrics + "/readyz"),
+			metrics: "http://" + agentMetrics + "/metrics",
 		}
 		pluginMember := pki.MemberName(pki.Identity{Role: pki.RoleDRAPlugin, Node: n})
 		pluginMetrics := next()
@@ -361,7 +369,8 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--metrics-address=" + pluginMetrics,
 				v,
 			},
-			ready: s.slicePublished(n),
+			ready:   s.slicePublished(n),
+			metrics: "http://" + pluginMetrics + "/metrics",
 		}
 	}
 	return nil
@@ -432,6 +441,33 @@ func (s *System) Restart(ctx context.Context, name string) error {
 		return err
 	}
 	return s.StartComponent(ctx, name)
+}
+
+// Metrics returns the Prometheus metrics of the named component, as text.
+func (s *System) Metrics(ctx context.Context, name string) (string, error) {
+	s.mu.Lock()
+	comp, ok := s.components[name]
+	s.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("no component named %q", name)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, comp.metrics, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := insecureClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("get metrics of %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("get metrics of %s: %w", name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("get metrics of %s: %s: %s", name, resp.Status, body)
+	}
+	return string(body), nil
 }
 
 // CheckComponents returns an error, with the log's tail, for every component that

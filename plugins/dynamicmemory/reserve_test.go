@@ -147,10 +147,12 @@ func TestPreBind(t *testing.T) {
 	tests := []struct {
 		name      string
 		addMemory func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error)
-		wantCode  fwk.Code
-		wantMsg   string
-		wantEvent string
-		wantCalls []string
+		// provisionTimeout overrides the args' 10s.
+		provisionTimeout time.Duration
+		wantCode         fwk.Code
+		wantMsg          string
+		wantEvent        string
+		wantCalls        []string
 	}{
 		{
 			name:      "memory comes online from the allocated pool",
@@ -158,7 +160,7 @@ func TestPreBind(t *testing.T) {
 			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296"},
 		},
 		{
-			name: "timeout: error, event and release", addMemory: hang,
+			name: "timeout: error, event and release", addMemory: hang, provisionTimeout: 100 * time.Millisecond,
 			wantCode:  fwk.Error,
 			wantMsg:   "provision 4Gi for claim default/c1 on node n3 from pool pool-b: not online within 100ms (provisionTimeout); releasing it and retrying the pod",
 			wantEvent: "Warning DynamicMemoryProvisioningFailed provision 4Gi for claim default/c1 on node n3 from pool pool-b: not online within 100ms",
@@ -188,7 +190,10 @@ func TestPreBind(t *testing.T) {
 			h := newFakeHandle(t, ctx, pod)
 			h.dra.claims.set(claim)
 			pl := newTestPlugin(t, ctx, fs, h, func(a *DynamicMemoryArgs) {
-				a.ProvisionTimeout = &metav1.Duration{Duration: 100 * time.Millisecond}
+				a.ProvisionTimeout = &metav1.Duration{Duration: 10 * time.Second}
+				if tc.provisionTimeout != 0 {
+					a.ProvisionTimeout.Duration = tc.provisionTimeout
+				}
 			})
 			cs, _, st := preFilter(t, ctx, pl, pod)
 			require.True(t, st.IsSuccess())

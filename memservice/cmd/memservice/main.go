@@ -86,6 +86,8 @@ func serve(args []string) error {
 	fs.StringVar(&cfg.LeaderElection.Namespace, "leader-elect-namespace", "dynamic-memory", "namespace of the Lease")
 	fs.StringVar(&cfg.LeaderElection.Name, "leader-elect-name", "memservice", "name of the Lease")
 	fs.StringVar(&cfg.LeaderElection.Identity, "leader-elect-identity", "", "this instance's identity in the Lease (default: hostname)")
+	kubeQPS := fs.Float64("kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side limit; every reservation writes its DynamicMemoryClaim before the hardware acts)")
+	kubeBurst := fs.Int("kube-api-burst", 100, "burst of queries to the Kubernetes API server above --kube-api-qps")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,6 +114,7 @@ func serve(args []string) error {
 		return err
 	}
 	restConfig.UserAgent = "memservice/" + version.Version
+	restConfig.QPS, restConfig.Burst = float32(*kubeQPS), *kubeBurst
 	cfg.RESTConfig = restConfig
 
 	svc, err := service.New(cfg)

@@ -6,7 +6,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +54,12 @@ func BenchmarkPodsToRunning(b *testing.B) {
 		{Name: demo.PoolA, Capacity: "128Gi", HostWindow: "32Gi", LatencyClass: "low"},
 		{Name: demo.PoolB, Capacity: "256Gi", HostWindow: "128Gi", LatencyClass: "medium"},
 	}
-	sys, err := demo.Start(ctx, demo.Options{Dir: b.TempDir(), Nodes: nodeCount, Pools: demo.NewPools(pools, nodes, 0), Verbosity: 1})
+	// E2E_BENCH_DIR keeps the run directory (component logs) for a look afterwards.
+	dir := os.Getenv("E2E_BENCH_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	sys, err := demo.Start(ctx, demo.Options{Dir: dir, Nodes: nodeCount, Pools: demo.NewPools(pools, nodes, 0), Verbosity: 1})
 	if err != nil {
 		b.Fatalf("start the system: %v", err)
 	}
@@ -123,6 +130,11 @@ func runOnce(ctx context.Context, b *testing.B, sys *demo.System, namespace stri
 	}
 	var r result
 	r.latencies, r.allRunning = rec.latencies(start)
+	b.StopTimer()
+	logMetrics(ctx, b, sys, demo.Scheduler, "scheduler_scheduling_attempt_duration_seconds", "scheduler_framework_extension_point_duration_seconds",
+		"scheduler_plugin_execution_duration_seconds", "dynamic_memory_")
+	logMetrics(ctx, b, sys, demo.Memservice, "dynamic_memory_")
+	b.StartTimer()
 
 	deleted := time.Now()
 	if err := sys.DeleteWorkloads(ctx, namespace, demo.Names(ws)); err != nil {
@@ -138,6 +150,28 @@ func runOnce(ctx context.Context, b *testing.B, sys *demo.System, namespace stri
 	}
 	r.poolsFull = time.Since(deleted)
 	return r
+}
+
+// logMetrics logs the sums and counts of the component's histograms whose names
+// start with one of prefixes: where the time went.
+func logMetrics(ctx context.Context, b *testing.B, sys *demo.System, component string, prefixes ...string) {
+	text, err := sys.Metrics(ctx, component)
+	if err != nil {
+		b.Logf("metrics of %s: %v", component, err)
+		return
+	}
+	var lines []string
+	for _, line := range strings.Split(text, "\n") {
+		name, _, _ := strings.Cut(line, "{")
+		name, _, _ = strings.Cut(name, " ")
+		if strings.HasPrefix(line, "#") || strings.HasSuffix(name, "_bucket") {
+			continue
+		}
+		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			lines = append(lines, line)
+		}
+	}
+	b.Logf("metrics of %s:\n%s", component, strings.Join(lines, "\n"))
 }
 
 // recorder notes when each pod was created and when it was first seen Running.
