@@ -52,7 +52,7 @@ func run(ctx context.Context, o *options) error {
 	ctx = klog.NewContext(ctx, logger)
 	logger.Info("Starting node agent", "version", version.Version, "hostBackend", o.hostBackend)
 
-	kube, err := kubeClient(o.kubeconfig)
+	kube, err := kubeClient(o.kubeconfig, float32(o.kubeAPIQPS), o.kubeAPIBurst)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func newHost(o *options) (agent.Host, error) {
 	return s, nil
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string, qps float32, burst int) (kubernetes.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -186,6 +186,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client (--kubeconfig %q): %w", kubeconfig, err)
 	}
 	cfg.UserAgent = "dynamic-memory-node-agent/" + version.Version
+	cfg.QPS, cfg.Burst = qps, burst
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

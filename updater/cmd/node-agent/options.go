@@ -32,6 +32,8 @@ type options struct {
 	metricsAddress string
 	heartbeat      time.Duration
 	claimStatus    bool
+	kubeAPIQPS     float64
+	kubeAPIBurst   int
 }
 
 func (o *options) addFlags(fs *flag.FlagSet) {
@@ -57,6 +59,8 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.metricsAddress, "metrics-address", ":9465", "address serving /metrics and /healthz; empty disables.")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 10*time.Second, "how often host state is sent to the memory service.")
 	fs.BoolVar(&o.claimStatus, "claim-status", true, "write Online/ProvisioningFailed device conditions on this node's ResourceClaims.")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side limit, as the kubelet's kubeAPIQPS); node status and claim conditions are written at every change.")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of queries to the Kubernetes API server above --kube-api-qps.")
 }
 
 func (o *options) validate() error {
