@@ -36,9 +36,12 @@ mkdir -p "${OUT}" "${LOGS}"
 
 wants() { [[ " ${BENCH_ONLY} " == *" $1 "* ]]; }
 
-# start SUITE: empties the suite's results and log.
+# start NAME FILE: empties the results and log of suite NAME (results in FILE.txt),
+# and notes when it started.
+declare -A started=()
 start() {
-  rm -f "${OUT}/$1.txt" "${LOGS}/$1.log"
+  started[$1]="$(date -u '+%Y-%m-%d %H:%M UTC'), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+  rm -f "${OUT}/$2.txt" "${LOGS}/$2.log"
 }
 
 # run SUITE CMD...: runs CMD; its result lines go to the suite's results after a
@@ -58,7 +61,8 @@ run() {
   "$@" >"${out}" 2>&1 || rc=$?
   { echo "# command: ${shown}"; cat "${out}"; } >>"${log}"
   echo "# command: ${shown}" >>"${results}"
-  grep -E '^(goos|goarch|pkg|cpu|Benchmark|--- FAIL|PASS|FAIL|ok )' "${out}" | tee -a "${results}" || true
+  grep -E '^(goos|goarch|pkg|cpu|Benchmark|--- FAIL|PASS|FAIL|ok |[[:space:]]+[0-9]+[[:space:]]+[0-9.]+ )' "${out}" |
+    sed -E 's/^(Benchmark[^[:space:]]+[[:space:]]+)[IWEF][0-9]{4} .*/\1/' | tee -a "${results}" || true
   rm -f "${out}"
   if ((rc != 0)); then
     echo "# failed: exit status ${rc}" >>"${results}"
@@ -68,23 +72,15 @@ run() {
   return "${rc}"
 }
 
-if wants scheduler || wants memservice || wants e2e; then
-  {
-    echo "CPUs: $(nproc)"
-    echo "CPU model: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
-    echo "Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-    echo "Kernel: $(uname -sr)"
-    echo "Go: $("${GO}" env GOVERSION)"
-    echo "Kubernetes: k8s.io/kubernetes $("${GO}" list -m -f '{{.Version}}' k8s.io/kubernetes)"
-    echo "Revision: $(git describe --tags --always --dirty 2>/dev/null || echo unknown)"
-    echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "Suites run: ${BENCH_ONLY}"
-    echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  } >"${OUT}/machine.txt"
+# machine.txt: what the figures were measured on, and when each suite last ran
+# ("Run of <suite>: ..." lines; those of suites not run now are kept).
+previous_runs=""
+if [[ -f "${OUT}/machine.txt" ]]; then
+  previous_runs="$(grep '^Run of ' "${OUT}/machine.txt" || true)"
 fi
 
 if wants scheduler; then
-  start scheduler_perf
+  start scheduler scheduler_perf
   rm -f "${OUT}/scheduler_perf.json"
   # scheduler_perf names its files after the time; a fresh directory holds this run's.
   items="${LOGS}/scheduler_perf"
@@ -100,13 +96,13 @@ if wants scheduler; then
 fi
 
 if wants memservice; then
-  start memservice
+  start memservice memservice
   run memservice "${GO}" test ./memservice/server/ -run '^$' -bench 'BenchmarkGRPC' -benchtime=2s -timeout 30m || true
   run memservice "${GO}" test ./memservice/ledger/ -run '^$' -bench 'BenchmarkReserveRelease' -cpu 1 -benchtime=2s -timeout 10m || true
 fi
 
 if wants e2e; then
-  start e2e
+  start e2e e2e
   # Every benchmark package under test/perf but scheduler_perf: the end-to-end ones,
   # which start the local cluster themselves.
   for pkg in $("${GO}" list ./test/perf/... | grep -v /schedulerperf); do
@@ -114,9 +110,22 @@ if wants e2e; then
   done
 fi
 
-if wants scheduler || wants memservice || wants e2e; then
-  echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"${OUT}/machine.txt"
-fi
+{
+  echo "CPUs: $(nproc)"
+  echo "CPU model: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+  echo "Memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "Kernel: $(uname -sr)"
+  echo "Go: $("${GO}" env GOVERSION)"
+  echo "Kubernetes: k8s.io/kubernetes $("${GO}" list -m -f '{{.Version}}' k8s.io/kubernetes)"
+  echo "Revision: $(git describe --tags --always --dirty 2>/dev/null || echo unknown)"
+  for s in scheduler memservice e2e; do
+    if wants "${s}"; then
+      echo "Run of ${s}: ${started[${s}]}"
+    else
+      grep "^Run of ${s}: " <<<"${previous_runs}" || true
+    fi
+  done
+} >"${OUT}/machine.txt"
 "${GO}" run ./hack/benchreport -dir "${OUT}" -o "${ROOT}/docs/benchmarks.md"
 echo "bench: wrote docs/benchmarks.md" >&2
 if ((${#failed[@]} > 0)); then

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 )
@@ -44,18 +45,23 @@ func Devices(pools []v1alpha1.DynamicMemoryPool, node string, bindingConditions 
 			errs = append(errs, fmt.Errorf("pool %s is not published on node %s: a DRA device name must be a DNS label (%s); rename the pool", pool.Name, node, strings.Join(msgs, "; ")))
 			continue
 		}
-		devices = append(devices, device(pool, bindingConditions))
+		if d, ok := device(pool, node, bindingConditions); ok {
+			devices = append(devices, d)
+		}
 	}
 	slices.SortFunc(devices, func(a, b resourceapi.Device) int { return strings.Compare(a.Name, b.Name) })
 	return devices, errs
 }
 
-// device is the DRA device of one pool on this node. Its memory capacity is the
-// pool's host window, handed out in multiples of the pool's block size, to many
-// claims at once.
-func device(pool v1alpha1.DynamicMemoryPool, bindingConditions bool) resourceapi.Device {
+// device is the DRA device of one pool on this node, handed out in multiples of the
+// pool's block size to many claims at once. ok is false when the pool cannot give
+// this node even one block.
+func device(pool v1alpha1.DynamicMemoryPool, node string, bindingConditions bool) (d resourceapi.Device, ok bool) {
 	block := pool.Spec.BlockSize.DeepCopy()
-	window := pool.Spec.HostWindow.DeepCopy()
+	window := nodeCapacity(pool, node)
+	if window.Cmp(block) < 0 {
+		return resourceapi.Device{}, false
+	}
 	valueRange := &resourceapi.CapacityRequestPolicyRange{Min: ptr.To(block.DeepCopy()), Max: ptr.To(window.DeepCopy())}
 	// The API wants min+step within the capacity: a window of one block has no step.
 	twoBlocks := block.DeepCopy()
@@ -63,7 +69,7 @@ func device(pool v1alpha1.DynamicMemoryPool, bindingConditions bool) resourceapi
 	if twoBlocks.Cmp(window) <= 0 {
 		valueRange.Step = ptr.To(block.DeepCopy())
 	}
-	d := resourceapi.Device{
+	d = resourceapi.Device{
 		Name:                     pool.Name,
 		AllowMultipleAllocations: ptr.To(true),
 		Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
@@ -87,5 +93,27 @@ func device(pool v1alpha1.DynamicMemoryPool, bindingConditions bool) resourceapi
 		d.BindingConditions = []string{ConditionOnline}
 		d.BindingFailureConditions = []string{ConditionProvisioningFailed}
 	}
-	return d
+	return d, true
+}
+
+// nodeCapacity is the device's memory capacity on node: the pool's host window,
+// lowered to what the pool can still give the node (its reservations there plus
+// its free share, from the pool status the memory service keeps) when the pool
+// is shared beyond its capacity. The scheduler's DRA allocator takes the first
+// device of a node with room; a pool exhausted elsewhere must look full here, or
+// the allocator keeps picking it while another pool of the node has room.
+func nodeCapacity(pool v1alpha1.DynamicMemoryPool, node string) resource.Quantity {
+	window := pool.Spec.HostWindow.Value()
+	block := pool.Spec.BlockSize.Value()
+	for _, n := range pool.Status.Nodes {
+		if n.Name != node {
+			continue
+		}
+		avail := min(window, n.Reserved.Value()+n.Free.Value())
+		if block > 0 {
+			avail -= avail % block
+		}
+		return *resource.NewQuantity(avail, resource.BinarySI)
+	}
+	return pool.Spec.HostWindow.DeepCopy()
 }

@@ -90,3 +90,36 @@ func TestDevicesSkipsPoolsThatCannotBeDeviceNames(t *testing.T) {
 	require.Len(t, errs, 1)
 	assert.Contains(t, errs[0].Error(), "pool cxl.rack1 is not published on node node-1: a DRA device name must be a DNS label")
 }
+
+func TestDevicesShrinkToWhatTheSharedPoolCanStillGive(t *testing.T) {
+	share := func(p v1alpha1.DynamicMemoryPool, node, reserved, free string) v1alpha1.DynamicMemoryPool {
+		p.Status.Nodes = append(p.Status.Nodes, v1alpha1.PoolNodeStatus{
+			Name: node, Reserved: resource.MustParse(reserved), Free: resource.MustParse(free),
+		})
+		return p
+	}
+	capacity := func(t *testing.T, p v1alpha1.DynamicMemoryPool) []string {
+		t.Helper()
+		devices, errs := Devices([]v1alpha1.DynamicMemoryPool{p}, "node-1", false)
+		require.Empty(t, errs)
+		var out []string
+		for _, d := range devices {
+			c := d.Capacity["memory"]
+			out = append(out, d.Name+"="+c.Value.String()+" max="+c.RequestPolicy.ValidRange.Max.String())
+		}
+		return out
+	}
+	base := pool("pool-a", "1Gi", "16Gi", nil, "node-1", "node-2")
+
+	assert.Equal(t, []string{"pool-a=16Gi max=16Gi"}, capacity(t, base), "no status yet: the host window")
+	assert.Equal(t, []string{"pool-a=16Gi max=16Gi"}, capacity(t, share(base, "node-1", "4Gi", "12Gi")),
+		"the pool has room: the window")
+	assert.Equal(t, []string{"pool-a=7Gi max=7Gi"}, capacity(t, share(base, "node-1", "4Gi", "3Gi")),
+		"the pool is nearly used up by other nodes: what this node holds plus the pool's free")
+	assert.Equal(t, []string{"pool-a=4Gi max=4Gi"}, capacity(t, share(base, "node-1", "4Gi", "0")),
+		"the pool is full: the device is full with what the node already holds")
+	assert.Empty(t, capacity(t, share(base, "node-1", "0", "512Mi")),
+		"less than a block to give: the pool is not offered on this node")
+	assert.Equal(t, []string{"pool-a=16Gi max=16Gi"}, capacity(t, share(base, "node-2", "0", "0")),
+		"another node's share says nothing about this one")
+}

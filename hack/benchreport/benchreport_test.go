@@ -92,6 +92,23 @@ func TestParseBenchMergesRunsIntoMediansAndKeepsCommands(t *testing.T) {
 	assert.InDelta(t, 20, got.results[1].Metrics["ns/op"], 1e-9, "median of 30, 10, 20")
 }
 
+func TestParseBenchJoinsAResultSplitByLogLines(t *testing.T) {
+	out := strings.Join([]string{
+		"BenchmarkGRPCAddRemoveCycle/clients=1-2                 \tI1127 02:11:57.882865 2052 server.go:236] \"Node agent connected\"",
+		"I1127 02:12:00.422992    2052 server.go:272] \"Node agent disconnected\"",
+		"    3714\t    659613 ns/op\t      1516 ops/s\t      3304 p99-µs",
+		"I1127 02:12:00.450635    2052 server.go:236] \"Node agent connected\"",
+		"BenchmarkGRPCAddRemoveCycle/clients=16-2 \t 4000\t 500000 ns/op",
+	}, "\n")
+	got, err := parseBench(strings.NewReader(out))
+	require.NoError(t, err)
+	require.Len(t, got.results, 2)
+	assert.Equal(t, "BenchmarkGRPCAddRemoveCycle/clients=1", got.results[0].Name)
+	assert.Equal(t, int64(3714), got.results[0].N)
+	assert.Equal(t, map[string]float64{"ns/op": 659613, "ops/s": 1516, "p99-µs": 3304}, got.results[0].Metrics)
+	assert.Equal(t, "BenchmarkGRPCAddRemoveCycle/clients=16", got.results[1].Name)
+}
+
 func TestParseWorkloadName(t *testing.T) {
 	tests := []struct {
 		name, testCase, size, profile string
@@ -145,6 +162,8 @@ func TestReportGolden(t *testing.T) {
 	assert.Contains(t, got, "| `DynamicMemoryClaims` 500Nodes: dynamic-memory-scheduler throughput ≥ 0.90 × DRA only (default-scheduler) | 0.850 (85.0 vs 100.0 pods/s) | **missed** |")
 	assert.Contains(t, got, "| ledger ≥ 200,000 Reserve+Release pairs/s on one core | 1,111,111 pairs/s (`BenchmarkReserveRelease`) | **met** |")
 	assert.Contains(t, got, "| e2e (zero backend latency): p50 pod created → Running ≤ 1.5 s | — | not measured |")
+	assert.Contains(t, got, "## Findings\n\nWritten by hand from the profiles of this run")
+	assert.Contains(t, got, "The plugin's Reserve waits on the memory service inside the scheduling cycle.\n")
 	assert.Contains(t, got, "Command: `go test ./test/perf/e2e/ -run ^$ -bench . -benchtime=1x -timeout 30m` — **failed** (exit status 1;")
 }
 

@@ -20,6 +20,7 @@ const (
 	schedulerPerfOutput  = "scheduler_perf.txt"
 	memserviceOutput     = "memservice.txt"
 	endToEndOutput       = "e2e.txt"
+	notesFile            = "notes.md"
 	defaultResultsDir    = "docs/benchmarks"
 	defaultMarkdownFile  = "docs/benchmarks.md"
 	resultsDirInMarkdown = "benchmarks/" // the results directory, relative to the markdown
@@ -74,5 +75,11 @@ func load(dir string) (*report, error) {
 	if r.endToEnd, err = readBench(filepath.Join(dir, endToEndOutput)); err != nil {
 		return nil, err
 	}
+	// Findings written by hand (profiles, causes of missed targets) are shown as they are.
+	notes, err := os.ReadFile(filepath.Join(dir, notesFile))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("read the findings: %w", err)
+	}
+	r.notes = string(notes)
 	return r, nil
 }

@@ -73,7 +73,7 @@ func parseBench(r io.Reader) (suite, error) {
 	st := suite{failed: map[string]string{}}
 	var order []string
 	runs := map[string][]benchResult{}
-	command := ""
+	command, pending := "", ""
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
@@ -92,8 +92,20 @@ func parseBench(r io.Reader) (suite, error) {
 			return st, err
 		}
 		if !ok {
-			continue
+			// A benchmark that logs splits its line: the name, the log lines, then
+			// the figures on a line of their own.
+			if name, isName := benchName(line); isName {
+				pending = name
+				continue
+			}
+			if pending == "" || !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "\t") {
+				continue
+			}
+			if res, ok, err = parseBenchLine(pending + line); err != nil || !ok {
+				continue
+			}
 		}
+		pending = ""
 		res.Command = command
 		if _, seen := runs[res.Name]; !seen {
 			order = append(order, res.Name)
@@ -133,6 +145,16 @@ func parseBenchLine(line string) (res benchResult, ok bool, err error) {
 		res.Metrics[unit] = v
 	}
 	return res, true, nil
+}
+
+// benchName returns the benchmark name a line starts with, when the rest of the
+// line is not figures (a log line written while the benchmark ran).
+func benchName(line string) (string, bool) {
+	fields := strings.Fields(line)
+	if len(fields) == 0 || !strings.HasPrefix(fields[0], "Benchmark") || !strings.Contains(line, "\t") {
+		return "", false
+	}
+	return fields[0] + "\t", true
 }
 
 // mergeRuns merges repeated results of one benchmark into their medians.

@@ -19,7 +19,7 @@ const gi = int64(1) << 30
 
 // TestDefaultScenarioPremises checks what the demo claims about its scenario against
 // the demo's pools: the fitting pods fit in any order of scheduling, and the oversize
-// pod is turned down by the pool-wide view, not by a host window.
+// pod is turned down by the pool-wide view (it fits a host window of cxl-pool-b).
 func TestDefaultScenarioPremises(t *testing.T) {
 	nodes := []string{"n0", "n1", "n2", "n3"}
 	pools := DefaultPools(nodes, 0)
@@ -38,10 +38,11 @@ func TestDefaultScenarioPremises(t *testing.T) {
 	assert.Equal(t, 168*gi, Total(sc.Fitting))
 	assert.Equal(t, 24*gi, free)
 
-	// Pools sorted before the last must not be shared beyond their capacity: DRA's
-	// allocator takes the first device with room in its window.
-	assert.LessOrEqual(t, a.Spec.HostWindow.Value()*int64(len(nodes)), a.Spec.Capacity.Value(), "windows of %s add up to at most its capacity", a.Name)
-	assert.Greater(t, b.Spec.HostWindow.Value()*int64(len(nodes)), b.Spec.Capacity.Value(), "%s is shared beyond its capacity", b.Name)
+	// Both pools are shared beyond their capacity: room in a node's window does not
+	// mean room in the pool, and only the pool-wide view decides.
+	for _, p := range pools {
+		assert.Greater(t, p.Spec.HostWindow.Value()*int64(len(nodes)), p.Spec.Capacity.Value(), "%s is shared beyond its capacity", p.Name)
+	}
 
 	// Headroom: no pod is larger than the smallest window, and before each pod the
 	// memory left (what is still to come plus the final slack) is at least twice the
@@ -57,8 +58,6 @@ func TestDefaultScenarioPremises(t *testing.T) {
 	assert.Greater(t, over, free, "the oversize pod asks more than is left in all pools")
 	assert.Greater(t, over, a.Spec.HostWindow.Value(), "the oversize pod does not fit a node's window of %s", a.Name)
 	assert.LessOrEqual(t, over, b.Spec.HostWindow.Value(), "the oversize pod fits a node's window of %s", b.Name)
-	assert.LessOrEqual(t, over, b.Spec.HostWindow.Value()-b.Spec.Capacity.Value()/int64(len(nodes)),
-		"some node always has room for it in its window of %s, so DRA lets the DynamicMemory plugin decide", b.Name)
 }
 
 func TestNewPools(t *testing.T) {

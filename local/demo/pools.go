@@ -24,18 +24,15 @@ const (
 var poolsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")
 
 // DefaultPools are the demo's two simulated pools, in 1Gi blocks, attached to every
-// node: cxl-pool-a (64Gi, low latency) split into node windows of 16Gi, and
-// cxl-pool-b (128Gi, medium latency) shared: each node may hold up to 64Gi of it, so
-// the nodes together could ask for twice what it has, and only the pool-wide view of
-// the memory service tells whether a claim fits. latency is the simulated device's
+// node: cxl-pool-a (64Gi, low latency, up to 32Gi per node) and cxl-pool-b (128Gi,
+// medium latency, up to 64Gi per node). Both are shared beyond their capacity: the
+// nodes together could ask for twice what each has, and only the pool-wide view of
+// the memory service tells whether a claim fits (the DRA plugin lowers a pool's
+// device capacity on every node as the pool fills). latency is the simulated device's
 // time to add extents (release takes half of it); 0 is an instant device.
-//
-// Only the last pool by name is shared beyond its capacity: DRA's allocator takes
-// the first device (pool) of a node with room in its window, and with windows that
-// add up to at most the pool's capacity, room in a window means room in the pool.
 func DefaultPools(nodes []string, latency time.Duration) []v1alpha1.DynamicMemoryPool {
 	return NewPools([]PoolSpec{
-		{Name: PoolA, Capacity: "64Gi", HostWindow: "16Gi", LatencyClass: "low"},
+		{Name: PoolA, Capacity: "64Gi", HostWindow: "32Gi", LatencyClass: "low"},
 		{Name: PoolB, Capacity: "128Gi", HostWindow: "64Gi", LatencyClass: "medium"},
 	}, nodes, latency)
 }

@@ -41,7 +41,8 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 		return err
 	}
 	defer func() {
-		if o.Keep && err == nil {
+		if o.Keep {
+			// Kept on failure too: the cluster is there to look into.
 			printKeep(p.Writer(), sys)
 			return
 		}
@@ -144,7 +145,7 @@ The cluster and every component keep running (--keep).
   export PATH=%s:$PATH
   kubectl dynamic-memory get pools
 
-Stop everything with 'make cluster-down' (or 'bin/local-cluster down --dir %s').
+Stop everything with 'make cluster-down RUN_DIR=%s' (or 'bin/local-cluster down --dir %s').
 `, s.Cluster.Kubeconfig(), filepath.Join(s.Cluster.Dir(), "logs"), len(s.Cluster.Processes()),
-		s.Cluster.Kubeconfig(), s.Cluster.BinDir(), s.Cluster.Dir())
+		s.Cluster.Kubeconfig(), s.Cluster.BinDir(), s.Cluster.Dir(), s.Cluster.Dir())
 }

@@ -41,9 +41,9 @@ type Scenario struct {
 }
 
 // DefaultScenario is the demo's scenario on DefaultPools: 20 pods asking 2Gi to
-// 16Gi, largest first, 168Gi of the 192Gi the two pools have; then a pod asking 32Gi — more than a
-// node may hold of cxl-pool-a, within a node's window of cxl-pool-b, but more than
-// the at most 24Gi left in it — which stays Pending.
+// 16Gi, largest first, 168Gi of the 192Gi the two pools have; then a pod asking 48Gi —
+// more than a node may hold of cxl-pool-a, within a node's window of cxl-pool-b, but
+// more than the 24Gi left in the pools — which stays Pending.
 func DefaultScenario(namespace string) Scenario {
 	sc := Scenario{Namespace: namespace}
 	for _, size := range []int{16, 12, 8, 4, 2} {
@@ -51,7 +51,7 @@ func DefaultScenario(namespace string) Scenario {
 			sc.Fitting = append(sc.Fitting, NewWorkload(fmt.Sprintf("app-%dgi-%d", size, i), size))
 		}
 	}
-	sc.Oversize = NewWorkload("too-big-32gi", 32)
+	sc.Oversize = NewWorkload("too-big-48gi", 48)
 	return sc
 }
 
@@ -322,7 +322,9 @@ func (s *System) WaitMemoryReturned(ctx context.Context, timeout time.Duration) 
 		}
 		resp, err := s.admin.GetCapacity(ctx, &memservicev1.GetCapacityRequest{})
 		if err != nil {
-			last = err
+			if last == nil {
+				last = err
+			}
 			return false, nil
 		}
 		var inUse int64

@@ -170,7 +170,9 @@ func (s *Server) Reserve(ctx context.Context, req *memservicev1.ReserveRequest) 
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &memservicev1.ReserveResponse{Reservation: reservationToProto(r)}, nil
+	// Read after the reservation is in the ledger: any snapshot at this revision or
+	// later counts it, which lets the scheduler drop its in-flight copy exactly.
+	return &memservicev1.ReserveResponse{Reservation: reservationToProto(r), LedgerRevision: s.ledger.Revision()}, nil
 }
 
 func (s *Server) AddMemory(ctx context.Context, req *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error) {
@@ -274,8 +276,9 @@ func (s *Server) AgentSession(stream memservicev1.MemoryService_AgentSessionServ
 // snapshot builds the WatchPools message (the hub sets the revision).
 func (s *Server) snapshot() *memservicev1.PoolSnapshot {
 	connected := s.connectedSet()
-	snap := &memservicev1.PoolSnapshot{ConnectedNodes: s.sessions.Connected()}
-	for _, p := range s.ledger.Snapshot().Pools {
+	pools := s.ledger.Snapshot()
+	snap := &memservicev1.PoolSnapshot{ConnectedNodes: s.sessions.Connected(), LedgerRevision: pools.Revision}
+	for _, p := range pools.Pools {
 		snap.Pools = append(snap.Pools, poolToProto(p, connected))
 	}
 	return snap

@@ -31,6 +31,11 @@ func (s *Service) rebuild(ctx context.Context) error {
 	var restored []ledger.Reservation
 	for _, r := range records {
 		if r.State == ledger.StateReleased {
+			// A restart between recording the release and dropping the finalizer
+			// leaves the record behind: finish it.
+			if err := s.store.Released(ctx, r); err != nil {
+				logger.Error(err, "Finishing a released DynamicMemoryClaim", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
+			}
 			continue
 		}
 		if err := s.ledger.Restore(r); err != nil {

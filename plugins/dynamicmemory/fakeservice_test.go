@@ -153,7 +153,7 @@ func (fs *fakeService) change(f func()) {
 }
 
 func (fs *fakeService) snapshotLocked() *memservicev1.PoolSnapshot {
-	snap := &memservicev1.PoolSnapshot{Revision: fs.revision}
+	snap := &memservicev1.PoolSnapshot{Revision: fs.revision, LedgerRevision: fs.revision}
 	connected := map[string]bool{}
 	for _, p := range fs.pools {
 		used := int64(0)
@@ -246,13 +246,13 @@ func (fs *fakeService) Reserve(_ context.Context, req *memservicev1.ReserveReque
 		if r.Node != req.Node || r.RequestedBytes != req.Bytes {
 			return nil, status.Errorf(codes.FailedPrecondition, "claim %s is reserved on node %s", r.Claim.GetUid(), r.Node)
 		}
-		return &memservicev1.ReserveResponse{Reservation: r}, nil
+		return &memservicev1.ReserveResponse{Reservation: r, LedgerRevision: fs.revision}, nil
 	}
 	r, err := fs.reserveLocked(req.Claim, req.Node, req.Pool, req.Bytes)
 	if err != nil {
 		return nil, err
 	}
-	return &memservicev1.ReserveResponse{Reservation: r}, nil
+	return &memservicev1.ReserveResponse{Reservation: r, LedgerRevision: fs.revision}, nil
 }
 
 func (fs *fakeService) reserveLocked(claim *memservicev1.ClaimRef, node, pool string, bytes int64) (*memservicev1.Reservation, error) {

@@ -29,6 +29,8 @@ func TestFilter(t *testing.T) {
 		wantMsg  string
 		// notWaiting: the rejection is not about capacity; no pool change helps.
 		notWaiting bool
+		// wantPreFilter: PreFilter rejects the pod with this message.
+		wantPreFilter string
 	}{
 		{name: "pool and window have room", claims: []*resourceapi.ResourceClaim{memClaim("c1", "16Gi")}, node: "n1"},
 		{
@@ -77,10 +79,15 @@ func TestFilter(t *testing.T) {
 			wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "pool pool-a is not ready",
 		},
 		{
-			name: "node in two pools: reasons for both", claims: []*resourceapi.ResourceClaim{memClaim("c1", "20Gi")}, node: "n1",
+			name: "node in two pools: reasons for both", claims: []*resourceapi.ResourceClaim{memClaim("c1", "12Gi")}, node: "n1",
 			pools:    func(ps []*fakePool) { ps[1].nodes = append(ps[1].nodes, "n1") },
-			held:     []held{{"x1", "n3", "pool-b", 32 * gi}, {"x2", "n4", "pool-b", 20 * gi}},
-			wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "pool pool-a gives a node at most 16Gi, claim default/c1 needs 20Gi; pool pool-b has 12Gi free, claim default/c1 needs 20Gi",
+			held:     []held{{"x1", "n1", "pool-a", 16 * gi}, {"x2", "n2", "pool-a", 16 * gi}, {"x3", "n1", "pool-b", 24 * gi}},
+			wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "pool pool-a has 0 free, claim default/c1 needs 12Gi; pool pool-b has 8Gi free for this node (host window 32Gi), claim default/c1 needs 12Gi",
+		},
+		{
+			name: "a claim no pool can serve on any node is rejected before Filter", claims: []*resourceapi.ResourceClaim{memClaim("c1", "20Gi")}, node: "n1",
+			held:          []held{{"x1", "n3", "pool-b", 32 * gi}, {"x2", "n4", "pool-b", 20 * gi}},
+			wantPreFilter: "no dynamic memory pool can serve claim default/c1, which needs 20Gi: pool pool-a gives a node at most 16Gi; pool pool-b has 12Gi free",
 		},
 		{
 			name: "allocated claim needs no new capacity on its node", claims: []*resourceapi.ResourceClaim{allocated(memClaim("c1", "16Gi"), "n1", "pool-a")}, node: "n1",
@@ -116,10 +123,17 @@ func TestFilter(t *testing.T) {
 			pl := newTestPlugin(t, ctx, fs, h, nil)
 			waitRevision(t, pl, fs)
 			for _, r := range tc.inflight {
-				pl.cache.addInflight(typesUID(r.uid), r.pool, r.node, r.bytes)
+				// Granted at a revision no snapshot has reached yet.
+				pl.cache.addInflight(typesUID(r.uid), r.pool, r.node, r.bytes, fs.revision+1)
 			}
 
 			cs, _, status := preFilter(t, ctx, pl, pod)
+			if tc.wantPreFilter != "" {
+				assert.Equal(t, fwk.UnschedulableAndUnresolvable, status.Code(), "status: %v", status)
+				assert.Equal(t, tc.wantPreFilter, status.Message())
+				assert.Equal(t, 1, pl.waiting.len(), "a rejected pod waits for capacity")
+				return
+			}
 			require.True(t, status.IsSuccess(), "PreFilter: %v", status)
 			status = pl.Filter(ctx, cs, pod, nodeInfo(tc.node))
 			assert.Equal(t, tc.wantCode, status.Code(), "status: %v", status)

@@ -80,6 +80,53 @@ func (v *cacheView) fitNode(node string, demands []demand, sc scorer) ([]placeme
 	return placements, nil
 }
 
+// unservable says why some new demand fits no pool at all, whatever the node: it is
+// larger than every ready pool's host window or free capacity (minus reservations in
+// flight). "" when each new demand has a pool that could serve it. Pods rejected here
+// never reach Filter, where DRA's per-node view would hide the pool-wide reason.
+func (v *cacheView) unservable(demands []demand) string {
+	var names []string
+	if v.index != nil {
+		for name := range v.index.pools {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, d := range demands {
+		if d.allocated {
+			continue
+		}
+		reasons := []string{}
+		for _, name := range names {
+			p := v.index.pools[name]
+			need := roundUp(d.bytes, p.GetBlockSizeBytes())
+			free := p.GetFreeBytes() - v.poolUsed[name]
+			switch {
+			case !p.GetReady():
+				reasons = append(reasons, fmt.Sprintf("pool %s is not ready", name))
+			case need > p.GetHostWindowBytes():
+				reasons = append(reasons, fmt.Sprintf("pool %s gives a node at most %s", name, formatBytes(p.GetHostWindowBytes())))
+			case free < need:
+				reasons = append(reasons, fmt.Sprintf("pool %s has %s free", name, formatBytes(max(0, free))))
+			default:
+				reasons = nil
+			}
+			if reasons == nil {
+				break
+			}
+		}
+		if reasons == nil {
+			continue
+		}
+		if len(names) == 0 {
+			reasons = append(reasons, "the memory service has no pools")
+		}
+		return fmt.Sprintf("no dynamic memory pool can serve claim %s, which needs %s: %s",
+			d.claimRef(), formatBytes(d.bytes), strings.Join(reasons, "; "))
+	}
+	return ""
+}
+
 // place checks whether demand d fits the share s of node, given bytes already placed
 // there by the same pod; nil and the reason when it does not.
 func (sc scorer) place(v *cacheView, s share, node string, d demand, alreadyPlaced int64) (*placement, string) {

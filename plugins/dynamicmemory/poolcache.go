@@ -43,10 +43,10 @@ type poolCache struct {
 type inflightReservation struct {
 	pool, node string
 	bytes      int64
-	// revision is the snapshot revision the cache had when the reservation was made.
-	// The first later snapshot includes it (the service commits a reservation before
-	// answering Reserve and publishes every change in revision order).
-	revision uint64
+	// ledgerRevision is the memory service's ledger revision that includes the
+	// reservation (from ReserveResponse): a snapshot at that revision or later
+	// counts it, so the in-flight copy is dropped then.
+	ledgerRevision uint64
 }
 
 func newPoolCache(client memservicev1.MemoryServiceClient, clk clock.Clock) *poolCache {
@@ -118,7 +118,9 @@ func (c *poolCache) update(logger klog.Logger, snap *memservicev1.PoolSnapshot) 
 		c.connected, c.changed, c.lastErr = true, c.clock.Now(), nil
 	}
 	for uid, r := range c.inflight {
-		if next.revision > r.revision {
+		// A new stream may come from a new service instance whose ledger revisions
+		// start again: its first snapshot is authoritative.
+		if !wasConnected || next.ledgerRevision >= r.ledgerRevision {
 			delete(c.inflight, uid)
 		}
 	}
@@ -155,15 +157,15 @@ func (c *poolCache) stopped(err error) {
 	poolCacheConnected.Set(0)
 }
 
-// addInflight records a reservation the memory service granted.
-func (c *poolCache) addInflight(uid types.UID, pool, node string, bytes int64) {
+// addInflight records a reservation the memory service granted at ledgerRevision,
+// unless the cache already holds a snapshot that counts it.
+func (c *poolCache) addInflight(uid types.UID, pool, node string, bytes int64, ledgerRevision uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := inflightReservation{pool: pool, node: node, bytes: bytes}
-	if c.snapshot != nil {
-		r.revision = c.snapshot.revision
+	if c.snapshot != nil && c.snapshot.ledgerRevision >= ledgerRevision {
+		return
 	}
-	c.inflight[uid] = r
+	c.inflight[uid] = inflightReservation{pool: pool, node: node, bytes: bytes, ledgerRevision: ledgerRevision}
 }
 
 // dropInflight forgets a reservation that was released.
@@ -212,7 +214,8 @@ func (c *poolCache) staleness() time.Duration {
 
 // poolIndex is one snapshot, indexed by node. It is never modified.
 type poolIndex struct {
-	revision uint64
+	revision       uint64
+	ledgerRevision uint64
 	pools    map[string]*memservicev1.PoolStatus
 	// shares lists each node's share of every pool it is attached to, by pool name.
 	shares map[string][]share
@@ -227,7 +230,8 @@ type poolNode struct{ pool, node string }
 
 func indexSnapshot(snap *memservicev1.PoolSnapshot) *poolIndex {
 	idx := &poolIndex{
-		revision: snap.GetRevision(),
+		revision:       snap.GetRevision(),
+		ledgerRevision: snap.GetLedgerRevision(),
 		pools:    make(map[string]*memservicev1.PoolStatus, len(snap.GetPools())),
 		shares:   map[string][]share{},
 	}

@@ -59,11 +59,8 @@ func TestFreedCapacityActivatesOnlyPodsItCanServe(t *testing.T) {
 	waitRevision(t, pl, fs)
 
 	for _, pod := range []*v1.Pod{small, big, gone} {
-		cs, _, st := preFilter(t, ctx, pl, pod)
-		require.True(t, st.IsSuccess())
-		for _, n := range []string{"n1", "n2", "n3", "n4"} {
-			require.Equal(t, fwk.UnschedulableAndUnresolvable, pl.Filter(ctx, cs, pod, nodeInfo(n)).Code())
-		}
+		_, _, st := preFilter(t, ctx, pl, pod)
+		require.Equal(t, fwk.UnschedulableAndUnresolvable, st.Code(), "every pool is full: %v", st)
 	}
 	require.Equal(t, 3, pl.waiting.len())
 
@@ -79,7 +76,7 @@ func TestInflightReservationsLastUntilALaterSnapshot(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Now())
 	c := newPoolCache(nil, clk)
 	snap := func(rev uint64, reservedOnN1 int64) *memservicev1.PoolSnapshot {
-		return &memservicev1.PoolSnapshot{Revision: rev, Pools: []*memservicev1.PoolStatus{{
+		return &memservicev1.PoolSnapshot{Revision: rev, LedgerRevision: rev, Pools: []*memservicev1.PoolStatus{{
 			Name: "pool-a", CapacityBytes: 32 * gi, BlockSizeBytes: gi, HostWindowBytes: 16 * gi, Ready: true,
 			FreeBytes: 32*gi - reservedOnN1,
 			Nodes:     []*memservicev1.NodeShare{{Node: "n1", ReservedBytes: reservedOnN1, FreeBytes: 16*gi - reservedOnN1, AgentConnected: true}},
@@ -96,19 +93,27 @@ func TestInflightReservationsLastUntilALaterSnapshot(t *testing.T) {
 	c.update(logger, snap(7, 0))
 	assert.Zero(t, c.staleness())
 	assert.Equal(t, 16*gi, free())
-	c.addInflight("claim-1", "pool-a", "n1", 4*gi)
+	c.addInflight("claim-1", "pool-a", "n1", 4*gi, 8)
 	assert.Equal(t, 12*gi, free(), "a reservation not in the snapshot yet is subtracted")
 
-	c.update(logger, snap(7, 0)) // the same revision again (a reconnect)
-	assert.Equal(t, 12*gi, free(), "a snapshot of the same revision may predate the reservation")
+	c.update(logger, snap(7, 0)) // the same revision again
+	assert.Equal(t, 12*gi, free(), "a snapshot before the reservation's revision does not count it")
 
 	c.update(logger, snap(8, 4*gi))
-	assert.Equal(t, 12*gi, free(), "the later snapshot shows the reservation: counted once")
+	assert.Equal(t, 12*gi, free(), "the snapshot at the reservation's revision shows it: counted once")
 	assert.Empty(t, c.view().nodeUsed)
 
-	c.addInflight("claim-2", "pool-a", "n1", 2*gi)
+	c.addInflight("claim-3", "pool-a", "n1", 4*gi, 8)
+	assert.Empty(t, c.view().nodeUsed, "a reservation the cache's snapshot already counts is not in flight")
+
+	c.addInflight("claim-2", "pool-a", "n1", 2*gi, 9)
 	c.dropInflight(logger, "claim-2")
 	assert.Equal(t, 12*gi, free(), "a released reservation is no longer subtracted")
+
+	c.addInflight("claim-4", "pool-a", "n1", 2*gi, 9)
+	c.disconnect(logger, errors.New("restarting"))
+	c.update(logger, snap(1, 4*gi)) // a new service instance: its revisions start again
+	assert.Empty(t, c.view().nodeUsed, "the first snapshot of a new stream is authoritative")
 
 	c.disconnect(logger, errors.New("stream broke"))
 	clk.Step(5 * time.Second)

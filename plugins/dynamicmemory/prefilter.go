@@ -36,6 +36,11 @@ func (pl *DynamicMemory) PreFilter(ctx context.Context, cs fwk.CycleState, pod *
 		logger.V(4).Info("Rejecting pod: pool cache not connected", "pod", klog.KObj(pod), "err", view.lastErr)
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg+"; dynamic-memory pods wait until it is back")
 	}
+	if msg := view.unservable(demands); msg != "" {
+		pl.waiting.add(pod, newDemandBytes(demands))
+		logger.V(4).Info("Rejecting pod: no pool can serve it", "pod", klog.KObj(pod), "reason", msg)
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
+	}
 	nodes := sets.New[string]()
 	for _, d := range demands {
 		if d.allocated && d.node != "" {

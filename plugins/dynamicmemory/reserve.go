@@ -53,11 +53,12 @@ func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1
 		}
 		// Recorded before the call: a timed-out call may still have reserved.
 		s.reserved = append(s.reserved, reservation{demand: d, node: node, pool: pool})
-		r, err := pl.reserve(ctx, pod, d, node, pool)
+		resp, err := pl.reserve(ctx, pod, d, node, pool)
 		if err != nil {
 			return fwk.AsStatus(err)
 		}
-		pl.cache.addInflight(d.claim.UID, r.GetPool(), node, r.GetBytes())
+		r := resp.GetReservation()
+		pl.cache.addInflight(d.claim.UID, r.GetPool(), node, r.GetBytes(), resp.GetLedgerRevision())
 		logger.V(3).Info("Reserved dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim),
 			"node", node, "pool", r.GetPool(), "poolFrom", from, "bytes", formatBytes(r.GetBytes()))
 	}
@@ -67,7 +68,7 @@ func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1
 // reserve calls the memory service's Reserve. A reservation the service still
 // holds for the claim from an earlier attempt (another node or size) is stale —
 // the claim is not allocated — so it is released and the call repeated once.
-func (pl *DynamicMemory) reserve(ctx context.Context, pod *v1.Pod, d demand, node, pool string) (*memservicev1.Reservation, error) {
+func (pl *DynamicMemory) reserve(ctx context.Context, pod *v1.Pod, d demand, node, pool string) (*memservicev1.ReserveResponse, error) {
 	req := &memservicev1.ReserveRequest{Claim: d.ref(), Pod: podRef(pod), Node: node, Pool: pool, Bytes: d.bytes}
 	for attempt := 0; ; attempt++ {
 		reserveAttempts.Inc()
@@ -75,7 +76,7 @@ func (pl *DynamicMemory) reserve(ctx context.Context, pod *v1.Pod, d demand, nod
 		resp, err := pl.client.Reserve(rctx, req)
 		cancel()
 		if err == nil {
-			return resp.GetReservation(), nil
+			return resp, nil
 		}
 		code := status.Code(err)
 		if code == codes.FailedPrecondition && attempt == 0 {

@@ -862,10 +862,13 @@ func (x *ReserveRequest) GetBytes() int64 {
 }
 
 type ReserveResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reservation   *Reservation           `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Reservation *Reservation           `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
+	// The ledger revision that includes this reservation: every PoolSnapshot whose
+	// ledger_revision is at least this one counts it in its pools' reserved bytes.
+	LedgerRevision uint64 `protobuf:"varint,2,opt,name=ledger_revision,json=ledgerRevision,proto3" json:"ledger_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReserveResponse) Reset() {
@@ -903,6 +906,13 @@ func (x *ReserveResponse) GetReservation() *Reservation {
 		return x.Reservation
 	}
 	return nil
+}
+
+func (x *ReserveResponse) GetLedgerRevision() uint64 {
+	if x != nil {
+		return x.LedgerRevision
+	}
+	return 0
 }
 
 type AddMemoryRequest struct {
@@ -1265,6 +1275,9 @@ type PoolSnapshot struct {
 	Pools []*PoolStatus `protobuf:"bytes,2,rep,name=pools,proto3" json:"pools,omitempty"`
 	// Nodes whose agent holds a session, sorted.
 	ConnectedNodes []string `protobuf:"bytes,3,rep,name=connected_nodes,json=connectedNodes,proto3" json:"connected_nodes,omitempty"`
+	// The ledger revision the pools reflect (see ReserveResponse.ledger_revision). It
+	// restarts from zero when a new memory service instance takes over.
+	LedgerRevision uint64 `protobuf:"varint,4,opt,name=ledger_revision,json=ledgerRevision,proto3" json:"ledger_revision,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1318,6 +1331,13 @@ func (x *PoolSnapshot) GetConnectedNodes() []string {
 		return x.ConnectedNodes
 	}
 	return nil
+}
+
+func (x *PoolSnapshot) GetLedgerRevision() uint64 {
+	if x != nil {
+		return x.LedgerRevision
+	}
+	return 0
 }
 
 // AgentMessage is what a node agent sends.
@@ -2104,9 +2124,10 @@ const file_memservice_v1_memservice_proto_rawDesc = "" +
 	"\x03pod\x18\x02 \x01(\v2#.dynamicmemory.memservice.v1.PodRefR\x03pod\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x12\n" +
 	"\x04pool\x18\x04 \x01(\tR\x04pool\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"]\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x86\x01\n" +
 	"\x0fReserveResponse\x12J\n" +
-	"\vreservation\x18\x01 \x01(\v2(.dynamicmemory.memservice.v1.ReservationR\vreservation\"\xc4\x01\n" +
+	"\vreservation\x18\x01 \x01(\v2(.dynamicmemory.memservice.v1.ReservationR\vreservation\x12'\n" +
+	"\x0fledger_revision\x18\x02 \x01(\x04R\x0eledgerRevision\"\xc4\x01\n" +
 	"\x10AddMemoryRequest\x12;\n" +
 	"\x05claim\x18\x01 \x01(\v2%.dynamicmemory.memservice.v1.ClaimRefR\x05claim\x125\n" +
 	"\x03pod\x18\x02 \x01(\v2#.dynamicmemory.memservice.v1.PodRefR\x03pod\x12\x12\n" +
@@ -2124,11 +2145,12 @@ const file_memservice_v1_memservice_proto_rawDesc = "" +
 	"\tclaim_uid\x18\x01 \x01(\tR\bclaimUid\"d\n" +
 	"\x16GetReservationResponse\x12J\n" +
 	"\vreservation\x18\x01 \x01(\v2(.dynamicmemory.memservice.v1.ReservationR\vreservation\"\x13\n" +
-	"\x11WatchPoolsRequest\"\x92\x01\n" +
+	"\x11WatchPoolsRequest\"\xbb\x01\n" +
 	"\fPoolSnapshot\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12=\n" +
 	"\x05pools\x18\x02 \x03(\v2'.dynamicmemory.memservice.v1.PoolStatusR\x05pools\x12'\n" +
-	"\x0fconnected_nodes\x18\x03 \x03(\tR\x0econnectedNodes\"\xb5\x02\n" +
+	"\x0fconnected_nodes\x18\x03 \x03(\tR\x0econnectedNodes\x12'\n" +
+	"\x0fledger_revision\x18\x04 \x01(\x04R\x0eledgerRevision\"\xb5\x02\n" +
 	"\fAgentMessage\x12?\n" +
 	"\x05hello\x18\x01 \x01(\v2'.dynamicmemory.memservice.v1.AgentHelloH\x00R\x05hello\x12D\n" +
 	"\x06result\x18\x02 \x01(\v2*.dynamicmemory.memservice.v1.CommandResultH\x00R\x06result\x12J\n" +
