@@ -216,7 +216,7 @@ func (c *poolCache) staleness() time.Duration {
 type poolIndex struct {
 	revision       uint64
 	ledgerRevision uint64
-	pools    map[string]*memservicev1.PoolStatus
+	pools          map[string]*memservicev1.PoolStatus
 	// shares lists each node's share of every pool it is attached to, by pool name.
 	shares map[string][]share
 }
@@ -232,8 +232,8 @@ func indexSnapshot(snap *memservicev1.PoolSnapshot) *poolIndex {
 	idx := &poolIndex{
 		revision:       snap.GetRevision(),
 		ledgerRevision: snap.GetLedgerRevision(),
-		pools:    make(map[string]*memservicev1.PoolStatus, len(snap.GetPools())),
-		shares:   map[string][]share{},
+		pools:          make(map[string]*memservicev1.PoolStatus, len(snap.GetPools())),
+		shares:         map[string][]share{},
 	}
 	for _, p := range snap.GetPools() {
 		idx.pools[p.GetName()] = p
