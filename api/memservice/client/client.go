@@ -10,6 +10,7 @@ package client
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -130,4 +131,15 @@ func deadlineInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+}
+
+// AddFlags registers the --memservice-* flags of a node component whose certificate
+// carries role (agent or draplugin) and its node's name.
+func (c *Config) AddFlags(fs *flag.FlagSet, role string) {
+	fs.StringVar(&c.Address, "memservice-address", "", "host:port of the memory service.")
+	fs.StringVar(&c.CAFile, "memservice-ca", "", "CA bundle that signed the memory service's certificate.")
+	fs.StringVar(&c.CertFile, "memservice-cert", "",
+		fmt.Sprintf("client certificate with role %[1]s and this node's name (pki: O=dynamicmemory.io:%[1]s, CN=<node>).", role))
+	fs.StringVar(&c.KeyFile, "memservice-key", "", "key of --memservice-cert.")
+	fs.StringVar(&c.ServerName, "memservice-server-name", "", "name to check in the memory service's certificate (default: the host of --memservice-address).")
 }

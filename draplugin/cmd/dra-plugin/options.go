@@ -25,11 +25,7 @@ type options struct {
 func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Kubernetes node this plugin runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account.")
-	fs.StringVar(&o.memservice.Address, "memservice-address", "", "host:port of the memory service.")
-	fs.StringVar(&o.memservice.CAFile, "memservice-ca", "", "CA bundle that signed the memory service's certificate.")
-	fs.StringVar(&o.memservice.CertFile, "memservice-cert", "", "client certificate with role draplugin and this node's name (pki: O=dynamicmemory.io:draplugin, CN=<node>).")
-	fs.StringVar(&o.memservice.KeyFile, "memservice-key", "", "key of --memservice-cert.")
-	fs.StringVar(&o.memservice.ServerName, "memservice-server-name", "", "name to check in the memory service's certificate (default: the host of --memservice-address).")
+	o.memservice.AddFlags(fs, "draplugin")
 	fs.StringVar(&o.cdiDir, "cdi-dir", kubeletplugin.DefaultCDIDir, "directory where the container runtime reads CDI specs.")
 	fs.StringVar(&o.pluginDataDir, "plugin-data-dir", kubeletplugin.KubeletPluginsDir+"/dcd.dynamicmemory.io", "directory of the plugin's dra.sock (must exist).")
 	fs.StringVar(&o.registrarDir, "registrar-dir", kubeletplugin.KubeletRegistryDir, "the kubelet's plugin registration directory (must exist).")

@@ -39,11 +39,7 @@ type options struct {
 func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Kubernetes node this agent runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account.")
-	fs.StringVar(&o.memservice.Address, "memservice-address", "", "host:port of the memory service.")
-	fs.StringVar(&o.memservice.CAFile, "memservice-ca", "", "CA bundle that signed the memory service's certificate.")
-	fs.StringVar(&o.memservice.CertFile, "memservice-cert", "", "client certificate with role agent and this node's name (pki: O=dynamicmemory.io:agent, CN=<node>).")
-	fs.StringVar(&o.memservice.KeyFile, "memservice-key", "", "key of --memservice-cert.")
-	fs.StringVar(&o.memservice.ServerName, "memservice-server-name", "", "name to check in the memory service's certificate (default: the host of --memservice-address).")
+	o.memservice.AddFlags(fs, "agent")
 	fs.StringVar(&o.hostBackend, "host-backend", "sysfs", "how memory is onlined: sysfs (the Linux memory hotplug and DAX interfaces) or simulated (no hardware; for the local cluster).")
 	fs.StringVar(&o.sysfsRoot, "sysfs-root", "/", "directory under which /sys is found (sysfs backend).")
 	fs.Var(&o.regionBases, "region-base", "pool=address: host physical address where a pool's dynamic capacity region starts, e.g. pool-a=0x1080000000 (repeatable; sysfs backend).")
