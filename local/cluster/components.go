@@ -90,6 +90,11 @@ func (c *Cluster) startControllerManager(ctx context.Context, bin string, port i
 		"--cert-dir="+c.path("kcm"),
 		"--leader-elect=false",
 		"--controllers=*",
+		// The default client rate (20 QPS, burst 30) makes the resourceclaim controller
+		// the bottleneck of a burst of pods with claim templates: it writes a claim and
+		// the pod's status per pod. Clusters running DRA workloads raise it likewise.
+		"--kube-api-qps=100",
+		"--kube-api-burst=200",
 		"--feature-gates="+featureGates,
 		"--profiling=false",
 	)

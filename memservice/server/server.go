@@ -40,10 +40,18 @@ type Config struct {
 	Manager  *provision.Manager
 	Sessions *session.Registry
 	Metrics  *metrics.Metrics
-	Clock    clock.PassiveClock
+	Clock    clock.Clock
+	// SnapshotInterval is the least time between two WatchPools snapshots (0:
+	// DefaultSnapshotInterval). The changes made meanwhile are in the next one.
+	SnapshotInterval time.Duration
 	// Serving tells whether this instance serves requests (the leader); nil: always.
 	Serving func() bool
 }
+
+// DefaultSnapshotInterval is the default least time between two WatchPools snapshots.
+// Watchers account for the reservations they made since a snapshot by its
+// ledger_revision, so a later snapshot costs them no accuracy.
+const DefaultSnapshotInterval = 50 * time.Millisecond
 
 // Server implements memservicev1.MemoryServiceServer.
 type Server struct {
@@ -69,12 +77,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.SnapshotInterval == 0 {
+		cfg.SnapshotInterval = DefaultSnapshotInterval
+	}
 	s := &Server{
 		ledger: cfg.Ledger, manager: cfg.Manager, sessions: cfg.Sessions, metrics: cfg.Metrics,
 		clock: cfg.Clock, serving: cfg.Serving, health: health.NewServer(),
 		stopping: make(chan struct{}),
 	}
-	s.hub = newHub(s.snapshot, func(n int) {
+	s.hub = newHub(s.snapshot, cfg.Clock, cfg.SnapshotInterval, func(n int) {
 		if s.metrics != nil {
 			s.metrics.WatchSubs.Set(float64(n))
 		}

@@ -3,20 +3,25 @@ package server
 import (
 	"context"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 )
 
 // hub fans pool snapshots out to WatchPools streams. The ledger only signals a change
-// (a non-blocking send); the hub builds one snapshot per round and hands it to every
-// subscriber's one-slot mailbox, replacing a snapshot not yet taken: a slow receiver
-// skips intermediate snapshots and never holds up the ledger or other receivers.
+// (a non-blocking send); the hub builds one snapshot per round, at most one per
+// interval, and hands it to every subscriber's one-slot mailbox, replacing a snapshot
+// not yet taken: a slow receiver skips intermediate snapshots and never holds up the
+// ledger or other receivers.
 type hub struct {
-	build func() *memservicev1.PoolSnapshot
-	kick  chan struct{}
+	build    func() *memservicev1.PoolSnapshot
+	clock    clock.Clock
+	interval time.Duration // least time between two snapshots
+	kick     chan struct{}
 
 	mu       sync.Mutex
 	subs     map[*subscriber]struct{}
@@ -29,8 +34,11 @@ type subscriber struct {
 	mailbox chan *memservicev1.PoolSnapshot
 }
 
-func newHub(build func() *memservicev1.PoolSnapshot, onCount func(int)) *hub {
-	return &hub{build: build, kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, onCount: onCount}
+func newHub(build func() *memservicev1.PoolSnapshot, clk clock.Clock, interval time.Duration, onCount func(int)) *hub {
+	return &hub{
+		build: build, clock: clk, interval: interval, kick: make(chan struct{}, 1),
+		subs: map[*subscriber]struct{}{}, onCount: onCount,
+	}
 }
 
 // Notify says something changed; it never blocks.
@@ -41,28 +49,51 @@ func (h *hub) Notify() {
 	}
 }
 
-// run publishes a snapshot after every burst of changes until ctx ends.
+// run publishes snapshots until ctx ends. After a change it publishes at once if the
+// last snapshot is at least an interval old, else when the interval is over: the
+// changes made meanwhile are all in that one snapshot, so the last state of a burst
+// is always published. Only built snapshots count: after a round without
+// subscribers, a new subscriber gets its first snapshot at once.
 func (h *hub) run(ctx context.Context) {
-	h.publish()
+	var built time.Time // when the last snapshot was built
 	for {
+		if now := h.clock.Now(); h.publish() {
+			built = now
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-h.kick:
-			h.publish()
+		}
+		if wait := h.interval - h.clock.Since(built); wait > 0 {
+			t := h.clock.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
 		}
 	}
 }
 
-func (h *hub) publish() {
+// publish builds a snapshot and offers it to every subscriber. With none, it builds
+// nothing and drops the latest snapshot, so that the next subscriber gets a fresh
+// one. It reports whether it built a snapshot.
+func (h *hub) publish() bool {
+	// Changes signalled until now are in the snapshot built below.
+	select {
+	case <-h.kick:
+	default:
+	}
 	h.mu.Lock()
 	idle := len(h.subs) == 0
 	if idle {
-		h.latest = nil // the next subscriber gets a fresh one
+		h.latest = nil
 	}
 	h.mu.Unlock()
 	if idle {
-		return
+		return false
 	}
 	snap := h.build()
 	h.mu.Lock()
@@ -73,6 +104,7 @@ func (h *hub) publish() {
 	for s := range h.subs {
 		s.offer(snap)
 	}
+	return true
 }
 
 // offer puts snap in the mailbox, dropping an older snapshot not yet taken.

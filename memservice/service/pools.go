@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,12 +27,8 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
 )
 
-// How often pool backends are probed, and the least time between two status writes
-// of one pool.
-const (
-	checkInterval       = 10 * time.Second
-	statusWriteInterval = 500 * time.Millisecond
-)
+// checkInterval is how often pool backends are probed.
+const checkInterval = 10 * time.Second
 
 // pools keeps the ledger's pools and the manager's backends in step with the
 // DynamicMemoryPool objects, and writes their status back.
@@ -298,28 +295,40 @@ func (p *pools) remove(ctx context.Context, name string) {
 	delete(p.written, name)
 }
 
-// writeStatus writes the pools' status after changes, at most once per interval.
+// writeStatus writes the pools' status after changes, at most once per
+// PoolStatusInterval: after a change it waits out the interval, then writes the
+// latest status of every pool, so that a burst of changes is one write and the last
+// change is always written. A failed write is tried again after the interval.
 func (p *pools) writeStatus(ctx context.Context) error {
 	for {
-		p.writeAll(ctx)
+		// Changes signalled until now are in the status written next.
 		select {
-		case <-ctx.Done():
-			return nil
 		case <-p.s.notify:
+		default:
+		}
+		if p.writeAll(ctx) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.s.notify:
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-p.s.cfg.Clock.After(statusWriteInterval):
+		case <-p.s.cfg.Clock.After(p.s.cfg.PoolStatusInterval):
 		}
 	}
 }
 
-func (p *pools) writeAll(ctx context.Context) {
+// writeAll writes the status of every pool whose status changed since its last
+// write. It reports false if a write failed and should be tried again.
+func (p *pools) writeAll(ctx context.Context) bool {
 	connected := map[string]bool{}
 	for _, n := range p.s.sessions.Connected() {
 		connected[n] = true
 	}
+	ok := true
 	for _, ps := range p.s.ledger.Snapshot().Pools {
 		p.mu.Lock()
 		pb := p.backends[ps.Name]
@@ -339,6 +348,8 @@ func (p *pools) writeAll(ctx context.Context) {
 		if err != nil {
 			p.s.metrics.StatusWriteErrors.Inc()
 			klog.FromContext(ctx).Error(err, "Writing pool status", "pool", ps.Name)
+			// A deleted pool has no status to write; the ledger drops it once its claims are released.
+			ok = ok && apierrors.IsNotFound(err)
 			continue
 		}
 		p.s.metrics.StatusWrites.Inc()
@@ -346,6 +357,7 @@ func (p *pools) writeAll(ctx context.Context) {
 		p.written[ps.Name] = st
 		p.mu.Unlock()
 	}
+	return ok
 }
 
 func quantity(n int64) *resource.Quantity { return resource.NewQuantity(n, resource.BinarySI) }

@@ -39,7 +39,12 @@ const (
 	DefaultReservationTTL       = time.Minute
 	DefaultProvisionGracePeriod = 5 * time.Minute
 	DefaultAgentCommandTimeout  = 2 * time.Minute
+	DefaultPoolStatusInterval   = time.Second
 )
+
+// MinPoolStatusInterval is the shortest PoolStatusInterval: each write sends every
+// node's share of the pool to the API server.
+const MinPoolStatusInterval = 100 * time.Millisecond
 
 // rebuildBackendTimeout bounds one device call made while rebuilding the ledger.
 const rebuildBackendTimeout = 30 * time.Second
@@ -63,6 +68,13 @@ type Config struct {
 	ProvisionGracePeriod time.Duration
 	// AgentCommandTimeout bounds waiting for a node agent to online memory.
 	AgentCommandTimeout time.Duration
+	// PoolStatusInterval is the least time between two status writes of a
+	// DynamicMemoryPool (at least MinPoolStatusInterval): after a change the writer
+	// waits this long, then writes the latest status of every changed pool.
+	PoolStatusInterval time.Duration
+	// SnapshotInterval is the least time between two WatchPools snapshots (default
+	// server.DefaultSnapshotInterval).
+	SnapshotInterval time.Duration
 	// LeaderElection on a Lease: only the leader serves; others wait.
 	LeaderElection struct {
 		Enabled                   bool
@@ -93,6 +105,12 @@ func (c *Config) validate() error {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", d.name, d.v))
 		}
+	}
+	if c.PoolStatusInterval != 0 && c.PoolStatusInterval < MinPoolStatusInterval {
+		errs = append(errs, fmt.Errorf("poolStatusInterval must be at least %s, got %s", MinPoolStatusInterval, c.PoolStatusInterval))
+	}
+	if c.SnapshotInterval < 0 {
+		errs = append(errs, fmt.Errorf("snapshotInterval must not be negative, got %s", c.SnapshotInterval))
 	}
 	if le := c.LeaderElection; le.Enabled && (le.Namespace == "" || le.Name == "" || le.Identity == "") {
 		errs = append(errs, errors.New("leaderElection.namespace, name and identity are required when leader election is enabled"))
@@ -135,6 +153,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.AgentCommandTimeout == 0 {
 		cfg.AgentCommandTimeout = DefaultAgentCommandTimeout
 	}
+	if cfg.PoolStatusInterval == 0 {
+		cfg.PoolStatusInterval = DefaultPoolStatusInterval
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
@@ -164,7 +185,7 @@ func New(cfg Config) (*Service, error) {
 	})
 	s.server, err = server.New(server.Config{
 		TLS: tlsConfig, Ledger: s.ledger, Manager: s.manager, Sessions: s.sessions, Metrics: s.metrics,
-		Clock: cfg.Clock, Serving: s.serving.Load,
+		Clock: cfg.Clock, SnapshotInterval: cfg.SnapshotInterval, Serving: s.serving.Load,
 	})
 	if err != nil {
 		return nil, err

@@ -50,6 +50,9 @@ type fakeService struct {
 	addMemory func(ctx context.Context, req *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error)
 	// reserveErr, when set, fails every Reserve.
 	reserveErr error
+	// reserveGate, when set, holds every Reserve until it is closed or the call
+	// is canceled.
+	reserveGate chan struct{}
 	// held stops snapshots from being sent until release.
 	held bool
 
@@ -235,10 +238,21 @@ func (fs *fakeService) freeLocked(p *fakePool, node string) int64 {
 	return min(p.capacity-used, p.window-onNode)
 }
 
-func (fs *fakeService) Reserve(_ context.Context, req *memservicev1.ReserveRequest) (*memservicev1.ReserveResponse, error) {
+func (fs *fakeService) Reserve(ctx context.Context, req *memservicev1.ReserveRequest) (*memservicev1.ReserveResponse, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.calls = append(fs.calls, fmt.Sprintf("Reserve %s %s %s %d", req.Claim.GetUid(), req.Node, req.Pool, req.Bytes))
+	if gate := fs.reserveGate; gate != nil {
+		fs.mu.Unlock()
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		fs.mu.Lock()
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	if fs.reserveErr != nil {
 		return nil, fs.reserveErr
 	}

@@ -73,6 +73,40 @@ type fakeHandle struct {
 
 	mu        sync.Mutex
 	activated []string
+	// waitingPods are the pods a Permit plugin holds, as the framework registers them.
+	waitingPods map[types.UID]*fakeWaitingPod
+}
+
+// fakeWaitingPod records the Permit plugin's answer.
+type fakeWaitingPod struct {
+	fwk.WaitingPod
+	pod    *v1.Pod
+	answer chan string // "allow" or "reject: <message>"
+}
+
+func (w *fakeWaitingPod) Allow(string) { w.answer <- "allow" }
+func (w *fakeWaitingPod) Reject(_, msg string) bool {
+	w.answer <- "reject: " + msg
+	return true
+}
+
+// wait registers pod as waiting on Permit, as the framework does after Permit
+// returned Wait.
+func (h *fakeHandle) wait(pod *v1.Pod) *fakeWaitingPod {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := &fakeWaitingPod{pod: pod, answer: make(chan string, 1)}
+	h.waitingPods[pod.UID] = w
+	return w
+}
+
+func (h *fakeHandle) GetWaitingPod(uid types.UID) fwk.WaitingPod {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w, ok := h.waitingPods[uid]; ok {
+		return w
+	}
+	return nil
 }
 
 func newFakeHandle(t *testing.T, ctx context.Context, pods ...*v1.Pod) *fakeHandle {
@@ -85,6 +119,8 @@ func newFakeHandle(t *testing.T, ctx context.Context, pods ...*v1.Pod) *fakeHand
 		dra:       &fakeDRA{claims: &fakeClaims{claims: map[string]*resourceapi.ResourceClaim{}, pending: map[types.UID]*resourceapi.AllocationResult{}}},
 		recorder:  events.NewFakeRecorder(100),
 		informers: informers.NewSharedInformerFactory(fake.NewClientset(objs...), 0),
+
+		waitingPods: map[types.UID]*fakeWaitingPod{},
 	}
 	h.informers.Core().V1().Pods().Informer()
 	ctx, cancel := context.WithCancel(ctx)

@@ -9,7 +9,9 @@
 //   - Filter and Score work from a cache of the memory service's pool snapshots
 //     (WatchPools), never from a call per node.
 //   - Reserve reserves the memory on the memory service, keyed by claim UID, from the
-//     pool DynamicResources allocated; Unreserve releases it.
+//     pool DynamicResources allocated, without holding up the scheduling cycle: the
+//     call runs in the background and Permit holds the pod until it is answered.
+//     Unreserve releases it.
 //   - PreBind, after DynamicResources wrote the allocation, has the memory service add
 //     the memory to the host and waits until the node agent reports it online.
 //   - Pods rejected for capacity are requeued when a pool snapshot shows freed
@@ -51,6 +53,7 @@ var (
 	_ fwk.FilterPlugin      = (*DynamicMemory)(nil)
 	_ fwk.ScorePlugin       = (*DynamicMemory)(nil)
 	_ fwk.ReservePlugin     = (*DynamicMemory)(nil)
+	_ fwk.PermitPlugin      = (*DynamicMemory)(nil)
 	_ fwk.PreBindPlugin     = (*DynamicMemory)(nil)
 	_ fwk.EnqueueExtensions = (*DynamicMemory)(nil)
 )
@@ -65,6 +68,7 @@ type DynamicMemory struct {
 	provisionTimeout time.Duration
 	clock            clock.Clock
 	waiting          *waitingPods
+	releases         *releaseSet
 }
 
 // New is the plugin factory: it reads the args, connects to the memory service and
@@ -113,6 +117,7 @@ func newPlugin(h fwk.Handle, args *DynamicMemoryArgs, c memservicev1.MemoryServi
 		provisionTimeout: args.ProvisionTimeout.Duration,
 		clock:            clk,
 		waiting:          newWaitingPods(h),
+		releases:         newReleaseSet(),
 	}
 	pl.cache.onFreed = pl.waiting.activate
 	return pl
@@ -143,6 +148,8 @@ type stateData struct {
 	// reserved are the reservations Reserve asked the memory service for, which
 	// Unreserve releases.
 	reserved []reservation
+	// pending are Reserve's calls to the memory service for them.
+	pending *pendingReserve
 }
 
 // reservation is one claim's memory as Reserve asked for it.

@@ -43,6 +43,9 @@ type poolCache struct {
 type inflightReservation struct {
 	pool, node string
 	bytes      int64
+	// answered is set once the memory service granted the reservation. Until then
+	// no snapshot can show it, so none drops it.
+	answered bool
 	// ledgerRevision is the memory service's ledger revision that includes the
 	// reservation (from ReserveResponse): a snapshot at that revision or later
 	// counts it, so the in-flight copy is dropped then.
@@ -119,8 +122,8 @@ func (c *poolCache) update(logger klog.Logger, snap *memservicev1.PoolSnapshot) 
 	}
 	for uid, r := range c.inflight {
 		// A new stream may come from a new service instance whose ledger revisions
-		// start again: its first snapshot is authoritative.
-		if !wasConnected || next.ledgerRevision >= r.ledgerRevision {
+		// start again: its first snapshot is authoritative for what was granted.
+		if r.answered && (!wasConnected || next.ledgerRevision >= r.ledgerRevision) {
 			delete(c.inflight, uid)
 		}
 	}
@@ -157,15 +160,24 @@ func (c *poolCache) stopped(err error) {
 	poolCacheConnected.Set(0)
 }
 
-// addInflight records a reservation the memory service granted at ledgerRevision,
-// unless the cache already holds a snapshot that counts it.
+// addPending records a reservation asked of the memory service and not answered yet.
+func (c *poolCache) addPending(uid types.UID, pool, node string, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inflight[uid] = inflightReservation{pool: pool, node: node, bytes: bytes}
+}
+
+// addInflight records a reservation the memory service granted at ledgerRevision
+// (replacing its pending entry), unless the cache already holds a snapshot that
+// counts it.
 func (c *poolCache) addInflight(uid types.UID, pool, node string, bytes int64, ledgerRevision uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.snapshot != nil && c.snapshot.ledgerRevision >= ledgerRevision {
+		delete(c.inflight, uid)
 		return
 	}
-	c.inflight[uid] = inflightReservation{pool: pool, node: node, bytes: bytes, ledgerRevision: ledgerRevision}
+	c.inflight[uid] = inflightReservation{pool: pool, node: node, bytes: bytes, answered: true, ledgerRevision: ledgerRevision}
 }
 
 // dropInflight forgets a reservation that was released.
@@ -295,6 +307,15 @@ func (v *cacheView) maxFree() int64 {
 		}
 	}
 	return best
+}
+
+// blockRounded is bytes rounded up to pool's block size, as the memory service
+// reserves them.
+func (v *cacheView) blockRounded(pool string, bytes int64) int64 {
+	if v.index == nil {
+		return bytes
+	}
+	return roundUp(bytes, v.index.pools[pool].GetBlockSizeBytes())
 }
 
 // free is what node may still take from the pool of s, in-flight reservations

@@ -42,6 +42,13 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 	if s == nil {
 		return nil
 	}
+	if s.pending != nil {
+		// AddMemory must follow the granted Reserve. In the framework Permit has
+		// already waited for it, so this returns at once.
+		if err := s.pending.wait(ctx); err != nil {
+			return fwk.AsStatus(err)
+		}
+	}
 	for _, d := range s.demands {
 		pool := pl.provisionPool(s, d)
 		if err := pl.provision(ctx, pod, d, node, pool); err != nil {

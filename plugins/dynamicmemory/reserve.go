@@ -23,11 +23,15 @@ func lookupState(cs fwk.CycleState) *stateData {
 	return s
 }
 
-// Reserve reserves each new demand's memory on the memory service, keyed by the
-// claim UID, for the node and the pool DynamicResources allocated the claim's device
-// from (it runs before this plugin). Without that allocation the plugin's own pick
-// is used; PreBind then passes the allocated pool, and the service moves the
-// reservation if it differs.
+// Reserve reserves each new demand's memory for the node, from the pool
+// DynamicResources allocated the claim's device from (it runs before this plugin);
+// without that allocation, from the plugin's own pick (PreBind then passes the
+// allocated pool, and the service moves the reservation if it differs).
+//
+// The scheduling cycle does not wait for the memory service: Reserve records the
+// reservations as in flight in the pool cache, so the next pods' Filter already
+// subtracts them, and asks the service from a goroutine. Permit holds the pod until
+// the service answered; a refusal rejects the pod there.
 func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
 	s := lookupState(cs)
 	if s == nil {
@@ -51,16 +55,36 @@ func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1
 				pool = own[i].pool
 			}
 		}
-		// Recorded before the call: a timed-out call may still have reserved.
 		s.reserved = append(s.reserved, reservation{demand: d, node: node, pool: pool})
-		resp, err := pl.reserve(ctx, pod, d, node, pool)
-		if err != nil {
-			return fwk.AsStatus(err)
+		pl.cache.addPending(d.claim.UID, pool, node, s.view.blockRounded(pool, d.bytes))
+		logger.V(4).Info("Reserving dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim),
+			"node", node, "pool", pool, "poolFrom", from, "bytes", formatBytes(d.bytes))
+	}
+	if len(s.reserved) > 0 {
+		s.pending = pl.reserveAsync(ctx, pod, s.reserved)
+	}
+	return nil
+}
+
+// reserveAll asks the memory service for each reservation, in order, and records
+// what it granted in the pool cache. It stops at the first refusal.
+func (pl *DynamicMemory) reserveAll(ctx context.Context, pod *v1.Pod, rs []reservation) error {
+	logger := klog.FromContext(ctx)
+	for _, r := range rs {
+		uid := r.demand.claim.UID
+		// A release of the same claim from an earlier cycle must land first, or it
+		// would remove the new reservation.
+		if err := pl.releases.wait(ctx, uid); err != nil {
+			return fmt.Errorf("reserve memory of claim %s: %w", r.demand.claimRef(), err)
 		}
-		r := resp.GetReservation()
-		pl.cache.addInflight(d.claim.UID, r.GetPool(), node, r.GetBytes(), resp.GetLedgerRevision())
-		logger.V(3).Info("Reserved dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim),
-			"node", node, "pool", r.GetPool(), "poolFrom", from, "bytes", formatBytes(r.GetBytes()))
+		resp, err := pl.reserve(ctx, pod, r.demand, r.node, r.pool)
+		if err != nil {
+			return err
+		}
+		granted := resp.GetReservation()
+		pl.cache.addInflight(uid, granted.GetPool(), r.node, granted.GetBytes(), resp.GetLedgerRevision())
+		logger.V(3).Info("Reserved dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(r.demand.claim),
+			"node", r.node, "pool", granted.GetPool(), "bytes", formatBytes(granted.GetBytes()))
 	}
 	return nil
 }
@@ -103,25 +127,38 @@ func (pl *DynamicMemory) reserve(ctx context.Context, pod *v1.Pod, d demand, nod
 	}
 }
 
-// Unreserve releases the reservations Reserve made in this cycle. Claims allocated
-// before the cycle keep their memory: it may serve other pods.
+// Unreserve releases the reservations Reserve asked for in this cycle, from a
+// goroutine once their Reserve calls ended (a call that timed out may still have
+// reserved). Claims allocated before the cycle keep their memory: it may serve
+// other pods.
 func (pl *DynamicMemory) Unreserve(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) {
 	s := lookupState(cs)
-	if s == nil {
+	if s == nil || len(s.reserved) == 0 {
 		return
 	}
-	logger := klog.FromContext(ctx)
-	for _, r := range s.reserved {
-		uid := r.demand.claim.UID
-		if err := pl.remove(ctx, uid); err != nil {
-			logger.Error(err, "Release dynamic memory; the memory service releases it when its reservation expires",
-				"pod", klog.KObj(pod), "claim", klog.KObj(r.demand.claim), "node", node)
-		} else {
-			logger.V(3).Info("Released dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(r.demand.claim), "node", node)
-		}
-		pl.cache.dropInflight(logger, uid)
+	rs, pending := s.reserved, s.pending
+	s.reserved, s.pending = nil, nil
+	released := pl.releases.begin(rs)
+	if pending != nil {
+		pending.abandon()
 	}
-	s.reserved = nil
+	go func() {
+		defer released()
+		if pending != nil {
+			<-pending.done
+		}
+		logger := klog.FromContext(ctx)
+		for _, r := range rs {
+			uid := r.demand.claim.UID
+			if err := pl.remove(ctx, uid); err != nil {
+				logger.Error(err, "Release dynamic memory; the memory service releases it when its reservation expires",
+					"pod", klog.KObj(pod), "claim", klog.KObj(r.demand.claim), "node", node)
+			} else {
+				logger.V(3).Info("Released dynamic memory", "pod", klog.KObj(pod), "claim", klog.KObj(r.demand.claim), "node", node)
+			}
+			pl.cache.dropInflight(logger, uid)
+		}
+	}()
 }
 
 // remove releases a claim's memory. It outlives a canceled scheduling context: the

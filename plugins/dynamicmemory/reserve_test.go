@@ -18,7 +18,7 @@ import (
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 )
 
-func TestReserveAndUnreserve(t *testing.T) {
+func TestReservePermitUnreserve(t *testing.T) {
 	tests := []struct {
 		name       string
 		claim      *resourceapi.ResourceClaim
@@ -26,10 +26,10 @@ func TestReserveAndUnreserve(t *testing.T) {
 		held       []held
 		reserveErr error
 		node       string
-		wantCode   fwk.Code
-		wantMsg    string
+		// wantReject is the start of Permit's rejection; empty: the pod is allowed.
+		wantReject string
 		wantCalls  []string
-		// wantInflight is the in-flight reservation after Reserve, on the node.
+		// wantInflight is the pool of the in-flight reservation Reserve records.
 		wantInflight string
 	}{
 		{
@@ -49,16 +49,16 @@ func TestReserveAndUnreserve(t *testing.T) {
 			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296", "RemoveMemory c1-uid", "Reserve c1-uid n1 pool-a 4294967296"}, wantInflight: "pool-a",
 		},
 		{
-			name: "pool exhausted: error with the numbers, retried", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-a"), node: "n1",
+			name: "pool exhausted: rejected with the numbers", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-a"), node: "n1",
 			reserveErr: status.Error(codes.ResourceExhausted, "pool pool-a has 2Gi free"),
-			wantCode:   fwk.Error, wantMsg: "the memory service has no room for 4Gi for claim default/c1 on node n1 from pool pool-a (the scheduler's pool view was behind; retrying): pool pool-a has 2Gi free",
-			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296"},
+			wantReject: "reject: the memory service has no room for 4Gi for claim default/c1 on node n1 from pool pool-a (the scheduler's pool view was behind; retrying): pool pool-a has 2Gi free",
+			wantCalls:  []string{"Reserve c1-uid n1 pool-a 4294967296"}, wantInflight: "pool-a",
 		},
 		{
 			name: "memory service unavailable", claim: memClaim("c1", "4Gi"), pending: allocation("n1", "pool-a"), node: "n1",
 			reserveErr: status.Error(codes.Unavailable, "connection refused"),
-			wantCode:   fwk.Error, wantMsg: "reserve 4Gi for claim default/c1 on node n1 from pool pool-a: the memory service did not answer within 5s",
-			wantCalls: []string{"Reserve c1-uid n1 pool-a 4294967296"},
+			wantReject: "reject: reserve 4Gi for claim default/c1 on node n1 from pool pool-a: the memory service did not answer within 5s",
+			wantCalls:  []string{"Reserve c1-uid n1 pool-a 4294967296"}, wantInflight: "pool-a",
 		},
 	}
 	for _, tc := range tests {
@@ -67,11 +67,13 @@ func TestReserveAndUnreserve(t *testing.T) {
 			pools := twoPools()
 			pools[1].nodes = append(pools[1].nodes, "n1") // n1 is in both pools
 			fs := newFakeService(t, pools...)
+			gate := make(chan struct{})
 			fs.change(func() {
 				for _, r := range tc.held {
 					fs.reservations[r.uid] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: r.uid}, Node: r.node, Pool: r.pool, Bytes: r.bytes, RequestedBytes: r.bytes}
 				}
 				fs.reserveErr = tc.reserveErr
+				fs.reserveGate = gate
 				fs.pools["pool-a"].capacity = 16 * gi // pool-a is the fuller one: MostAllocated picks it
 			})
 			pod := memPod("p", tc.claim.Name)
@@ -87,15 +89,30 @@ func TestReserveAndUnreserve(t *testing.T) {
 			callsBefore := len(fs.callLog())
 
 			fs.hold() // keep the snapshot that shows the reservation back
-			st = pl.Reserve(ctx, cs, pod, tc.node)
-			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
-			if tc.wantMsg != "" {
-				assert.Contains(t, st.Message(), tc.wantMsg)
+			require.True(t, pl.Reserve(ctx, cs, pod, tc.node).IsSuccess(), "Reserve does not wait for the memory service")
+			if tc.wantInflight != "" {
+				assert.Equal(t, 4*gi, pl.cache.view().nodeUsed[poolNode{tc.wantInflight, tc.node}],
+					"the next pods' Filter subtracts the reservation before the memory service answered")
+			}
+
+			st, timeout := pl.Permit(ctx, cs, pod, tc.node)
+			if tc.wantCalls == nil {
+				assert.True(t, st.IsSuccess(), "nothing to wait for: %v", st)
+			} else {
+				require.Equal(t, fwk.Wait, st.Code(), "Permit holds the pod until the memory service answered: %v", st)
+				assert.Equal(t, 20*time.Second, timeout, "bounded by what the calls may take")
+				waiting := h.wait(pod)
+				close(gate)
+				answer := <-waiting.answer
+				if tc.wantReject == "" {
+					assert.Equal(t, "allow", answer)
+				} else {
+					assert.True(t, strings.HasPrefix(answer, tc.wantReject), "answer %q should start with %q", answer, tc.wantReject)
+				}
 			}
 			assert.Equal(t, tc.wantCalls, nilIfEmpty(fs.callLog()[callsBefore:]))
-			if tc.wantInflight != "" {
-				v := pl.cache.view()
-				assert.Equal(t, 4*gi, v.nodeUsed[poolNode{tc.wantInflight, tc.node}], "Filter subtracts the reservation until a snapshot shows it")
+			if tc.wantInflight != "" && tc.wantReject == "" {
+				assert.Equal(t, 4*gi, pl.cache.view().nodeUsed[poolNode{tc.wantInflight, tc.node}], "granted: in flight until a snapshot shows it")
 			}
 
 			// Unreserve releases what this cycle reserved, and only that.
@@ -103,16 +120,100 @@ func TestReserveAndUnreserve(t *testing.T) {
 			pl.Unreserve(ctx, cs, pod, tc.node)
 			var wantRelease []string
 			if tc.claim.Status.Allocation == nil {
-				// Also after a failed Reserve: a call that timed out may have reserved.
+				// Also after a refusal: a call that timed out may have reserved.
 				wantRelease = []string{"RemoveMemory c1-uid"}
 			}
+			require.Eventually(t, func() bool { return len(fs.callLog()) == callsBefore+len(wantRelease) }, 5*time.Second, time.Millisecond)
 			assert.Equal(t, wantRelease, nilIfEmpty(fs.callLog()[callsBefore:]))
-			assert.Empty(t, pl.cache.view().nodeUsed[poolNode{tc.wantInflight, tc.node}], "nothing in flight after Unreserve")
+			require.Eventually(t, func() bool { return pl.cache.view().nodeUsed[poolNode{tc.wantInflight, tc.node}] == 0 }, 5*time.Second, time.Millisecond,
+				"nothing in flight after Unreserve")
 			pl.Unreserve(ctx, cs, pod, tc.node)
 			assert.Len(t, fs.callLog(), callsBefore+len(wantRelease), "Unreserve is idempotent")
 			fs.release()
 		})
 	}
+}
+
+// TestPermitAfterTheAnswer: when the memory service answered before Permit runs,
+// Permit decides at once.
+func TestPermitAfterTheAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		reserveErr error
+		wantCode   fwk.Code
+		wantMsg    string
+	}{
+		{name: "granted"},
+		{
+			name: "refused", reserveErr: status.Error(codes.ResourceExhausted, "pool pool-b has 2Gi free"),
+			wantCode: fwk.Unschedulable, wantMsg: "the memory service has no room for 4Gi for claim default/c1 on node n3 from pool pool-b",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			fs := newFakeService(t, twoPools()...)
+			fs.change(func() { fs.reserveErr = tc.reserveErr })
+			claim := memClaim("c1", "4Gi")
+			pod := memPod("p", "c1")
+			h := newFakeHandle(t, ctx, pod)
+			h.dra.claims.set(claim)
+			pl := newTestPlugin(t, ctx, fs, h, nil)
+			cs, _, st := preFilter(t, ctx, pl, pod)
+			require.True(t, st.IsSuccess())
+			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+			s := lookupState(cs)
+			<-s.pending.done
+
+			st, timeout := pl.Permit(ctx, cs, pod, "n3")
+			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
+			assert.Contains(t, st.Message(), tc.wantMsg)
+			assert.Zero(t, timeout)
+			assert.Nil(t, h.GetWaitingPod(pod.UID), "the pod was not held")
+			if tc.reserveErr != nil {
+				assert.Equal(t, 1, pl.waiting.len(), "a refused pod waits for pool capacity")
+			}
+		})
+	}
+}
+
+// TestUnreserveWhileReserving: a pod rejected while its Reserve call runs (another
+// plugin's Permit, a Permit timeout, a deleted pod) is released once the call
+// ended, and a new cycle of the same claim reserves only after that release.
+func TestUnreserveWhileReserving(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	gate := make(chan struct{})
+	fs.change(func() { fs.reserveGate = gate })
+	claim := memClaim("c1", "4Gi")
+	pod := memPod("p", "c1")
+	h := newFakeHandle(t, ctx, pod)
+	h.dra.claims.set(claim)
+	h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
+	pl := newTestPlugin(t, ctx, fs, h, nil)
+
+	cs, _, st := preFilter(t, ctx, pl, pod)
+	require.True(t, st.IsSuccess())
+	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+	st, _ = pl.Permit(ctx, cs, pod, "n3")
+	require.Equal(t, fwk.Wait, st.Code())
+	first := lookupState(cs).pending
+	require.Eventually(t, func() bool { return len(fs.callLog()) == 1 }, 5*time.Second, time.Millisecond, "the Reserve call is running")
+
+	pl.Unreserve(ctx, cs, pod, "n3")
+	<-first.done
+	assert.Error(t, first.err, "Unreserve cancels the running call")
+
+	// The next cycle of the same pod.
+	cs, _, st = preFilter(t, ctx, pl, pod)
+	require.True(t, st.IsSuccess())
+	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+	close(gate)
+	require.NoError(t, lookupState(cs).pending.wait(ctx))
+	assert.Equal(t, []string{"Reserve c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid", "Reserve c1-uid n3 pool-b 4294967296"}, fs.callLog(),
+		"the release of the first cycle lands before the second cycle's Reserve")
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	assert.Contains(t, fs.reservations, "c1-uid", "the second cycle's reservation is held")
 }
 
 func TestReserveSkipsPodsWithoutDynamicMemory(t *testing.T) {
@@ -200,6 +301,7 @@ func TestPreBind(t *testing.T) {
 			// DynamicResources reserves pool-b on n3, then (PreBind) writes it to the claim.
 			h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
 			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+			require.NoError(t, lookupState(cs).pending.wait(ctx), "the memory service granted the reservation")
 			h.dra.claims.set(allocated(claim, "n3", "pool-b"))
 			fs.change(func() { fs.calls = nil; fs.addMemory = tc.addMemory })
 
@@ -213,6 +315,7 @@ func TestPreBind(t *testing.T) {
 			if !st.IsSuccess() {
 				pl.Unreserve(ctx, cs, pod, "n3") // what the framework does after a PreBind failure
 			}
+			require.Eventually(t, func() bool { return len(fs.callLog()) == len(tc.wantCalls) }, 5*time.Second, time.Millisecond)
 			assert.Equal(t, tc.wantCalls, fs.callLog())
 			events := h.events()
 			require.Len(t, events, 1)

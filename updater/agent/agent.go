@@ -68,7 +68,8 @@ type Config struct {
 	CheckpointFile string
 	// HeartbeatInterval is how often host state is sent. Default 10s.
 	HeartbeatInterval time.Duration
-	// MinBackoff and MaxBackoff bound the wait between session attempts. Defaults 1s, 30s.
+	// MinBackoff and MaxBackoff bound the wait between session attempts, and
+	// between node status write attempts. Defaults 1s, 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// Version is reported in the hello.
 	Version string
@@ -84,6 +85,8 @@ type Agent struct {
 	saved []byte
 	// commands are the commands still running.
 	commands sync.WaitGroup
+	// status writes the node status in the background (nil without NodeStatus).
+	status *statusWriter
 
 	mu        sync.Mutex
 	cp        checkpoint
@@ -126,7 +129,11 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, cp: cp, locks: keyedMutex{m: map[string]*keyedEntry{}}}, nil
+	a := &Agent{cfg: cfg, cp: cp, locks: keyedMutex{m: map[string]*keyedEntry{}}}
+	if cfg.NodeStatus != nil {
+		a.status = newStatusWriter(cfg.NodeStatus, cfg.Clock, cfg.MinBackoff, cfg.MaxBackoff)
+	}
+	return a, nil
 }
 
 // Connected tells whether the agent holds a session with the memory service.
@@ -137,19 +144,30 @@ func (a *Agent) Connected() bool {
 }
 
 // Run checks what of the checkpoint is still online, then keeps a session with the
-// memory service until ctx ends.
+// memory service until ctx ends. The node status is written in the background
+// meanwhile; the last one, saying that the agent stopped, before Run returns.
 func (a *Agent) Run(ctx context.Context) error {
+	var writer sync.WaitGroup
+	if a.status != nil {
+		writer.Go(func() { a.status.run(ctx) })
+	}
 	a.restore(ctx)
 	err := a.sessions(ctx)
 	a.commands.Wait()
 	// Say on the node that the agent is gone, with a context of its own: ctx has
-	// ended.
+	// ended, and with it the writer.
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	a.mu.Lock()
 	a.stopped = true
 	a.mu.Unlock()
 	a.setConnected(stopCtx, false, nil)
+	writer.Wait()
+	if a.status != nil {
+		if ferr := a.status.flush(stopCtx); ferr != nil {
+			klog.FromContext(ctx).Error(ferr, "Updating the node status on stop failed")
+		}
+	}
 	return err
 }
 
@@ -196,8 +214,11 @@ func (a *Agent) hostState() *memservicev1.HostState {
 
 // changed brings everything that follows the online bytes up to date: checkpoint,
 // pod cgroup limit, node status and metrics. Calls are serialized; the claims are
-// read under the agent's lock, the I/O is done outside it. Failures are logged and
-// retried at the next change or heartbeat; they do not undo the memory operation.
+// read under the agent's lock, the I/O is done outside it. The checkpoint and the
+// cgroup limit are written before changed returns, so before a command is
+// acknowledged; the node status is handed to the background writer (an API server
+// round trip must not delay the command). Failures are logged and retried at the
+// next change or heartbeat; they do not undo the memory operation.
 func (a *Agent) changed(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	a.changeMu.Lock()
@@ -229,10 +250,8 @@ func (a *Agent) changed(ctx context.Context) {
 	if err := a.saveIfChanged(cp); err != nil {
 		logger.Error(err, "Saving the agent checkpoint failed")
 	}
-	if a.cfg.NodeStatus != nil {
-		if err := a.cfg.NodeStatus.Update(ctx, status); err != nil {
-			logger.Error(err, "Updating the node status failed")
-		}
+	if a.status != nil {
+		a.status.set(status)
 	}
 }
 

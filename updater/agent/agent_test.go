@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -113,22 +114,99 @@ func startService(t *testing.T) (*fakeService, memservicev1.MemoryServiceClient)
 	return svc, memservicev1.NewMemoryServiceClient(conn)
 }
 
+// fakeNode is the Node object's status. Its writes can be held, like an API
+// server that is slow or behind a rate limiter, or fail.
 type fakeNode struct {
-	mu       sync.Mutex
+	// hold, while open, keeps every write waiting until it is closed (or the
+	// write's context ends); held receives the status of each write kept waiting.
+	hold     chan struct{}
+	held     chan nodestatus.Status
+	released sync.Once
+
+	mu sync.Mutex
+	// statuses are the statuses written, in order.
 	statuses []nodestatus.Status
+	// failures is how many of the next writes fail.
+	failures int
+	// failed counts the writes that failed.
+	failed int
 }
 
-func (f *fakeNode) Update(_ context.Context, s nodestatus.Status) error {
+// holdingNode is a node whose writes wait until release is called.
+func holdingNode() *fakeNode {
+	return &fakeNode{hold: make(chan struct{}), held: make(chan nodestatus.Status, 100)}
+}
+
+// release lets the held writes, and all later ones, through.
+func (f *fakeNode) release() {
+	if f.hold != nil {
+		f.released.Do(func() { close(f.hold) })
+	}
+}
+
+func (f *fakeNode) Update(ctx context.Context, s nodestatus.Status) error {
+	if f.hold != nil {
+		select {
+		case <-f.hold:
+		default:
+			f.held <- s
+			select {
+			case <-f.hold:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failures > 0 {
+		f.failures--
+		f.failed++
+		return errors.New("the server is currently unable to handle the request")
+	}
 	f.statuses = append(f.statuses, s)
 	return nil
 }
 
+// failNext makes the next n writes fail.
+func (f *fakeNode) failNext(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failures = n
+}
+
+// last is the status written last (zero before the first write).
 func (f *fakeNode) last() nodestatus.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.statuses) == 0 {
+		return nodestatus.Status{}
+	}
 	return f.statuses[len(f.statuses)-1]
+}
+
+func (f *fakeNode) written() []nodestatus.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.statuses)
+}
+
+func (f *fakeNode) failedWrites() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
+}
+
+// nextHeld waits for a write to be held and returns its status.
+func (f *fakeNode) nextHeld(t *testing.T) nodestatus.Status {
+	t.Helper()
+	select {
+	case s := <-f.held:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("no node status write within 10s")
+		return nodestatus.Status{}
+	}
 }
 
 type fakeLimiter struct {
@@ -171,8 +249,10 @@ func (f *fakeClaims) list() []string {
 }
 
 type harness struct {
-	svc     *fakeService
-	agent   *Agent
+	svc   *fakeService
+	agent *Agent
+	// stop ends Run and returns its error; it may be called more than once.
+	stop    func() error
 	host    *hostmem.Simulated
 	node    *fakeNode
 	limiter *fakeLimiter
@@ -184,14 +264,15 @@ type harness struct {
 
 func startAgent(t *testing.T, cpFile string, host *hostmem.Simulated) *harness {
 	t.Helper()
-	return startAgentOn(t, cpFile, host, host)
+	return startAgentOn(t, cpFile, host, host, &fakeNode{})
 }
 
-// startAgentOn runs the agent on backend; sim is the simulated host under it.
-func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simulated) *harness {
+// startAgentOn runs the agent on backend, showing its status on node; sim is the
+// simulated host under backend.
+func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simulated, node *fakeNode) *harness {
 	t.Helper()
 	svc, client := startService(t)
-	h := &harness{svc: svc, host: host, node: &fakeNode{}, limiter: &fakeLimiter{}, claims: &fakeClaims{},
+	h := &harness{svc: svc, host: host, node: node, limiter: &fakeLimiter{}, claims: &fakeClaims{},
 		metrics: metrics.New(), clock: testingclock.NewFakeClock(time.Now()), cp: cpFile}
 	a, err := New(Config{
 		Node: "node-1", Client: client, Host: backend, NodeStatus: h.node, Limiter: h.limiter, Claims: h.claims,
@@ -202,12 +283,16 @@ func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simul
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
+	h.stop = sync.OnceValue(func() error {
 		cancel()
-		require.NoError(t, <-done)
+		return <-done
+	})
+	t.Cleanup(func() {
+		require.NoError(t, h.stop())
 		assert.Equal(t, "AgentStopped", h.node.last().Reason, "the node shows the agent stopped")
 		assert.False(t, h.node.last().Ready)
 	})
+	t.Cleanup(node.release) // runs first: a failed test leaves no write held
 	return h
 }
 
@@ -252,7 +337,8 @@ func TestAgentOnlinesAndOfflinesOnCommand(t *testing.T) {
 	assert.Equal(t, []int32{2}, res.NumaNodes)
 	assert.Equal(t, 2, host.OnlineBlocks())
 	assert.Equal(t, 256*mib, h.limiter.bytes(), "pod cgroup raised by the onlined bytes")
-	assert.Equal(t, nodestatus.Status{OnlineBytes: 256 * mib, Ready: true, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}, h.node.last())
+	want := nodestatus.Status{OnlineBytes: 256 * mib, Ready: true, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}
+	require.Eventually(t, func() bool { return h.node.last() == want }, 10*time.Second, time.Millisecond, "the node status shows the bytes online")
 	assert.Equal(t, float64(256*mib), testutil.ToFloat64(h.metrics.OnlineBytes))
 	assert.Equal(t, float64(1), testutil.ToFloat64(h.metrics.Commands.WithLabelValues("online", "online")))
 
@@ -269,7 +355,7 @@ func TestAgentOnlinesAndOfflinesOnCommand(t *testing.T) {
 	assert.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, res.Outcome)
 	assert.Equal(t, 0, host.OnlineBlocks())
 	assert.Equal(t, int64(0), h.limiter.bytes(), "pod cgroup back to the kubelet's limit")
-	assert.Equal(t, int64(0), h.node.last().OnlineBytes)
+	require.Eventually(t, func() bool { return h.node.last().OnlineBytes == 0 }, 10*time.Second, time.Millisecond, "the node status shows no bytes online")
 	assert.Equal(t, []string{"online uid-1", "forget uid-1"}, h.claims.list())
 
 	// Offline again (the service retries after a lost result): still OFFLINE.
@@ -316,8 +402,8 @@ func TestAgentReconnectsAndReportsWhatIsOnline(t *testing.T) {
 
 	close(s.end) // the service restarts
 	require.Eventually(t, func() bool { return !h.agent.Connected() }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return h.node.last().Reason == "SessionLost" }, 10*time.Second, time.Millisecond, "the node status shows the session lost")
 	assert.False(t, h.node.last().Ready)
-	assert.Equal(t, "SessionLost", h.node.last().Reason)
 	// Step the fake clock through the backoff until the agent dials again; a step
 	// taken before the agent starts waiting is simply repeated.
 	require.Eventually(t, func() bool {
@@ -405,7 +491,7 @@ func (h *halfOnline) Offline(ctx context.Context, req hostmem.Request, p hostmem
 func TestAgentOfflinesHalfOnlinedMemoryInItsPool(t *testing.T) {
 	sim := hostmem.NewSimulated(hostmem.SimulatedConfig{})
 	host := &halfOnline{Simulated: sim}
-	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, sim)
+	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, sim, &fakeNode{})
 	s := h.svc.session(t)
 	require.NotNil(t, s.next(t).GetHello())
 

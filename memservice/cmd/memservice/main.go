@@ -82,12 +82,14 @@ func serve(args []string) error {
 	fs.DurationVar(&cfg.ReservationTTL, "reservation-ttl", service.DefaultReservationTTL, "how long a Reserved entry lives unless provisioned")
 	fs.DurationVar(&cfg.ProvisionGracePeriod, "provision-grace-period", service.DefaultProvisionGracePeriod, "provisioned memory whose claim got no pod within this is released")
 	fs.DurationVar(&cfg.AgentCommandTimeout, "agent-command-timeout", service.DefaultAgentCommandTimeout, "how long to wait for a node agent to online memory")
+	fs.DurationVar(&cfg.PoolStatusInterval, "pool-status-interval", service.DefaultPoolStatusInterval,
+		fmt.Sprintf("least time between two status writes of the DynamicMemoryPools (at least %s): a change is written this long after it, with every change made meanwhile", service.MinPoolStatusInterval))
 	fs.BoolVar(&cfg.LeaderElection.Enabled, "leader-elect", true, "elect a leader on a Lease; only the leader serves")
 	fs.StringVar(&cfg.LeaderElection.Namespace, "leader-elect-namespace", "dynamic-memory", "namespace of the Lease")
 	fs.StringVar(&cfg.LeaderElection.Name, "leader-elect-name", "memservice", "name of the Lease")
 	fs.StringVar(&cfg.LeaderElection.Identity, "leader-elect-identity", "", "this instance's identity in the Lease (default: hostname)")
-	kubeQPS := fs.Float64("kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side limit; every reservation writes its DynamicMemoryClaim before the hardware acts)")
-	kubeBurst := fs.Int("kube-api-burst", 100, "burst of queries to the Kubernetes API server above --kube-api-qps")
+	kubeQPS := fs.Float64("kube-api-qps", 200, "queries per second to the Kubernetes API server (client-side limit; a claim costs about three writes to provision, its DynamicMemoryClaim written before the hardware acts, and three to release)")
+	kubeBurst := fs.Int("kube-api-burst", 400, "burst of queries to the Kubernetes API server above --kube-api-qps")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -95,6 +97,9 @@ func serve(args []string) error {
 	if *showVersion {
 		fmt.Println(version.Version)
 		return nil
+	}
+	if cfg.PoolStatusInterval < service.MinPoolStatusInterval {
+		return fmt.Errorf("--pool-status-interval must be at least %s, got %s", service.MinPoolStatusInterval, cfg.PoolStatusInterval)
 	}
 	if *tlsDir != "" {
 		b := pki.Bundle{Dir: *tlsDir}

@@ -30,3 +30,23 @@ func TestServeNeedsItsTLSFiles(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "--kubeconfig /nonexistent")
 }
+
+func TestPoolStatusIntervalIsValidated(t *testing.T) {
+	for _, tc := range []struct {
+		name, value, wantErr string
+	}{
+		{"below the minimum", "50ms", "--pool-status-interval must be at least 100ms, got 50ms"},
+		{"zero", "0s", "--pool-status-interval must be at least 100ms, got 0s"},
+		{"negative", "-2s", "--pool-status-interval must be at least 100ms, got -2s"},
+		{"not a duration", "often", `invalid value "often" for flag -pool-status-interval`},
+		// Accepted: serving then fails on the next step, the kubeconfig.
+		{"the minimum", "100ms", "--kubeconfig /nonexistent"},
+		{"minutes", "1m", "--kubeconfig /nonexistent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := run([]string{"--kubeconfig", "/nonexistent", "--leader-elect=false", "--pool-status-interval=" + tc.value}, &bytes.Buffer{})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.wantErr)
+		})
+	}
+}

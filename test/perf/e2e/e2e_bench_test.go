@@ -38,7 +38,9 @@ const (
 // measures from each pod's creation until it is Running (its memory online), then
 // deletes them all and measures until every pool is whole again.
 //
-// Metrics: running-p50-s and running-p99-s (pod created → Running), all-running-s
+// Metrics: running-p50-s and running-p99-s (pod created → Running), with the steps
+// on the way: claimed-p50-s (created → its ResourceClaim made from the template by
+// kube-controller-manager) and bound-p50-s (created → bound), all-running-s
 // (first pod created → last pod Running), ledger-free-s (deletion → the memory
 // service holds nothing) and pools-full-s (deletion → the memory service, the pools'
 // status and the DynamicMemoryClaims all say every pool is whole).
@@ -75,12 +77,14 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	}()
 	mon := sys.StartMonitor(ctx)
 
-	var p50, p99, allRunning, ledgerFree, poolsFull []float64
+	var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64
 	b.ResetTimer()
 	for i := range b.N {
 		r := runOnce(ctx, b, sys, fmt.Sprintf("bench-%d", i))
-		p50 = append(p50, percentile(r.latencies, 50))
-		p99 = append(p99, percentile(r.latencies, 99))
+		claimedP50 = append(claimedP50, percentile(r.claimed, 50))
+		boundP50 = append(boundP50, percentile(r.bound, 50))
+		p50 = append(p50, percentile(r.running, 50))
+		p99 = append(p99, percentile(r.running, 99))
 		allRunning = append(allRunning, r.allRunning.Seconds())
 		ledgerFree = append(ledgerFree, r.ledgerFree.Seconds())
 		poolsFull = append(poolsFull, r.poolsFull.Seconds())
@@ -89,6 +93,8 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	if violations, _, _ := mon.Stop(); len(violations) > 0 {
 		b.Fatalf("pools were over-committed: %v", violations)
 	}
+	b.ReportMetric(mean(claimedP50), "claimed-p50-s")
+	b.ReportMetric(mean(boundP50), "bound-p50-s")
 	b.ReportMetric(mean(p50), "running-p50-s")
 	b.ReportMetric(mean(p99), "running-p99-s")
 	b.ReportMetric(mean(allRunning), "all-running-s")
@@ -97,8 +103,7 @@ func BenchmarkPodsToRunning(b *testing.B) {
 }
 
 type result struct {
-	latencies  []time.Duration
-	allRunning time.Duration
+	steps
 	ledgerFree time.Duration
 	poolsFull  time.Duration
 }
@@ -129,7 +134,7 @@ func runOnce(ctx context.Context, b *testing.B, sys *demo.System, namespace stri
 		b.Fatalf("wait for %d pods to run (%d running): %v", pods, rec.running(), err)
 	}
 	var r result
-	r.latencies, r.allRunning = rec.latencies(start)
+	r.steps = rec.steps(start)
 	b.StopTimer()
 	logMetrics(ctx, b, sys, demo.Scheduler, "scheduler_scheduling_attempt_duration_seconds", "scheduler_framework_extension_point_duration_seconds",
 		"scheduler_plugin_execution_duration_seconds", "dynamic_memory_")
@@ -174,30 +179,41 @@ func logMetrics(ctx context.Context, b *testing.B, sys *demo.System, component s
 	b.Logf("metrics of %s:\n%s", component, strings.Join(lines, "\n"))
 }
 
-// recorder notes when each pod was created and when it was first seen Running.
+// recorder notes when each pod was created and when it was first seen with its
+// ResourceClaim (created by kube-controller-manager), bound and Running.
 type recorder struct {
 	stop func()
 
 	mu        sync.Mutex
 	createdAt map[string]time.Time
-	runningAt map[string]time.Time
+	// claimedAt, boundAt and runningAt are the steps of a pod's way to Running.
+	claimedAt, boundAt, runningAt map[string]time.Time
 }
 
 func watchRunning(ctx context.Context, b *testing.B, sys *demo.System, namespace string) *recorder {
-	r := &recorder{createdAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
+	r := &recorder{createdAt: map[string]time.Time{}, claimedAt: map[string]time.Time{}, boundAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
 	factory := informers.NewSharedInformerFactoryWithOptions(sys.Kube(), 0, informers.WithNamespace(namespace))
 	informer := factory.Core().V1().Pods().Informer()
 	seen := func(obj any) {
 		pod, ok := obj.(*corev1.Pod)
-		if !ok || pod.Status.Phase != corev1.PodRunning {
+		if !ok {
 			return
 		}
 		now := time.Now()
 		r.mu.Lock()
-		if _, ok := r.runningAt[pod.Name]; !ok {
-			r.runningAt[pod.Name] = now
+		defer r.mu.Unlock()
+		for _, step := range []struct {
+			done bool
+			at   map[string]time.Time
+		}{
+			{len(pod.Status.ResourceClaimStatuses) > 0, r.claimedAt},
+			{pod.Spec.NodeName != "", r.boundAt},
+			{pod.Status.Phase == corev1.PodRunning, r.runningAt},
+		} {
+			if _, ok := step.at[pod.Name]; step.done && !ok {
+				step.at[pod.Name] = now
+			}
 		}
-		r.mu.Unlock()
 	}
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    seen,
@@ -229,21 +245,31 @@ func (r *recorder) running() int {
 	return len(r.runningAt)
 }
 
-// latencies are each pod's created → Running times, and the time from start until
-// the last pod ran.
-func (r *recorder) latencies(start time.Time) ([]time.Duration, time.Duration) {
+// steps are each pod's times from creation until it had its claim, was bound and
+// ran, and the time from start until the last pod ran.
+type steps struct {
+	claimed, bound, running []time.Duration
+	allRunning              time.Duration
+}
+
+func (r *recorder) steps(start time.Time) steps {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []time.Duration
+	since := func(at map[string]time.Time) []time.Duration {
+		out := make([]time.Duration, 0, len(at))
+		for name, t := range at {
+			// A step seen before the pod's Create call returned counts as instant.
+			out = append(out, max(0, t.Sub(r.createdAt[name])))
+		}
+		return out
+	}
 	var last time.Time
-	for name, ran := range r.runningAt {
-		// A pod seen Running before its Create call returned counts as instant.
-		out = append(out, max(0, ran.Sub(r.createdAt[name])))
+	for _, ran := range r.runningAt {
 		if ran.After(last) {
 			last = ran
 		}
 	}
-	return out, last.Sub(start)
+	return steps{claimed: since(r.claimedAt), bound: since(r.boundAt), running: since(r.runningAt), allRunning: last.Sub(start)}
 }
 
 // percentile is the p-th percentile (nearest rank) in seconds.

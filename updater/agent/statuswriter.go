@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// statusWriter writes the node status in the background, so that a command is
+// acknowledged without waiting for the API server. Only the newest status is
+// kept: the changes made while a write is in flight end in one write. A failed
+// write is retried after a backoff, or sooner at the next change.
+type statusWriter struct {
+	node                   NodeStatus
+	clock                  clock.Clock
+	minBackoff, maxBackoff time.Duration
+	// kick wakes the writer; it holds at most one wake-up.
+	kick chan struct{}
+
+	mu sync.Mutex
+	// desired is the status to show (nil: none yet).
+	desired *nodestatus.Status
+	// written is the status last written successfully (nil: none yet).
+	written *nodestatus.Status
+}
+
+func newStatusWriter(node NodeStatus, clk clock.Clock, minBackoff, maxBackoff time.Duration) *statusWriter {
+	return &statusWriter{node: node, clock: clk, minBackoff: minBackoff, maxBackoff: maxBackoff, kick: make(chan struct{}, 1)}
+}
+
+// set makes s the status to write, replacing any not written yet, and returns
+// at once.
+func (w *statusWriter) set(s nodestatus.Status) {
+	w.mu.Lock()
+	w.desired = &s
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default: // a wake-up is already pending; it will see s
+	}
+}
+
+// run writes the desired status whenever it changes, until ctx ends.
+func (w *statusWriter) run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	delay := w.minBackoff
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		case <-retry:
+		}
+		retry = nil
+		if err := w.write(ctx); err != nil {
+			if ctx.Err() != nil {
+				return // stopping: Run flushes
+			}
+			logger.Error(err, "Updating the node status failed, retrying", "after", delay)
+			retry = w.clock.After(delay)
+			delay = min(2*delay, w.maxBackoff)
+			continue
+		}
+		delay = w.minBackoff
+	}
+}
+
+// flush writes the desired status if it is not written yet. Run calls it once
+// the writer has ended, so that the last status is not lost on a clean stop.
+func (w *statusWriter) flush(ctx context.Context) error {
+	return w.write(ctx)
+}
+
+// write writes the desired status unless it is the one last written (heartbeats
+// set the same status again and again). Only one write runs at a time: run's, or
+// flush's after run has ended.
+func (w *statusWriter) write(ctx context.Context) error {
+	w.mu.Lock()
+	desired, written := w.desired, w.written
+	w.mu.Unlock()
+	if desired == nil || (written != nil && *written == *desired) {
+		return nil
+	}
+	if err := w.node.Update(ctx, *desired); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.written = desired
+	w.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	testingclock "k8s.io/utils/clock/testing"
+)
+
+// connectedStatus is the node status of a connected agent with online bytes.
+func connectedStatus(online int64) nodestatus.Status {
+	return nodestatus.Status{OnlineBytes: online, Ready: true, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}
+}
+
+func TestAgentAcknowledgesAnOnlineWhileTheNodeStatusWriteIsHeld(t *testing.T) {
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	node := holdingNode()
+	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, host, node)
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	node.nextHeld(t) // the API server does not answer
+
+	s.send(t, onlineCmd("c1", "uid-1", 0, 128*mib))
+	assert.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
+	assert.Empty(t, node.written(), "the node status write is still held")
+	assert.Equal(t, 128*mib, h.limiter.bytes(), "the pod cgroup limit is set before the command is acknowledged")
+	saved, err := loadCheckpoint(h.cp)
+	require.NoError(t, err)
+	assert.Contains(t, saved.Claims, "uid-1", "the checkpoint is written before the command is acknowledged")
+
+	node.release()
+	require.Eventually(t, func() bool { return node.last() == connectedStatus(128*mib) }, 10*time.Second, time.Millisecond,
+		"the node status shows the memory once the API server answers")
+}
+
+func TestAgentWritesOnlyTheNewestNodeStatus(t *testing.T) {
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	node := holdingNode()
+	h := startAgentOn(t, "", host, host, node)
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	node.nextHeld(t)
+
+	const claims = 4
+	for i := range int64(claims) {
+		s.send(t, onlineCmd(fmt.Sprintf("c%d", i), fmt.Sprintf("uid-%d", i), i*128*mib, 128*mib))
+		require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
+	}
+	node.release()
+
+	want := connectedStatus(claims * 128 * mib)
+	require.Eventually(t, func() bool { return node.last() == want }, 10*time.Second, time.Millisecond)
+	written := node.written()
+	assert.Len(t, written, 2, "the write held, then one write of the newest status for %d changes: %v", claims, written)
+}
+
+func TestAgentRetriesAFailedNodeStatusWrite(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures int
+	}{
+		{"one failed write", 1},
+		{"failures past the longest backoff", 7},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+			h := startAgent(t, "", host)
+			s := h.svc.session(t)
+			require.NotNil(t, s.next(t).GetHello())
+			require.Eventually(t, func() bool { return h.node.last() == connectedStatus(0) }, 10*time.Second, time.Millisecond)
+
+			h.node.failNext(tc.failures)
+			s.send(t, onlineCmd("c1", "uid-1", 0, 128*mib))
+			require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
+			// Step the fake clock through the backoffs (and heartbeats, which
+			// retry too) until the write lands.
+			require.Eventually(t, func() bool {
+				h.clock.Step(time.Second)
+				return h.node.last() == connectedStatus(128*mib)
+			}, 10*time.Second, 10*time.Millisecond, "the node status was not written")
+			assert.Equal(t, tc.failures, h.node.failedWrites())
+		})
+	}
+}
+
+func TestAgentWritesTheNodeStatusWhenItStops(t *testing.T) {
+	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	node := holdingNode()
+	h := startAgentOn(t, "", host, host, node)
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	node.nextHeld(t)
+	s.send(t, onlineCmd("c1", "uid-1", 0, 128*mib))
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
+
+	// The agent stops while a write is held: that write gives up with the
+	// agent's context, and Run writes the final status before it returns.
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop() }()
+	want := nodestatus.Status{OnlineBytes: 128 * mib, Reason: "AgentStopped", Message: "the node agent is not running"}
+	assert.Equal(t, want, node.nextHeld(t), "the status written on stop")
+	node.release()
+	require.NoError(t, <-stopped)
+	assert.Equal(t, []nodestatus.Status{want}, node.written())
+}
+
+func TestStatusWriterRetriesAfterABackoff(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures int
+		// delays are the waits expected before each retry.
+		delays []time.Duration
+	}{
+		{"one failure waits the minimum backoff", 1, []time.Duration{time.Second}},
+		{"the backoff doubles up to the maximum", 4, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := testingclock.NewFakeClock(time.Now())
+			node := &fakeNode{failures: tc.failures}
+			w := newStatusWriter(node, clk, time.Second, 4*time.Second)
+			ctx, cancel := context.WithCancel(context.Background())
+			var run sync.WaitGroup
+			run.Go(func() { w.run(ctx) })
+			t.Cleanup(func() {
+				cancel()
+				run.Wait()
+			})
+
+			w.set(connectedStatus(128 * mib))
+			for i, d := range tc.delays {
+				require.Eventually(t, clk.HasWaiters, 10*time.Second, time.Millisecond, "the writer waits to retry (retry %d)", i+1)
+				clk.Step(d - time.Nanosecond)
+				assert.True(t, clk.HasWaiters(), "retry %d comes after %v, not before", i+1, d)
+				clk.Step(time.Nanosecond)
+			}
+			require.Eventually(t, func() bool { return node.last() == connectedStatus(128*mib) }, 10*time.Second, time.Millisecond)
+			assert.Equal(t, tc.failures, node.failedWrites())
+		})
+	}
+}
+
+func TestStatusWriterSkipsTheStatusAlreadyWritten(t *testing.T) {
+	node := &fakeNode{}
+	w := newStatusWriter(node, testingclock.NewFakeClock(time.Now()), time.Second, time.Minute)
+	ctx := context.Background()
+	for _, s := range []nodestatus.Status{connectedStatus(0), connectedStatus(0), connectedStatus(128 * mib), connectedStatus(128 * mib)} {
+		w.set(s)
+		require.NoError(t, w.flush(ctx))
+	}
+	assert.Equal(t, []nodestatus.Status{connectedStatus(0), connectedStatus(128 * mib)}, node.written(), "a heartbeat does not write the same status again")
+}
