@@ -138,9 +138,14 @@ func TestTargetRow(t *testing.T) {
 	assert.Contains(t, memserviceTargets[0].row(results), "**met**", "p99 1.5 ms ≤ 2 ms")
 	assert.Contains(t, memserviceTargets[1].row(results), "not measured", "no ledger benchmark")
 
-	e2e := []benchResult{{Name: "BenchmarkPodStartup", Metrics: map[string]float64{"p50-ms": 1200}, Units: []string{"p50-ms"}}}
-	assert.Contains(t, endToEndTargets[0].row(e2e), "p50 1.20 s", "a metric in ms is compared in seconds")
-	assert.Contains(t, endToEndTargets[0].row(e2e), "**met**")
+	e2e := []benchResult{
+		{Name: "BenchmarkPodsToRunning/profile=default-scheduler", Metrics: map[string]float64{"p50-ms": 900}, Units: []string{"p50-ms"}},
+		{Name: "BenchmarkPodsToRunning/profile=dynamic-memory-scheduler", Metrics: map[string]float64{"p50-ms": 1200}, Units: []string{"p50-ms"}},
+	}
+	row := endToEndTargets[0].row(e2e)
+	assert.Contains(t, row, "p50 1.20 s (`BenchmarkPodsToRunning/profile=dynamic-memory-scheduler`)", "a metric in ms is compared in seconds; the baseline is not the figure")
+	assert.Contains(t, row, "baseline p50 0.90 s (`BenchmarkPodsToRunning/profile=default-scheduler`, same run)")
+	assert.Contains(t, row, "**met**")
 }
 
 // TestReportGolden renders testdata/results: the plugin profile reaches 0.98 of the

@@ -28,6 +28,10 @@ var claimsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemoryclaims")
 type Workload struct {
 	Name   string
 	Memory resource.Quantity
+	// SchedulerName schedules the pod; empty: the dynamic memory scheduler. With
+	// the default-scheduler profile the claim is allocated by DRA alone, and no
+	// memory is provisioned (a baseline for benchmarks).
+	SchedulerName string
 }
 
 // Scenario is a set of pods that fit the pools and one that cannot.
@@ -81,9 +85,14 @@ func Names(ws []Workload) []string {
 // claimName is the name of the pod's claim in its spec (and of the request).
 const claimName = "memory"
 
-// PodFor is the pod of a workload: scheduled by the dynamic memory scheduler, with one
-// claim from its own ResourceClaimTemplate (TemplateFor).
+// PodFor is the pod of a workload: scheduled by the dynamic memory scheduler (unless
+// the workload names another), with one claim from its own ResourceClaimTemplate
+// (TemplateFor).
 func PodFor(namespace string, w Workload) *corev1.Pod {
+	schedulerName := SchedulerName
+	if w.SchedulerName != "" {
+		schedulerName = w.SchedulerName
+	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      w.Name,
@@ -91,7 +100,7 @@ func PodFor(namespace string, w Workload) *corev1.Pod {
 			Labels:    map[string]string{"app.kubernetes.io/part-of": "dynamic-memory-demo"},
 		},
 		Spec: corev1.PodSpec{
-			SchedulerName:                 SchedulerName,
+			SchedulerName:                 schedulerName,
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
 			Containers: []corev1.Container{{
 				Name:  "app",

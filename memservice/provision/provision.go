@@ -87,8 +87,13 @@ type poolDevice struct {
 }
 
 type flight struct {
-	done   chan struct{}
-	cancel context.CancelFunc
+	// settled is closed once the claim's state is final in the ledger (Online or
+	// Failed: AddMemory answers then, before the state is written to the API), or
+	// when the flight ends; done when it ended.
+	settled chan struct{}
+	settle  func()
+	done    chan struct{}
+	cancel  context.CancelFunc
 }
 
 // New makes a manager; Start must be called before any flight starts.
@@ -178,7 +183,9 @@ func (m *Manager) Reserve(req ledger.Request) (ledger.Reservation, error) {
 
 // AddMemory provisions a claim (reserving it first if needed) and waits until it is
 // Online or Failed (returned without error: the state says it), or ctx ends (the
-// provisioning goes on then).
+// provisioning goes on then). It answers as soon as the ledger holds the outcome;
+// the flight writes it to the claim's DynamicMemoryClaim afterwards (a restart
+// resumes a claim recorded in Provisioning, which is idempotent).
 func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Reservation, error) {
 	m.mu.Lock()
 	r, started, err := m.cfg.Ledger.Provision(req)
@@ -188,7 +195,7 @@ func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Res
 		return r, err
 	}
 	if started {
-		m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context) { m.provision(ctx, r) })
+		m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context, f *flight) { m.provision(ctx, f, r) })
 	}
 	f := m.flights[r.Claim.UID]
 	m.mu.Unlock()
@@ -197,7 +204,7 @@ func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Res
 	}
 	if f != nil {
 		select {
-		case <-f.done:
+		case <-f.settled:
 		case <-ctx.Done():
 			cur, _ := m.cfg.Ledger.Get(r.Claim.UID)
 			return cur, fmt.Errorf("claim %s is still %s: %w", r.Claim.UID, cur.State, ctx.Err())
@@ -211,12 +218,13 @@ func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Res
 }
 
 // startLocked runs fn as the claim's flight in set; m.mu is held.
-func (m *Manager) startLocked(set map[string]*flight, uid string, fn func(ctx context.Context)) *flight {
+func (m *Manager) startLocked(set map[string]*flight, uid string, fn func(ctx context.Context, f *flight)) *flight {
 	if f, ok := set[uid]; ok {
 		return f
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	f := &flight{done: make(chan struct{}), cancel: cancel}
+	settled := make(chan struct{})
+	f := &flight{settled: settled, settle: sync.OnceFunc(func() { close(settled) }), done: make(chan struct{}), cancel: cancel}
 	set[uid] = f
 	m.wg.Add(1)
 	go func() {
@@ -226,30 +234,31 @@ func (m *Manager) startLocked(set map[string]*flight, uid string, fn func(ctx co
 			delete(set, uid)
 			m.mu.Unlock()
 			cancel()
+			f.settle()
 			close(f.done)
 		}()
-		fn(ctx)
+		fn(ctx, f)
 	}()
 	return f
 }
 
 // provision is the flight of one claim from Provisioning to Online or Failed.
-func (m *Manager) provision(ctx context.Context, r ledger.Reservation) {
+func (m *Manager) provision(ctx context.Context, f *flight, r ledger.Reservation) {
 	logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "node", r.Node, "pool", r.Pool, "bytes", r.Bytes)
 	ctx = klog.NewContext(ctx, logger)
 	logger.V(2).Info("Provisioning")
 	if err := m.cfg.Store.Create(ctx, r); err != nil {
-		m.fail(ctx, r, "store", fmt.Errorf("record claim before provisioning: %w", err))
+		m.fail(ctx, f, r, "store", fmt.Errorf("record claim before provisioning: %w", err))
 		return
 	}
 	if !m.stillProvisioning(r.Claim.UID) {
 		return
 	}
 	if err := m.addExtents(ctx, r); err != nil {
-		m.fail(ctx, r, "backend", err)
+		m.fail(ctx, f, r, "backend", err)
 		return
 	}
-	m.onlineAndFinish(ctx, r)
+	m.onlineAndFinish(ctx, f, r)
 }
 
 // Resume continues the flight of a claim restored in Provisioning after a restart:
@@ -258,15 +267,15 @@ func (m *Manager) provision(ctx context.Context, r ledger.Reservation) {
 func (m *Manager) Resume(r ledger.Reservation) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context) {
+	m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context, f *flight) {
 		logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "node", r.Node, "pool", r.Pool)
 		ctx = klog.NewContext(ctx, logger)
 		logger.Info("Resuming provisioning after restart")
 		if err := m.addExtents(ctx, r); err != nil && !errors.Is(err, backend.ErrInUse) {
-			m.fail(ctx, r, "backend", err)
+			m.fail(ctx, f, r, "backend", err)
 			return
 		}
-		m.onlineAndFinish(ctx, r)
+		m.onlineAndFinish(ctx, f, r)
 	})
 }
 
@@ -293,7 +302,7 @@ func (m *Manager) addExtents(ctx context.Context, r ledger.Reservation) error {
 	return fmt.Errorf("add %s of extents to node %s (host %d) in pool %s: %w", ledger.FormatBytes(r.Bytes), r.Node, hostID, r.Pool, err)
 }
 
-func (m *Manager) onlineAndFinish(ctx context.Context, r ledger.Reservation) {
+func (m *Manager) onlineAndFinish(ctx context.Context, f *flight, r ledger.Reservation) {
 	r, err := m.cfg.Ledger.MarkOnHost(r.Claim.UID)
 	if err != nil {
 		return // released meanwhile: the release flight takes over
@@ -307,7 +316,7 @@ func (m *Manager) onlineAndFinish(ctx context.Context, r ledger.Reservation) {
 	})
 	m.observeAgent("online", start, err)
 	if err != nil {
-		m.fail(ctx, r, "agent", fmt.Errorf("online on node %s: %w", r.Node, err))
+		m.fail(ctx, f, r, "agent", fmt.Errorf("online on node %s: %w", r.Node, err))
 		return
 	}
 	r, err = m.cfg.Ledger.MarkOnline(r.Claim.UID, res.GetNumaNodes())
@@ -319,6 +328,7 @@ func (m *Manager) onlineAndFinish(ctx context.Context, r ledger.Reservation) {
 		m.cfg.Metrics.Provisioning.WithLabelValues(r.Pool).Observe(r.OnlineAt.Sub(r.ProvisioningAt).Seconds())
 	}
 	klog.FromContext(ctx).V(2).Info("Online", "numaNodes", r.NUMANodes, "duration", r.OnlineAt.Sub(r.ProvisioningAt))
+	f.settle()
 	m.persist(ctx, r)
 }
 
@@ -327,7 +337,7 @@ func (m *Manager) stillProvisioning(uid string) bool {
 	return ok && cur.State == ledger.StateProvisioning
 }
 
-func (m *Manager) fail(ctx context.Context, r ledger.Reservation, reason string, err error) {
+func (m *Manager) fail(ctx context.Context, f *flight, r ledger.Reservation, reason string, err error) {
 	klog.FromContext(ctx).Error(err, "Provisioning failed")
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.AllocationErrors.WithLabelValues(r.Pool, reason).Inc()
@@ -336,6 +346,7 @@ func (m *Manager) fail(ctx context.Context, r ledger.Reservation, reason string,
 	if ferr != nil {
 		return // released meanwhile
 	}
+	f.settle()
 	m.persist(ctx, failed)
 }
 
@@ -356,7 +367,7 @@ func (m *Manager) RemoveMemory(ctx context.Context, uid string, wait bool) (ledg
 		return r, found, nil
 	}
 	m.mu.Lock()
-	f := m.startLocked(m.releases, uid, func(ctx context.Context) { m.release(ctx, uid) })
+	f := m.startLocked(m.releases, uid, func(ctx context.Context, _ *flight) { m.release(ctx, uid) })
 	m.mu.Unlock()
 	if !wait {
 		return r, true, nil
@@ -378,7 +389,7 @@ func (m *Manager) RemoveMemory(ctx context.Context, uid string, wait bool) (ledg
 func (m *Manager) ResumeRelease(uid string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.startLocked(m.releases, uid, func(ctx context.Context) { m.release(ctx, uid) })
+	m.startLocked(m.releases, uid, func(ctx context.Context, _ *flight) { m.release(ctx, uid) })
 }
 
 // release is the flight of one claim from Releasing to Released. Every step is

@@ -71,6 +71,8 @@ func (a *agents) Offline(context.Context, string, *memservicev1.OfflineCommand) 
 type states struct {
 	mu  sync.Mutex
 	log []ledger.State
+	// hold, when set, holds every Update until it is closed.
+	hold chan struct{}
 }
 
 func (s *states) add(r ledger.Reservation) error {
@@ -80,7 +82,15 @@ func (s *states) add(r ledger.Reservation) error {
 	return nil
 }
 func (s *states) Create(_ context.Context, r ledger.Reservation) error   { return s.add(r) }
-func (s *states) Update(_ context.Context, r ledger.Reservation) error   { return s.add(r) }
+func (s *states) Update(_ context.Context, r ledger.Reservation) error {
+	s.mu.Lock()
+	hold := s.hold
+	s.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	return s.add(r)
+}
 func (s *states) Released(_ context.Context, r ledger.Reservation) error { return s.add(r) }
 
 func setup(t *testing.T, dev *flakyDevice) (*provision.Manager, *ledger.Ledger, *agents, *states) {
@@ -149,5 +159,25 @@ func TestResumeFinishesARestoredProvisioning(t *testing.T) {
 	require.NoError(t, err, "AddMemory waits for the resumed flight")
 	assert.Equal(t, ledger.StateOnline, r.State)
 	assert.Equal(t, 1, dev.adds, "the extents were added again (a no-op for the device if they were there)")
+	m.Wait()
 	assert.Equal(t, []ledger.State{ledger.StateOnline}, st.log, "no second record is created")
+}
+
+// TestAddMemoryAnswersBeforeTheOnlineRecord: the ledger is authoritative, so
+// AddMemory answers once the memory is online there; the DynamicMemoryClaim's
+// status follows.
+func TestAddMemoryAnswersBeforeTheOnlineRecord(t *testing.T) {
+	m, _, _, st := setup(t, &flakyDevice{})
+	st.mu.Lock()
+	st.hold = make(chan struct{})
+	st.mu.Unlock()
+	r, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err)
+	assert.Equal(t, ledger.StateOnline, r.State, "answered while the Online record is still being written")
+	st.mu.Lock()
+	assert.Equal(t, []ledger.State{ledger.StateProvisioning}, st.log)
+	st.mu.Unlock()
+	close(st.hold)
+	m.Wait()
+	assert.Equal(t, []ledger.State{ledger.StateProvisioning, ledger.StateOnline}, st.log, "the Online record is written after the answer")
 }

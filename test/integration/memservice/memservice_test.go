@@ -244,9 +244,12 @@ func TestMemoryServiceWithARealAPIServer(t *testing.T) {
 		require.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState(), resp.GetReservation().GetMessage())
 		assert.Equal(t, []string{ref.GetUid() + ` recorded as "Provisioning"`}, e.dev.addLog())
 
-		rec := e.record("first")
-		require.NotNil(t, rec)
-		assert.Equal(t, v1alpha1.PhaseOnline, rec.Status.Phase)
+		// AddMemory answers from the ledger; the record follows.
+		var rec *v1alpha1.DynamicMemoryClaim
+		require.Eventually(t, func() bool {
+			rec = e.record("first")
+			return rec != nil && rec.Status.Phase == v1alpha1.PhaseOnline
+		}, 10*time.Second, 20*time.Millisecond, "the DynamicMemoryClaim should say Online")
 		assert.Equal(t, ref.GetUid(), rec.Labels[v1alpha1.LabelClaimUID])
 		assert.Equal(t, "node1", rec.Labels[v1alpha1.LabelNode])
 		assert.Contains(t, rec.Finalizers, v1alpha1.Finalizer)

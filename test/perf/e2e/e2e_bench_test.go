@@ -36,7 +36,9 @@ const (
 // BenchmarkPodsToRunning starts the whole system (as `make demo` does) with two pools
 // of simulated devices at zero latency, creates 200 pods asking 1Gi each at once, and
 // measures from each pod's creation until it is Running (its memory online), then
-// deletes them all and measures until every pool is whole again.
+// deletes them all and measures until every pool is whole again. It runs twice on
+// the same system: profile=default-scheduler is the baseline (the claims allocated
+// by DRA alone, no memory provisioned), profile=dynamic-memory-scheduler the project.
 //
 // Metrics: running-p50-s and running-p99-s (pod created → Running), with the steps
 // on the way: claimed-p50-s (created → its ResourceClaim made from the template by
@@ -77,29 +79,35 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	}()
 	mon := sys.StartMonitor(ctx)
 
-	var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64
-	b.ResetTimer()
-	for i := range b.N {
-		r := runOnce(ctx, b, sys, fmt.Sprintf("bench-%d", i))
-		claimedP50 = append(claimedP50, percentile(r.claimed, 50))
-		boundP50 = append(boundP50, percentile(r.bound, 50))
-		p50 = append(p50, percentile(r.running, 50))
-		p99 = append(p99, percentile(r.running, 99))
-		allRunning = append(allRunning, r.allRunning.Seconds())
-		ledgerFree = append(ledgerFree, r.ledgerFree.Seconds())
-		poolsFull = append(poolsFull, r.poolsFull.Seconds())
+	// The baseline first: the same pods and claims, allocated by DRA alone
+	// (default-scheduler), with no memory provisioned.
+	for _, profile := range []string{corev1.DefaultSchedulerName, demo.SchedulerName} {
+		b.Run("profile="+profile, func(b *testing.B) {
+			var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64
+			for i := range b.N {
+				r := runOnce(ctx, b, sys, profile, fmt.Sprintf("%s-%d", profile, i))
+				claimedP50 = append(claimedP50, percentile(r.claimed, 50))
+				boundP50 = append(boundP50, percentile(r.bound, 50))
+				p50 = append(p50, percentile(r.running, 50))
+				p99 = append(p99, percentile(r.running, 99))
+				allRunning = append(allRunning, r.allRunning.Seconds())
+				ledgerFree = append(ledgerFree, r.ledgerFree.Seconds())
+				poolsFull = append(poolsFull, r.poolsFull.Seconds())
+			}
+			b.ReportMetric(mean(claimedP50), "claimed-p50-s")
+			b.ReportMetric(mean(boundP50), "bound-p50-s")
+			b.ReportMetric(mean(p50), "running-p50-s")
+			b.ReportMetric(mean(p99), "running-p99-s")
+			b.ReportMetric(mean(allRunning), "all-running-s")
+			if profile == demo.SchedulerName {
+				b.ReportMetric(mean(ledgerFree), "ledger-free-s")
+				b.ReportMetric(mean(poolsFull), "pools-full-s")
+			}
+		})
 	}
-	b.StopTimer()
 	if violations, _, _ := mon.Stop(); len(violations) > 0 {
 		b.Fatalf("pools were over-committed: %v", violations)
 	}
-	b.ReportMetric(mean(claimedP50), "claimed-p50-s")
-	b.ReportMetric(mean(boundP50), "bound-p50-s")
-	b.ReportMetric(mean(p50), "running-p50-s")
-	b.ReportMetric(mean(p99), "running-p99-s")
-	b.ReportMetric(mean(allRunning), "all-running-s")
-	b.ReportMetric(mean(ledgerFree), "ledger-free-s")
-	b.ReportMetric(mean(poolsFull), "pools-full-s")
 }
 
 type result struct {
@@ -108,10 +116,11 @@ type result struct {
 	poolsFull  time.Duration
 }
 
-func runOnce(ctx context.Context, b *testing.B, sys *demo.System, namespace string) result {
+func runOnce(ctx context.Context, b *testing.B, sys *demo.System, profile, namespace string) result {
 	ws := make([]demo.Workload, pods)
 	for i := range ws {
 		ws[i] = demo.NewWorkload(fmt.Sprintf("pod-%03d", i), podGiB)
+		ws[i].SchedulerName = profile
 	}
 	b.StopTimer()
 	if err := sys.CreateTemplates(ctx, namespace, ws); err != nil {
