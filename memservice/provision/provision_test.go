@@ -81,7 +81,7 @@ func (s *states) add(r ledger.Reservation) error {
 	s.log = append(s.log, r.State)
 	return nil
 }
-func (s *states) Create(_ context.Context, r ledger.Reservation) error   { return s.add(r) }
+func (s *states) Create(_ context.Context, r ledger.Reservation) error { return s.add(r) }
 func (s *states) Update(_ context.Context, r ledger.Reservation) error {
 	s.mu.Lock()
 	hold := s.hold
