@@ -284,7 +284,10 @@ func (r *report) markdown() string {
 		"their percentiles include queueing on this machine's cores; the paced ones send at a fixed total rate.\n"+
 		"The ledger benchmark runs on one core (`-cpu 1`).", r.memservice)
 	benchSection(w, "End to end", "Pods on the local cluster (etcd, kube-apiserver, kube-controller-manager, kwok, the\n"+
-		"scheduler, the memory service with simulated devices at zero latency, node agents).", r.endToEnd)
+		"scheduler, the memory service with simulated devices at zero latency, node agents). The same pods run\n"+
+		"twice on one system: `profile=default-scheduler` is the baseline (their claims allocated by DRA alone,\n"+
+		"no memory provisioned), `profile=dynamic-memory-scheduler` the project. The steps of a pod: its claim\n"+
+		"made from the template (`claimed`), bound, Running.", r.endToEnd)
 	return b.String()
 }
 
