@@ -21,13 +21,21 @@ func connectedStatus(online int64) nodestatus.Status {
 	return nodestatus.Status{OnlineBytes: online, Ready: true, Reason: "SessionEstablished", Message: "the node agent holds a session with the memory service"}
 }
 
-func TestAgentAcknowledgesAnOnlineWhileTheNodeStatusWriteIsHeld(t *testing.T) {
+// startAgentWithHeldNodeStatus starts an agent whose node status writes the API
+// server holds, and waits until its first write (after the session's hello) hangs.
+func startAgentWithHeldNodeStatus(t *testing.T, cpFile string) (*harness, *fakeSession, *fakeNode) {
+	t.Helper()
 	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
 	node := holdingNode()
-	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, host, node)
+	h := startAgentOn(t, cpFile, host, host, node)
 	s := h.svc.session(t)
 	require.NotNil(t, s.next(t).GetHello())
-	node.nextHeld(t) // the API server does not answer
+	node.nextHeld(t)
+	return h, s, node
+}
+
+func TestAgentAcknowledgesAnOnlineWhileTheNodeStatusWriteIsHeld(t *testing.T) {
+	h, s, node := startAgentWithHeldNodeStatus(t, filepath.Join(t.TempDir(), "agent.json"))
 
 	s.send(t, onlineCmd("c1", "uid-1", 0, 128*mib))
 	assert.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
@@ -43,12 +51,7 @@ func TestAgentAcknowledgesAnOnlineWhileTheNodeStatusWriteIsHeld(t *testing.T) {
 }
 
 func TestAgentWritesOnlyTheNewestNodeStatus(t *testing.T) {
-	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
-	node := holdingNode()
-	h := startAgentOn(t, "", host, host, node)
-	s := h.svc.session(t)
-	require.NotNil(t, s.next(t).GetHello())
-	node.nextHeld(t)
+	_, s, node := startAgentWithHeldNodeStatus(t, "")
 
 	const claims = 4
 	for i := range int64(claims) {
@@ -94,12 +97,7 @@ func TestAgentRetriesAFailedNodeStatusWrite(t *testing.T) {
 }
 
 func TestAgentWritesTheNodeStatusWhenItStops(t *testing.T) {
-	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
-	node := holdingNode()
-	h := startAgentOn(t, "", host, host, node)
-	s := h.svc.session(t)
-	require.NotNil(t, s.next(t).GetHello())
-	node.nextHeld(t)
+	h, s, node := startAgentWithHeldNodeStatus(t, "")
 	s.send(t, onlineCmd("c1", "uid-1", 0, 128*mib))
 	require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
 
