@@ -10,6 +10,19 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 )
 
+var _ fwk.SignPlugin = (*DynamicMemory)(nil)
+
+// SignPod lets the scheduler batch pods without claims (opportunistic batching,
+// KEP-5598): the plugin skips them, so they need no fragment of their own. A profile
+// with a Filter or Score plugin that cannot sign batches no pod at all. Pods with
+// claims are not signed: their placement depends on the pool state of each cycle.
+func (pl *DynamicMemory) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	if len(pod.Spec.ResourceClaims) > 0 {
+		return nil, fwk.NewStatus(fwk.Unschedulable, "pods with resource claims are not signable")
+	}
+	return nil, nil
+}
+
 // PreFilter finds the pod's requests for dynamic memory. Pods without any are
 // skipped by every other extension point of the plugin. While the pool cache is not
 // connected to the memory service the pod is rejected: the plugin never guesses.

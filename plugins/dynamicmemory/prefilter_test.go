@@ -1,6 +1,7 @@
 package dynamicmemory
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -116,4 +117,14 @@ func TestPreFilter(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSignPod(t *testing.T) {
+	pl := &DynamicMemory{}
+	fragments, st := pl.SignPod(context.Background(), memPod("plain"))
+	assert.True(t, st.IsSuccess(), "a pod without claims can be batched: %v", st)
+	assert.Empty(t, fragments)
+
+	_, st = pl.SignPod(context.Background(), memPod("p", "c1"))
+	assert.Equal(t, fwk.Unschedulable, st.Code(), "a pod with claims is placed from the pool state of its own cycle")
 }
