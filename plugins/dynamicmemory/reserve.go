@@ -15,11 +15,13 @@ import (
 )
 
 // lookupState returns the cycle's state, or nil when PreFilter skipped the pod.
+// It builds no error: it runs at several extension points for every pod.
 func lookupState(cs fwk.CycleState) *stateData {
-	s, err := getState(cs)
+	data, err := cs.Read(stateKey)
 	if err != nil {
 		return nil
 	}
+	s, _ := data.(*stateData)
 	return s
 }
 

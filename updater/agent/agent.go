@@ -164,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.setConnected(stopCtx, false, nil)
 	writer.Wait()
 	if a.status != nil {
-		if ferr := a.status.flush(stopCtx); ferr != nil {
+		if ferr := a.status.write(stopCtx); ferr != nil {
 			klog.FromContext(ctx).Error(ferr, "Updating the node status on stop failed")
 		}
 	}

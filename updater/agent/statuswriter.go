@@ -59,7 +59,7 @@ func (w *statusWriter) run(ctx context.Context) {
 		retry = nil
 		if err := w.write(ctx); err != nil {
 			if ctx.Err() != nil {
-				return // stopping: Run flushes
+				return // stopping: Run writes the last status
 			}
 			logger.Error(err, "Updating the node status failed, retrying", "after", delay)
 			retry = w.clock.After(delay)
@@ -70,15 +70,10 @@ func (w *statusWriter) run(ctx context.Context) {
 	}
 }
 
-// flush writes the desired status if it is not written yet. Run calls it once
-// the writer has ended, so that the last status is not lost on a clean stop.
-func (w *statusWriter) flush(ctx context.Context) error {
-	return w.write(ctx)
-}
-
 // write writes the desired status unless it is the one last written (heartbeats
 // set the same status again and again). Only one write runs at a time: run's, or
-// flush's after run has ended.
+// Run's last one after run has ended, so that the last status is not lost on a
+// clean stop.
 func (w *statusWriter) write(ctx context.Context) error {
 	w.mu.Lock()
 	desired, written := w.desired, w.written

@@ -154,7 +154,7 @@ func TestStatusWriterSkipsTheStatusAlreadyWritten(t *testing.T) {
 	ctx := context.Background()
 	for _, s := range []nodestatus.Status{connectedStatus(0), connectedStatus(0), connectedStatus(128 * mib), connectedStatus(128 * mib)} {
 		w.set(s)
-		require.NoError(t, w.flush(ctx))
+		require.NoError(t, w.write(ctx))
 	}
 	assert.Equal(t, []nodestatus.Status{connectedStatus(0), connectedStatus(128 * mib)}, node.written(), "a heartbeat does not write the same status again")
 }
