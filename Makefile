@@ -25,8 +25,9 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 BUF            := $(BIN)/buf
 PROTOC_GEN_GO  := $(BIN)/protoc-gen-go
 PROTOC_GEN_GRPC:= $(BIN)/protoc-gen-go-grpc
+CLIENT_GENS    := $(BIN)/client-gen $(BIN)/lister-gen $(BIN)/informer-gen
 CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK)
-CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC)
+CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) $(CLIENT_GENS)
 
 # The project's own binaries.
 PROJECT_BINS := kube-scheduler memservice node-agent dra-plugin kubectl-dynamic_memory local-cluster
@@ -78,21 +79,25 @@ $(KWOK): tools/kwok/go.mod
 $(CODEGEN_BINS) &: tools/codegen/go.mod
 	cd tools/codegen && GOWORK=off $(GO) build -o $(BIN)/ \
 	  sigs.k8s.io/controller-tools/cmd/controller-gen github.com/bufbuild/buf/cmd/buf \
-	  google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	  google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+	  k8s.io/code-generator/cmd/client-gen k8s.io/code-generator/cmd/lister-gen k8s.io/code-generator/cmd/informer-gen
 	touch $(CODEGEN_BINS)
 
 ##@ Code generation
 
 .PHONY: generate
-generate: $(CODEGEN_BINS) ## Regenerate deepcopy, CRD YAML and gRPC code.
+generate: $(CODEGEN_BINS) ## Regenerate deepcopy, CRD YAML, the typed CRD clients and gRPC code.
 	cd api && $(CONTROLLER_GEN) object:headerFile=../hack/boilerplate.go.txt paths=./v1alpha1/...
 	rm -f manifests/crds/dynamicmemory.io_*.yaml
 	cd api && $(CONTROLLER_GEN) crd paths=./v1alpha1/... output:crd:dir=../manifests/crds
+	hack/update-codegen.sh
 	cd api && $(BUF) generate
 
 .PHONY: verify
-verify: generate ## Check that generated code is current, code is formatted and vetted.
+verify: generate ## Check that generated code is current, modules tidy, code formatted and vetted.
 	@git diff --exit-code -- api manifests/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- api manifests/crds)" || { echo "generated files are not committed: $$(git ls-files --others --exclude-standard -- api manifests/crds)"; exit 1; }
+	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 

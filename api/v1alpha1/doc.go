@@ -5,4 +5,5 @@
 //
 // +kubebuilder:object:generate=true
 // +groupName=dynamicmemory.io
+// +groupGoName=DynamicMemory
 package v1alpha1

@@ -1,0 +1,47 @@
+package memservicev1
+
+import "github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+
+// The reservation's lifecycle has one type, v1alpha1.ClaimPhase; the gRPC enum is its
+// wire form. These two tables are the only mapping between them.
+var (
+	phaseToState = map[v1alpha1.ClaimPhase]ReservationState{
+		v1alpha1.PhaseReserved:     ReservationState_RESERVATION_STATE_RESERVED,
+		v1alpha1.PhaseProvisioning: ReservationState_RESERVATION_STATE_PROVISIONING,
+		v1alpha1.PhaseOnline:       ReservationState_RESERVATION_STATE_ONLINE,
+		v1alpha1.PhaseReleasing:    ReservationState_RESERVATION_STATE_RELEASING,
+		v1alpha1.PhaseReleased:     ReservationState_RESERVATION_STATE_RELEASED,
+		v1alpha1.PhaseFailed:       ReservationState_RESERVATION_STATE_FAILED,
+	}
+	stateToPhase = func() map[ReservationState]v1alpha1.ClaimPhase {
+		m := make(map[ReservationState]v1alpha1.ClaimPhase, len(phaseToState))
+		for p, s := range phaseToState {
+			m[s] = p
+		}
+		return m
+	}()
+)
+
+// StateOf is the wire form of a phase (UNSPECIFIED for an unknown one).
+func StateOf(p v1alpha1.ClaimPhase) ReservationState { return phaseToState[p] }
+
+// Phase is the reservation phase of a wire state ("" for UNSPECIFIED or an unknown value).
+func (x ReservationState) Phase() v1alpha1.ClaimPhase { return stateToPhase[x] }
+
+// ExtentsOf is the wire form of extents.
+func ExtentsOf(extents []v1alpha1.Extent) []*Extent {
+	out := make([]*Extent, len(extents))
+	for i, e := range extents {
+		out[i] = &Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}
+
+// ToExtents is the API form of wire extents.
+func ToExtents(extents []*Extent) []v1alpha1.Extent {
+	out := make([]v1alpha1.Extent, len(extents))
+	for i, e := range extents {
+		out[i] = v1alpha1.Extent{Offset: e.GetOffset(), Length: e.GetLength()}
+	}
+	return out
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Generates the typed clientset, listers and informers of the dynamicmemory.io API
+# into api/client with k8s.io/code-generator (built into bin/ by the Makefile).
+# Called by `make generate`; output is committed and checked by `make verify`.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${root}/bin"
+module=github.com/dynamicmemory/kube-dynamic-memory
+api="${module}/api/v1alpha1"
+out="${root}/api/client"
+out_pkg="${module}/api/client"
+header="${root}/hack/boilerplate.go.txt"
+
+cd "${root}"
+rm -rf "${out}"
+"${bin}/client-gen" --go-header-file "${header}" \
+	--input-base "${module}" --input api/v1alpha1 \
+	--clientset-name versioned \
+	--output-dir "${out}/clientset" --output-pkg "${out_pkg}/clientset"
+"${bin}/lister-gen" --go-header-file "${header}" \
+	--output-dir "${out}/listers" --output-pkg "${out_pkg}/listers" \
+	"${api}"
+"${bin}/informer-gen" --go-header-file "${header}" \
+	--output-dir "${out}/informers" --output-pkg "${out_pkg}/informers" \
+	--versioned-clientset-package "${out_pkg}/clientset/versioned" \
+	--listers-package "${out_pkg}/listers" \
+	"${api}"

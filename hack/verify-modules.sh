@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Checks the Go modules: every module given is tidy (`go mod tidy -diff`), and the
+# modules of the workspace (go.work) require the same version of each dependency they
+# share, so that a module built on its own builds what the workspace tested.
+# Usage: hack/verify-modules.sh MODULE_DIR...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+failed=0
+for m in "$@"; do
+	if ! out=$(cd "$m" && go mod tidy -diff 2>&1); then
+		echo "module $m is not tidy: run 'cd $m && go mod tidy' and commit" >&2
+		echo "$out" | grep -v '^go: downloading' >&2 || true
+		failed=1
+	fi
+done
+
+# path version module, for every requirement of every workspace module.
+reqs=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | while read -r m; do
+	(cd "$m" && go mod edit -json) |
+		awk -v m="$m" '/"Require"/ {in_req=1} in_req && /"Path"/ {gsub(/[",]/, "", $2); p=$2}
+			in_req && /"Version"/ {gsub(/[",]/, "", $2); print p, $2, m} /^\t\]/ {in_req=0}'
+done)
+# Paths required at more than one version, with the versions and who requires them.
+mismatched=$(echo "$reqs" | sort -k1,1 -k2,2 | awk '
+	$1 != path { if (n > 1) print line; path = $1; ver = $2; n = 1; line = $1 ": " $2 " (" $3 ")"; next }
+	$2 != ver { ver = $2; n++; line = line ", " $2 " (" $3 ")"; next }
+	{ line = line " (" $3 ")" }
+	END { if (n > 1) print line }')
+if [[ -n $mismatched ]]; then
+	echo "workspace modules require different versions of a shared dependency; align them with 'go get' in each module:" >&2
+	echo "$mismatched" >&2
+	failed=1
+fi
+exit $failed
