@@ -119,4 +119,3 @@ func (k *KubeClient) RESTConfig(userAgent string) (*rest.Config, error) {
 	cfg.QPS, cfg.Burst = k.QPS, k.Burst
 	return cfg, nil
 }
-
