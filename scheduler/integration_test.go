@@ -28,6 +28,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
@@ -37,6 +38,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
 	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/agent"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
@@ -215,9 +217,9 @@ func publishSlices(t *testing.T, ctx context.Context, kube kubernetes.Interface,
 			continue
 		}
 		slice := &resourceapi.ResourceSlice{
-			ObjectMeta: metav1.ObjectMeta{Name: node + "-" + strings.ReplaceAll(dynamicmemory.DriverName, ".", "-")},
+			ObjectMeta: metav1.ObjectMeta{Name: node + "-" + strings.ReplaceAll(dra.DriverName, ".", "-")},
 			Spec: resourceapi.ResourceSliceSpec{
-				Driver:   dynamicmemory.DriverName,
+				Driver:   dra.DriverName,
 				Pool:     resourceapi.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1},
 				NodeName: ptr.To(node),
 				Devices:  devices,
@@ -279,7 +281,7 @@ func dial(t *testing.T, ctx context.Context, address string, bundle pki.Bundle, 
 func startScheduler(t *testing.T, ctx context.Context, wg *sync.WaitGroup, c *cluster.Cluster, address string, bundle pki.Bundle) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "scheduler-config.yaml")
-	args := &dynamicmemory.DynamicMemoryArgs{
+	args := &pluginconfig.DynamicMemoryArgs{
 		Address: address, CAFile: bundle.CAFile(), CertFile: bundle.CertFile("scheduler"), KeyFile: bundle.KeyFile("scheduler"),
 		ProvisionTimeout: &metav1.Duration{Duration: 30 * time.Second},
 	}
@@ -309,9 +311,9 @@ func claimTemplate(name, size string) *resourceapi.ResourceClaimTemplate {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: resourceapi.ResourceClaimTemplateSpec{Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{
 			Requests: []resourceapi.DeviceRequest{{Name: "memory", Exactly: &resourceapi.ExactDeviceRequest{
-				DeviceClassName: dynamicmemory.DeviceClassName,
+				DeviceClassName: dra.DeviceClassName,
 				Capacity: &resourceapi.CapacityRequirements{Requests: map[resourceapi.QualifiedName]resource.Quantity{
-					dynamicmemory.CapacityName: resource.MustParse(size),
+					dra.CapacityMemory: resource.MustParse(size),
 				}},
 			}}},
 		}}},

@@ -1,5 +1,5 @@
 // Command kube-scheduler is the Kubernetes scheduler with the DynamicMemory plugin
-// compiled in. One binary serves both profiles of scheduler/config/scheduler-config.yaml:
+// compiled in. One binary serves both profiles of manifests/scheduler/scheduler-config.yaml:
 // default-scheduler (stock) and dynamic-memory-scheduler (stock plus DynamicMemory),
 // so that a single scheduler allocates DRA claims.
 package main

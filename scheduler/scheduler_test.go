@@ -18,7 +18,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
+	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
@@ -36,22 +37,22 @@ func loadConfig(t *testing.T, data []byte) *schedulerapi.KubeSchedulerConfigurat
 }
 
 // pluginArgs returns the DynamicMemory args of a profile, defaulted and validated.
-func pluginArgs(t *testing.T, cfg *schedulerapi.KubeSchedulerConfiguration, profile string) *dynamicmemory.DynamicMemoryArgs {
+func pluginArgs(t *testing.T, cfg *schedulerapi.KubeSchedulerConfiguration, profile string) *pluginconfig.DynamicMemoryArgs {
 	t.Helper()
 	for _, p := range cfg.Profiles {
 		if p.SchedulerName != profile {
 			continue
 		}
 		for _, pc := range p.PluginConfig {
-			if pc.Name != dynamicmemory.Name {
+			if pc.Name != pluginconfig.PluginName {
 				continue
 			}
 			raw, ok := pc.Args.(*runtime.Unknown)
 			require.True(t, ok, "out-of-tree args reach the plugin as runtime.Unknown, got %T", pc.Args)
-			args := &dynamicmemory.DynamicMemoryArgs{}
+			args := &pluginconfig.DynamicMemoryArgs{}
 			require.NoError(t, yaml.UnmarshalStrict(raw.Raw, args))
-			dynamicmemory.SetDefaults(args)
-			require.Empty(t, dynamicmemory.Validate(field.NewPath("args"), args))
+			pluginconfig.SetDefaults(args)
+			require.Empty(t, pluginconfig.Validate(field.NewPath("args"), args))
 			return args
 		}
 	}
@@ -73,22 +74,22 @@ func TestShippedConfiguration(t *testing.T) {
 		return names
 	}
 	stock, dm := cfg.Profiles[0].Plugins, cfg.Profiles[1].Plugins
-	assert.NotContains(t, enabled(stock.MultiPoint), dynamicmemory.Name)
+	assert.NotContains(t, enabled(stock.MultiPoint), pluginconfig.PluginName)
 	assert.Contains(t, enabled(stock.MultiPoint), "DynamicResources", "DRA is on in the stock profile too")
 	// DynamicMemory runs after DynamicResources: multiPoint appends it to the defaults.
 	names := enabled(dm.MultiPoint)
-	require.Contains(t, names, dynamicmemory.Name)
+	require.Contains(t, names, pluginconfig.PluginName)
 	require.Contains(t, names, "DynamicResources")
-	assert.Greater(t, indexOf(names, dynamicmemory.Name), indexOf(names, "DynamicResources"))
+	assert.Greater(t, indexOf(names, pluginconfig.PluginName), indexOf(names, "DynamicResources"))
 
 	args := pluginArgs(t, cfg, schedconfig.DynamicMemoryProfile)
 	require.NotNil(t, args)
-	assert.Equal(t, "memservice.dynamic-memory.svc:8443", args.Address)
-	assert.Equal(t, dynamicmemory.MostAllocated, args.ScoringStrategy.Type)
+	assert.Equal(t, deploy.MemoryServiceAddress, args.Address, "the scheduler reaches the memservice Service of manifests/memservice")
+	assert.Equal(t, pluginconfig.MostAllocated, args.ScoringStrategy.Type)
 }
 
 func TestRenderPointsTheConfigurationElsewhere(t *testing.T) {
-	args := &dynamicmemory.DynamicMemoryArgs{Address: "127.0.0.1:9443", CAFile: "/pki/ca.crt", CertFile: "/pki/s.crt", KeyFile: "/pki/s.key"}
+	args := &pluginconfig.DynamicMemoryArgs{Address: "127.0.0.1:9443", CAFile: "/pki/ca.crt", CertFile: "/pki/s.crt", KeyFile: "/pki/s.key"}
 	data, err := schedconfig.Render(schedconfig.Options{Kubeconfig: "/run/kubeconfig", LeaderElect: ptr.To(false), Args: args})
 	require.NoError(t, err)
 	cfg := loadConfig(t, data)
@@ -156,9 +157,9 @@ current-context: c
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			good, err := schedconfig.Render(schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: &dynamicmemory.DynamicMemoryArgs{
+			good, err := schedconfig.Render(schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: &pluginconfig.DynamicMemoryArgs{
 				Address: "127.0.0.1:1", CAFile: filepath.Join(dir, "ca.crt"), CertFile: filepath.Join(dir, "s.crt"), KeyFile: filepath.Join(dir, "s.key"),
-				ScoringStrategy: &dynamicmemory.ScoringStrategy{Type: dynamicmemory.MostAllocated},
+				ScoringStrategy: &pluginconfig.ScoringStrategy{Type: pluginconfig.MostAllocated},
 			}})
 			require.NoError(t, err)
 			file := filepath.Join(t.TempDir(), "config.yaml")

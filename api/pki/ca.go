@@ -121,6 +121,15 @@ func (ca *CA) IssueClient(id Identity) (Pair, error) {
 	})
 }
 
+// IssueUser issues a client certificate for a Kubernetes user: the common name is
+// the user, the organizations its groups (the API server's x509 authenticator).
+func (ca *CA) IssueUser(user string, groups ...string) (Pair, error) {
+	return ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: user, Organization: groups},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
 func (ca *CA) issue(tmpl *x509.Certificate) (Pair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

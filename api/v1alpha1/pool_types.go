@@ -23,6 +23,10 @@ const (
 	AttributeLatencyClass = "latencyClass"
 )
 
+// PoolConditionReady is the DynamicMemoryPool condition the memory service keeps:
+// True when the pool's backend answers and the pool serves reservations.
+const PoolConditionReady = "Ready"
+
 // DynamicMemoryPool is a CXL Dynamic Capacity Device pool shared by a set of nodes.
 // The spec is written by the cluster admin; the status by the memory service.
 //

@@ -11,13 +11,15 @@ import (
 	"strings"
 
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
 // CDI: each prepared claim gets one CDI spec file with one device named after the
 // claim UID (never reused, so runtimes cannot hit a stale cache), whose container
 // edits tell the workload how much pool memory it has and where.
 const (
-	cdiVendorClass = DriverName + "/memory"
+	cdiVendorClass = dra.DriverName + "/memory"
 	// cdiVersion is the oldest CDI version with env container edits, so that any
 	// runtime reads the file.
 	cdiVersion = "0.3.0"

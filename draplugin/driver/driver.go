@@ -10,15 +10,16 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/informers/externalversions"
+	listersv1alpha1 "github.com/dynamicmemory/kube-dynamic-memory/api/client/listers/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	"google.golang.org/grpc"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
@@ -26,12 +27,6 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
-
-// DriverName is the DRA driver name.
-const DriverName = "dcd.dynamicmemory.io"
-
-// PoolResource is the DynamicMemoryPool resource the plugin watches.
-var PoolResource = schema.GroupVersionResource{Group: v1alpha1.GroupName, Version: "v1alpha1", Resource: "dynamicmemorypools"}
 
 // Reservations is the part of the memory service the plugin asks.
 type Reservations interface {
@@ -42,9 +37,9 @@ type Reservations interface {
 type Config struct {
 	// Node is the node the plugin runs on.
 	Node string
-	// Kube and Dynamic talk to the API server (claims, slices; pools).
-	Kube    kubernetes.Interface
-	Dynamic dynamic.Interface
+	// Kube and DynamicMemory talk to the API server (claims, slices; pools).
+	Kube          kubernetes.Interface
+	DynamicMemory versioned.Interface
 	// Reservations is the memory service.
 	Reservations Reservations
 	// CDIDir is where CDI spec files are written (the runtime's CDI spec dir).
@@ -86,7 +81,7 @@ func Start(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, cdi: CDI{Dir: cfg.CDIDir}}
 	opts := []kubeletplugin.Option{
-		kubeletplugin.DriverName(DriverName),
+		kubeletplugin.DriverName(dra.DriverName),
 		kubeletplugin.NodeName(cfg.Node),
 		kubeletplugin.KubeClient(cfg.Kube),
 		kubeletplugin.HealthService(false),
@@ -122,13 +117,14 @@ func (d *Driver) Stop() {
 
 // watchPools publishes the devices again whenever a pool changes.
 func (d *Driver) watchPools(ctx context.Context) error {
-	factory := dynamicinformer.NewDynamicSharedInformerFactory(d.cfg.Dynamic, 0)
-	informer := factory.ForResource(PoolResource).Informer()
+	factory := externalversions.NewSharedInformerFactory(d.cfg.DynamicMemory, 0)
+	pools := factory.DynamicMemory().V1alpha1().DynamicMemoryPools()
+	informer := pools.Informer()
 	// Events during the initial list would publish a partial device list; the
 	// publish after the sync covers them.
 	publish := func(any) {
 		if informer.HasSynced() {
-			d.publish(ctx, informer.GetStore())
+			d.publish(ctx, pools.Lister())
 		}
 	}
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -146,30 +142,26 @@ func (d *Driver) watchPools(ctx context.Context) error {
 	d.wg.Go(func() {
 		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 			// Publish once even when there are no pools, so stale slices go.
-			d.publish(ctx, informer.GetStore())
+			d.publish(ctx, pools.Lister())
 		}
 	})
 	return nil
 }
 
-// publish computes the node's devices from the pools in store and hands them to
-// the ResourceSlice controller.
-func (d *Driver) publish(ctx context.Context, store cache.Store) {
+// publish computes the node's devices from the pools in the informer cache and hands
+// them to the ResourceSlice controller.
+func (d *Driver) publish(ctx context.Context, lister listersv1alpha1.DynamicMemoryPoolLister) {
 	logger := klog.FromContext(ctx)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var pools []v1alpha1.DynamicMemoryPool
-	for _, obj := range store.List() {
-		u, ok := obj.(interface{ UnstructuredContent() map[string]any })
-		if !ok {
-			continue
-		}
-		var pool v1alpha1.DynamicMemoryPool
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &pool); err != nil {
-			utilruntime.HandleErrorWithContext(ctx, err, "Skipping a DynamicMemoryPool that does not decode")
-			continue
-		}
-		pools = append(pools, pool)
+	cached, err := lister.List(labels.Everything())
+	if err != nil {
+		utilruntime.HandleErrorWithContext(ctx, err, "Listing the cached DynamicMemoryPools failed")
+		return
+	}
+	pools := make([]v1alpha1.DynamicMemoryPool, 0, len(cached))
+	for _, p := range cached {
+		pools = append(pools, *p)
 	}
 	devices, errs := Devices(pools, d.cfg.Node, d.cfg.BindingConditions)
 	for _, err := range errs {

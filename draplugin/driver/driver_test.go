@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	dmfake "github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/fake"
+	dynamicmemoryv1alpha1 "github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/typed/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
-	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -27,11 +29,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	drapbv1 "k8s.io/kubelet/pkg/apis/dra/v1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
@@ -87,18 +86,10 @@ func claim(name, uid, pool string) *resourceapi.ResourceClaim {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(uid)},
 		Status: resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{
 			Devices: resourceapi.DeviceAllocationResult{Results: []resourceapi.DeviceRequestAllocationResult{
-				{Request: "mem", Driver: DriverName, Pool: pool, Device: "pool-a", ShareID: &share},
+				{Request: "mem", Driver: dra.DriverName, Pool: pool, Device: "pool-a", ShareID: &share},
 			}},
 		}},
 	}
-}
-
-func unstructuredPool(t *testing.T, p v1alpha1.DynamicMemoryPool) *unstructured.Unstructured {
-	t.Helper()
-	p.APIVersion, p.Kind = "dynamicmemory.io/v1alpha1", "DynamicMemoryPool"
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&p)
-	require.NoError(t, err)
-	return &unstructured.Unstructured{Object: content}
 }
 
 type pluginHarness struct {
@@ -108,7 +99,7 @@ type pluginHarness struct {
 	regDir  string
 	dra     drapbv1.DRAPluginClient
 	svc     *fakeMemservice
-	dyn     *dynamicfake.FakeDynamicClient
+	pools   dynamicmemoryv1alpha1.DynamicMemoryPoolInterface
 }
 
 func startPlugin(t *testing.T, bindingConditions bool, claims ...*resourceapi.ResourceClaim) *pluginHarness {
@@ -125,19 +116,17 @@ func startPlugin(t *testing.T, bindingConditions bool, claims ...*resourceapi.Re
 		objs = append(objs, c)
 	}
 	kube := fake.NewClientset(objs...)
-	scheme := runtime.NewScheme()
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme,
-		map[schema.GroupVersionResource]string{PoolResource: "DynamicMemoryPoolList"},
-		unstructuredPool(t, pool("pool-a", "128Mi", "4Gi", map[string]string{"latencyClass": "medium"}, "node-1")),
-		unstructuredPool(t, pool("pool-b", "1Gi", "8Gi", nil, "node-2")))
+	poolA := pool("pool-a", "128Mi", "4Gi", map[string]string{"latencyClass": "medium"}, "node-1")
+	poolB := pool("pool-b", "1Gi", "8Gi", nil, "node-2")
+	dm := dmfake.NewSimpleClientset(&poolA, &poolB)
 
 	dir := t.TempDir()
-	h := &pluginHarness{kube: kube, metrics: metrics.New(), cdiDir: filepath.Join(dir, "cdi"), regDir: filepath.Join(dir, "registry"), svc: svc, dyn: dyn}
+	h := &pluginHarness{kube: kube, metrics: metrics.New(), cdiDir: filepath.Join(dir, "cdi"), regDir: filepath.Join(dir, "registry"), svc: svc, pools: dm.DynamicMemoryV1alpha1().DynamicMemoryPools()}
 	pluginDir := filepath.Join(dir, "plugin")
 	require.NoError(t, os.MkdirAll(pluginDir, 0o755))
 	require.NoError(t, os.MkdirAll(h.regDir, 0o755))
 	d, err := Start(ctx, Config{
-		Node: "node-1", Kube: kube, Dynamic: dyn, Reservations: conn, CDIDir: h.cdiDir,
+		Node: "node-1", Kube: kube, DynamicMemory: dm, Reservations: conn, CDIDir: h.cdiDir,
 		PluginDataDir: pluginDir, RegistrarDir: h.regDir, BindingConditions: bindingConditions, Metrics: h.metrics,
 	})
 	require.NoError(t, err)
@@ -258,7 +247,7 @@ func TestPluginRegistersAndPublishesTheNodeSlice(t *testing.T) {
 		return err == nil && len(slices.Items) == 1
 	}, 20*time.Second, 20*time.Millisecond)
 	s := slices.Items[0]
-	assert.Equal(t, DriverName, s.Spec.Driver)
+	assert.Equal(t, dra.DriverName, s.Spec.Driver)
 	assert.Equal(t, "node-1", s.Spec.Pool.Name)
 	require.NotNil(t, s.Spec.NodeName)
 	assert.Equal(t, "node-1", *s.Spec.NodeName)
@@ -270,13 +259,13 @@ func TestPluginRegistersAndPublishesTheNodeSlice(t *testing.T) {
 	assert.Equal(t, float64(1), testutil.ToFloat64(h.metrics.PublishedDevices))
 
 	// The kubelet finds the plugin through its registration socket.
-	regConn, err := grpc.NewClient("unix://"+filepath.Join(h.regDir, DriverName+"-reg.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	regConn, err := grpc.NewClient("unix://"+filepath.Join(h.regDir, dra.DriverName+"-reg.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer func() { _ = regConn.Close() }()
 	info, err := registerapi.NewRegistrationClient(regConn).GetInfo(context.Background(), &registerapi.InfoRequest{})
 	require.NoError(t, err)
 	assert.Equal(t, "DRAPlugin", info.Type)
-	assert.Equal(t, DriverName, info.Name)
+	assert.Equal(t, dra.DriverName, info.Name)
 	assert.Contains(t, info.SupportedVersions, drapbv1.DRAPluginService)
 }
 
@@ -295,7 +284,7 @@ func TestPluginFollowsPoolChanges(t *testing.T) {
 
 	// The admin widens pool-a's host window: the device's capacity follows.
 	bigger := pool("pool-a", "128Mi", "6Gi", nil, "node-1")
-	_, err := h.dyn.Resource(PoolResource).Update(ctx, unstructuredPool(t, bigger), metav1.UpdateOptions{})
+	_, err := h.pools.Update(ctx, &bigger, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		s := slice()
@@ -308,7 +297,7 @@ func TestPluginFollowsPoolChanges(t *testing.T) {
 
 	// pool-b gets attached to node-1 too: two devices.
 	attached := pool("pool-b", "1Gi", "8Gi", nil, "node-2", "node-1")
-	_, err = h.dyn.Resource(PoolResource).Update(ctx, unstructuredPool(t, attached), metav1.UpdateOptions{})
+	_, err = h.pools.Update(ctx, &attached, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		s := slice()
@@ -316,8 +305,8 @@ func TestPluginFollowsPoolChanges(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond)
 
 	// Both pools deleted: the node has no device left, and no slice.
-	require.NoError(t, h.dyn.Resource(PoolResource).Delete(ctx, "pool-a", metav1.DeleteOptions{}))
-	require.NoError(t, h.dyn.Resource(PoolResource).Delete(ctx, "pool-b", metav1.DeleteOptions{}))
+	require.NoError(t, h.pools.Delete(ctx, "pool-a", metav1.DeleteOptions{}))
+	require.NoError(t, h.pools.Delete(ctx, "pool-b", metav1.DeleteOptions{}))
 	require.Eventually(t, func() bool {
 		list, err := h.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
 		return err == nil && len(list.Items) == 0

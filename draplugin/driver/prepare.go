@@ -3,8 +3,8 @@ package driver
 import (
 	"context"
 	"fmt"
-	"strings"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	"google.golang.org/grpc/codes"
@@ -48,7 +48,7 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 func (d *Driver) prepare(ctx context.Context, claim *resourceapi.ResourceClaim) ([]kubeletplugin.Device, *prepareError) {
 	var ours []resourceapi.DeviceRequestAllocationResult
 	for _, r := range claim.Status.Allocation.Devices.Results {
-		if r.Driver != DriverName {
+		if r.Driver != dra.DriverName {
 			continue
 		}
 		if r.Pool != d.cfg.Node {
@@ -71,7 +71,7 @@ func (d *Driver) prepare(ctx context.Context, claim *resourceapi.ResourceClaim) 
 		return nil, &prepareError{metrics.ReasonWrongNode, fmt.Errorf("the memory service provisions this claim's memory on node %q, not on %s", resv.GetNode(), d.cfg.Node)}
 	}
 	if resv.GetState() != memservicev1.ReservationState_RESERVATION_STATE_ONLINE {
-		msg := fmt.Sprintf("the claim's memory is %s, not online yet", stateName(resv.GetState()))
+		msg := fmt.Sprintf("the claim's memory is %s, not online yet", phaseName(resv.GetState()))
 		if resv.GetMessage() != "" {
 			msg += ": " + resv.GetMessage()
 		}
@@ -95,13 +95,12 @@ func (d *Driver) prepare(ctx context.Context, claim *resourceapi.ResourceClaim) 
 	return devices, nil
 }
 
-// stateName is a reservation state for a person: "PROVISIONING" → "Provisioning".
-func stateName(s memservicev1.ReservationState) string {
-	name := strings.TrimPrefix(s.String(), "RESERVATION_STATE_")
-	if name == "" {
-		return "unknown"
+// phaseName is a reservation state for a person: its phase ("Provisioning").
+func phaseName(s memservicev1.ReservationState) string {
+	if p := s.Phase(); p != "" {
+		return string(p)
 	}
-	return name[:1] + strings.ToLower(name[1:])
+	return "unknown"
 }
 
 // UnprepareResourceClaims removes the claims' CDI specs. Releasing the memory is the

@@ -5,30 +5,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
-)
-
-// Device attribute and capacity names, and binding condition types.
-const (
-	// CapacityMemory is the consumable capacity claims request.
-	CapacityMemory resourceapi.QualifiedName = "memory"
-	// AttributePool is the DynamicMemoryPool the device stands for.
-	AttributePool resourceapi.QualifiedName = "pool"
-	// AttributeLatencyClass is the pool's latency class, when set.
-	AttributeLatencyClass resourceapi.QualifiedName = v1alpha1.AttributeLatencyClass
-	// AttributeKind says what the device is.
-	AttributeKind resourceapi.QualifiedName = "kind"
-	// KindCXLDCD is the kind of every device of this driver.
-	KindCXLDCD = "cxl-dcd"
-
-	// ConditionOnline is the binding condition: the node agent has onlined the memory.
-	ConditionOnline = "Online"
-	// ConditionProvisioningFailed is the binding failure condition.
-	ConditionProvisioningFailed = "ProvisioningFailed"
 )
 
 // Devices are the node's devices: one per pool the node is attached to, sorted by
@@ -73,11 +55,11 @@ func device(pool v1alpha1.DynamicMemoryPool, node string, bindingConditions bool
 		Name:                     pool.Name,
 		AllowMultipleAllocations: ptr.To(true),
 		Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
-			AttributePool: {StringValue: ptr.To(pool.Name)},
-			AttributeKind: {StringValue: ptr.To(KindCXLDCD)},
+			dra.AttributePool: {StringValue: ptr.To(pool.Name)},
+			dra.AttributeKind: {StringValue: ptr.To(dra.KindCXLDCD)},
 		},
 		Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
-			CapacityMemory: {
+			dra.CapacityMemory: {
 				Value: window,
 				RequestPolicy: &resourceapi.CapacityRequestPolicy{
 					Default:    ptr.To(block.DeepCopy()),
@@ -87,11 +69,11 @@ func device(pool v1alpha1.DynamicMemoryPool, node string, bindingConditions bool
 		},
 	}
 	if lc, ok := pool.Spec.Attributes[v1alpha1.AttributeLatencyClass]; ok && lc != "" {
-		d.Attributes[AttributeLatencyClass] = resourceapi.DeviceAttribute{StringValue: ptr.To(lc)}
+		d.Attributes[v1alpha1.AttributeLatencyClass] = resourceapi.DeviceAttribute{StringValue: ptr.To(lc)}
 	}
 	if bindingConditions {
-		d.BindingConditions = []string{ConditionOnline}
-		d.BindingFailureConditions = []string{ConditionProvisioningFailed}
+		d.BindingConditions = []string{dra.ConditionOnline}
+		d.BindingFailureConditions = []string{dra.ConditionProvisioningFailed}
 	}
 	return d, true
 }

@@ -3,13 +3,14 @@ package driver
 import (
 	"testing"
 
-	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
 func pool(name, block, window string, attrs map[string]string, nodes ...string) v1alpha1.DynamicMemoryPool {

@@ -13,8 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,7 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -206,11 +203,10 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	ports, err := freePorts(o.APIServerPort, 0, 0, 0)
+	apiPort, etcdClientPort, etcdPeerPort, kcmPort, err := clusterPorts(o.APIServerPort)
 	if err != nil {
 		return nil, err
 	}
-	apiPort, etcdClientPort, etcdPeerPort, kcmPort := ports[0], ports[1], ports[2], ports[3]
 
 	c := &Cluster{
 		dir: o.Dir,
@@ -482,60 +478,4 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// waitReady polls check until it succeeds, failing early (with the log tail) when the
-// process exits.
-func (c *Cluster) waitReady(ctx context.Context, p *Process, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	var lastErr error
-	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if !p.Running() {
-			return false, fmt.Errorf("%s exited during start (%s); see %s:\n%s", p.Name, p.exitDescription(), p.LogFile, p.LogTail(30))
-		}
-		checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		lastErr = check(checkCtx)
-		return lastErr == nil, nil
-	})
-	if err != nil && p.Running() {
-		return fmt.Errorf("%s not ready after %s (last check: %v); see %s:\n%s", p.Name, readyTimeout, lastErr, p.LogFile, p.LogTail(30))
-	}
-	return err
-}
-
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
-}
-
-// freePorts returns ports on 127.0.0.1 that are free now: each fixed (non-zero) port
-// is checked, each 0 is replaced by a free port. All are held open until every one is
-// chosen, so that the same port is not handed out twice.
-func freePorts(want ...int) ([]int, error) {
-	ports := make([]int, len(want))
-	for i, port := range want {
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			if port != 0 {
-				return nil, fmt.Errorf("apiserver port %d on 127.0.0.1 is taken (%v): stop what uses it or choose another port (--port, or 0 for any free port)", port, err)
-			}
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
 }

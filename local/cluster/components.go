@@ -28,9 +28,7 @@ func (c *Cluster) startEtcd(ctx context.Context, bin string, peerPort int) error
 	if err != nil {
 		return err
 	}
-	return c.waitReady(ctx, p, func(ctx context.Context) error {
-		return httpOK(ctx, c.state.EtcdURL+"/health")
-	})
+	return p.WaitReady(ctx, readyTimeout, HTTPReady(c.state.EtcdURL+"/health"))
 }
 
 // startAPIServer starts kube-apiserver on 127.0.0.1:port and waits for /readyz.
@@ -58,7 +56,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, port int) erro
 	if err != nil {
 		return err
 	}
-	if err := c.waitReady(ctx, p, func(ctx context.Context) error {
+	if err := p.WaitReady(ctx, readyTimeout, func(ctx context.Context) error {
 		_, err := c.client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err
 	}); err != nil {
@@ -101,7 +99,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, bin string, port i
 	if err != nil {
 		return err
 	}
-	return c.waitReady(ctx, p, func(ctx context.Context) error {
+	return p.WaitReady(ctx, readyTimeout, func(ctx context.Context) error {
 		_, err := c.client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})

@@ -1,34 +1,21 @@
 // Package backend holds what every device backend of the memory service shares: the
-// extent and host types, and the errors a backend returns so that the service can
+// host extent type, and the errors a backend returns so that the service can
 // tell a person what went wrong whatever the device. The interface a backend
 // implements is defined where it is used (package provision).
 package backend
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
-
-// Extent is a contiguous device range (DPA) of a dynamic capacity region.
-type Extent struct {
-	Offset int64
-	Length int64
-}
-
-// End is the first byte after the extent.
-func (e Extent) End() int64 { return e.Offset + e.Length }
-
-func (e Extent) String() string { return fmt.Sprintf("[%d,+%d)", e.Offset, e.Length) }
-
-// Overlaps tells whether two extents share a byte.
-func (e Extent) Overlaps(o Extent) bool { return e.Offset < o.End() && o.Offset < e.End() }
 
 // HostExtent is an extent the device has given to a host, with its tag.
 type HostExtent struct {
 	HostID int32
 	// Tag is the reservation's claim UID.
 	Tag string
-	Extent
+	v1alpha1.Extent
 }
 
 // Capacity is what a device reports about its dynamic capacity region.

@@ -3,60 +3,42 @@ package ledger
 import (
 	"fmt"
 	"sort"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
-
-// Extent is a contiguous device range (DPA) of a pool's dynamic capacity region.
-type Extent struct {
-	Offset int64
-	Length int64
-}
-
-// End is the first byte after the extent.
-func (e Extent) End() int64 { return e.Offset + e.Length }
-
-func (e Extent) String() string { return fmt.Sprintf("[%d,+%d)", e.Offset, e.Length) }
-
-// SumLength adds up the lengths of extents.
-func SumLength(extents []Extent) int64 {
-	var n int64
-	for _, e := range extents {
-		n += e.Length
-	}
-	return n
-}
 
 // freeList is a pool's free device ranges, sorted by offset, never adjacent.
 type freeList struct {
-	ranges []Extent
+	ranges []v1alpha1.Extent
 }
 
 func newFreeList(capacity int64) freeList {
 	if capacity <= 0 {
 		return freeList{}
 	}
-	return freeList{ranges: []Extent{{Offset: 0, Length: capacity}}}
+	return freeList{ranges: []v1alpha1.Extent{{Offset: 0, Length: capacity}}}
 }
 
-func (f *freeList) total() int64 { return SumLength(f.ranges) }
+func (f *freeList) total() int64 { return v1alpha1.SumLength(f.ranges) }
 
 // take allocates n bytes first-fit, in as few extents as the free ranges allow,
 // preferring one range that holds all of n. It returns nil if n bytes are not free.
-func (f *freeList) take(n int64) []Extent {
+func (f *freeList) take(n int64) []v1alpha1.Extent {
 	if n <= 0 || f.total() < n {
 		return nil
 	}
 	for i, r := range f.ranges {
 		if r.Length >= n {
 			f.cut(i, n)
-			return []Extent{{Offset: r.Offset, Length: n}}
+			return []v1alpha1.Extent{{Offset: r.Offset, Length: n}}
 		}
 	}
-	var out []Extent
+	var out []v1alpha1.Extent
 	for n > 0 {
 		r := f.ranges[0]
 		l := min(r.Length, n)
 		f.cut(0, l)
-		out = append(out, Extent{Offset: r.Offset, Length: l})
+		out = append(out, v1alpha1.Extent{Offset: r.Offset, Length: l})
 		n -= l
 	}
 	return out
@@ -73,19 +55,19 @@ func (f *freeList) cut(i int, l int64) {
 }
 
 // claim marks the given extents used; they must be free.
-func (f *freeList) claim(extents []Extent) error {
+func (f *freeList) claim(extents []v1alpha1.Extent) error {
 	for _, e := range extents {
 		i := sort.Search(len(f.ranges), func(i int) bool { return f.ranges[i].End() > e.Offset })
 		if i == len(f.ranges) || f.ranges[i].Offset > e.Offset || f.ranges[i].End() < e.End() {
 			return fmt.Errorf("extent %s is not free", e)
 		}
 		r := f.ranges[i]
-		var repl []Extent
+		var repl []v1alpha1.Extent
 		if r.Offset < e.Offset {
-			repl = append(repl, Extent{Offset: r.Offset, Length: e.Offset - r.Offset})
+			repl = append(repl, v1alpha1.Extent{Offset: r.Offset, Length: e.Offset - r.Offset})
 		}
 		if e.End() < r.End() {
-			repl = append(repl, Extent{Offset: e.End(), Length: r.End() - e.End()})
+			repl = append(repl, v1alpha1.Extent{Offset: e.End(), Length: r.End() - e.End()})
 		}
 		f.ranges = append(f.ranges[:i], append(repl, f.ranges[i+1:]...)...)
 	}
@@ -93,10 +75,10 @@ func (f *freeList) claim(extents []Extent) error {
 }
 
 // put returns extents to the free list, merging neighbours.
-func (f *freeList) put(extents []Extent) {
+func (f *freeList) put(extents []v1alpha1.Extent) {
 	for _, e := range extents {
 		i := sort.Search(len(f.ranges), func(i int) bool { return f.ranges[i].Offset >= e.Offset })
-		f.ranges = append(f.ranges, Extent{})
+		f.ranges = append(f.ranges, v1alpha1.Extent{})
 		copy(f.ranges[i+1:], f.ranges[i:])
 		f.ranges[i] = e
 		if i+1 < len(f.ranges) && f.ranges[i].End() == f.ranges[i+1].Offset {
@@ -113,7 +95,7 @@ func (f *freeList) put(extents []Extent) {
 // grow extends the region from old to capacity bytes.
 func (f *freeList) grow(old, capacity int64) {
 	if capacity > old {
-		f.put([]Extent{{Offset: old, Length: capacity - old}})
+		f.put([]v1alpha1.Extent{{Offset: old, Length: capacity - old}})
 	}
 }
 
@@ -122,5 +104,5 @@ func (f *freeList) shrink(old, capacity int64) error {
 	if capacity >= old {
 		return nil
 	}
-	return f.claim([]Extent{{Offset: capacity, Length: old - capacity}})
+	return f.claim([]v1alpha1.Extent{{Offset: capacity, Length: old - capacity}})
 }

@@ -16,41 +16,12 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
-// State is a reservation's place in its lifecycle:
-// Reserved → Provisioning → Online → Releasing → Released, or Failed.
-type State int
-
-const (
-	StateReserved State = iota + 1
-	StateProvisioning
-	StateOnline
-	StateReleasing
-	StateReleased
-	StateFailed
-)
-
-func (s State) String() string {
-	switch s {
-	case StateReserved:
-		return "Reserved"
-	case StateProvisioning:
-		return "Provisioning"
-	case StateOnline:
-		return "Online"
-	case StateReleasing:
-		return "Releasing"
-	case StateReleased:
-		return "Released"
-	case StateFailed:
-		return "Failed"
-	}
-	return fmt.Sprintf("State(%d)", int(s))
-}
-
-// holds tells whether a reservation in this state counts against capacity.
-func (s State) holds() bool { return s != StateReleased }
+// holds tells whether a reservation in this phase counts against capacity.
+func holds(phase v1alpha1.ClaimPhase) bool { return phase != v1alpha1.PhaseReleased }
 
 // Pool is a pool's definition (from its DynamicMemoryPool spec).
 type Pool struct {
@@ -86,8 +57,8 @@ type Reservation struct {
 	Requested int64
 	// Bytes is Requested rounded up to the pool's block size.
 	Bytes     int64
-	State     State
-	Extents   []Extent
+	State     v1alpha1.ClaimPhase
+	Extents   []v1alpha1.Extent
 	NUMANodes []int32
 	Message   string
 	// OnHost is set once the node agent was asked to online the memory: releasing it
@@ -113,9 +84,13 @@ type Request struct {
 	Bytes int64
 }
 
+// DefaultReservationTTL is the default Options.ReservationTTL.
+const DefaultReservationTTL = time.Minute
+
 // Options tune a ledger.
 type Options struct {
-	// ReservationTTL is how long a Reserved entry lives unless provisioned.
+	// ReservationTTL is how long a Reserved entry lives unless provisioned (default
+	// DefaultReservationTTL).
 	ReservationTTL time.Duration
 	// ReleasedRetention is how long a released, once provisioned, reservation stays
 	// readable (GetReservation) before it is forgotten.
@@ -158,7 +133,7 @@ func New(clk clock.PassiveClock, opts Options) *Ledger {
 		clk = clock.RealClock{}
 	}
 	if opts.ReservationTTL <= 0 {
-		opts.ReservationTTL = time.Minute
+		opts.ReservationTTL = DefaultReservationTTL
 	}
 	if opts.ReleasedRetention <= 0 {
 		opts.ReleasedRetention = 10 * time.Minute
@@ -333,7 +308,7 @@ func (l *Ledger) Reserve(req Request) (Reservation, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if r, ok := l.byUID[req.Claim.UID]; ok && r.State != StateReleased {
+	if r, ok := l.byUID[req.Claim.UID]; ok && r.State != v1alpha1.PhaseReleased {
 		if err := matches(r, req); err != nil {
 			return Reservation{}, err
 		}
@@ -365,7 +340,7 @@ func matches(r *Reservation, req Request) error {
 		return Errorf(CodeConflict, "claim %s is already reserved on node %s, not %s: release it first", r.Claim.UID, r.Node, req.Node)
 	case r.Requested != req.Bytes:
 		return Errorf(CodeConflict, "claim %s is already reserved for %d bytes, not %d: release it first", r.Claim.UID, r.Requested, req.Bytes)
-	case req.Pool != "" && req.Pool != r.Pool && r.State != StateReserved:
+	case req.Pool != "" && req.Pool != r.Pool && r.State != v1alpha1.PhaseReserved:
 		return Errorf(CodeConflict, "claim %s holds memory from pool %s, not %s", r.Claim.UID, r.Pool, req.Pool)
 	}
 	return nil
@@ -385,7 +360,7 @@ func (l *Ledger) reserveLocked(req Request) (*Reservation, error) {
 		Pool:       p.spec.Name,
 		Requested:  req.Bytes,
 		Bytes:      bytes,
-		State:      StateReserved,
+		State:      v1alpha1.PhaseReserved,
 		ReservedAt: now,
 		ExpiresAt:  now.Add(l.opts.ReservationTTL),
 		UpdatedAt:  now,
@@ -492,11 +467,11 @@ func (l *Ledger) Provision(req Request) (r Reservation, started bool, err error)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur, ok := l.byUID[req.Claim.UID]
-	if ok && cur.State != StateReleased {
+	if ok && cur.State != v1alpha1.PhaseReleased {
 		if err := matches(cur, req); err != nil {
 			return Reservation{}, false, err
 		}
-		if cur.State != StateReserved {
+		if cur.State != v1alpha1.PhaseReserved {
 			return *cur, false, nil
 		}
 		if req.Pool != "" && req.Pool != cur.Pool {
@@ -516,7 +491,7 @@ func (l *Ledger) Provision(req Request) (r Reservation, started bool, err error)
 		return Reservation{}, false, Errorf(CodeExhausted, "pool %s has no %s of free device ranges", p.spec.Name, FormatBytes(cur.Bytes))
 	}
 	now := l.clock.Now()
-	cur.State = StateProvisioning
+	cur.State = v1alpha1.PhaseProvisioning
 	cur.Extents = extents
 	cur.ExpiresAt = time.Time{}
 	cur.ProvisioningAt = now
@@ -545,12 +520,12 @@ func (l *Ledger) moveLocked(r *Reservation, req Request) error {
 func (l *Ledger) MarkOnline(uid string, numaNodes []int32) (Reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r, err := l.inState(uid, StateProvisioning)
+	r, err := l.inState(uid, v1alpha1.PhaseProvisioning)
 	if err != nil {
 		return Reservation{}, err
 	}
 	now := l.clock.Now()
-	r.State = StateOnline
+	r.State = v1alpha1.PhaseOnline
 	r.NUMANodes = slices.Clone(numaNodes)
 	r.OnlineAt = now
 	r.UpdatedAt = now
@@ -564,7 +539,7 @@ func (l *Ledger) MarkOnline(uid string, numaNodes []int32) (Reservation, error) 
 func (l *Ledger) MarkOnHost(uid string) (Reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r, err := l.inState(uid, StateProvisioning)
+	r, err := l.inState(uid, v1alpha1.PhaseProvisioning)
 	if err != nil {
 		return Reservation{}, err
 	}
@@ -581,14 +556,14 @@ func (l *Ledger) MarkOnHost(uid string) (Reservation, error) {
 func (l *Ledger) MarkFailed(uid, message string) (Reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r, err := l.inState(uid, StateProvisioning, StateOnline)
+	r, err := l.inState(uid, v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline)
 	if err != nil {
 		return Reservation{}, err
 	}
-	if r.State == StateOnline {
+	if r.State == v1alpha1.PhaseOnline {
 		l.pools[r.Pool].setOnline(r.Node, -r.Bytes)
 	}
-	r.State = StateFailed
+	r.State = v1alpha1.PhaseFailed
 	r.Message = message
 	r.UpdatedAt = l.clock.Now()
 	l.changed()
@@ -620,24 +595,24 @@ func (l *Ledger) BeginRelease(uid string) (r Reservation, found, pending bool) {
 	}
 	now := l.clock.Now()
 	switch cur.State {
-	case StateReleased:
+	case v1alpha1.PhaseReleased:
 		return *cur, true, false
-	case StateReserved:
+	case v1alpha1.PhaseReserved:
 		l.pools[cur.Pool].unhold(cur.Node, cur.Bytes)
 		delete(l.byUID, uid)
 		out := *cur
-		out.State = StateReleased
+		out.State = v1alpha1.PhaseReleased
 		out.ExpiresAt = time.Time{}
 		out.ReleasedAt = now
 		out.UpdatedAt = now
 		l.changed()
 		return out, true, false
-	case StateReleasing:
+	case v1alpha1.PhaseReleasing:
 		return *cur, true, true
-	case StateOnline:
+	case v1alpha1.PhaseOnline:
 		l.pools[cur.Pool].setOnline(cur.Node, -cur.Bytes)
 	}
-	cur.State = StateReleasing
+	cur.State = v1alpha1.PhaseReleasing
 	cur.ReleasingAt = now
 	cur.UpdatedAt = now
 	l.changed()
@@ -648,7 +623,7 @@ func (l *Ledger) BeginRelease(uid string) (r Reservation, found, pending bool) {
 func (l *Ledger) MarkReleased(uid string) (Reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r, err := l.inState(uid, StateReleasing)
+	r, err := l.inState(uid, v1alpha1.PhaseReleasing)
 	if err != nil {
 		return Reservation{}, err
 	}
@@ -656,14 +631,14 @@ func (l *Ledger) MarkReleased(uid string) (Reservation, error) {
 	p.unhold(r.Node, r.Bytes)
 	p.free.put(r.Extents)
 	now := l.clock.Now()
-	r.State = StateReleased
+	r.State = v1alpha1.PhaseReleased
 	r.ReleasedAt = now
 	r.UpdatedAt = now
 	l.changed()
 	return *r, nil
 }
 
-func (l *Ledger) inState(uid string, states ...State) (*Reservation, error) {
+func (l *Ledger) inState(uid string, states ...v1alpha1.ClaimPhase) (*Reservation, error) {
 	r, ok := l.byUID[uid]
 	if !ok {
 		return nil, Errorf(CodeNotFound, "claim %s has no reservation", uid)
@@ -683,16 +658,16 @@ func (l *Ledger) Expire() []Reservation {
 	var expired []Reservation
 	for uid, r := range l.byUID {
 		switch {
-		case r.State == StateReserved && !now.Before(r.ExpiresAt):
+		case r.State == v1alpha1.PhaseReserved && !now.Before(r.ExpiresAt):
 			l.pools[r.Pool].unhold(r.Node, r.Bytes)
 			delete(l.byUID, uid)
 			out := *r
-			out.State = StateReleased
+			out.State = v1alpha1.PhaseReleased
 			out.ReleasedAt = now
 			out.UpdatedAt = now
 			out.Message = fmt.Sprintf("reservation expired after %s without being provisioned", l.opts.ReservationTTL)
 			expired = append(expired, out)
-		case r.State == StateReleased && now.Sub(r.ReleasedAt) >= l.opts.ReleasedRetention:
+		case r.State == v1alpha1.PhaseReleased && now.Sub(r.ReleasedAt) >= l.opts.ReleasedRetention:
 			delete(l.byUID, uid)
 		}
 	}
@@ -707,10 +682,10 @@ func (l *Ledger) Expire() []Reservation {
 func (l *Ledger) Restore(r Reservation) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cur, ok := l.byUID[r.Claim.UID]; ok && cur.State != StateReleased {
+	if cur, ok := l.byUID[r.Claim.UID]; ok && cur.State != v1alpha1.PhaseReleased {
 		return Errorf(CodeConflict, "claim %s is already in the ledger (%s)", r.Claim.UID, cur.State)
 	}
-	if r.State == StateReleased {
+	if r.State == v1alpha1.PhaseReleased {
 		r.Extents = slices.Clone(r.Extents)
 		l.byUID[r.Claim.UID] = &r
 		l.changed()
@@ -727,8 +702,8 @@ func (l *Ledger) Restore(r Reservation) error {
 	if p.reserved+r.Bytes > p.spec.Capacity || h.reserved+r.Bytes > p.spec.HostWindow {
 		return Errorf(CodeExhausted, "claim %s: %s does not fit in pool %s on node %s", r.Claim.UID, FormatBytes(r.Bytes), r.Pool, r.Node)
 	}
-	if r.State != StateReserved && SumLength(r.Extents) != r.Bytes {
-		return Errorf(CodeInvalid, "claim %s: extents cover %d bytes, reservation holds %d", r.Claim.UID, SumLength(r.Extents), r.Bytes)
+	if r.State != v1alpha1.PhaseReserved && v1alpha1.SumLength(r.Extents) != r.Bytes {
+		return Errorf(CodeInvalid, "claim %s: extents cover %d bytes, reservation holds %d", r.Claim.UID, v1alpha1.SumLength(r.Extents), r.Bytes)
 	}
 	if err := p.free.claim(r.Extents); err != nil {
 		return Errorf(CodeConflict, "claim %s: %v", r.Claim.UID, err)
@@ -736,7 +711,7 @@ func (l *Ledger) Restore(r Reservation) error {
 	r.Extents = slices.Clone(r.Extents)
 	r.NUMANodes = slices.Clone(r.NUMANodes)
 	p.hold(r.Node, r.Bytes)
-	if r.State == StateOnline {
+	if r.State == v1alpha1.PhaseOnline {
 		p.setOnline(r.Node, r.Bytes)
 	}
 	l.byUID[r.Claim.UID] = &r
@@ -827,12 +802,12 @@ func (l *Ledger) CheckInvariants() error {
 	type sums struct{ reserved, online int64 }
 	poolSums := map[string]*sums{}
 	hostSums := map[[2]string]*sums{}
-	used := map[string][]Extent{}
+	used := map[string][]v1alpha1.Extent{}
 	for uid, r := range l.byUID {
 		if uid != r.Claim.UID {
 			return fmt.Errorf("reservation keyed %s names claim %s", uid, r.Claim.UID)
 		}
-		if !r.State.holds() {
+		if !holds(r.State) {
 			continue
 		}
 		p, ok := l.pools[r.Pool]
@@ -842,8 +817,8 @@ func (l *Ledger) CheckInvariants() error {
 		if r.Bytes%p.spec.BlockSize != 0 || r.Bytes < r.Requested || r.Bytes-r.Requested >= p.spec.BlockSize {
 			return fmt.Errorf("claim %s: %d bytes is not %d rounded up to block %d", uid, r.Bytes, r.Requested, p.spec.BlockSize)
 		}
-		if r.State != StateReserved && SumLength(r.Extents) != r.Bytes {
-			return fmt.Errorf("claim %s (%s): extents cover %d bytes, want %d", uid, r.State, SumLength(r.Extents), r.Bytes)
+		if r.State != v1alpha1.PhaseReserved && v1alpha1.SumLength(r.Extents) != r.Bytes {
+			return fmt.Errorf("claim %s (%s): extents cover %d bytes, want %d", uid, r.State, v1alpha1.SumLength(r.Extents), r.Bytes)
 		}
 		if poolSums[r.Pool] == nil {
 			poolSums[r.Pool] = &sums{}
@@ -854,7 +829,7 @@ func (l *Ledger) CheckInvariants() error {
 		}
 		poolSums[r.Pool].reserved += r.Bytes
 		hostSums[k].reserved += r.Bytes
-		if r.State == StateOnline {
+		if r.State == v1alpha1.PhaseOnline {
 			poolSums[r.Pool].online += r.Bytes
 			hostSums[k].online += r.Bytes
 		}

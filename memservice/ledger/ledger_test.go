@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 )
 
@@ -67,7 +68,7 @@ func TestReserveRoundsUpToTheBlockSize(t *testing.T) {
 	assert.Equal(t, int64(100*mi), r.Requested)
 	assert.Equal(t, int64(128*mi), r.Bytes)
 	assert.Equal(t, "cxl-a", r.Pool)
-	assert.Equal(t, ledger.StateReserved, r.State)
+	assert.Equal(t, v1alpha1.PhaseReserved, r.State)
 	assert.Equal(t, clk.Now().Add(time.Minute), r.ExpiresAt)
 	s := l.Snapshot()
 	assert.Equal(t, 16*gi-128*mi, s.Pools[0].Free)
@@ -165,8 +166,8 @@ func TestEveryStateTransition(t *testing.T) {
 	r, started, err := l.Provision(req("u1", "node1", 300*mi))
 	require.NoError(t, err)
 	assert.True(t, started)
-	assert.Equal(t, ledger.StateProvisioning, r.State)
-	assert.Equal(t, []ledger.Extent{{Offset: 0, Length: 384 * mi}}, r.Extents)
+	assert.Equal(t, v1alpha1.PhaseProvisioning, r.State)
+	assert.Equal(t, []v1alpha1.Extent{{Offset: 0, Length: 384 * mi}}, r.Extents)
 	assert.True(t, r.ExpiresAt.IsZero(), "a provisioned claim does not expire")
 
 	again, started, err := l.Provision(req("u1", "node1", 300*mi))
@@ -180,14 +181,14 @@ func TestEveryStateTransition(t *testing.T) {
 	clk.Step(time.Second)
 	r, err = l.MarkOnline("u1", []int32{1})
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateOnline, r.State)
+	assert.Equal(t, v1alpha1.PhaseOnline, r.State)
 	assert.Equal(t, []int32{1}, r.NUMANodes)
 	assert.Equal(t, 384*mi, l.Snapshot().Pools[0].Online)
 
 	r, found, pending := l.BeginRelease("u1")
 	assert.True(t, found)
 	assert.True(t, pending)
-	assert.Equal(t, ledger.StateReleasing, r.State)
+	assert.Equal(t, v1alpha1.PhaseReleasing, r.State)
 	assert.Zero(t, l.Snapshot().Pools[0].Online, "releasing memory is not counted online")
 	assert.Equal(t, 384*mi, l.Snapshot().Pools[0].Reserved, "releasing memory still holds capacity")
 
@@ -196,19 +197,19 @@ func TestEveryStateTransition(t *testing.T) {
 
 	r, err = l.MarkReleased("u1")
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateReleased, r.State)
+	assert.Equal(t, v1alpha1.PhaseReleased, r.State)
 	assert.Equal(t, 16*gi, l.Snapshot().Pools[0].Free)
 	require.NoError(t, l.CheckInvariants())
 
 	r, found, pending = l.BeginRelease("u1")
 	assert.True(t, found)
 	assert.False(t, pending, "releasing a released claim is a no-op")
-	assert.Equal(t, ledger.StateReleased, r.State)
+	assert.Equal(t, v1alpha1.PhaseReleased, r.State)
 
 	// A released claim can be reserved again (DRA may allocate the same claim again).
 	r, err = l.Reserve(req("u1", "node2", gi))
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateReserved, r.State)
+	assert.Equal(t, v1alpha1.PhaseReserved, r.State)
 	require.NoError(t, l.CheckInvariants())
 }
 
@@ -218,14 +219,14 @@ func TestFailedProvisioningKeepsCapacityUntilReleased(t *testing.T) {
 	require.NoError(t, err)
 	r, err := l.MarkFailed("u1", "backend: add extents: device busy")
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateFailed, r.State)
+	assert.Equal(t, v1alpha1.PhaseFailed, r.State)
 	assert.Equal(t, "backend: add extents: device busy", r.Message)
 	assert.Equal(t, 15*gi, l.Snapshot().Pools[0].Free)
 
 	again, started, err := l.Provision(req("u1", "node1", gi))
 	require.NoError(t, err)
 	assert.False(t, started, "a failed claim is not provisioned again until released")
-	assert.Equal(t, ledger.StateFailed, again.State)
+	assert.Equal(t, v1alpha1.PhaseFailed, again.State)
 
 	_, _, pending := l.BeginRelease("u1")
 	require.True(t, pending)
@@ -242,7 +243,7 @@ func TestReleaseOfAReservedEntryIsImmediate(t *testing.T) {
 	r, found, pending := l.BeginRelease("u1")
 	assert.True(t, found)
 	assert.False(t, pending)
-	assert.Equal(t, ledger.StateReleased, r.State)
+	assert.Equal(t, v1alpha1.PhaseReleased, r.State)
 	_, ok := l.Get("u1")
 	assert.False(t, ok)
 	_, found, _ = l.BeginRelease("unknown")
@@ -265,7 +266,7 @@ func TestReservedEntriesExpireAfterTheTTL(t *testing.T) {
 	expired := l.Expire()
 	require.Len(t, expired, 1)
 	assert.Equal(t, "old", expired[0].Claim.UID)
-	assert.Equal(t, ledger.StateReleased, expired[0].State)
+	assert.Equal(t, v1alpha1.PhaseReleased, expired[0].State)
 	assert.Contains(t, expired[0].Message, "expired after 1m0s")
 
 	clk.Step(time.Hour)
@@ -308,7 +309,7 @@ func TestExtentsFragmentAndMerge(t *testing.T) {
 	}
 	r, _, err := l.Provision(req("e", "n", 2*gi))
 	require.NoError(t, err)
-	assert.Equal(t, []ledger.Extent{{Offset: 0, Length: gi}, {Offset: 2 * gi, Length: gi}}, r.Extents)
+	assert.Equal(t, []v1alpha1.Extent{{Offset: 0, Length: gi}, {Offset: 2 * gi, Length: gi}}, r.Extents)
 	require.NoError(t, l.CheckInvariants())
 }
 
@@ -316,12 +317,12 @@ func TestRestoreRebuildsTotals(t *testing.T) {
 	l, clk := newLedger(t, poolA())
 	online := ledger.Reservation{
 		Claim: ledger.ClaimRef{UID: "u1"}, Node: "node1", Pool: "cxl-a", Requested: gi, Bytes: gi,
-		State: ledger.StateOnline, Extents: []ledger.Extent{{Offset: 2 * gi, Length: gi}}, ReservedAt: clk.Now(),
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 2 * gi, Length: gi}}, ReservedAt: clk.Now(),
 	}
 	require.NoError(t, l.Restore(online))
 	err := l.Restore(ledger.Reservation{
 		Claim: ledger.ClaimRef{UID: "u2"}, Node: "node2", Pool: "cxl-a", Requested: gi, Bytes: gi,
-		State: ledger.StateProvisioning, Extents: []ledger.Extent{{Offset: 2 * gi, Length: gi}},
+		State: v1alpha1.PhaseProvisioning, Extents: []v1alpha1.Extent{{Offset: 2 * gi, Length: gi}},
 	})
 	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "overlapping extents are refused: %v", err)
 	s := l.Snapshot()

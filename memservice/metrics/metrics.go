@@ -188,7 +188,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counts := map[[2]string]int{}
 	for _, r := range c.state.List() {
-		counts[[2]string{r.Pool, r.State.String()}]++
+		counts[[2]string{r.Pool, string(r.State)}]++
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, float64(n), k[0], k[1])

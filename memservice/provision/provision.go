@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
@@ -26,13 +27,21 @@ type Backend interface {
 	// Check tells whether the device answers, and its region.
 	Check(ctx context.Context) (backend.Capacity, error)
 	// Add gives extents to a host, tagged with the claim UID. Idempotent.
-	Add(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error
+	Add(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error
 	// Release takes extents back; extents the host does not hold are skipped or
 	// reported as backend.ErrNotFound.
-	Release(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error
+	Release(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error
 	// List returns the extents the device has given out (backend.ErrNotSupported if
 	// it cannot tell).
 	List(ctx context.Context) ([]backend.HostExtent, error)
+}
+
+// Devices finds pool devices (the service's pool registry).
+type Devices interface {
+	// Device returns the backend of a pool and the host ID of a node on it: an error
+	// with ledger.CodeUnavailable if the pool has no backend, ledger.CodeNotFound if
+	// the node has no host ID on it.
+	Device(pool, node string) (Backend, int32, error)
 }
 
 // Agents sends commands to node agents.
@@ -51,16 +60,24 @@ type Store interface {
 	Released(ctx context.Context, r ledger.Reservation) error
 }
 
+// Defaults of Config.
+const (
+	DefaultAgentCommandTimeout = 2 * time.Minute
+	DefaultBackendTimeout      = 30 * time.Second
+)
+
 // Config wires a Manager.
 type Config struct {
 	Ledger  *ledger.Ledger
+	Devices Devices
 	Agents  Agents
 	Store   Store
 	Metrics *metrics.Metrics
 	Clock   clock.Clock
-	// AgentCommandTimeout bounds waiting for a node agent to online memory.
+	// AgentCommandTimeout bounds waiting for a node agent to online memory
+	// (default DefaultAgentCommandTimeout).
 	AgentCommandTimeout time.Duration
-	// BackendTimeout bounds one backend operation.
+	// BackendTimeout bounds one backend operation (default DefaultBackendTimeout).
 	BackendTimeout time.Duration
 	// RetryInterval is the first pause before a failed release step is retried; it
 	// doubles up to MaxRetryInterval.
@@ -76,14 +93,8 @@ type Manager struct {
 	wg  sync.WaitGroup
 
 	mu       sync.Mutex
-	pools    map[string]poolDevice
 	flights  map[string]*flight // provisioning, by claim UID
 	releases map[string]*flight // release, by claim UID
-}
-
-type poolDevice struct {
-	backend Backend
-	hostIDs map[string]int32
 }
 
 type flight struct {
@@ -102,10 +113,10 @@ func New(cfg Config) *Manager {
 		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.AgentCommandTimeout <= 0 {
-		cfg.AgentCommandTimeout = 2 * time.Minute
+		cfg.AgentCommandTimeout = DefaultAgentCommandTimeout
 	}
 	if cfg.BackendTimeout <= 0 {
-		cfg.BackendTimeout = 30 * time.Second
+		cfg.BackendTimeout = DefaultBackendTimeout
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 500 * time.Millisecond
@@ -116,7 +127,6 @@ func New(cfg Config) *Manager {
 	return &Manager{
 		cfg:      cfg,
 		ctx:      context.Background(),
-		pools:    map[string]poolDevice{},
 		flights:  map[string]*flight{},
 		releases: map[string]*flight{},
 	}
@@ -132,40 +142,8 @@ func (m *Manager) Start(ctx context.Context) {
 // Wait blocks until every flight has ended (after the manager's context ends).
 func (m *Manager) Wait() { m.wg.Wait() }
 
-// SetPool attaches a pool's device and the host IDs of its nodes on that device.
-func (m *Manager) SetPool(pool string, b Backend, hostIDs map[string]int32) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.pools[pool] = poolDevice{backend: b, hostIDs: hostIDs}
-}
-
-// RemovePool detaches a pool's device.
-func (m *Manager) RemovePool(pool string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.pools, pool)
-}
-
-// Backend returns a pool's device.
-func (m *Manager) Backend(pool string) (Backend, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.pools[pool]
-	return d.backend, ok
-}
-
 func (m *Manager) device(r ledger.Reservation) (Backend, int32, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.pools[r.Pool]
-	if !ok {
-		return nil, 0, ledger.Errorf(ledger.CodeUnavailable, "pool %s has no device backend", r.Pool)
-	}
-	id, ok := d.hostIDs[r.Node]
-	if !ok {
-		return nil, 0, ledger.Errorf(ledger.CodeNotFound, "node %s has no host ID on the device of pool %s", r.Node, r.Pool)
-	}
-	return d.backend, id, nil
+	return m.cfg.Devices.Device(r.Pool, r.Node)
 }
 
 // Reserve holds capacity in the ledger.
@@ -199,7 +177,7 @@ func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Res
 	}
 	f := m.flights[r.Claim.UID]
 	m.mu.Unlock()
-	if r.State == ledger.StateReleasing {
+	if r.State == v1alpha1.PhaseReleasing {
 		return r, ledger.Errorf(ledger.CodeConflict, "claim %s is being released; provision it again once it is released", r.Claim.UID)
 	}
 	if f != nil {
@@ -284,7 +262,7 @@ func (m *Manager) addExtents(ctx context.Context, r ledger.Reservation) error {
 	if err != nil {
 		return err
 	}
-	extents := toBackend(r.Extents)
+	extents := r.Extents
 	err = m.timed(r.Pool, "add", func() error {
 		actx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
 		defer cancel()
@@ -312,7 +290,7 @@ func (m *Manager) onlineAndFinish(ctx context.Context, f *flight, r ledger.Reser
 	defer cancel()
 	start := m.cfg.Clock.Now()
 	res, err := m.cfg.Agents.Online(actx, r.Node, &memservicev1.OnlineCommand{
-		ClaimUid: r.Claim.UID, Pool: r.Pool, Extents: toProto(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
+		ClaimUid: r.Claim.UID, Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
 	})
 	m.observeAgent("online", start, err)
 	if err != nil {
@@ -334,7 +312,7 @@ func (m *Manager) onlineAndFinish(ctx context.Context, f *flight, r ledger.Reser
 
 func (m *Manager) stillProvisioning(uid string) bool {
 	cur, ok := m.cfg.Ledger.Get(uid)
-	return ok && cur.State == ledger.StateProvisioning
+	return ok && cur.State == v1alpha1.PhaseProvisioning
 }
 
 func (m *Manager) fail(ctx context.Context, f *flight, r ledger.Reservation, reason string, err error) {
@@ -408,7 +386,7 @@ func (m *Manager) release(ctx context.Context, uid string) {
 		}
 	}
 	r, ok := m.cfg.Ledger.Get(uid)
-	if !ok || r.State != ledger.StateReleasing {
+	if !ok || r.State != v1alpha1.PhaseReleasing {
 		return
 	}
 	logger := klog.FromContext(ctx).WithValues("claim", uid, "node", r.Node, "pool", r.Pool)
@@ -421,7 +399,7 @@ func (m *Manager) release(ctx context.Context, uid string) {
 			actx, cancel := context.WithTimeout(ctx, m.cfg.AgentCommandTimeout)
 			defer cancel()
 			start := m.cfg.Clock.Now()
-			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Extents: toProto(r.Extents), Bytes: r.Bytes})
+			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes})
 			m.observeAgent("offline", start, err)
 			if err != nil {
 				return fmt.Errorf("waiting for the node agent of %s to offline the memory: %w", r.Node, err)
@@ -440,7 +418,7 @@ func (m *Manager) release(ctx context.Context, uid string) {
 			err = m.timed(r.Pool, "release", func() error {
 				bctx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
 				defer cancel()
-				return b.Release(bctx, hostID, uid, toBackend(r.Extents))
+				return b.Release(bctx, hostID, uid, r.Extents)
 			})
 			if err != nil && !errors.Is(err, backend.ErrNotFound) {
 				return fmt.Errorf("release extents from node %s (host %d) in pool %s: %w", r.Node, hostID, r.Pool, err)
@@ -524,20 +502,4 @@ func (m *Manager) countError(pool string, err error) {
 		reason = "unavailable"
 	}
 	m.cfg.Metrics.AllocationErrors.WithLabelValues(pool, reason).Inc()
-}
-
-func toBackend(extents []ledger.Extent) []backend.Extent {
-	out := make([]backend.Extent, len(extents))
-	for i, e := range extents {
-		out[i] = backend.Extent{Offset: e.Offset, Length: e.Length}
-	}
-	return out
-}
-
-func toProto(extents []ledger.Extent) []*memservicev1.Extent {
-	out := make([]*memservicev1.Extent, len(extents))
-	for i, e := range extents {
-		out[i] = &memservicev1.Extent{Offset: e.Offset, Length: e.Length}
-	}
-	return out
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
@@ -34,14 +35,14 @@ func (d *flakyDevice) List(context.Context) ([]backend.HostExtent, error) {
 	return nil, backend.ErrNotSupported
 }
 
-func (d *flakyDevice) Add(context.Context, int32, string, []backend.Extent) error {
+func (d *flakyDevice) Add(context.Context, int32, string, []v1alpha1.Extent) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.adds++
 	return d.addErr
 }
 
-func (d *flakyDevice) Release(context.Context, int32, string, []backend.Extent) error {
+func (d *flakyDevice) Release(context.Context, int32, string, []v1alpha1.Extent) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.releases++
@@ -70,7 +71,7 @@ func (a *agents) Offline(context.Context, string, *memservicev1.OfflineCommand) 
 
 type states struct {
 	mu  sync.Mutex
-	log []ledger.State
+	log []v1alpha1.ClaimPhase
 	// hold, when set, holds every Update until it is closed.
 	hold chan struct{}
 }
@@ -93,16 +94,33 @@ func (s *states) Update(_ context.Context, r ledger.Reservation) error {
 }
 func (s *states) Released(_ context.Context, r ledger.Reservation) error { return s.add(r) }
 
+// devices is the pool registry of the tests: one pool's device.
+type devices struct {
+	pool    string
+	backend provision.Backend
+	hostIDs map[string]int32
+}
+
+func (d devices) Device(pool, node string) (provision.Backend, int32, error) {
+	if pool != d.pool {
+		return nil, 0, ledger.Errorf(ledger.CodeUnavailable, "pool %s has no device backend", pool)
+	}
+	id, ok := d.hostIDs[node]
+	if !ok {
+		return nil, 0, ledger.Errorf(ledger.CodeNotFound, "node %s has no host ID on the device of pool %s", node, pool)
+	}
+	return d.backend, id, nil
+}
+
 func setup(t *testing.T, dev *flakyDevice) (*provision.Manager, *ledger.Ledger, *agents, *states) {
 	t.Helper()
 	l := ledger.New(nil, ledger.Options{})
 	require.NoError(t, l.SetPool(ledger.Pool{Name: "p", Capacity: 8 * gi, BlockSize: gi, HostWindow: 8 * gi, Nodes: []string{"n"}}))
 	l.SetPoolReady("p", true, "")
 	ag, st := &agents{}, &states{}
-	m := provision.New(provision.Config{Ledger: l, Agents: ag, Store: st, RetryInterval: time.Millisecond, MaxRetryInterval: 5 * time.Millisecond})
+	m := provision.New(provision.Config{Ledger: l, Devices: devices{pool: "p", backend: dev, hostIDs: map[string]int32{"n": 0}}, Agents: ag, Store: st, RetryInterval: time.Millisecond, MaxRetryInterval: 5 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	m.Start(ctx)
-	m.SetPool("p", dev, map[string]int32{"n": 0})
 	t.Cleanup(func() {
 		cancel()
 		m.Wait()
@@ -119,16 +137,16 @@ func TestReleaseRetriesTheDeviceUntilItAnswers(t *testing.T) {
 	m, l, ag, st := setup(t, dev)
 	r, err := m.AddMemory(context.Background(), req("u"))
 	require.NoError(t, err)
-	require.Equal(t, ledger.StateOnline, r.State)
+	require.Equal(t, v1alpha1.PhaseOnline, r.State)
 	assert.Equal(t, []int32{3}, r.NUMANodes)
 
 	r, found, err := m.RemoveMemory(context.Background(), "u", true)
 	require.NoError(t, err)
 	assert.True(t, found)
-	assert.Equal(t, ledger.StateReleased, r.State)
+	assert.Equal(t, v1alpha1.PhaseReleased, r.State)
 	assert.Equal(t, 4, dev.releases, "three failures, then success")
 	assert.Equal(t, 1, ag.offlines, "the agent offlined once, before the device released")
-	assert.Equal(t, []ledger.State{ledger.StateProvisioning, ledger.StateOnline, ledger.StateReleasing, ledger.StateReleased}, st.log)
+	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased}, st.log)
 	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
 }
 
@@ -137,14 +155,14 @@ func TestAFailedAddIsRecordedAndReleasedWithoutTheAgent(t *testing.T) {
 	m, l, ag, st := setup(t, dev)
 	r, err := m.AddMemory(context.Background(), req("u"))
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateFailed, r.State)
+	assert.Equal(t, v1alpha1.PhaseFailed, r.State)
 	assert.Contains(t, r.Message, "extent is not aligned to the region block size")
 	assert.False(t, r.OnHost)
 
 	_, _, err = m.RemoveMemory(context.Background(), "u", true)
 	require.NoError(t, err)
 	assert.Zero(t, ag.offlines, "memory never reached the host: no offline")
-	assert.Equal(t, []ledger.State{ledger.StateProvisioning, ledger.StateFailed, ledger.StateReleasing, ledger.StateReleased}, st.log)
+	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseFailed, v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased}, st.log)
 	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
 }
 
@@ -152,15 +170,15 @@ func TestResumeFinishesARestoredProvisioning(t *testing.T) {
 	dev := &flakyDevice{}
 	m, l, _, st := setup(t, dev)
 	restored := ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "u"}, Node: "n", Pool: "p",
-		Requested: gi, Bytes: gi, State: ledger.StateProvisioning, Extents: []ledger.Extent{{Offset: 0, Length: gi}}, OnHost: true}
+		Requested: gi, Bytes: gi, State: v1alpha1.PhaseProvisioning, Extents: []v1alpha1.Extent{{Offset: 0, Length: gi}}, OnHost: true}
 	require.NoError(t, l.Restore(restored))
 	m.Resume(restored)
 	r, err := m.AddMemory(context.Background(), req("u"))
 	require.NoError(t, err, "AddMemory waits for the resumed flight")
-	assert.Equal(t, ledger.StateOnline, r.State)
+	assert.Equal(t, v1alpha1.PhaseOnline, r.State)
 	assert.Equal(t, 1, dev.adds, "the extents were added again (a no-op for the device if they were there)")
 	m.Wait()
-	assert.Equal(t, []ledger.State{ledger.StateOnline}, st.log, "no second record is created")
+	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseOnline}, st.log, "no second record is created")
 }
 
 // TestAddMemoryAnswersBeforeTheOnlineRecord: the ledger is authoritative, so
@@ -173,11 +191,11 @@ func TestAddMemoryAnswersBeforeTheOnlineRecord(t *testing.T) {
 	st.mu.Unlock()
 	r, err := m.AddMemory(context.Background(), req("u"))
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateOnline, r.State, "answered while the Online record is still being written")
+	assert.Equal(t, v1alpha1.PhaseOnline, r.State, "answered while the Online record is still being written")
 	st.mu.Lock()
-	assert.Equal(t, []ledger.State{ledger.StateProvisioning}, st.log)
+	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning}, st.log)
 	st.mu.Unlock()
 	close(st.hold)
 	m.Wait()
-	assert.Equal(t, []ledger.State{ledger.StateProvisioning, ledger.StateOnline}, st.log, "the Online record is written after the answer")
+	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline}, st.log, "the Online record is written after the answer")
 }

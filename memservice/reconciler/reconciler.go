@@ -20,17 +20,19 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
 )
-
-// DriverName is the DRA driver whose claims the memory service serves.
-const DriverName = "dcd.dynamicmemory.io"
 
 // Releaser releases a claim's memory (provision.Manager).
 type Releaser interface {
 	RemoveMemory(ctx context.Context, uid string, wait bool) (ledger.Reservation, bool, error)
 }
+
+// DefaultProvisionGracePeriod is the default Config.ProvisionGracePeriod.
+const DefaultProvisionGracePeriod = 5 * time.Minute
 
 // Config wires a Reconciler.
 type Config struct {
@@ -40,7 +42,7 @@ type Config struct {
 	Metrics  *metrics.Metrics
 	Clock    clock.WithTicker
 	// ProvisionGracePeriod: a provisioned claim that no pod is reserved for this long
-	// after it was provisioned is released.
+	// after it was provisioned is released (default DefaultProvisionGracePeriod).
 	ProvisionGracePeriod time.Duration
 	// SweepInterval is how often every reservation is checked (default 10s).
 	SweepInterval time.Duration
@@ -59,7 +61,7 @@ func New(cfg Config) *Reconciler {
 		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.ProvisionGracePeriod <= 0 {
-		cfg.ProvisionGracePeriod = 5 * time.Minute
+		cfg.ProvisionGracePeriod = DefaultProvisionGracePeriod
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 10 * time.Second
@@ -99,7 +101,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return fmt.Errorf("watch ResourceClaims: %w", ctx.Err())
 	}
-	logger.V(2).Info("Watching ResourceClaims", "driver", DriverName)
+	logger.V(2).Info("Watching ResourceClaims", "driver", dra.DriverName)
 
 	sweep := r.cfg.Clock.NewTicker(r.cfg.SweepInterval)
 	defer sweep.Stop()
@@ -124,7 +126,7 @@ func ours(c *resourcev1.ResourceClaim) bool {
 		return false
 	}
 	for _, d := range c.Status.Allocation.Devices.Results {
-		if d.Driver == DriverName {
+		if d.Driver == dra.DriverName {
 			return true
 		}
 	}
@@ -145,7 +147,7 @@ func (r *Reconciler) Expire(ctx context.Context) {
 func (r *Reconciler) Sweep(ctx context.Context) {
 	for _, res := range r.cfg.Ledger.List() {
 		switch res.State {
-		case ledger.StateProvisioning, ledger.StateOnline, ledger.StateFailed:
+		case v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseFailed:
 			r.check(ctx, res.Claim.UID)
 		}
 	}
@@ -155,7 +157,7 @@ func (r *Reconciler) Sweep(ctx context.Context) {
 // (never a cache that may lag an allocation), no longer needs it.
 func (r *Reconciler) check(ctx context.Context, uid string) {
 	res, ok := r.cfg.Ledger.Get(uid)
-	if !ok || res.State == ledger.StateReleasing || res.State == ledger.StateReleased {
+	if !ok || res.State == v1alpha1.PhaseReleasing || res.State == v1alpha1.PhaseReleased {
 		return
 	}
 	reason, why, err := r.verdict(ctx, res)
@@ -189,11 +191,11 @@ func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation) (reaso
 	case claim.DeletionTimestamp != nil:
 		return "deleted", fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name), nil
 	}
-	if res.State == ledger.StateReserved {
+	if res.State == v1alpha1.PhaseReserved {
 		return "", "", nil // not allocated yet is normal: the TTL decides
 	}
 	if !ours(claim) {
-		return "deallocated", fmt.Sprintf("ResourceClaim %s/%s is no longer allocated by %s", res.Claim.Namespace, res.Claim.Name, DriverName), nil
+		return "deallocated", fmt.Sprintf("ResourceClaim %s/%s is no longer allocated by %s", res.Claim.Namespace, res.Claim.Name, dra.DriverName), nil
 	}
 	since := res.OnlineAt
 	if since.IsZero() {

@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
 )
@@ -44,7 +46,7 @@ func resourceClaim(name, uid string, allocated bool, reservedFor bool) *resource
 	c := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: types.UID(uid)}}
 	if allocated {
 		c.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
-			Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: reconciler.DriverName, Pool: "cxl-a", Device: "cxl-a"}},
+			Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: dra.DriverName, Pool: "cxl-a", Device: "cxl-a"}},
 		}}
 	}
 	if reservedFor {
@@ -114,12 +116,12 @@ func TestSweepReleasesWhatNoClaimNeeds(t *testing.T) {
 	} {
 		r, ok := e.ledger.Get(uid)
 		require.True(t, ok)
-		assert.Equal(t, ledger.StateReleasing, r.State, uid)
+		assert.Equal(t, v1alpha1.PhaseReleasing, r.State, uid)
 		assert.Contains(t, r.Message, why, uid)
 	}
 	for _, uid := range []string{"u-in-use", "u-no-pod-yet"} {
 		r, _ := e.ledger.Get(uid)
-		assert.Equal(t, ledger.StateOnline, r.State, "%s is kept", uid)
+		assert.Equal(t, v1alpha1.PhaseOnline, r.State, "%s is kept", uid)
 	}
 }
 
@@ -150,7 +152,7 @@ func TestDeletingAClaimReleasesItsMemory(t *testing.T) {
 	require.NoError(t, e.client.ResourceV1().ResourceClaims("default").Delete(ctx, "c", metav1.DeleteOptions{}))
 	require.Eventually(t, func() bool { return len(e.rel.got()) == 1 }, 5*time.Second, 5*time.Millisecond)
 	r, _ := e.ledger.Get("u-c")
-	assert.Equal(t, ledger.StateReleasing, r.State)
+	assert.Equal(t, v1alpha1.PhaseReleasing, r.State)
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
-	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
@@ -74,12 +74,12 @@ type loggedDevice struct {
 	ev *events
 }
 
-func (d loggedDevice) Add(ctx context.Context, host int32, tag string, ext []backend.Extent) error {
+func (d loggedDevice) Add(ctx context.Context, host int32, tag string, ext []v1alpha1.Extent) error {
 	d.ev.add("device add %s", tag)
 	return d.Device.Add(ctx, host, tag, ext)
 }
 
-func (d loggedDevice) Release(ctx context.Context, host int32, tag string, ext []backend.Extent) error {
+func (d loggedDevice) Release(ctx context.Context, host int32, tag string, ext []v1alpha1.Extent) error {
 	d.ev.add("device release %s", tag)
 	return d.Device.Release(ctx, host, tag, ext)
 }
@@ -130,10 +130,10 @@ func newHarness(t testing.TB) *harness {
 	require.NoError(t, err)
 	mgr := provision.New(provision.Config{
 		Ledger: h.ledger, Agents: sessions, Store: h.store, Metrics: h.metrics,
+		Devices:             devices{pool: testPool.Name, backend: loggedDevice{Device: h.device, ev: h.ev}, hostIDs: map[string]int32{"node1": 0, "node2": 1}},
 		AgentCommandTimeout: 5 * time.Second, RetryInterval: 10 * time.Millisecond,
 	})
 	mgr.Start(ctx)
-	mgr.SetPool(testPool.Name, loggedDevice{Device: h.device, ev: h.ev}, map[string]int32{"node1": 0, "node2": 1})
 	srv, err = server.New(server.Config{TLS: tlsConfig, Ledger: h.ledger, Manager: mgr, Sessions: sessions, Metrics: h.metrics, Serving: h.serving.Load})
 	require.NoError(t, err)
 	sessions.OnChange = srv.Notify
@@ -237,4 +237,22 @@ func uid(n int) string { return fmt.Sprintf("0b7c3f6e-1d2a-4c5b-8e9f-%012d", n) 
 
 func claim(n int) *memservicev1.ClaimRef {
 	return &memservicev1.ClaimRef{Uid: uid(n), Namespace: "default", Name: fmt.Sprintf("claim-%d", n)}
+}
+
+// devices is the pool registry of the tests: one pool's device.
+type devices struct {
+	pool    string
+	backend provision.Backend
+	hostIDs map[string]int32
+}
+
+func (d devices) Device(pool, node string) (provision.Backend, int32, error) {
+	if pool != d.pool {
+		return nil, 0, ledger.Errorf(ledger.CodeUnavailable, "pool %s has no device backend", pool)
+	}
+	id, ok := d.hostIDs[node]
+	if !ok {
+		return nil, 0, ledger.Errorf(ledger.CodeNotFound, "node %s has no host ID on the device of pool %s", node, pool)
+	}
+	return d.backend, id, nil
 }

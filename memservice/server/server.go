@@ -311,15 +311,6 @@ func ledgerRequest(c *memservicev1.ClaimRef, p *memservicev1.PodRef, node, pool 
 	}
 }
 
-var stateToProto = map[ledger.State]memservicev1.ReservationState{
-	ledger.StateReserved:     memservicev1.ReservationState_RESERVATION_STATE_RESERVED,
-	ledger.StateProvisioning: memservicev1.ReservationState_RESERVATION_STATE_PROVISIONING,
-	ledger.StateOnline:       memservicev1.ReservationState_RESERVATION_STATE_ONLINE,
-	ledger.StateReleasing:    memservicev1.ReservationState_RESERVATION_STATE_RELEASING,
-	ledger.StateReleased:     memservicev1.ReservationState_RESERVATION_STATE_RELEASED,
-	ledger.StateFailed:       memservicev1.ReservationState_RESERVATION_STATE_FAILED,
-}
-
 func timestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
@@ -334,7 +325,7 @@ func reservationToProto(r ledger.Reservation) *memservicev1.Reservation {
 		Pool:           r.Pool,
 		RequestedBytes: r.Requested,
 		Bytes:          r.Bytes,
-		State:          stateToProto[r.State],
+		State:          memservicev1.StateOf(r.State),
 		NumaNodes:      r.NUMANodes,
 		Message:        r.Message,
 		ReservedAt:     timestamp(r.ReservedAt),
@@ -344,8 +335,8 @@ func reservationToProto(r ledger.Reservation) *memservicev1.Reservation {
 	if r.Pod != (ledger.PodRef{}) {
 		out.Pod = &memservicev1.PodRef{Name: r.Pod.Name, Uid: r.Pod.UID}
 	}
-	for _, e := range r.Extents {
-		out.Extents = append(out.Extents, &memservicev1.Extent{Offset: e.Offset, Length: e.Length})
+	if len(r.Extents) > 0 {
+		out.Extents = memservicev1.ExtentsOf(r.Extents)
 	}
 	return out
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
 )
 
@@ -219,7 +220,7 @@ func TestAddMemoryFailures(t *testing.T) {
 		assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
 		r, ok := h.ledger.Get(uid(1))
 		require.True(t, ok)
-		assert.Equal(t, "Provisioning", r.State.String())
+		assert.Equal(t, v1alpha1.PhaseProvisioning, r.State)
 	})
 }
 

@@ -7,8 +7,12 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
 )
 
 // adopter is a device whose state lives in the service's memory (the simulated
@@ -17,11 +21,32 @@ type adopter interface {
 	Adopt(extents []backend.HostExtent) error
 }
 
+// devices finds a pool's device and the host ID of each of its nodes on it (the
+// pool registry).
+type devices interface {
+	Devices(pool string) (provision.Backend, map[string]int32, bool)
+}
+
+// flights resumes the flights a restart cut short (provision.Manager).
+type flights interface {
+	Resume(r ledger.Reservation)
+	ResumeRelease(uid string)
+}
+
+// rebuilder restores the ledger of a new leader.
+type rebuilder struct {
+	store   *store.Store
+	ledger  *ledger.Ledger
+	devices devices
+	flights flights
+	metrics *metrics.Metrics
+}
+
 // rebuild restores the ledger from the DynamicMemoryClaims, reconciles it with the
 // devices' own extent lists, and resumes the flights a restart cut short.
-func (s *Service) rebuild(ctx context.Context) error {
+func (rb *rebuilder) rebuild(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	records, bad, err := s.store.List(ctx)
+	records, bad, err := rb.store.List(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild ledger: %w", err)
 	}
@@ -30,21 +55,21 @@ func (s *Service) rebuild(ctx context.Context) error {
 	}
 	var restored []ledger.Reservation
 	for _, r := range records {
-		if r.State == ledger.StateReleased {
+		if r.State == v1alpha1.PhaseReleased {
 			// A restart between recording the release and dropping the finalizer
 			// leaves the record behind: finish it.
-			if err := s.store.Released(ctx, r); err != nil {
+			if err := rb.store.Released(ctx, r); err != nil {
 				logger.Error(err, "Finishing a released DynamicMemoryClaim", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
 			}
 			continue
 		}
-		if err := s.ledger.Restore(r); err != nil {
+		if err := rb.ledger.Restore(r); err != nil {
 			logger.Error(err, "Cannot restore reservation; its DynamicMemoryClaim is left as it is", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
 			continue
 		}
 		restored = append(restored, r)
 	}
-	if err := s.ledger.CheckInvariants(); err != nil {
+	if err := rb.ledger.CheckInvariants(); err != nil {
 		return fmt.Errorf("rebuild ledger: restored reservations are inconsistent: %w", err)
 	}
 
@@ -52,20 +77,20 @@ func (s *Service) rebuild(ctx context.Context) error {
 	for _, r := range restored {
 		byPool[r.Pool] = append(byPool[r.Pool], r)
 	}
-	for _, spec := range s.ledger.Snapshot().Pools {
-		s.reconcileDevice(ctx, spec.Pool, byPool[spec.Name])
+	for _, spec := range rb.ledger.Snapshot().Pools {
+		rb.reconcileDevice(ctx, spec.Pool, byPool[spec.Name])
 	}
 
 	for _, r := range restored {
-		cur, ok := s.ledger.Get(r.Claim.UID)
+		cur, ok := rb.ledger.Get(r.Claim.UID)
 		if !ok {
 			continue
 		}
 		switch cur.State {
-		case ledger.StateProvisioning:
-			s.manager.Resume(cur)
-		case ledger.StateReleasing:
-			s.manager.ResumeRelease(cur.Claim.UID)
+		case v1alpha1.PhaseProvisioning:
+			rb.flights.Resume(cur)
+		case v1alpha1.PhaseReleasing:
+			rb.flights.ResumeRelease(cur.Claim.UID)
 		}
 	}
 	logger.Info("Ledger rebuilt", "reservations", len(restored), "skipped", len(records)-len(restored)+len(bad))
@@ -74,28 +99,27 @@ func (s *Service) rebuild(ctx context.Context) error {
 
 // reconcileDevice compares a pool's device with the restored reservations: extents
 // no reservation owns are released; reservations whose extents are gone fail.
-func (s *Service) reconcileDevice(ctx context.Context, pool ledger.Pool, restored []ledger.Reservation) {
+func (rb *rebuilder) reconcileDevice(ctx context.Context, pool ledger.Pool, restored []ledger.Reservation) {
 	logger := klog.FromContext(ctx).WithValues("pool", pool.Name)
-	dev, ok := s.manager.Backend(pool.Name)
+	dev, hostIDs, ok := rb.devices.Devices(pool.Name)
 	if !ok {
 		return
 	}
-	hostIDs := s.pools.hostIDs(pool.Name)
 	if a, ok := dev.(adopter); ok {
 		var held []backend.HostExtent
 		for _, r := range restored {
-			if r.State == ledger.StateProvisioning {
+			if r.State == v1alpha1.PhaseProvisioning {
 				continue // re-added by the resumed flight
 			}
 			for _, e := range r.Extents {
-				held = append(held, backend.HostExtent{HostID: hostIDs[r.Node], Tag: r.Claim.UID, Extent: backend.Extent{Offset: e.Offset, Length: e.Length}})
+				held = append(held, backend.HostExtent{HostID: hostIDs[r.Node], Tag: r.Claim.UID, Extent: e})
 			}
 		}
 		if err := a.Adopt(held); err != nil {
 			logger.Error(err, "Giving the simulated device back its extents")
 		}
 	}
-	lctx, cancel := context.WithTimeout(ctx, rebuildBackendTimeout)
+	lctx, cancel := context.WithTimeout(ctx, provision.DefaultBackendTimeout)
 	defer cancel()
 	onDevice, err := dev.List(lctx)
 	if errors.Is(err, backend.ErrNotSupported) {
@@ -108,12 +132,12 @@ func (s *Service) reconcileDevice(ctx context.Context, pool ledger.Pool, restore
 	}
 
 	owned := map[backend.HostExtent]bool{}
-	for _, r := range s.ledger.List() {
-		if r.Pool != pool.Name || r.State == ledger.StateReleased {
+	for _, r := range rb.ledger.List() {
+		if r.Pool != pool.Name || r.State == v1alpha1.PhaseReleased {
 			continue
 		}
 		for _, e := range r.Extents {
-			owned[backend.HostExtent{HostID: hostIDs[r.Node], Tag: r.Claim.UID, Extent: backend.Extent{Offset: e.Offset, Length: e.Length}}] = true
+			owned[backend.HostExtent{HostID: hostIDs[r.Node], Tag: r.Claim.UID, Extent: e}] = true
 		}
 	}
 	present := map[backend.HostExtent]bool{}
@@ -123,26 +147,26 @@ func (s *Service) reconcileDevice(ctx context.Context, pool ledger.Pool, restore
 			continue
 		}
 		logger.Info("Releasing an extent no claim owns", "host", x.HostID, "tag", x.Tag, "extent", x.Extent.String())
-		s.metrics.OrphanExtents.Inc()
-		rctx, cancel := context.WithTimeout(ctx, rebuildBackendTimeout)
-		if err := dev.Release(rctx, x.HostID, x.Tag, []backend.Extent{x.Extent}); err != nil {
+		rb.metrics.OrphanExtents.Inc()
+		rctx, cancel := context.WithTimeout(ctx, provision.DefaultBackendTimeout)
+		if err := dev.Release(rctx, x.HostID, x.Tag, []v1alpha1.Extent{x.Extent}); err != nil {
 			logger.Error(err, "Releasing orphan extent", "extent", x.Extent.String())
 		}
 		cancel()
 	}
 	for _, r := range restored {
-		if r.State != ledger.StateOnline {
+		if r.State != v1alpha1.PhaseOnline {
 			continue
 		}
 		for _, e := range r.Extents {
-			if present[backend.HostExtent{HostID: hostIDs[r.Node], Tag: r.Claim.UID, Extent: backend.Extent{Offset: e.Offset, Length: e.Length}}] {
+			if present[backend.HostExtent{HostID: hostIDs[r.Node], Tag: r.Claim.UID, Extent: e}] {
 				continue
 			}
 			msg := fmt.Sprintf("extent %s of this claim is no longer on the device of pool %s (host %d)", e, pool.Name, hostIDs[r.Node])
-			failed, err := s.ledger.MarkFailed(r.Claim.UID, msg)
+			failed, err := rb.ledger.MarkFailed(r.Claim.UID, msg)
 			if err == nil {
 				logger.Info("Claim's memory vanished from the device", "claim", r.Claim.UID, "extent", e.String())
-				if err := s.store.Update(ctx, failed); err != nil {
+				if err := rb.store.Update(ctx, failed); err != nil {
 					logger.Error(err, "Recording failed claim", "claim", r.Claim.UID)
 				}
 			}

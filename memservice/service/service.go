@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
@@ -22,6 +23,8 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	dminformers "github.com/dynamicmemory/kube-dynamic-memory/api/client/informers/externalversions"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
@@ -34,20 +37,14 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
 )
 
-// Defaults of the durations in Config.
-const (
-	DefaultReservationTTL       = time.Minute
-	DefaultProvisionGracePeriod = 5 * time.Minute
-	DefaultAgentCommandTimeout  = 2 * time.Minute
-	DefaultPoolStatusInterval   = time.Second
-)
+// DefaultPoolStatusInterval is the default Config.PoolStatusInterval. The defaults
+// of the other durations are their owners': ledger.DefaultReservationTTL,
+// reconciler.DefaultProvisionGracePeriod and provision.DefaultAgentCommandTimeout.
+const DefaultPoolStatusInterval = time.Second
 
 // MinPoolStatusInterval is the shortest PoolStatusInterval: each write sends every
 // node's share of the pool to the API server.
 const MinPoolStatusInterval = 100 * time.Millisecond
-
-// rebuildBackendTimeout bounds one device call made while rebuilding the ledger.
-const rebuildBackendTimeout = 30 * time.Second
 
 // Config configures a Service.
 type Config struct {
@@ -62,15 +59,19 @@ type Config struct {
 	TLS struct {
 		CAFile, CertFile, KeyFile string
 	}
-	// ReservationTTL: a Reserved entry not provisioned within it is dropped.
+	// ReservationTTL: a Reserved entry not provisioned within it is dropped
+	// (default ledger.DefaultReservationTTL).
 	ReservationTTL time.Duration
-	// ProvisionGracePeriod: provisioned memory whose claim got no pod within it is released.
+	// ProvisionGracePeriod: provisioned memory whose claim got no pod within it is
+	// released (default reconciler.DefaultProvisionGracePeriod).
 	ProvisionGracePeriod time.Duration
-	// AgentCommandTimeout bounds waiting for a node agent to online memory.
+	// AgentCommandTimeout bounds waiting for a node agent to online memory (default
+	// provision.DefaultAgentCommandTimeout).
 	AgentCommandTimeout time.Duration
 	// PoolStatusInterval is the least time between two status writes of a
-	// DynamicMemoryPool (at least MinPoolStatusInterval): after a change the writer
-	// waits this long, then writes the latest status of every changed pool.
+	// DynamicMemoryPool (at least MinPoolStatusInterval; default
+	// DefaultPoolStatusInterval): after a change the writer waits this long, then
+	// writes the latest status of every changed pool.
 	PoolStatusInterval time.Duration
 	// SnapshotInterval is the least time between two WatchPools snapshots (default
 	// server.DefaultSnapshotInterval).
@@ -122,7 +123,6 @@ func (c *Config) validate() error {
 type Service struct {
 	cfg      Config
 	kube     kubernetes.Interface
-	crd      *store.Client
 	store    *store.Store
 	ledger   *ledger.Ledger
 	sessions *session.Registry
@@ -131,7 +131,8 @@ type Service struct {
 	server   *server.Server
 	listener net.Listener
 	httpLis  net.Listener
-	pools    *pools
+	pools    *registry
+	status   *statusWriter
 
 	serving atomic.Bool
 	ready   chan struct{}
@@ -144,14 +145,8 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("memory service config: %w", err)
 	}
-	if cfg.ReservationTTL == 0 {
-		cfg.ReservationTTL = DefaultReservationTTL
-	}
-	if cfg.ProvisionGracePeriod == 0 {
-		cfg.ProvisionGracePeriod = DefaultProvisionGracePeriod
-	}
 	if cfg.AgentCommandTimeout == 0 {
-		cfg.AgentCommandTimeout = DefaultAgentCommandTimeout
+		cfg.AgentCommandTimeout = provision.DefaultAgentCommandTimeout
 	}
 	if cfg.PoolStatusInterval == 0 {
 		cfg.PoolStatusInterval = DefaultPoolStatusInterval
@@ -163,24 +158,36 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	crd, err := store.NewClient(cfg.RESTConfig)
+	// Custom resources are served as JSON only.
+	dmConfig := rest.CopyConfig(cfg.RESTConfig)
+	dmConfig.ContentType = runtime.ContentTypeJSON
+	dm, err := versioned.NewForConfig(dmConfig)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s client: %w", v1alpha1.SchemeGroupVersion, err)
 	}
 	tlsConfig, err := pki.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("memory service TLS: %w", err)
 	}
 	s := &Service{
-		cfg: cfg, kube: kube, crd: crd, store: store.New(crd),
+		cfg: cfg, kube: kube, store: store.New(dm.DynamicMemoryV1alpha1()),
 		sessions: session.NewRegistry(),
 		ready:    make(chan struct{}),
 		notify:   make(chan struct{}, 1),
 	}
 	s.ledger = ledger.New(cfg.Clock, ledger.Options{ReservationTTL: cfg.ReservationTTL, OnChange: s.changed})
 	s.metrics = metrics.New(s.ledger, s.sessions.Connected)
+	newBackend := cfg.NewBackend
+	if newBackend == nil {
+		newBackend = func(pool *v1alpha1.DynamicMemoryPool) (provision.Backend, error) { return NewBackend(pool, cfg.Clock) }
+	}
+	s.pools = newRegistry(dminformers.NewSharedInformerFactory(dm, 0), s.ledger, cfg.Clock, newBackend, s.changed)
+	s.status = &statusWriter{
+		client: dm.DynamicMemoryV1alpha1(), ledger: s.ledger, pools: s.pools, connected: s.sessions.Connected,
+		metrics: s.metrics, clock: cfg.Clock, interval: cfg.PoolStatusInterval, notify: s.notify,
+	}
 	s.manager = provision.New(provision.Config{
-		Ledger: s.ledger, Agents: s.sessions, Store: s.store, Metrics: s.metrics, Clock: cfg.Clock,
+		Ledger: s.ledger, Devices: s.pools, Agents: s.sessions, Store: s.store, Metrics: s.metrics, Clock: cfg.Clock,
 		AgentCommandTimeout: cfg.AgentCommandTimeout,
 	})
 	s.server, err = server.New(server.Config{
@@ -195,7 +202,6 @@ func New(cfg Config) (*Service, error) {
 	s.sessions.OnProgress = func(node string, p *memservicev1.CommandProgress) {
 		s.ledger.SetMessage(p.GetClaimUid(), fmt.Sprintf("node agent of %s: %s (%d of %d blocks)", node, p.GetMessage(), p.GetBlocksDone(), p.GetBlocksTotal()))
 	}
-	s.pools = newPools(s)
 	lis, err := net.Listen("tcp", cfg.ListenAddress)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddress, err)
@@ -337,7 +343,8 @@ func (s *Service) lead(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	logger.Info("Leading: rebuilding the ledger from DynamicMemoryClaims")
 	s.manager.Start(ctx)
-	if err := s.rebuild(ctx); err != nil {
+	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics}
+	if err := rb.rebuild(ctx); err != nil {
 		return err
 	}
 	rec := reconciler.New(reconciler.Config{
@@ -346,7 +353,7 @@ func (s *Service) lead(ctx context.Context) error {
 	})
 	errc := make(chan error, 2)
 	go func() { errc <- rec.Run(ctx) }()
-	go func() { errc <- s.pools.writeStatus(ctx) }()
+	go func() { errc <- s.status.run(ctx) }()
 
 	s.serving.Store(true)
 	s.metrics.IsLeader.Set(1)
@@ -401,7 +408,7 @@ func (s *Service) reconcileHost(node string, state *memservicev1.HostState) {
 	logger := klog.Background().WithValues("node", node)
 	for _, oc := range state.GetOnline() {
 		r, ok := s.ledger.Get(oc.GetClaimUid())
-		if ok && r.Node == node && r.State != ledger.StateReleased {
+		if ok && r.Node == node && r.State != v1alpha1.PhaseReleased {
 			continue
 		}
 		logger.Info("Node agent reports memory online for a claim the service does not hold there; offlining it", "claim", oc.GetClaimUid(), "bytes", oc.GetBytes())

@@ -19,26 +19,20 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
+	dmclient "github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/typed/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 )
 
 // Store writes DynamicMemoryClaims. It implements provision.Store.
 type Store struct {
-	client *Client
+	client dmclient.DynamicMemoryClaimsGetter
 }
 
-// New makes a store.
-func New(c *Client) *Store { return &Store{client: c} }
-
-var phases = map[ledger.State]v1alpha1.ClaimPhase{
-	ledger.StateReserved:     v1alpha1.PhaseReserved,
-	ledger.StateProvisioning: v1alpha1.PhaseProvisioning,
-	ledger.StateOnline:       v1alpha1.PhaseOnline,
-	ledger.StateReleasing:    v1alpha1.PhaseReleasing,
-	ledger.StateReleased:     v1alpha1.PhaseReleased,
-	ledger.StateFailed:       v1alpha1.PhaseFailed,
-}
+// New makes a store that writes with c (the generated clientset's
+// DynamicMemoryV1alpha1()).
+func New(c dmclient.DynamicMemoryClaimsGetter) *Store { return &Store{client: c} }
 
 // Object renders a reservation as its DynamicMemoryClaim (metadata, spec and status).
 func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
@@ -85,7 +79,7 @@ func metaTime(t time.Time) *metav1.Time {
 // Status renders a reservation's state as a DynamicMemoryClaim status.
 func Status(r ledger.Reservation) v1alpha1.DynamicMemoryClaimStatus {
 	st := v1alpha1.DynamicMemoryClaimStatus{
-		Phase:          phases[r.State],
+		Phase:          r.State,
 		NUMANodes:      slices.Clone(r.NUMANodes),
 		ReservedAt:     metaTime(r.ReservedAt),
 		ProvisioningAt: metaTime(r.ProvisioningAt),
@@ -94,15 +88,13 @@ func Status(r ledger.Reservation) v1alpha1.DynamicMemoryClaimStatus {
 		ReleasedAt:     metaTime(r.ReleasedAt),
 		Message:        r.Message,
 	}
-	for _, e := range r.Extents {
-		st.Extents = append(st.Extents, v1alpha1.Extent{Offset: e.Offset, Length: e.Length})
-	}
+	st.Extents = slices.Clone(r.Extents)
 	if !r.OnlineAt.IsZero() && !r.ProvisioningAt.IsZero() {
 		st.ProvisioningDuration = &metav1.Duration{Duration: r.OnlineAt.Sub(r.ProvisioningAt)}
 	}
-	cond := metav1.Condition{Type: "Online", Status: metav1.ConditionFalse, Reason: string(st.Phase), Message: r.Message,
+	cond := metav1.Condition{Type: dra.ConditionOnline, Status: metav1.ConditionFalse, Reason: string(st.Phase), Message: r.Message,
 		LastTransitionTime: metav1.Time{Time: r.UpdatedAt}}
-	if r.State == ledger.StateOnline {
+	if r.State == v1alpha1.PhaseOnline {
 		cond.Status = metav1.ConditionTrue
 	}
 	if cond.LastTransitionTime.IsZero() {
@@ -130,19 +122,15 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	if obj.Spec.PodRef != nil {
 		r.Pod = ledger.PodRef{Name: obj.Spec.PodRef.Name, UID: string(obj.Spec.PodRef.UID)}
 	}
-	found := false
-	for s, p := range phases {
-		if p == obj.Status.Phase {
-			r.State, found = s, true
-		}
-	}
-	if !found {
+	switch phase := obj.Status.Phase; phase {
+	case v1alpha1.PhaseReserved, v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline,
+		v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased, v1alpha1.PhaseFailed:
+		r.State = phase
+	default:
 		// Created but its first status write was lost: the hardware step may have begun.
-		r.State = ledger.StateProvisioning
+		r.State = v1alpha1.PhaseProvisioning
 	}
-	for _, e := range obj.Status.Extents {
-		r.Extents = append(r.Extents, ledger.Extent{Offset: e.Offset, Length: e.Length})
-	}
+	r.Extents = slices.Clone(obj.Status.Extents)
 	r.UpdatedAt = obj.CreationTimestamp.Time
 	for _, t := range []struct {
 		dst *time.Time
@@ -160,7 +148,7 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	}
 	// Whether the agent was asked to online the memory is not recorded: assume it was
 	// for any provisioned claim, so that release always has it offlined first.
-	r.OnHost = r.State != ledger.StateReleased
+	r.OnHost = r.State != v1alpha1.PhaseReleased
 	if r.Claim.UID == "" || r.Node == "" || r.Pool == "" || r.Bytes <= 0 {
 		return r, fmt.Errorf("DynamicMemoryClaim %s/%s is incomplete (claim UID %q, node %q, pool %q, size %d)",
 			obj.Namespace, obj.Name, r.Claim.UID, r.Node, r.Pool, r.Bytes)
@@ -173,7 +161,7 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 // the same name); a record of the same claim is brought up to date.
 func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 	obj := Object(r)
-	created, err := s.client.CreateClaim(ctx, obj)
+	created, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		created, err = s.replace(ctx, obj)
 	}
@@ -184,7 +172,7 @@ func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 }
 
 func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (*v1alpha1.DynamicMemoryClaim, error) {
-	old, err := s.client.GetClaim(ctx, obj.Namespace, obj.Name)
+	old, err := s.client.DynamicMemoryClaims(obj.Namespace).Get(ctx, obj.Name, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -199,11 +187,11 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 	if err := s.dropFinalizer(ctx, old.Namespace, old.Name); err != nil && !apierrors.IsNotFound(err) {
 		return nil, err
 	}
-	err = s.client.DeleteClaim(ctx, old.Namespace, old.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}})
+	err = s.client.DynamicMemoryClaims(old.Namespace).Delete(ctx, old.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("delete released DynamicMemoryClaim: %w", err)
 	}
-	return s.client.CreateClaim(ctx, obj)
+	return s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 }
 
 // Update records the reservation's state in its object's status.
@@ -234,13 +222,13 @@ func (s *Store) writeStatus(ctx context.Context, namespace, name string, st v1al
 	if err != nil {
 		return err
 	}
-	_, err = s.client.PatchClaimStatus(ctx, namespace, name, types.JSONPatchType, patch)
+	_, err = s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{}, "status")
 	return err
 }
 
 func (s *Store) dropFinalizer(ctx context.Context, namespace, name string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		obj, err := s.client.GetClaim(ctx, namespace, name)
+		obj, err := s.client.DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -248,7 +236,7 @@ func (s *Store) dropFinalizer(ctx context.Context, namespace, name string) error
 			return nil
 		}
 		obj.Finalizers = slices.DeleteFunc(obj.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
-		_, err = s.client.UpdateClaim(ctx, obj)
+		_, err = s.client.DynamicMemoryClaims(namespace).Update(ctx, obj, metav1.UpdateOptions{})
 		return err
 	})
 }
@@ -256,7 +244,7 @@ func (s *Store) dropFinalizer(ctx context.Context, namespace, name string) error
 // List reads every recorded reservation. Objects that cannot be read back are
 // returned in bad, with the reason.
 func (s *Store) List(ctx context.Context) (good []ledger.Reservation, bad []error, err error) {
-	list, err := s.client.ListClaims(ctx, metav1.ListOptions{})
+	list, err := s.client.DynamicMemoryClaims(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("list DynamicMemoryClaims: %w", err)
 	}

@@ -19,14 +19,14 @@ func TestObjectRoundTripsEveryState(t *testing.T) {
 		Claim: ledger.ClaimRef{UID: "0b7c3f6e-1d2a-4c5b-8e9f-000000000001", Namespace: "ns", Name: "claim"},
 		Pod:   ledger.PodRef{Name: "pod", UID: "0b7c3f6e-1d2a-4c5b-8e9f-000000000002"},
 		Node:  "node1", Pool: "cxl-a", Requested: 100 << 20, Bytes: 128 << 20,
-		Extents:    []ledger.Extent{{Offset: 0, Length: 128 << 20}},
+		Extents:    []v1alpha1.Extent{{Offset: 0, Length: 128 << 20}},
 		ReservedAt: at, ProvisioningAt: at.Add(time.Second), UpdatedAt: at.Add(2 * time.Second),
 	}
-	for _, state := range []ledger.State{ledger.StateProvisioning, ledger.StateOnline, ledger.StateReleasing, ledger.StateReleased, ledger.StateFailed} {
-		t.Run(state.String(), func(t *testing.T) {
+	for _, state := range []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased, v1alpha1.PhaseFailed} {
+		t.Run(string(state), func(t *testing.T) {
 			r := base
 			r.State = state
-			if state == ledger.StateOnline {
+			if state == v1alpha1.PhaseOnline {
 				r.OnlineAt, r.NUMANodes = at.Add(1500*time.Millisecond), []int32{1}
 			}
 			obj := store.Object(r)
@@ -36,11 +36,11 @@ func TestObjectRoundTripsEveryState(t *testing.T) {
 			assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers)
 			assert.Equal(t, "resource.k8s.io/v1", obj.OwnerReferences[0].APIVersion)
 			assert.Equal(t, "128Mi", obj.Spec.Size.String())
-			assert.Equal(t, state.String(), string(obj.Status.Phase))
+			assert.Equal(t, state, obj.Status.Phase)
 			online := obj.Status.Conditions[0]
 			assert.Equal(t, "Online", online.Type)
-			assert.Equal(t, state == ledger.StateOnline, online.Status == metav1.ConditionTrue)
-			if state == ledger.StateOnline {
+			assert.Equal(t, state == v1alpha1.PhaseOnline, online.Status == metav1.ConditionTrue)
+			if state == v1alpha1.PhaseOnline {
 				assert.Equal(t, 500*time.Millisecond, obj.Status.ProvisioningDuration.Duration)
 			}
 
@@ -53,13 +53,13 @@ func TestObjectRoundTripsEveryState(t *testing.T) {
 			assert.Equal(t, r.Bytes, back.Bytes)
 			assert.Equal(t, r.Requested, back.Requested)
 			assert.Equal(t, r.ProvisioningAt, back.ProvisioningAt)
-			assert.Equal(t, state != ledger.StateReleased, back.OnHost, "release offlines first after a restart")
+			assert.Equal(t, state != v1alpha1.PhaseReleased, back.OnHost, "release offlines first after a restart")
 		})
 	}
 }
 
 func TestAnIncompleteRecordIsRefused(t *testing.T) {
-	obj := store.Object(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "c"}, Node: "n", State: ledger.StateOnline})
+	obj := store.Object(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "c"}, Node: "n", State: v1alpha1.PhaseOnline})
 	_, err := store.Reservation(obj)
 	assert.ErrorContains(t, err, "DynamicMemoryClaim ns/c is incomplete")
 }
@@ -69,5 +69,5 @@ func TestARecordWithoutPhaseIsProvisioning(t *testing.T) {
 	obj.Status = v1alpha1.DynamicMemoryClaimStatus{}
 	r, err := store.Reservation(obj)
 	require.NoError(t, err)
-	assert.Equal(t, ledger.StateProvisioning, r.State, "created, first status write lost: the hardware step may have begun")
+	assert.Equal(t, v1alpha1.PhaseProvisioning, r.State, "created, first status write lost: the hardware step may have begun")
 }

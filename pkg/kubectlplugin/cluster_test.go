@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/clock"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
@@ -59,13 +59,13 @@ func TestAgainstLocalCluster(t *testing.T) {
 		require.Error(t, err)
 		assert.Equal(t, `DynamicMemoryClaim "nope" not found in namespace "default" (list them with: kubectl dynamic-memory get claims -n default)`, err.Error())
 
-		dyn, err := dynamic.NewForConfig(c.RESTConfig())
+		dm, err := versioned.NewForConfig(c.RESTConfig())
 		require.NoError(t, err)
 		pool := fixturePools()[0]
-		_, err = dyn.Resource(PoolsResource).Create(ctx, toUnstructured(t, &v1alpha1.DynamicMemoryPool{
+		_, err = dm.DynamicMemoryV1alpha1().DynamicMemoryPools().Create(ctx, &v1alpha1.DynamicMemoryPool{
 			ObjectMeta: metav1.ObjectMeta{Name: pool.Name},
 			Spec:       pool.Spec,
-		}, "DynamicMemoryPool"), metav1.CreateOptions{})
+		}, metav1.CreateOptions{})
 		require.NoError(t, err)
 		out, _, err := run("get", "pools")
 		require.NoError(t, err)

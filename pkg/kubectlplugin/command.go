@@ -13,29 +13,24 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 )
 
-// Well-known names of the project that the plugin reads (DESIGN.md §2).
+// Names of the project that the plugin reads and api/ does not declare.
 const (
-	// DeviceClassName is the DRA DeviceClass a pod's claim names to get dynamic memory.
-	DeviceClassName = "dynamic-memory.dynamicmemory.io"
-	// DriverName is the DRA driver that allocates dynamic memory devices.
-	DriverName = "dcd.dynamicmemory.io"
 	// SchedulerName is the scheduler profile that provisions dynamic memory.
 	SchedulerName = "dynamic-memory-scheduler"
 	// OnlineMemoryResource is the extended resource the node agent keeps on node status.
 	OnlineMemoryResource = "dynamicmemory.io/online-memory"
-	// CapacityName is the device capacity a claim requests.
-	CapacityName = "memory"
 )
 
 // Clients are the API clients the commands use.
 type Clients struct {
-	Kube    kubernetes.Interface
-	Dynamic dynamic.Interface
+	Kube          kubernetes.Interface
+	DynamicMemory versioned.Interface
 }
 
 // Environment is what every command shares: flags, streams, clock and how to reach the
@@ -119,11 +114,11 @@ func clientsFromFlags(flags *genericclioptions.ConfigFlags) (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(config)
+	dm, err := versioned.NewForConfig(config)
 	if err != nil {
-		return nil, fmt.Errorf("create dynamic client: %w", err)
+		return nil, fmt.Errorf("create dynamicmemory.io client: %w", err)
 	}
-	return &Clients{Kube: kube, Dynamic: dyn}, nil
+	return &Clients{Kube: kube, DynamicMemory: dm}, nil
 }
 
 // session is what a command holds once completed: clients and the namespace to use.

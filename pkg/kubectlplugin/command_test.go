@@ -2,6 +2,7 @@ package kubectlplugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"net"
@@ -14,17 +15,16 @@ import (
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	fakediscovery "k8s.io/client-go/discovery/fake"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	dmfake "github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/fake"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
@@ -32,8 +32,8 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ w
 
 // fakeCluster holds the fake clients of one test.
 type fakeCluster struct {
-	kube    *kubefake.Clientset
-	dynamic *dynamicfake.FakeDynamicClient
+	kube *kubefake.Clientset
+	dm   *dmfake.Clientset
 }
 
 // newFakeCluster serves the fixtures; withCRDs controls whether discovery lists the
@@ -64,28 +64,25 @@ func newFakeCluster(t *testing.T, withCRDs bool) *fakeCluster {
 		}}
 	}
 
-	var dynObjects []runtime.Object
+	var dmObjects []runtime.Object
 	for _, p := range fixturePools() {
-		dynObjects = append(dynObjects, toUnstructured(t, p, "DynamicMemoryPool"))
+		dmObjects = append(dmObjects, serialized(t, p))
 	}
 	for _, c := range fixtureClaims() {
-		dynObjects = append(dynObjects, toUnstructured(t, c, "DynamicMemoryClaim"))
+		dmObjects = append(dmObjects, serialized(t, c))
 	}
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		ClaimsResource: "DynamicMemoryClaimList",
-		PoolsResource:  "DynamicMemoryPoolList",
-	}, dynObjects...)
-	return &fakeCluster{kube: kube, dynamic: dyn}
+	return &fakeCluster{kube: kube, dm: dmfake.NewSimpleClientset(dmObjects...)}
 }
 
-func toUnstructured(t *testing.T, obj runtime.Object, kind string) *unstructured.Unstructured {
+// serialized is obj as an API server returns it: through JSON, so that its times
+// have whole seconds.
+func serialized[T any](t *testing.T, obj *T) *T {
 	t.Helper()
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	data, err := json.Marshal(obj)
 	require.NoError(t, err)
-	u := &unstructured.Unstructured{Object: m}
-	u.SetAPIVersion(v1alpha1.SchemeGroupVersion.String())
-	u.SetKind(kind)
-	return u
+	out := new(T)
+	require.NoError(t, json.Unmarshal(data, out))
+	return out
 }
 
 // run executes the plugin with args against the fake cluster and returns stdout and
@@ -99,7 +96,7 @@ func (c *fakeCluster) run(t *testing.T, args ...string) (string, string, error) 
 		Flags:   genericclioptions.NewConfigFlags(false),
 		Clock:   clocktesting.NewFakePassiveClock(now),
 		NewClients: func(*genericclioptions.ConfigFlags) (*Clients, error) {
-			return &Clients{Kube: c.kube, Dynamic: c.dynamic}, nil
+			return &Clients{Kube: c.kube, DynamicMemory: c.dm}, nil
 		},
 	}
 	cmd := NewCommandWithEnvironment(env)
@@ -236,7 +233,7 @@ func TestErrorsAreOneClearLine(t *testing.T) {
 			args: []string{"get", "pools", "--server", "https://api.example.test:6443"},
 			crds: true,
 			prepare: func(c *fakeCluster) {
-				c.dynamic.PrependReactor("list", "dynamicmemorypools", func(clienttesting.Action) (bool, runtime.Object, error) {
+				c.dm.PrependReactor("list", "dynamicmemorypools", func(clienttesting.Action) (bool, runtime.Object, error) {
 					return true, nil, apierrors.NewUnauthorized("token expired")
 				})
 			},

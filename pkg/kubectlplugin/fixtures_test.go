@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
@@ -179,8 +180,8 @@ func memoryClaim(name, namespace string, uid types.UID, size string) *resourcev1
 		Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{Requests: []resourcev1.DeviceRequest{{
 			Name: "memory",
 			Exactly: &resourcev1.ExactDeviceRequest{
-				DeviceClassName: DeviceClassName,
-				Capacity:        &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{CapacityName: resource.MustParse(size)}},
+				DeviceClassName: dra.DeviceClassName,
+				Capacity:        &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: resource.MustParse(size)}},
 			},
 		}}}},
 	}
@@ -190,20 +191,20 @@ func fixtureResourceClaims() []*resourcev1.ResourceClaim {
 	web0 := memoryClaim("web-0-mem-k7x2p", "shop", "rc-web-0", "15500Mi")
 	web0.Status = resourcev1.ResourceClaimStatus{
 		Allocation: &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{{
-			Request: "memory", Driver: DriverName, Pool: "node-1", Device: "cxl-a",
+			Request: "memory", Driver: dra.DriverName, Pool: "node-1", Device: "cxl-a",
 			ShareID:          ptr.To(types.UID("share-1")),
-			ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{CapacityName: gi(16)},
+			ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: gi(16)},
 		}}}},
 		ReservedFor: []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "web-0", UID: "pod-web-0"}},
 		Devices: []resourcev1.AllocatedDeviceStatus{{
-			Driver: DriverName, Pool: "node-1", Device: "cxl-a", ShareID: ptr.To("share-1"),
+			Driver: dra.DriverName, Pool: "node-1", Device: "cxl-a", ShareID: ptr.To("share-1"),
 			Conditions: []metav1.Condition{{Type: "Online", Status: metav1.ConditionTrue, Reason: "MemoryOnline", Message: "16Gi online in NUMA node 1", LastTransitionTime: ago(10 * time.Minute)}},
 		}},
 	}
 	web1 := memoryClaim("web-1-mem-q9d4s", "shop", "rc-web-1", "8Gi")
 	web1.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{{
-		Request: "memory", Driver: DriverName, Pool: "node-2", Device: "cxl-a",
-		ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{CapacityName: gi(8)},
+		Request: "memory", Driver: dra.DriverName, Pool: "node-2", Device: "cxl-a",
+		ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: gi(8)},
 	}}}}
 	web1.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "web-1", UID: "pod-web-1"}}
 	stray := memoryClaim("stray-mem-2k9xw", "default", "rc-stray", "2Gi")

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
@@ -77,21 +76,23 @@ func (o *GetClaimsOptions) Run(ctx context.Context) error {
 	if o.AllNamespaces {
 		ns = metav1.NamespaceAll
 	}
-	claims, raw, err := s.listClaims(ctx, ns, "")
+	claims, meta, err := s.listClaims(ctx, ns, "")
 	if err != nil {
 		return err
 	}
 	if len(o.Names) > 0 {
-		claims, raw, err = o.selectNames(claims, raw)
+		claims, err = o.selectNames(claims)
 		if err != nil {
 			return err
 		}
 	}
 	out := o.env.Streams.Out
 	if o.Output == outputYAML || o.Output == outputJSON {
-		raw.SetAPIVersion("v1")
-		raw.SetKind("List")
-		return printObject(o.Output, raw, out)
+		list, err := listOf("DynamicMemoryClaim", meta, claims)
+		if err != nil {
+			return err
+		}
+		return printObject(o.Output, list, out)
 	}
 	if len(claims) == 0 {
 		where := fmt.Sprintf("in namespace %s", ns)
@@ -132,24 +133,22 @@ func (o *GetClaimsOptions) Run(ctx context.Context) error {
 }
 
 // selectNames keeps the named claims, in the order given; an unknown name is an error.
-func (o *GetClaimsOptions) selectNames(claims []v1alpha1.DynamicMemoryClaim, raw *unstructured.UnstructuredList) ([]v1alpha1.DynamicMemoryClaim, *unstructured.UnstructuredList, error) {
+func (o *GetClaimsOptions) selectNames(claims []v1alpha1.DynamicMemoryClaim) ([]v1alpha1.DynamicMemoryClaim, error) {
 	var picked []v1alpha1.DynamicMemoryClaim
-	pickedRaw := &unstructured.UnstructuredList{Object: raw.Object}
 	for _, name := range o.Names {
 		found := false
-		for i, c := range claims {
+		for _, c := range claims {
 			if c.Name == name {
 				picked = append(picked, c)
-				pickedRaw.Items = append(pickedRaw.Items, raw.Items[i])
 				found = true
 			}
 		}
 		if !found {
 			ns := o.session.namespace
-			return nil, nil, oneLine(fmt.Sprintf("DynamicMemoryClaim %q not found in namespace %q (list them with: kubectl dynamic-memory get claims -n %s)", name, ns, ns))
+			return nil, oneLine(fmt.Sprintf("DynamicMemoryClaim %q not found in namespace %q (list them with: kubectl dynamic-memory get claims -n %s)", name, ns, ns))
 		}
 	}
-	return picked, pickedRaw, nil
+	return picked, nil
 }
 
 func numaList(nodes []int32) string {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
 // GetPoolsOptions lists DynamicMemoryPools with their per-node shares.
@@ -52,15 +54,17 @@ func (o *GetPoolsOptions) Run(ctx context.Context) error {
 	if err := s.ensureCRDs(ctx, PoolsResource.Resource); err != nil {
 		return err
 	}
-	pools, raw, err := s.listPools(ctx)
+	pools, meta, err := s.listPools(ctx)
 	if err != nil {
 		return err
 	}
 	out := o.env.Streams.Out
 	if o.Output == outputYAML || o.Output == outputJSON {
-		raw.SetAPIVersion("v1")
-		raw.SetKind("List")
-		return printObject(o.Output, raw, out)
+		list, err := listOf("DynamicMemoryPool", meta, pools)
+		if err != nil {
+			return err
+		}
+		return printObject(o.Output, list, out)
 	}
 	if len(pools) == 0 {
 		_, err := fmt.Fprintln(o.env.Streams.ErrOut, "No DynamicMemoryPools found.")
@@ -73,7 +77,7 @@ func (o *GetPoolsOptions) Run(ctx context.Context) error {
 		t.row(p.Name, string(p.Spec.Backend.Type), formatBytes(p.Spec.Capacity.Value()),
 			formatQuantity(p.Status.Reserved), formatQuantity(p.Status.Online), formatQuantity(p.Status.Free),
 			formatBytes(p.Spec.BlockSize.Value()), formatBytes(p.Spec.HostWindow.Value()),
-			strconv.Itoa(len(p.Spec.Nodes)), conditionStatus(p.Status.Conditions, "Ready"),
+			strconv.Itoa(len(p.Spec.Nodes)), conditionStatus(p.Status.Conditions, v1alpha1.PoolConditionReady),
 			age(now, p.CreationTimestamp))
 	}
 	if err := t.flush(); err != nil {

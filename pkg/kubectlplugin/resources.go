@@ -23,52 +23,36 @@ var (
 )
 
 // listClaims lists DynamicMemoryClaims in namespace ("" = all namespaces) matching the
-// label selector, sorted by namespace and name, with the raw list (same order) for -o.
-func (s *session) listClaims(ctx context.Context, namespace, selector string) ([]v1alpha1.DynamicMemoryClaim, *unstructured.UnstructuredList, error) {
-	raw, err := s.clients.Dynamic.Resource(ClaimsResource).Namespace(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+// label selector, sorted by namespace and name, with the list's metadata for -o.
+func (s *session) listClaims(ctx context.Context, namespace, selector string) ([]v1alpha1.DynamicMemoryClaim, metav1.ListMeta, error) {
+	list, err := s.clients.DynamicMemory.DynamicMemoryV1alpha1().DynamicMemoryClaims(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
-		return nil, nil, explain(fmt.Errorf("list DynamicMemoryClaims: %w", err), s.server)
+		return nil, metav1.ListMeta{}, explain(fmt.Errorf("list DynamicMemoryClaims: %w", err), s.server)
 	}
-	sortItems(raw)
-	claims := make([]v1alpha1.DynamicMemoryClaim, len(raw.Items))
-	for i := range raw.Items {
-		if err := fromUnstructured(&raw.Items[i], &claims[i]); err != nil {
-			return nil, nil, err
-		}
-	}
-	return claims, raw, nil
+	slices.SortFunc(list.Items, func(a, b v1alpha1.DynamicMemoryClaim) int { return compareObjects(&a, &b) })
+	return list.Items, list.ListMeta, nil
 }
 
 // getClaim reads one DynamicMemoryClaim; a missing claim is a one-line error.
 func (s *session) getClaim(ctx context.Context, namespace, name string) (*v1alpha1.DynamicMemoryClaim, error) {
-	raw, err := s.clients.Dynamic.Resource(ClaimsResource).Namespace(namespace).Get(ctx, name, metav1.GetOptions{})
+	claim, err := s.clients.DynamicMemory.DynamicMemoryV1alpha1().DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, oneLine(fmt.Sprintf("DynamicMemoryClaim %q not found in namespace %q (list them with: kubectl dynamic-memory get claims -n %s)", name, namespace, namespace))
 	}
 	if err != nil {
 		return nil, explain(fmt.Errorf("get DynamicMemoryClaim %s/%s: %w", namespace, name, err), s.server)
 	}
-	claim := &v1alpha1.DynamicMemoryClaim{}
-	if err := fromUnstructured(raw, claim); err != nil {
-		return nil, err
-	}
 	return claim, nil
 }
 
-// listPools lists DynamicMemoryPools sorted by name, with the raw list for -o.
-func (s *session) listPools(ctx context.Context) ([]v1alpha1.DynamicMemoryPool, *unstructured.UnstructuredList, error) {
-	raw, err := s.clients.Dynamic.Resource(PoolsResource).List(ctx, metav1.ListOptions{})
+// listPools lists DynamicMemoryPools sorted by name, with the list's metadata for -o.
+func (s *session) listPools(ctx context.Context) ([]v1alpha1.DynamicMemoryPool, metav1.ListMeta, error) {
+	list, err := s.clients.DynamicMemory.DynamicMemoryV1alpha1().DynamicMemoryPools().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, nil, explain(fmt.Errorf("list DynamicMemoryPools: %w", err), s.server)
+		return nil, metav1.ListMeta{}, explain(fmt.Errorf("list DynamicMemoryPools: %w", err), s.server)
 	}
-	sortItems(raw)
-	pools := make([]v1alpha1.DynamicMemoryPool, len(raw.Items))
-	for i := range raw.Items {
-		if err := fromUnstructured(&raw.Items[i], &pools[i]); err != nil {
-			return nil, nil, err
-		}
-	}
-	return pools, raw, nil
+	slices.SortFunc(list.Items, func(a, b v1alpha1.DynamicMemoryPool) int { return compareObjects(&a, &b) })
+	return list.Items, list.ListMeta, nil
 }
 
 // eventsFor lists the core events about the given objects in namespace, oldest first.
@@ -97,19 +81,32 @@ func (s *session) eventsFor(ctx context.Context, namespace string, objects ...co
 	return out, nil
 }
 
-func fromUnstructured(u *unstructured.Unstructured, into any) error {
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
-		return oneLine(fmt.Sprintf("decode %s %s: %v", u.GetKind(), u.GetName(), err))
+// compareObjects orders objects by namespace and name, so that output is stable.
+func compareObjects(a, b metav1.Object) int {
+	if c := strings.Compare(a.GetNamespace(), b.GetNamespace()); c != 0 {
+		return c
 	}
-	return nil
+	return strings.Compare(a.GetName(), b.GetName())
 }
 
-// sortItems orders a list by namespace and name, so that output is stable.
-func sortItems(list *unstructured.UnstructuredList) {
-	slices.SortFunc(list.Items, func(a, b unstructured.Unstructured) int {
-		if c := strings.Compare(a.GetNamespace(), b.GetNamespace()); c != 0 {
-			return c
+// listOf is objects of kind as the kubectl List that -o yaml|json prints, with the
+// metadata of the list they came from.
+func listOf[T any](kind string, meta metav1.ListMeta, objects []T) (*unstructured.UnstructuredList, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion("v1")
+	list.SetKind("List")
+	list.SetResourceVersion(meta.ResourceVersion)
+	list.SetContinue(meta.Continue)
+	list.SetRemainingItemCount(meta.RemainingItemCount)
+	for i := range objects {
+		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&objects[i])
+		if err != nil {
+			return nil, oneLine(fmt.Sprintf("encode %s: %v", kind, err))
 		}
-		return strings.Compare(a.GetName(), b.GetName())
-	})
+		item := unstructured.Unstructured{Object: content}
+		item.SetAPIVersion(v1alpha1.SchemeGroupVersion.String())
+		item.SetKind(kind)
+		list.Items = append(list.Items, item)
+	}
+	return list, nil
 }

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
@@ -149,10 +150,10 @@ func (o *WhyOptions) podClaims(ctx context.Context, pod *corev1.Pod) ([]podClaim
 func requestedMemory(rc *resourcev1.ResourceClaim) int64 {
 	var total int64
 	add := func(class string, capacity *resourcev1.CapacityRequirements, count int64) {
-		if class != DeviceClassName || capacity == nil {
+		if class != dra.DeviceClassName || capacity == nil {
 			return
 		}
-		if q, ok := capacity.Requests[CapacityName]; ok {
+		if q, ok := capacity.Requests[dra.CapacityMemory]; ok {
 			total += q.Value() * max(count, 1)
 		}
 	}
@@ -195,7 +196,7 @@ func writeWhy(w io.Writer, pod *corev1.Pod, claims []podClaim, events []corev1.E
 
 	fmt.Fprintln(w, "\nDynamic memory claims:")
 	if !wantsMemory {
-		fmt.Fprintf(w, "  none: the pod has no ResourceClaim asking %q for memory.\n", DeviceClassName)
+		fmt.Fprintf(w, "  none: the pod has no ResourceClaim asking %q for memory.\n", dra.DeviceClassName)
 	}
 	for _, c := range claims {
 		writePodClaim(w, c)
@@ -265,24 +266,24 @@ func writePodClaim(w io.Writer, c podClaim) {
 		return
 	}
 	rc := c.claim
-	fmt.Fprintf(w, "  %s: ResourceClaim %s requests %s from %s\n", c.podClaimName, rc.Name, formatBytes(c.requested), DeviceClassName)
+	fmt.Fprintf(w, "  %s: ResourceClaim %s requests %s from %s\n", c.podClaimName, rc.Name, formatBytes(c.requested), dra.DeviceClassName)
 	if rc.Status.Allocation == nil {
 		fmt.Fprintln(w, "    Allocation: none yet")
 	}
 	if rc.Status.Allocation != nil {
 		for _, r := range rc.Status.Allocation.Devices.Results {
-			if r.Driver != DriverName {
+			if r.Driver != dra.DriverName {
 				continue
 			}
 			consumed := ""
-			if q, ok := r.ConsumedCapacity[CapacityName]; ok {
+			if q, ok := r.ConsumedCapacity[dra.CapacityMemory]; ok {
 				consumed = ", " + formatBytes(q.Value())
 			}
 			fmt.Fprintf(w, "    Allocation: device %s/%s (request %s%s)\n", r.Pool, r.Device, r.Request, consumed)
 		}
 	}
 	for _, d := range rc.Status.Devices {
-		if d.Driver != DriverName {
+		if d.Driver != dra.DriverName {
 			continue
 		}
 		for _, cond := range d.Conditions {

@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 func TestDecodeArgs(t *testing.T) {
@@ -16,36 +18,42 @@ func TestDecodeArgs(t *testing.T) {
 	tests := []struct {
 		name    string
 		raw     string
-		want    *DynamicMemoryArgs
+		want    *config.DynamicMemoryArgs
 		wantErr []string
 	}{
 		{
 			name: "minimal args get the defaults",
 			raw:  `{"address":"memservice:8443","caFile":"ca","certFile":"crt","keyFile":"key"}`,
-			want: &DynamicMemoryArgs{
+			want: &config.DynamicMemoryArgs{
 				Address: "memservice:8443", CAFile: "ca", CertFile: "crt", KeyFile: "key",
-				ReserveTimeout:   &metav1.Duration{Duration: DefaultReserveTimeout},
-				ProvisionTimeout: &metav1.Duration{Duration: DefaultProvisionTimeout},
-				ScoringStrategy:  &ScoringStrategy{Type: MostAllocated},
+				ReserveTimeout:   &metav1.Duration{Duration: config.DefaultReserveTimeout},
+				ReleaseTimeout:   &metav1.Duration{Duration: config.DefaultReleaseTimeout},
+				ProvisionTimeout: &metav1.Duration{Duration: config.DefaultProvisionTimeout},
+				ScoringStrategy:  &config.ScoringStrategy{Type: config.MostAllocated},
 			},
 		},
 		{
-			name: "every field set, as YAML with kind",
-			raw: `kind: DynamicMemoryArgs
+			name: "every field set, as YAML with apiVersion and kind",
+			raw: `apiVersion: kubescheduler.config.k8s.io/v1
+kind: DynamicMemoryArgs
 address: unix:///run/memservice.sock
 caFile: ca
 certFile: crt
 keyFile: key
 serverName: memservice
 reserveTimeout: 2s
+releaseTimeout: 3s
+permitTimeout: 20s
 provisionTimeout: 30s
 scoringStrategy: {type: LeastAllocated, localityWeight: 40}`,
-			want: &DynamicMemoryArgs{
-				TypeMeta: metav1.TypeMeta{Kind: "DynamicMemoryArgs"},
+			want: &config.DynamicMemoryArgs{
+				TypeMeta: metav1.TypeMeta{APIVersion: "kubescheduler.config.k8s.io/v1", Kind: "DynamicMemoryArgs"},
 				Address:  "unix:///run/memservice.sock", CAFile: "ca", CertFile: "crt", KeyFile: "key", ServerName: "memservice",
 				ReserveTimeout:   &metav1.Duration{Duration: 2 * time.Second},
+				ReleaseTimeout:   &metav1.Duration{Duration: 3 * time.Second},
+				PermitTimeout:    &metav1.Duration{Duration: 20 * time.Second},
 				ProvisionTimeout: &metav1.Duration{Duration: 30 * time.Second},
-				ScoringStrategy:  &ScoringStrategy{Type: LeastAllocated, LocalityWeight: 40},
+				ScoringStrategy:  &config.ScoringStrategy{Type: config.LeastAllocated, LocalityWeight: 40},
 			},
 		},
 		{
@@ -65,8 +73,8 @@ scoringStrategy: {type: LeastAllocated, localityWeight: 40}`,
 		},
 		{
 			name:    "zero timeouts",
-			raw:     `{"address":"m:1","caFile":"ca","certFile":"crt","keyFile":"key","reserveTimeout":"0s","provisionTimeout":"-1s"}`,
-			wantErr: []string{path.Child("reserveTimeout").String() + `: Invalid value: "0s": must be positive`, path.Child("provisionTimeout").String()},
+			raw:     `{"address":"m:1","caFile":"ca","certFile":"crt","keyFile":"key","reserveTimeout":"0s","releaseTimeout":"0s","permitTimeout":"0s","provisionTimeout":"-1s"}`,
+			wantErr: []string{path.Child("reserveTimeout").String() + `: Invalid value: "0s": must be positive`, path.Child("releaseTimeout").String(), path.Child("permitTimeout").String(), path.Child("provisionTimeout").String()},
 		},
 		{
 			name:    "unknown strategy and weight out of range",

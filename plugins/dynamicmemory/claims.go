@@ -11,6 +11,8 @@ import (
 	"k8s.io/dynamic-resource-allocation/resourceclaim"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
 // demand is one ResourceClaim's request for dynamic memory.
@@ -77,30 +79,30 @@ func claimDemand(claim *resourceapi.ResourceClaim) (demand, bool, error) {
 	found := false
 	for _, req := range claim.Spec.Devices.Requests {
 		for _, sub := range req.FirstAvailable {
-			if sub.DeviceClassName == DeviceClassName {
+			if sub.DeviceClassName == dra.DeviceClassName {
 				return d, false, fmt.Errorf("ResourceClaim %s request %q: firstAvailable with DeviceClass %s is not supported; use exactly",
-					ref, req.Name, DeviceClassName)
+					ref, req.Name, dra.DeviceClassName)
 			}
 		}
-		if req.Exactly == nil || req.Exactly.DeviceClassName != DeviceClassName {
+		if req.Exactly == nil || req.Exactly.DeviceClassName != dra.DeviceClassName {
 			continue
 		}
 		if found {
 			return d, false, fmt.Errorf("ResourceClaim %s asks DeviceClass %s in requests %q and %q; use one request per claim",
-				ref, DeviceClassName, d.request, req.Name)
+				ref, dra.DeviceClassName, d.request, req.Name)
 		}
 		ex := req.Exactly
 		if ex.AllocationMode == resourceapi.DeviceAllocationModeAll || ex.Count > 1 {
 			return d, false, fmt.Errorf("ResourceClaim %s request %q must ask for one device (one pool); set capacity.requests.%s for the size",
-				ref, req.Name, CapacityName)
+				ref, req.Name, dra.CapacityMemory)
 		}
 		var q resource.Quantity
 		if ex.Capacity != nil {
-			q = ex.Capacity.Requests[CapacityName]
+			q = ex.Capacity.Requests[dra.CapacityMemory]
 		}
 		if q.Sign() <= 0 {
 			return d, false, fmt.Errorf("ResourceClaim %s request %q sets no size: set exactly.capacity.requests.%s, for example 16Gi",
-				ref, req.Name, CapacityName)
+				ref, req.Name, dra.CapacityMemory)
 		}
 		d = demand{claim: claim, request: req.Name, bytes: q.Value()}
 		found = true
@@ -120,7 +122,7 @@ func allocatedPool(alloc *resourceapi.AllocationResult, request string) string {
 		return ""
 	}
 	for _, r := range alloc.Devices.Results {
-		if r.Driver == DriverName && resourceclaim.BaseRequestRef(r.Request) == request {
+		if r.Driver == dra.DriverName && resourceclaim.BaseRequestRef(r.Request) == request {
 			return r.Device
 		}
 	}

@@ -6,8 +6,9 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/dynamic-resource-allocation/resourceclaim"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -16,11 +17,14 @@ import (
 )
 
 // PoolEventResource names DynamicMemoryPool events for the scheduling queue
-// ("<plural>.<version>.<group>": the scheduler watches it with a dynamic informer).
-const PoolEventResource fwk.EventResource = "dynamicmemorypools." + "v1alpha1." + v1alpha1.GroupName
+// ("<plural>.<version>.<group>"). The framework watches a resource named so with its
+// own dynamic informer, the only source of the queue's cluster events, and hands the
+// queueing hint *unstructured.Unstructured objects: poolFromEvent turns them into
+// typed DynamicMemoryPools.
+const PoolEventResource fwk.EventResource = "dynamicmemorypools.v1alpha1." + v1alpha1.GroupName
 
 // EventsToRegister lists the events that may make a pod this plugin rejected
-// schedulable. Besides these, the pool cache activates waiting pods itself when a
+// schedulable. Besides these, the pool cache activates rejected pods itself when a
 // pool snapshot from the memory service shows freed capacity.
 func (pl *DynamicMemory) EventsToRegister(_ context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
@@ -38,14 +42,14 @@ func (pl *DynamicMemory) EventsToRegister(_ context.Context) ([]fwk.ClusterEvent
 // isSchedulableAfterPoolChange queues the pod when some node's free share of the
 // pool grew to at least the pod's smallest new demand, or the pool became ready.
 func (pl *DynamicMemory) isSchedulableAfterPoolChange(logger klog.Logger, pod *v1.Pod, oldObj, newObj interface{}) (fwk.QueueingHint, error) {
-	newPool, ok := newObj.(*unstructured.Unstructured)
-	if !ok {
-		return fwk.Queue, fmt.Errorf("DynamicMemoryPool event carries %T", newObj)
+	newPool, err := poolFromEvent(newObj)
+	if err != nil {
+		return fwk.Queue, err
 	}
-	var oldPool *unstructured.Unstructured
+	var oldPool *v1alpha1.DynamicMemoryPool
 	if oldObj != nil {
-		if oldPool, ok = oldObj.(*unstructured.Unstructured); !ok {
-			return fwk.Queue, fmt.Errorf("DynamicMemoryPool event carries %T", oldObj)
+		if oldPool, err = poolFromEvent(oldObj); err != nil {
+			return fwk.Queue, err
 		}
 	}
 	need := int64(0)
@@ -55,49 +59,48 @@ func (pl *DynamicMemory) isSchedulableAfterPoolChange(logger klog.Logger, pod *v
 	newFree, newReady := poolStatus(newPool)
 	oldFree, oldReady := poolStatus(oldPool)
 	if newReady && !oldReady {
-		logger.V(5).Info("Pool became ready", "pod", klog.KObj(pod), "pool", newPool.GetName())
+		logger.V(5).Info("Pool became ready", "pod", klog.KObj(pod), "pool", klog.KObj(newPool))
 		return fwk.Queue, nil
 	}
 	for node, free := range newFree {
 		if free > oldFree[node] && free >= need {
-			logger.V(5).Info("Pool freed capacity for a node", "pod", klog.KObj(pod), "pool", newPool.GetName(), "node", node, "free", formatBytes(free))
+			logger.V(5).Info("Pool freed capacity for a node", "pod", klog.KObj(pod), "pool", klog.KObj(newPool), "node", node, "free", formatBytes(free))
 			return fwk.Queue, nil
 		}
 	}
 	return fwk.QueueSkip, nil
 }
 
+// poolFromEvent is the DynamicMemoryPool of a cluster event: typed, or converted
+// from the unstructured object the framework's dynamic informer delivers.
+func poolFromEvent(obj interface{}) (*v1alpha1.DynamicMemoryPool, error) {
+	switch o := obj.(type) {
+	case *v1alpha1.DynamicMemoryPool:
+		return o, nil
+	case *unstructured.Unstructured:
+		pool := &v1alpha1.DynamicMemoryPool{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, pool); err != nil {
+			return nil, fmt.Errorf("DynamicMemoryPool event: convert %s: %w", o.GetName(), err)
+		}
+		return pool, nil
+	default:
+		return nil, fmt.Errorf("DynamicMemoryPool event carries %T", obj)
+	}
+}
+
 // poolStatus reads a DynamicMemoryPool's free bytes per node with a connected agent
-// and its Ready condition from the unstructured object the dynamic informer gives.
-func poolStatus(pool *unstructured.Unstructured) (map[string]int64, bool) {
+// and its Ready condition.
+func poolStatus(pool *v1alpha1.DynamicMemoryPool) (map[string]int64, bool) {
 	free := map[string]int64{}
 	if pool == nil {
 		return free, false
 	}
-	nodes, _, _ := unstructured.NestedSlice(pool.Object, "status", "nodes")
-	for _, n := range nodes {
-		m, ok := n.(map[string]interface{})
-		if !ok {
-			continue
-		}
-		name, _, _ := unstructured.NestedString(m, "name")
-		s, _, _ := unstructured.NestedString(m, "free")
-		connected, _, _ := unstructured.NestedBool(m, "agentConnected")
-		q, err := resource.ParseQuantity(s)
-		if name == "" || err != nil || !connected {
-			continue
-		}
-		free[name] = q.Value()
-	}
-	ready := false
-	conditions, _, _ := unstructured.NestedSlice(pool.Object, "status", "conditions")
-	for _, c := range conditions {
-		m, ok := c.(map[string]interface{})
-		if ok && m["type"] == "Ready" && m["status"] == "True" {
-			ready = true
+	for _, n := range pool.Status.Nodes {
+		if n.Name != "" && n.AgentConnected {
+			free[n.Name] = n.Free.Value()
 		}
 	}
-	return free, ready
+	return free, meta.IsStatusConditionTrue(pool.Status.Conditions, v1alpha1.PoolConditionReady)
 }
 
 // isSchedulableAfterClaimChange queues the pod when the claim is one of its own.

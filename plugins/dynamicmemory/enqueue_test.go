@@ -8,8 +8,11 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
+
+	v1alpha1 "github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
 // poolObject is a DynamicMemoryPool as the dynamic informer delivers it.
@@ -72,6 +75,12 @@ func TestIsSchedulableAfterPoolChange(t *testing.T) {
 	h := newFakeHandle(t, ctx, pod)
 	h.dra.claims.set(memClaim("c1", "4Gi"))
 	pl := newTestPlugin(t, ctx, newFakeService(t), h, nil)
+	// typed is the pool as a typed informer would deliver it.
+	typed := func(t *testing.T, u *unstructured.Unstructured) *v1alpha1.DynamicMemoryPool {
+		pool := &v1alpha1.DynamicMemoryPool{}
+		require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, pool))
+		return pool
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			logger, _ := ktesting.NewTestContext(t)
@@ -81,9 +90,26 @@ func TestIsSchedulableAfterPoolChange(t *testing.T) {
 			}
 			got, err := pl.isSchedulableAfterPoolChange(logger, pod, old, tc.new)
 			require.NoError(t, err)
-			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.want, got, "unstructured, from the framework's dynamic informer")
+
+			old = nil
+			if tc.old != nil {
+				old = typed(t, tc.old)
+			}
+			got, err = pl.isSchedulableAfterPoolChange(logger, pod, old, typed(t, tc.new))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got, "typed")
 		})
 	}
+}
+
+func TestIsSchedulableAfterPoolChangeRefusesOtherObjects(t *testing.T) {
+	ctx := testContext(t)
+	pl := newTestPlugin(t, ctx, newFakeService(t), newFakeHandle(t, ctx), nil)
+	logger, _ := ktesting.NewTestContext(t)
+	got, err := pl.isSchedulableAfterPoolChange(logger, memPod("p"), nil, &resourceapi.ResourceClaim{})
+	assert.ErrorContains(t, err, "DynamicMemoryPool event carries *v1.ResourceClaim")
+	assert.Equal(t, fwk.Queue, got, "when in doubt, the pod is queued")
 }
 
 func TestIsSchedulableAfterClaimChange(t *testing.T) {

@@ -11,7 +11,9 @@ import (
 
 // Filter admits a node when every new demand of the pod fits a pool attached to it:
 // the pool has the free capacity (minus reservations in flight), the node's host
-// window has room, the pool is ready and the node's agent is connected.
+// window has room, the pool is ready and the node's agent is connected. It runs in
+// parallel for many nodes and changes nothing but the cycle state: a rejection for
+// capacity is noted there, for PostFilter.
 func (pl *DynamicMemory) Filter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
 	s, err := getState(cs)
 	if err != nil {
@@ -25,9 +27,27 @@ func (pl *DynamicMemory) Filter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		}
 	}
 	if _, status := s.view.fitNode(node, s.demands, pl.scorer); status != nil {
-		pl.waiting.add(pod, newDemandBytes(s.demands))
+		s.mu.Lock()
+		s.capacityRejected = true
+		s.mu.Unlock()
 		klog.FromContext(ctx).V(5).Info("Node cannot get the pod's dynamic memory", "pod", klog.KObj(pod), "node", node, "reason", status.Message())
 		return status
 	}
 	return nil
+}
+
+// PostFilter runs when no node fits the pod. When Filter rejected a node for pool
+// capacity, the pod is listed among the rejected pods, which the pool cache
+// activates as soon as a snapshot shows capacity come back. It never makes the pod
+// schedulable itself.
+func (pl *DynamicMemory) PostFilter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
+	if s := lookupState(cs); s != nil {
+		s.mu.Lock()
+		rejected := s.capacityRejected
+		s.mu.Unlock()
+		if rejected {
+			pl.rejected.add(pod, newDemandBytes(s.demands))
+		}
+	}
+	return nil, fwk.NewStatus(fwk.Unschedulable)
 }

@@ -9,6 +9,7 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 // held is a reservation the fake service already holds.
@@ -27,8 +28,8 @@ func TestFilter(t *testing.T) {
 		node     string
 		wantCode fwk.Code
 		wantMsg  string
-		// notWaiting: the rejection is not about capacity; no pool change helps.
-		notWaiting bool
+		// notCapacity: the rejection is not about capacity; no pool change helps.
+		notCapacity bool
 		// wantPreFilter: PreFilter rejects the pod with this message.
 		wantPreFilter string
 	}{
@@ -95,7 +96,7 @@ func TestFilter(t *testing.T) {
 		},
 		{
 			name: "allocated claim rejects other nodes", claims: []*resourceapi.ResourceClaim{allocated(memClaim("c1", "16Gi"), "n1", "pool-a")}, node: "n2",
-			wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "ResourceClaim default/c1 is allocated on node n1", notWaiting: true,
+			wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "ResourceClaim default/c1 is allocated on node n1", notCapacity: true,
 		},
 	}
 	for _, tc := range tests {
@@ -131,15 +132,23 @@ func TestFilter(t *testing.T) {
 			if tc.wantPreFilter != "" {
 				assert.Equal(t, fwk.UnschedulableAndUnresolvable, status.Code(), "status: %v", status)
 				assert.Equal(t, tc.wantPreFilter, status.Message())
-				assert.Equal(t, 1, pl.waiting.len(), "a rejected pod waits for capacity")
+				assert.Equal(t, 1, pl.rejected.len(), "a rejected pod waits for capacity")
 				return
 			}
 			require.True(t, status.IsSuccess(), "PreFilter: %v", status)
 			status = pl.Filter(ctx, cs, pod, nodeInfo(tc.node))
 			assert.Equal(t, tc.wantCode, status.Code(), "status: %v", status)
 			assert.Equal(t, tc.wantMsg, status.Message())
-			if tc.wantCode != fwk.Success && !tc.notWaiting {
-				assert.Equal(t, 1, pl.waiting.len(), "a rejected pod waits for capacity")
+			assert.Zero(t, pl.rejected.len(), "Filter has no side effects")
+			if tc.wantCode != fwk.Success {
+				// No node fits: the framework runs PostFilter.
+				_, st := pl.PostFilter(ctx, cs, pod, nil)
+				assert.Equal(t, fwk.Unschedulable, st.Code(), "PostFilter never makes the pod schedulable")
+				if !tc.notCapacity {
+					assert.Equal(t, 1, pl.rejected.len(), "a pod rejected for capacity is activated when capacity comes back")
+				} else {
+					assert.Zero(t, pl.rejected.len(), "a pod rejected for another reason is not activated by capacity")
+				}
 			}
 		})
 	}
@@ -149,19 +158,19 @@ func TestScore(t *testing.T) {
 	// pool-a (32Gi) is half full, pool-b (64Gi) empty; n1 is in pool-a, n3 in pool-b.
 	tests := []struct {
 		name     string
-		strategy ScoringStrategyType
+		strategy config.ScoringStrategyType
 		locality int32
 		wantBest string
 		wantN1   int64
 		wantN3   int64
 	}{
 		// After placing 8Gi: pool-a 24/32 = 75, pool-b 8/64 = 12.
-		{name: "MostAllocated packs the fuller pool", strategy: MostAllocated, wantBest: "n1", wantN1: 75, wantN3: 12},
-		{name: "LeastAllocated spreads to the emptier pool", strategy: LeastAllocated, wantBest: "n3", wantN1: 25, wantN3: 88},
+		{name: "MostAllocated packs the fuller pool", strategy: config.MostAllocated, wantBest: "n1", wantN1: 75, wantN3: 12},
+		{name: "LeastAllocated spreads to the emptier pool", strategy: config.LeastAllocated, wantBest: "n3", wantN1: 25, wantN3: 88},
 		// Locality only: pool-a is high latency (0), pool-b low (100).
-		{name: "locality weight prefers low latency", strategy: MostAllocated, locality: 100, wantBest: "n3", wantN1: 0, wantN3: 100},
+		{name: "locality weight prefers low latency", strategy: config.MostAllocated, locality: 100, wantBest: "n3", wantN1: 0, wantN3: 100},
 		// Half and half: n1 = (75+0)/2, n3 = (12+100)/2.
-		{name: "locality mixed with packing", strategy: MostAllocated, locality: 50, wantBest: "n3", wantN1: 37, wantN3: 56},
+		{name: "locality mixed with packing", strategy: config.MostAllocated, locality: 50, wantBest: "n3", wantN1: 37, wantN3: 56},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,8 +182,8 @@ func TestScore(t *testing.T) {
 			pod := memPod("p", "c1")
 			h := newFakeHandle(t, ctx, pod)
 			h.dra.claims.set(memClaim("c1", "8Gi"))
-			pl := newTestPlugin(t, ctx, fs, h, func(a *DynamicMemoryArgs) {
-				a.ScoringStrategy = &ScoringStrategy{Type: tc.strategy, LocalityWeight: tc.locality}
+			pl := newTestPlugin(t, ctx, fs, h, func(a *config.DynamicMemoryArgs) {
+				a.ScoringStrategy = &config.ScoringStrategy{Type: tc.strategy, LocalityWeight: tc.locality}
 			})
 			waitRevision(t, pl, fs)
 			cs, _, status := preFilter(t, ctx, pl, pod)

@@ -6,9 +6,11 @@ import (
 	"slices"
 	"strings"
 
+	fwk "k8s.io/kube-scheduler/framework"
+
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	v1alpha1 "github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
-	fwk "k8s.io/kube-scheduler/framework"
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 // placement says where one demand's memory would come from on a node.
@@ -22,7 +24,7 @@ type placement struct {
 
 // scorer ranks a pool for a placement.
 type scorer struct {
-	strategy       ScoringStrategyType
+	strategy       config.ScoringStrategyType
 	localityWeight int64
 }
 
@@ -161,7 +163,7 @@ func (sc scorer) score(pool *memservicev1.PoolStatus, freeAfter int64) int64 {
 		used := min(c, max(0, c-freeAfter))
 		capacityScore = used * fwk.MaxNodeScore / c
 	}
-	if sc.strategy == LeastAllocated {
+	if sc.strategy == config.LeastAllocated {
 		capacityScore = fwk.MaxNodeScore - capacityScore
 	}
 	locality := localityScore(pool.GetAttributes()[v1alpha1.AttributeLatencyClass])

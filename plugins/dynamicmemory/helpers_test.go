@@ -23,6 +23,9 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 // fakeClaims is the part of the DRA manager's claim tracker the plugin uses.
@@ -163,15 +166,15 @@ func (h *fakeHandle) events() []string {
 }
 
 // testArgs are valid, defaulted args.
-func testArgs() *DynamicMemoryArgs {
-	args := &DynamicMemoryArgs{Address: "memservice:8443", CAFile: "ca.crt", CertFile: "scheduler.crt", KeyFile: "scheduler.key"}
-	SetDefaults(args)
+func testArgs() *config.DynamicMemoryArgs {
+	args := &config.DynamicMemoryArgs{Address: "memservice:8443", CAFile: "ca.crt", CertFile: "scheduler.crt", KeyFile: "scheduler.key"}
+	config.SetDefaults(args)
 	return args
 }
 
 // newTestPlugin runs a plugin against fs until the test ends and waits for its
 // pool cache to connect.
-func newTestPlugin(t *testing.T, ctx context.Context, fs *fakeService, h *fakeHandle, mutate func(*DynamicMemoryArgs)) *DynamicMemory {
+func newTestPlugin(t *testing.T, ctx context.Context, fs *fakeService, h *fakeHandle, mutate func(*config.DynamicMemoryArgs)) *DynamicMemory {
 	t.Helper()
 	args := testArgs()
 	if mutate != nil {
@@ -218,10 +221,10 @@ func memClaim(name, size string) *resourceapi.ResourceClaim {
 		Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{
 			Name: "mem",
 			Exactly: &resourceapi.ExactDeviceRequest{
-				DeviceClassName: DeviceClassName,
+				DeviceClassName: dra.DeviceClassName,
 				AllocationMode:  resourceapi.DeviceAllocationModeExactCount,
 				Count:           1,
-				Capacity:        &resourceapi.CapacityRequirements{Requests: map[resourceapi.QualifiedName]resource.Quantity{CapacityName: resource.MustParse(size)}},
+				Capacity:        &resourceapi.CapacityRequirements{Requests: map[resourceapi.QualifiedName]resource.Quantity{dra.CapacityMemory: resource.MustParse(size)}},
 			},
 		}}}},
 	}
@@ -237,7 +240,7 @@ func allocated(claim *resourceapi.ResourceClaim, node, pool string) *resourceapi
 func allocation(node, pool string) *resourceapi.AllocationResult {
 	return &resourceapi.AllocationResult{
 		Devices: resourceapi.DeviceAllocationResult{Results: []resourceapi.DeviceRequestAllocationResult{{
-			Request: "mem", Driver: DriverName, Pool: node, Device: pool, ShareID: ptr.To(types.UID("share")),
+			Request: "mem", Driver: dra.DriverName, Pool: node, Device: pool, ShareID: ptr.To(types.UID("share")),
 		}}},
 		NodeSelector: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{MatchFields: []v1.NodeSelectorRequirement{{
 			Key: "metadata.name", Operator: v1.NodeSelectorOpIn, Values: []string{node},

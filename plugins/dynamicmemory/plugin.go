@@ -8,10 +8,14 @@
 //     (Skip when there are none: other pods pay nothing).
 //   - Filter and Score work from a cache of the memory service's pool snapshots
 //     (WatchPools), never from a call per node.
+//   - Filter has no side effects: it notes in the cycle state that it rejected a node
+//     for pool capacity, and PostFilter, when no node fits, lists the pod among those
+//     the pool cache activates when capacity comes back.
 //   - Reserve reserves the memory on the memory service, keyed by claim UID, from the
 //     pool DynamicResources allocated, without holding up the scheduling cycle: the
 //     call runs in the background and Permit holds the pod until it is answered.
-//     Unreserve releases it.
+//     Unreserve releases it. The reservation logic is behind the reserver interface
+//     (reservations.go); the extension points only delegate to it.
 //   - PreBind, after DynamicResources wrote the allocation, has the memory service add
 //     the memory to the host and waits until the node agent reports it online.
 //   - Pods rejected for capacity are requeued when a pool snapshot shows freed
@@ -21,7 +25,7 @@ package dynamicmemory
 import (
 	"context"
 	"fmt"
-	"os"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -33,17 +37,12 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 const (
 	// Name is the plugin's name in the scheduler configuration.
-	Name = "DynamicMemory"
-	// DriverName is the DRA driver that publishes the pools' devices.
-	DriverName = "dcd.dynamicmemory.io"
-	// DeviceClassName is the DeviceClass claims use to ask for dynamic memory.
-	DeviceClassName = "dynamic-memory.dynamicmemory.io"
-	// CapacityName is the device capacity a claim's request sizes.
-	CapacityName = "memory"
+	Name = config.PluginName
 
 	stateKey fwk.StateKey = "PreFilter" + Name
 )
@@ -51,6 +50,7 @@ const (
 var (
 	_ fwk.PreFilterPlugin   = (*DynamicMemory)(nil)
 	_ fwk.FilterPlugin      = (*DynamicMemory)(nil)
+	_ fwk.PostFilterPlugin  = (*DynamicMemory)(nil)
 	_ fwk.ScorePlugin       = (*DynamicMemory)(nil)
 	_ fwk.ReservePlugin     = (*DynamicMemory)(nil)
 	_ fwk.PermitPlugin      = (*DynamicMemory)(nil)
@@ -64,11 +64,12 @@ type DynamicMemory struct {
 	client           memservicev1.MemoryServiceClient
 	cache            *poolCache
 	scorer           scorer
-	reserveTimeout   time.Duration
 	provisionTimeout time.Duration
 	clock            clock.Clock
-	waiting          *waitingPods
-	releases         *releaseSet
+	// rejected are the pods rejected for pool capacity, activated when it comes back.
+	rejected *rejectedPods
+	// reservations reserves and releases the memory of scheduled pods.
+	reservations reserver
 }
 
 // New is the plugin factory: it reads the args, connects to the memory service and
@@ -82,13 +83,14 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err := checkFiles(path, args).ToAggregate(); err != nil {
 		return nil, fmt.Errorf("invalid %s args: %w", Name, err)
 	}
+	// Every unary call of the plugin sets its own deadline (reserveTimeout,
+	// releaseTimeout, provisionTimeout): the client's default bound never applies.
 	c, err := client.Dial(ctx, client.Config{
-		Address:     args.Address,
-		CAFile:      args.CAFile,
-		CertFile:    args.CertFile,
-		KeyFile:     args.KeyFile,
-		ServerName:  args.ServerName,
-		CallTimeout: args.ReserveTimeout.Duration,
+		Address:    args.Address,
+		CAFile:     args.CAFile,
+		CertFile:   args.CertFile,
+		KeyFile:    args.KeyFile,
+		ServerName: args.ServerName,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
@@ -107,33 +109,34 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 }
 
 // newPlugin wires a plugin to a memory service client. The caller runs pl.cache.
-func newPlugin(h fwk.Handle, args *DynamicMemoryArgs, c memservicev1.MemoryServiceClient, clk clock.Clock) *DynamicMemory {
-	pl := &DynamicMemory{
+// args are defaulted and valid.
+func newPlugin(h fwk.Handle, args *config.DynamicMemoryArgs, c memservicev1.MemoryServiceClient, clk clock.Clock) *DynamicMemory {
+	cache := newPoolCache(c, clk)
+	rejected := newRejectedPods(h)
+	cache.onFreed = rejected.activate
+	var permitTimeout time.Duration
+	if args.PermitTimeout != nil {
+		permitTimeout = args.PermitTimeout.Duration
+	}
+	return &DynamicMemory{
 		handle:           h,
 		client:           c,
-		cache:            newPoolCache(c, clk),
+		cache:            cache,
 		scorer:           scorer{strategy: args.ScoringStrategy.Type, localityWeight: int64(args.ScoringStrategy.LocalityWeight)},
-		reserveTimeout:   args.ReserveTimeout.Duration,
 		provisionTimeout: args.ProvisionTimeout.Duration,
 		clock:            clk,
-		waiting:          newWaitingPods(h),
-		releases:         newReleaseSet(),
+		rejected:         rejected,
+		reservations: &reservations{
+			handle:         h,
+			client:         c,
+			cache:          cache,
+			rejected:       rejected,
+			reserveTimeout: args.ReserveTimeout.Duration,
+			releaseTimeout: args.ReleaseTimeout.Duration,
+			permitTimeout:  permitTimeout,
+			releases:       newReleaseSet(),
+		},
 	}
-	pl.cache.onFreed = pl.waiting.activate
-	return pl
-}
-
-// checkFiles reports TLS files the scheduler cannot read, by field.
-func checkFiles(path *field.Path, args *DynamicMemoryArgs) field.ErrorList {
-	var errs field.ErrorList
-	for _, f := range []struct{ name, file string }{
-		{"caFile", args.CAFile}, {"certFile", args.CertFile}, {"keyFile", args.KeyFile},
-	} {
-		if _, err := os.ReadFile(f.file); err != nil {
-			errs = append(errs, field.Invalid(path.Child(f.name), f.file, err.Error()))
-		}
-	}
-	return errs
 }
 
 // Name returns the plugin's name.
@@ -145,25 +148,26 @@ type stateData struct {
 	demands []demand
 	// view is the pool cache at PreFilter.
 	view *cacheView
-	// reserved are the reservations Reserve asked the memory service for, which
-	// Unreserve releases.
-	reserved []reservation
-	// pending are Reserve's calls to the memory service for them.
-	pending *pendingReserve
-}
+	// reservation is what Reserve asked the memory service for in this cycle, which
+	// Unreserve gives back (nil: nothing new to reserve).
+	reservation *podReservation
 
-// reservation is one claim's memory as Reserve asked for it.
-type reservation struct {
-	demand demand
-	node   string
-	pool   string
+	// mu guards what Filter, which runs in parallel for many nodes, notes.
+	mu sync.Mutex
+	// capacityRejected is set when Filter rejected a node for pool capacity; PostFilter
+	// then lists the pod among the rejected pods.
+	capacityRejected bool
 }
 
 func (s *stateData) Clone() fwk.StateData {
-	out := *s
-	out.demands = append([]demand(nil), s.demands...)
-	out.reserved = append([]reservation(nil), s.reserved...)
-	return &out
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &stateData{
+		demands:          append([]demand(nil), s.demands...),
+		view:             s.view,
+		reservation:      s.reservation,
+		capacityRejected: s.capacityRejected,
+	}
 }
 
 func getState(cs fwk.CycleState) (*stateData, error) {
@@ -176,6 +180,17 @@ func getState(cs fwk.CycleState) (*stateData, error) {
 		return nil, fmt.Errorf("%s state has type %T", Name, data)
 	}
 	return s, nil
+}
+
+// lookupState returns the cycle's state, or nil when PreFilter skipped the pod.
+// It builds no error: it runs at several extension points for every pod.
+func lookupState(cs fwk.CycleState) *stateData {
+	data, err := cs.Read(stateKey)
+	if err != nil {
+		return nil
+	}
+	s, _ := data.(*stateData)
+	return s
 }
 
 // podRef is the memory service's record of a pod.

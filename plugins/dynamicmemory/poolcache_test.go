@@ -62,13 +62,13 @@ func TestFreedCapacityActivatesOnlyPodsItCanServe(t *testing.T) {
 		_, _, st := preFilter(t, ctx, pl, pod)
 		require.Equal(t, fwk.UnschedulableAndUnresolvable, st.Code(), "every pool is full: %v", st)
 	}
-	require.Equal(t, 3, pl.waiting.len())
+	require.Equal(t, 3, pl.rejected.len())
 
 	// 8Gi come back on n3: enough for the small pod only.
 	fs.change(func() { fs.reservations["x3"].Bytes = 24 * gi })
 	require.Eventually(t, func() bool { return len(h.activatedPods()) > 0 }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, []string{"default/small"}, h.activatedPods())
-	assert.Equal(t, 2, pl.waiting.len(), "the deleted pod is forgotten, the big one still waits")
+	assert.Equal(t, 2, pl.rejected.len(), "the deleted pod is forgotten, the big one still waits")
 }
 
 func TestInflightReservationsLastUntilALaterSnapshot(t *testing.T) {

@@ -42,10 +42,10 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 	if s == nil {
 		return nil
 	}
-	if s.pending != nil {
+	if s.reservation != nil {
 		// AddMemory must follow the granted Reserve. In the framework Permit has
-		// already waited for it, so this returns at once.
-		if err := s.pending.wait(ctx); err != nil {
+		// already held the pod for it, so this returns at once.
+		if err := s.reservation.outcome(ctx); err != nil {
 			return fwk.AsStatus(err)
 		}
 	}
@@ -67,9 +67,9 @@ func (pl *DynamicMemory) provisionPool(s *stateData, d demand) string {
 			return pool
 		}
 	}
-	for _, r := range s.reserved {
-		if r.demand.claim.UID == d.claim.UID {
-			return r.pool
+	if s.reservation != nil {
+		if pool := s.reservation.pool(d.claim.UID); pool != "" {
+			return pool
 		}
 	}
 	return d.pool

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/utils/ptr"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
 func TestPreFilter(t *testing.T) {
@@ -25,7 +27,7 @@ func TestPreFilter(t *testing.T) {
 	countTwo := memClaim("count", "1Gi")
 	countTwo.Spec.Devices.Requests[0].Exactly.Count = 2
 	prioritized := memClaim("prio", "1Gi")
-	prioritized.Spec.Devices.Requests[0] = resourceapi.DeviceRequest{Name: "mem", FirstAvailable: []resourceapi.DeviceSubRequest{{Name: "a", DeviceClassName: DeviceClassName}}}
+	prioritized.Spec.Devices.Requests[0] = resourceapi.DeviceRequest{Name: "mem", FirstAvailable: []resourceapi.DeviceSubRequest{{Name: "a", DeviceClassName: dra.DeviceClassName}}}
 	templated := memPod("templated")
 	templated.Spec.ResourceClaims = []v1.PodResourceClaim{{Name: "mem", ResourceClaimTemplateName: ptr.To("mem-template")}}
 
@@ -113,7 +115,7 @@ func TestPreFilter(t *testing.T) {
 				assert.Nil(t, s, "no state for skipped or rejected pods")
 			}
 			if tc.disconnect && tc.wantCode != fwk.Skip {
-				assert.Equal(t, 1, pl.waiting.len(), "a pod rejected for the missing pool state waits for the cache")
+				assert.Equal(t, 1, pl.rejected.len(), "a pod rejected for the missing pool state waits for the cache")
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 func TestReservePermitUnreserve(t *testing.T) {
@@ -162,7 +163,7 @@ func TestPermitAfterTheAnswer(t *testing.T) {
 			require.True(t, st.IsSuccess())
 			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
 			s := lookupState(cs)
-			<-s.pending.done
+			<-s.reservation.done
 
 			st, timeout := pl.Permit(ctx, cs, pod, "n3")
 			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
@@ -170,7 +171,7 @@ func TestPermitAfterTheAnswer(t *testing.T) {
 			assert.Zero(t, timeout)
 			assert.Nil(t, h.GetWaitingPod(pod.UID), "the pod was not held")
 			if tc.reserveErr != nil {
-				assert.Equal(t, 1, pl.waiting.len(), "a refused pod waits for pool capacity")
+				assert.Equal(t, 1, pl.rejected.len(), "a refused pod waits for pool capacity")
 			}
 		})
 	}
@@ -196,7 +197,7 @@ func TestUnreserveWhileReserving(t *testing.T) {
 	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
 	st, _ = pl.Permit(ctx, cs, pod, "n3")
 	require.Equal(t, fwk.Wait, st.Code())
-	first := lookupState(cs).pending
+	first := lookupState(cs).reservation
 	require.Eventually(t, func() bool { return len(fs.callLog()) == 1 }, 5*time.Second, time.Millisecond, "the Reserve call is running")
 
 	pl.Unreserve(ctx, cs, pod, "n3")
@@ -208,7 +209,7 @@ func TestUnreserveWhileReserving(t *testing.T) {
 	require.True(t, st.IsSuccess())
 	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
 	close(gate)
-	require.NoError(t, lookupState(cs).pending.wait(ctx))
+	require.NoError(t, lookupState(cs).reservation.outcome(ctx))
 	assert.Equal(t, []string{"Reserve c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid", "Reserve c1-uid n3 pool-b 4294967296"}, fs.callLog(),
 		"the release of the first cycle lands before the second cycle's Reserve")
 	fs.mu.Lock()
@@ -290,7 +291,7 @@ func TestPreBind(t *testing.T) {
 			pod := memPod("p", "c1")
 			h := newFakeHandle(t, ctx, pod)
 			h.dra.claims.set(claim)
-			pl := newTestPlugin(t, ctx, fs, h, func(a *DynamicMemoryArgs) {
+			pl := newTestPlugin(t, ctx, fs, h, func(a *config.DynamicMemoryArgs) {
 				a.ProvisionTimeout = &metav1.Duration{Duration: 10 * time.Second}
 				if tc.provisionTimeout != 0 {
 					a.ProvisionTimeout.Duration = tc.provisionTimeout
@@ -301,7 +302,7 @@ func TestPreBind(t *testing.T) {
 			// DynamicResources reserves pool-b on n3, then (PreBind) writes it to the claim.
 			h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
 			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
-			require.NoError(t, lookupState(cs).pending.wait(ctx), "the memory service granted the reservation")
+			require.NoError(t, lookupState(cs).reservation.outcome(ctx), "the memory service granted the reservation")
 			h.dra.claims.set(allocated(claim, "n3", "pool-b"))
 			fs.change(func() { fs.calls = nil; fs.addMemory = tc.addMemory })
 
@@ -329,4 +330,23 @@ func nilIfEmpty(s []string) []string {
 		return nil
 	}
 	return s
+}
+
+func TestPermitHoldBound(t *testing.T) {
+	tests := []struct {
+		name          string
+		claims        int
+		permitTimeout time.Duration
+		want          time.Duration
+	}{
+		{name: "one claim: a release, two Reserves and a release", claims: 1, want: 20 * time.Second},
+		{name: "two claims: each may take as long", claims: 2, want: 35 * time.Second},
+		{name: "permitTimeout set: it bounds the hold whatever the claims", claims: 3, permitTimeout: 7 * time.Second, want: 7 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &reservations{reserveTimeout: 5 * time.Second, releaseTimeout: 5 * time.Second, permitTimeout: tc.permitTimeout}
+			assert.Equal(t, tc.want, m.holdBound(tc.claims))
+		})
+	}
 }

@@ -1,11 +1,10 @@
-// Package config holds the scheduler's KubeSchedulerConfiguration
-// (scheduler-config.yaml, the file deployments mount) and renders it for other
+// Package config renders the scheduler's shipped KubeSchedulerConfiguration
+// (manifests/scheduler/scheduler-config.yaml, the file the Deployment mounts) for other
 // environments: the local cluster and the tests point it at their own kubeconfig,
 // memory service and certificates.
 package config
 
 import (
-	_ "embed"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,7 +13,8 @@ import (
 	configv1 "k8s.io/kube-scheduler/config/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	"github.com/dynamicmemory/kube-dynamic-memory/manifests"
+	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 // Profile names of the configuration.
@@ -23,10 +23,8 @@ const (
 	DynamicMemoryProfile = "dynamic-memory-scheduler"
 )
 
-// YAML is scheduler-config.yaml as shipped.
-//
-//go:embed scheduler-config.yaml
-var YAML []byte
+// YAML is the configuration as shipped: manifests/scheduler/scheduler-config.yaml.
+var YAML = manifests.SchedulerConfig
 
 // Options changes the shipped configuration. Empty fields keep the shipped values.
 type Options struct {
@@ -34,8 +32,9 @@ type Options struct {
 	Kubeconfig string
 	// LeaderElect turns leader election on or off (nil: shipped value, on).
 	LeaderElect *bool
-	// Args replaces the DynamicMemory plugin's args.
-	Args *dynamicmemory.DynamicMemoryArgs
+	// Args replaces the DynamicMemory plugin's args. An empty apiVersion and kind
+	// are filled in.
+	Args *pluginconfig.DynamicMemoryArgs
 }
 
 // Render returns the shipped configuration with o applied, as YAML.
@@ -51,21 +50,25 @@ func Render(o Options) ([]byte, error) {
 		cfg.LeaderElection.LeaderElect = o.LeaderElect
 	}
 	if o.Args != nil {
-		raw, err := json.Marshal(o.Args)
+		args := o.Args.DeepCopy()
+		if args.APIVersion == "" && args.Kind == "" {
+			args.APIVersion, args.Kind = pluginconfig.SchemeGroupVersion.String(), pluginconfig.Kind
+		}
+		raw, err := json.Marshal(args)
 		if err != nil {
-			return nil, fmt.Errorf("encode %s args: %w", dynamicmemory.Name, err)
+			return nil, fmt.Errorf("encode %s args: %w", pluginconfig.PluginName, err)
 		}
 		found := false
 		for i := range cfg.Profiles {
 			for j := range cfg.Profiles[i].PluginConfig {
-				if pc := &cfg.Profiles[i].PluginConfig[j]; pc.Name == dynamicmemory.Name {
+				if pc := &cfg.Profiles[i].PluginConfig[j]; pc.Name == pluginconfig.PluginName {
 					pc.Args = runtime.RawExtension{Raw: raw}
 					found = true
 				}
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("scheduler-config.yaml has no pluginConfig for %s", dynamicmemory.Name)
+			return nil, fmt.Errorf("scheduler-config.yaml has no pluginConfig for %s", pluginconfig.PluginName)
 		}
 	}
 	out, err := yaml.Marshal(&cfg)

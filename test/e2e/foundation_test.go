@@ -19,14 +19,10 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
-)
-
-const (
-	deviceClassName = "dynamic-memory.dynamicmemory.io"
-	driverName      = "dcd.dynamicmemory.io"
 )
 
 var (
@@ -60,11 +56,11 @@ func TestFoundation(t *testing.T) {
 	})
 
 	t.Run("the DeviceClass selects the driver", func(t *testing.T) {
-		dc, err := client.ResourceV1().DeviceClasses().Get(ctx, deviceClassName, metav1.GetOptions{})
+		dc, err := client.ResourceV1().DeviceClasses().Get(ctx, dra.DeviceClassName, metav1.GetOptions{})
 		require.NoError(t, err)
 		require.Len(t, dc.Spec.Selectors, 1)
 		require.NotNil(t, dc.Spec.Selectors[0].CEL)
-		assert.Equal(t, `device.driver == "`+driverName+`"`, dc.Spec.Selectors[0].CEL.Expression)
+		assert.Equal(t, `device.driver == "`+dra.DriverName+`"`, dc.Spec.Selectors[0].CEL.Expression)
 	})
 
 	t.Run("a ResourceSlice keeps the consumable capacity and binding condition fields", func(t *testing.T) {
@@ -74,14 +70,14 @@ func TestFoundation(t *testing.T) {
 		slice := &resourcev1.ResourceSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: "foundation-slice"},
 			Spec: resourcev1.ResourceSliceSpec{
-				Driver:   driverName,
+				Driver:   dra.DriverName,
 				NodeName: ptr.To(c.NodeName(0)),
 				Pool:     resourcev1.ResourcePool{Name: c.NodeName(0), ResourceSliceCount: 1},
 				Devices: []resourcev1.Device{{
 					Name:                     "pool-a",
 					AllowMultipleAllocations: ptr.To(true),
 					Capacity: map[resourcev1.QualifiedName]resourcev1.DeviceCapacity{
-						"memory": {
+						dra.CapacityMemory: {
 							Value: window,
 							RequestPolicy: &resourcev1.CapacityRequestPolicy{
 								Default:    ptr.To(block),
@@ -90,8 +86,8 @@ func TestFoundation(t *testing.T) {
 						},
 					},
 					BindsToNode:              ptr.To(true),
-					BindingConditions:        []string{"Online"},
-					BindingFailureConditions: []string{"ProvisioningFailed"},
+					BindingConditions:        []string{dra.ConditionOnline},
+					BindingFailureConditions: []string{dra.ConditionProvisioningFailed},
 				}},
 			},
 		}
@@ -99,10 +95,10 @@ func TestFoundation(t *testing.T) {
 		require.NoError(t, err)
 		dev := created.Spec.Devices[0]
 		assert.Equal(t, ptr.To(true), dev.AllowMultipleAllocations, "allowMultipleAllocations dropped: DRAConsumableCapacity is off")
-		require.NotNil(t, dev.Capacity["memory"].RequestPolicy, "requestPolicy dropped: DRAConsumableCapacity is off")
-		assert.Equal(t, "256Mi", dev.Capacity["memory"].RequestPolicy.ValidRange.Step.String())
-		assert.Equal(t, []string{"Online"}, dev.BindingConditions, "bindingConditions dropped: DRADeviceBindingConditions is off")
-		assert.Equal(t, []string{"ProvisioningFailed"}, dev.BindingFailureConditions)
+		require.NotNil(t, dev.Capacity[dra.CapacityMemory].RequestPolicy, "requestPolicy dropped: DRAConsumableCapacity is off")
+		assert.Equal(t, "256Mi", dev.Capacity[dra.CapacityMemory].RequestPolicy.ValidRange.Step.String())
+		assert.Equal(t, []string{dra.ConditionOnline}, dev.BindingConditions, "bindingConditions dropped: DRADeviceBindingConditions is off")
+		assert.Equal(t, []string{dra.ConditionProvisioningFailed}, dev.BindingFailureConditions)
 	})
 
 	t.Run("a pod bound to a node runs", func(t *testing.T) {
@@ -127,9 +123,9 @@ func TestFoundation(t *testing.T) {
 						Requests: []resourcev1.DeviceRequest{{
 							Name: "memory",
 							Exactly: &resourcev1.ExactDeviceRequest{
-								DeviceClassName: deviceClassName,
+								DeviceClassName: dra.DeviceClassName,
 								Capacity: &resourcev1.CapacityRequirements{
-									Requests: map[resourcev1.QualifiedName]resource.Quantity{"memory": resource.MustParse("16Gi")},
+									Requests: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: resource.MustParse("16Gi")},
 								},
 							},
 						}},
@@ -141,7 +137,7 @@ func TestFoundation(t *testing.T) {
 		require.NoError(t, err, "consumable capacity (capacity.requests) must be served")
 		got := created.Spec.Spec.Devices.Requests[0].Exactly
 		require.NotNil(t, got.Capacity, "capacity.requests dropped: DRAConsumableCapacity is off")
-		assert.Equal(t, "16Gi", ptr.To(got.Capacity.Requests["memory"]).String())
+		assert.Equal(t, "16Gi", ptr.To(got.Capacity.Requests[dra.CapacityMemory]).String())
 
 		pod := newPod("with-memory")
 		pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "memory", ResourceClaimTemplateName: ptr.To(tmpl.Name)}}
@@ -163,8 +159,8 @@ func TestFoundation(t *testing.T) {
 		assert.Equal(t, pod.Name, claim.OwnerReferences[0].Name)
 		req := claim.Spec.Devices.Requests[0].Exactly
 		require.NotNil(t, req)
-		assert.Equal(t, deviceClassName, req.DeviceClassName)
-		assert.Equal(t, "16Gi", ptr.To(req.Capacity.Requests["memory"]).String())
+		assert.Equal(t, dra.DeviceClassName, req.DeviceClassName)
+		assert.Equal(t, "16Gi", ptr.To(req.Capacity.Requests[dra.CapacityMemory]).String())
 	})
 
 	t.Run("a DynamicMemoryPool is accepted", func(t *testing.T) {

@@ -15,8 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
@@ -25,7 +23,7 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
-	"github.com/dynamicmemory/kube-dynamic-memory/local/demo"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
 )
 
 // Timeouts of the scenario's waits: generous, the machine may be busy compiling.
@@ -41,7 +39,7 @@ const logLines = 40
 // startSystem starts the whole system (local cluster, memory service, scheduler, a
 // node agent and DRA plugin per node) as `make demo` does, with the demo's pools whose
 // simulated devices take addLatency to add extents. It is stopped when the test ends.
-func startSystem(t *testing.T, addLatency time.Duration) *demo.System {
+func startSystem(t *testing.T, addLatency time.Duration) *system.System {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig())), 5*time.Minute)
 	defer cancel()
@@ -54,11 +52,11 @@ func startSystem(t *testing.T, addLatency time.Duration) *demo.System {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	sys, err := demo.Start(ctx, demo.Options{
+	sys, err := system.Start(ctx, system.Options{
 		Dir:      dir,
 		Nodes:    len(nodes),
-		Pools:    demo.DefaultPools(nodes, addLatency),
-		Progress: demo.NewProgress(&testWriter{t: t}, clock.RealClock{}),
+		Pools:    system.DefaultPools(nodes, addLatency),
+		Progress: system.NewProgress(&testWriter{t: t}, clock.RealClock{}),
 	})
 	require.NoError(t, err, "start the system")
 	t.Cleanup(func() {
@@ -96,46 +94,46 @@ func TestScenario(t *testing.T) {
 	}
 
 	step("demo scenario", func(t *testing.T) {
-		sc := demo.DefaultScenario("scenario")
+		sc := system.DefaultScenario("scenario")
 		require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, sc.Fitting, nil))
-		require.NoError(t, sys.WaitRunning(ctx, sc.Namespace, demo.Names(sc.Fitting), runTimeout))
+		require.NoError(t, sys.WaitRunning(ctx, sc.Namespace, system.Names(sc.Fitting), runTimeout))
 		assertPlaced(ctx, t, sys, sc.Namespace, sc.Fitting)
 
-		require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, []demo.Workload{sc.Oversize}, nil))
+		require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, []system.Workload{sc.Oversize}, nil))
 		reason, err := sys.WaitUnschedulable(ctx, sc.Namespace, sc.Oversize.Name, pendingTimeout)
 		require.NoError(t, err)
 		assert.Regexp(t, regexp.MustCompile(`no dynamic memory pool can serve claim scenario/too-big-48gi-memory-\w+, which needs 48Gi`), reason)
-		assert.Regexp(t, regexp.MustCompile(`pool `+demo.PoolA+` gives a node at most 32Gi`), reason)
-		assert.Regexp(t, regexp.MustCompile(`pool `+demo.PoolB+` has 24Gi free`), reason)
+		assert.Regexp(t, regexp.MustCompile(`pool `+system.PoolA+` gives a node at most 32Gi`), reason)
+		assert.Regexp(t, regexp.MustCompile(`pool `+system.PoolB+` has 24Gi free`), reason)
 		pending, err := sys.Placements(ctx, sc.Namespace, []string{sc.Oversize.Name})
 		require.NoError(t, err)
 		assert.Equal(t, corev1.PodPending, pending[0].Phase)
 		assert.Empty(t, pending[0].AllocatedNode, "the oversize pod's claim is not allocated")
 		assert.Empty(t, pending[0].MemoryPhase, "no DynamicMemoryClaim for the oversize pod")
 
-		deleteAndCheckReturned(ctx, t, sys, sc.Namespace, append(demo.Names(sc.Fitting), sc.Oversize.Name))
+		deleteAndCheckReturned(ctx, t, sys, sc.Namespace, append(system.Names(sc.Fitting), sc.Oversize.Name))
 	})
 
 	step("memory service killed while provisioning", func(t *testing.T) {
 		ws := workloads("memservice-", 12, 4)
 		require.NoError(t, sys.CreateWorkloads(ctx, "fault-memservice", ws, nil))
 		waitClaimPhase(ctx, t, sys, "fault-memservice", v1alpha1.PhaseProvisioning)
-		require.NoError(t, sys.Kill(demo.Memservice))
-		require.NoError(t, sys.StartComponent(ctx, demo.Memservice))
-		require.NoError(t, sys.WaitRunning(ctx, "fault-memservice", demo.Names(ws), runTimeout))
+		require.NoError(t, sys.Kill(system.Memservice))
+		require.NoError(t, sys.StartComponent(ctx, system.Memservice))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-memservice", system.Names(ws), runTimeout))
 		assertPlaced(ctx, t, sys, "fault-memservice", ws)
-		deleteAndCheckReturned(ctx, t, sys, "fault-memservice", demo.Names(ws))
+		deleteAndCheckReturned(ctx, t, sys, "fault-memservice", system.Names(ws))
 	})
 
 	step("memory service killed while releasing", func(t *testing.T) {
 		ws := workloads("release-", 12, 4)
 		require.NoError(t, sys.CreateWorkloads(ctx, "fault-release", ws, nil))
-		require.NoError(t, sys.WaitRunning(ctx, "fault-release", demo.Names(ws), runTimeout))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-release", system.Names(ws), runTimeout))
 		assertPlaced(ctx, t, sys, "fault-release", ws)
-		require.NoError(t, sys.DeleteWorkloads(ctx, "fault-release", demo.Names(ws)))
+		require.NoError(t, sys.DeleteWorkloads(ctx, "fault-release", system.Names(ws)))
 		waitClaimPhase(ctx, t, sys, "fault-release", v1alpha1.PhaseReleasing)
-		require.NoError(t, sys.Kill(demo.Memservice))
-		require.NoError(t, sys.StartComponent(ctx, demo.Memservice))
+		require.NoError(t, sys.Kill(system.Memservice))
+		require.NoError(t, sys.StartComponent(ctx, system.Memservice))
 		require.NoError(t, sys.WaitMemoryReturned(ctx, returnTimeout))
 		assert.NoError(t, sys.CheckQuiescent(ctx))
 	})
@@ -145,33 +143,31 @@ func TestScenario(t *testing.T) {
 		// still there, and its ResourceClaim is gone (so the record is being deleted).
 		const ns = "crash-window"
 		require.NoError(t, sys.EnsureNamespace(ctx, ns))
-		claims := sys.Dynamic().Resource(v1alpha1.SchemeGroupVersion.WithResource("dynamicmemoryclaims")).Namespace(ns)
+		claims := sys.DynamicMemory().DynamicMemoryV1alpha1().DynamicMemoryClaims(ns)
 		node := cluster.NodeName(cluster.DefaultNodePrefix, 0)
 		record := &v1alpha1.DynamicMemoryClaim{
 			TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "DynamicMemoryClaim"},
 			ObjectMeta: metav1.ObjectMeta{
 				Name:       "released-before-crash",
-				Labels:     map[string]string{v1alpha1.LabelClaimUID: "0a1b2c3d-0000-4000-8000-000000000001", v1alpha1.LabelNode: node, v1alpha1.LabelPool: demo.PoolA},
+				Labels:     map[string]string{v1alpha1.LabelClaimUID: "0a1b2c3d-0000-4000-8000-000000000001", v1alpha1.LabelNode: node, v1alpha1.LabelPool: system.PoolA},
 				Finalizers: []string{v1alpha1.Finalizer},
 			},
 			Spec: v1alpha1.DynamicMemoryClaimSpec{
 				ClaimRef:  v1alpha1.ClaimReference{Name: "released-before-crash", UID: "0a1b2c3d-0000-4000-8000-000000000001"},
 				Node:      node,
-				Pool:      demo.PoolA,
+				Pool:      system.PoolA,
 				Requested: resource.MustParse("1Gi"),
 				Size:      resource.MustParse("1Gi"),
 			},
 		}
-		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(record)
-		require.NoError(t, err)
-		_, err = claims.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+		_, err := claims.Create(ctx, record, metav1.CreateOptions{})
 		require.NoError(t, err)
 		status := []byte(`{"status":{"phase":"Released","releasedAt":"` + time.Now().UTC().Format(time.RFC3339) + `"}}`)
 		_, err = claims.Patch(ctx, record.Name, types.MergePatchType, status, metav1.PatchOptions{}, "status")
 		require.NoError(t, err)
 		require.NoError(t, claims.Delete(ctx, record.Name, metav1.DeleteOptions{}))
 
-		require.NoError(t, sys.Restart(ctx, demo.Memservice))
+		require.NoError(t, sys.Restart(ctx, system.Memservice))
 		require.NoError(t, sys.WaitMemoryReturned(ctx, returnTimeout), "the restarted memory service finishes the released record")
 	})
 
@@ -179,29 +175,29 @@ func TestScenario(t *testing.T) {
 		ws := workloads("scheduler-", 12, 4)
 		require.NoError(t, sys.CreateWorkloads(ctx, "fault-scheduler", ws, nil))
 		waitClaimPhase(ctx, t, sys, "fault-scheduler", v1alpha1.PhaseProvisioning)
-		require.NoError(t, sys.Kill(demo.Scheduler))
-		require.NoError(t, sys.StartComponent(ctx, demo.Scheduler))
-		require.NoError(t, sys.WaitRunning(ctx, "fault-scheduler", demo.Names(ws), runTimeout))
+		require.NoError(t, sys.Kill(system.Scheduler))
+		require.NoError(t, sys.StartComponent(ctx, system.Scheduler))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-scheduler", system.Names(ws), runTimeout))
 		assertPlaced(ctx, t, sys, "fault-scheduler", ws)
-		deleteAndCheckReturned(ctx, t, sys, "fault-scheduler", demo.Names(ws))
+		deleteAndCheckReturned(ctx, t, sys, "fault-scheduler", system.Names(ws))
 	})
 
 	step("node agent killed while onlining", func(t *testing.T) {
 		ws := workloads("agent-", 12, 4)
 		require.NoError(t, sys.CreateWorkloads(ctx, "fault-agent", ws, nil))
 		waitClaimPhase(ctx, t, sys, "fault-agent", v1alpha1.PhaseProvisioning)
-		agent := demo.AgentName(cluster.NodeName(cluster.DefaultNodePrefix, 0))
+		agent := system.AgentName(cluster.NodeName(cluster.DefaultNodePrefix, 0))
 		require.NoError(t, sys.Kill(agent))
 		require.NoError(t, sys.StartComponent(ctx, agent))
 		require.NoError(t, sys.WaitAgentsConnected(ctx))
-		require.NoError(t, sys.WaitRunning(ctx, "fault-agent", demo.Names(ws), runTimeout))
+		require.NoError(t, sys.WaitRunning(ctx, "fault-agent", system.Names(ws), runTimeout))
 		assertPlaced(ctx, t, sys, "fault-agent", ws)
-		deleteAndCheckReturned(ctx, t, sys, "fault-agent", demo.Names(ws))
+		deleteAndCheckReturned(ctx, t, sys, "fault-agent", system.Names(ws))
 	})
 
 	step("claim larger than every host window stays Pending", func(t *testing.T) {
-		w := demo.NewWorkload("larger-than-windows", 100)
-		require.NoError(t, sys.CreateWorkloads(ctx, "bad-input", []demo.Workload{w}, nil))
+		w := system.NewWorkload("larger-than-windows", 100)
+		require.NoError(t, sys.CreateWorkloads(ctx, "bad-input", []system.Workload{w}, nil))
 		reason := waitPendingReason(ctx, t, sys, "bad-input", w.Name)
 		// DRA's allocator turns every node down first (the request is above every
 		// device's capacity), so the reason is DynamicResources' own.
@@ -218,10 +214,10 @@ func TestScenario(t *testing.T) {
 }
 
 // workloads are n pods named prefix0.. asking 1Gi to maxGi each.
-func workloads(prefix string, n, maxGi int) []demo.Workload {
-	ws := make([]demo.Workload, n)
+func workloads(prefix string, n, maxGi int) []system.Workload {
+	ws := make([]system.Workload, n)
 	for i := range ws {
-		ws[i] = demo.NewWorkload(fmt.Sprintf("%s%d", prefix, i), 1+i%maxGi)
+		ws[i] = system.NewWorkload(fmt.Sprintf("%s%d", prefix, i), 1+i%maxGi)
 	}
 	return ws
 }
@@ -229,9 +225,9 @@ func workloads(prefix string, n, maxGi int) []demo.Workload {
 // assertPlaced checks that each workload's pod runs on a node, its ResourceClaim is
 // allocated on that node, and its DynamicMemoryClaim is Online there with at least
 // the memory asked for.
-func assertPlaced(ctx context.Context, t *testing.T, sys *demo.System, namespace string, ws []demo.Workload) {
+func assertPlaced(ctx context.Context, t *testing.T, sys *system.System, namespace string, ws []system.Workload) {
 	t.Helper()
-	placements, err := sys.Placements(ctx, namespace, demo.Names(ws))
+	placements, err := sys.Placements(ctx, namespace, system.Names(ws))
 	require.NoError(t, err)
 	require.Len(t, placements, len(ws))
 	for i, p := range placements {
@@ -240,14 +236,14 @@ func assertPlaced(ctx context.Context, t *testing.T, sys *demo.System, namespace
 		assert.Equal(t, p.Node, p.AllocatedNode, "ResourceClaim %s of pod %s is allocated on the pod's node", p.Claim, p.Pod)
 		assert.Equal(t, v1alpha1.PhaseOnline, p.MemoryPhase, "DynamicMemoryClaim of pod %s is Online", p.Pod)
 		assert.Equal(t, p.Node, p.MemoryNode, "DynamicMemoryClaim of pod %s is for the pod's node", p.Pod)
-		assert.Contains(t, []string{demo.PoolA, demo.PoolB}, p.MemoryPool, "pool of pod %s", p.Pod)
+		assert.Contains(t, []string{system.PoolA, system.PoolB}, p.MemoryPool, "pool of pod %s", p.Pod)
 		assert.GreaterOrEqual(t, p.MemorySize.Value(), ws[i].Memory.Value(), "memory of pod %s", p.Pod)
 	}
 }
 
 // deleteAndCheckReturned deletes the pods and waits until every pool is whole again
 // and no DynamicMemoryClaim is left.
-func deleteAndCheckReturned(ctx context.Context, t *testing.T, sys *demo.System, namespace string, names []string) {
+func deleteAndCheckReturned(ctx context.Context, t *testing.T, sys *system.System, namespace string, names []string) {
 	t.Helper()
 	require.NoError(t, sys.DeleteWorkloads(ctx, namespace, names))
 	require.NoError(t, sys.WaitMemoryReturned(ctx, returnTimeout))
@@ -255,7 +251,7 @@ func deleteAndCheckReturned(ctx context.Context, t *testing.T, sys *demo.System,
 }
 
 // waitClaimPhase waits until some DynamicMemoryClaim of the namespace is in phase.
-func waitClaimPhase(ctx context.Context, t *testing.T, sys *demo.System, namespace string, phase v1alpha1.ClaimPhase) {
+func waitClaimPhase(ctx context.Context, t *testing.T, sys *system.System, namespace string, phase v1alpha1.ClaimPhase) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, runTimeout, true, func(ctx context.Context) (bool, error) {
 		claims, err := sys.ListClaims(ctx, namespace)
@@ -274,7 +270,7 @@ func waitClaimPhase(ctx context.Context, t *testing.T, sys *demo.System, namespa
 
 // waitPendingReason waits until the scheduler has given up on the pod for now and
 // returns its reason.
-func waitPendingReason(ctx context.Context, t *testing.T, sys *demo.System, namespace, name string) string {
+func waitPendingReason(ctx context.Context, t *testing.T, sys *system.System, namespace, name string) string {
 	t.Helper()
 	var reason string
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, pendingTimeout, true, func(ctx context.Context) (bool, error) {

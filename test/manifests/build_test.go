@@ -1,6 +1,6 @@
 // Package manifests tests the deployment manifests: every kustomization builds, the
 // local cluster accepts the result, RBAC grants each component what it needs and no
-// more, the scheduler configuration matches the shipped one, and the kind config is
+// more, the scheduler Deployment mounts the shipped scheduler configuration, and the kind config is
 // what kind/demo.sh needs.
 package manifests
 
@@ -9,23 +9,24 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
+	shipped "github.com/dynamicmemory/kube-dynamic-memory/manifests"
+	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
 
 // repoRoot is the repository root, found from this file's location.
@@ -177,45 +178,12 @@ func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
 	assert.NotContains(t, args, "--manage-cgroup=true")
 }
 
-// TestSchedulerConfigInSync checks that the scheduler Deployment's configuration is
-// scheduler/config/scheduler-config.yaml with only the memory service address changed.
-func TestSchedulerConfigInSync(t *testing.T) {
-	read := func(path string) map[string]any {
-		data, err := os.ReadFile(filepath.Join(repoRoot(t), path))
-		require.NoError(t, err)
-		var cfg map[string]any
-		require.NoError(t, yaml.Unmarshal(data, &cfg))
-		return cfg
-	}
-	shipped := read("scheduler/config/scheduler-config.yaml")
-	deployed := read("manifests/scheduler/scheduler-config.yaml")
-
-	// address removes the DynamicMemory args' address from cfg and returns it.
-	address := func(cfg map[string]any) string {
-		profiles, _ := cfg["profiles"].([]any)
-		for _, p := range profiles {
-			profile, _ := p.(map[string]any)
-			pluginConfig, _ := profile["pluginConfig"].([]any)
-			for _, pc := range pluginConfig {
-				if pc, _ := pc.(map[string]any); pc["name"] == "DynamicMemory" {
-					args, _ := pc["args"].(map[string]any)
-					addr, _ := args["address"].(string)
-					delete(args, "address")
-					return addr
-				}
-			}
-		}
-		return ""
-	}
-	shippedAddress := address(shipped)
-	deployedAddress := address(deployed)
-	assert.NotEmpty(t, shippedAddress)
-	assert.Equal(t, "memservice.dynamic-memory-system.svc:8443", deployedAddress,
-		"the Deployment's scheduler reaches the memservice Service of manifests/memservice")
-	assert.Equal(t, shipped, deployed,
-		"manifests/scheduler/scheduler-config.yaml must equal scheduler/config/scheduler-config.yaml except for the address: copy it over")
-
-	// And the ConfigMap the Deployment mounts is generated from that file.
+// TestSchedulerConfigMounted checks that the scheduler Deployment runs with the one
+// shipped configuration, manifests/scheduler/scheduler-config.yaml (which the Go code
+// embeds as manifests.SchedulerConfig): kustomize puts that file, unchanged, into the
+// ConfigMap the Deployment mounts where its --config flag points, and the plugin's
+// args there reach the memservice Service of manifests/memservice.
+func TestSchedulerConfigMounted(t *testing.T) {
 	objs := build(t, "manifests/scheduler")
 	var cm *unstructured.Unstructured
 	for _, o := range objs {
@@ -225,10 +193,44 @@ func TestSchedulerConfigInSync(t *testing.T) {
 	}
 	require.NotNil(t, cm, "scheduler ConfigMap generated")
 	data, _, _ := unstructured.NestedString(cm.Object, "data", "scheduler-config.yaml")
-	assert.Contains(t, data, "schedulerName: dynamic-memory-scheduler")
+	assert.Equal(t, string(shipped.SchedulerConfig), data, "the ConfigMap holds the embedded configuration unchanged")
+
+	var cfg struct {
+		Profiles []struct {
+			SchedulerName string `json:"schedulerName"`
+			PluginConfig  []struct {
+				Name string                         `json:"name"`
+				Args pluginconfig.DynamicMemoryArgs `json:"args"`
+			} `json:"pluginConfig"`
+		} `json:"profiles"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(data), &cfg))
+	var args []pluginconfig.DynamicMemoryArgs
+	for _, p := range cfg.Profiles {
+		for _, pc := range p.PluginConfig {
+			if pc.Name == pluginconfig.PluginName {
+				assert.Equal(t, "dynamic-memory-scheduler", p.SchedulerName)
+				args = append(args, pc.Args)
+			}
+		}
+	}
+	require.Len(t, args, 1, "one profile configures %s", pluginconfig.PluginName)
+	assert.Equal(t, deploy.MemoryServiceAddress, args[0].Address,
+		"the Deployment's scheduler reaches the memservice Service of manifests/memservice")
+
 	var d appsv1.Deployment
 	require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, "Deployment", "dynamic-memory-scheduler").Object, &d))
-	assert.True(t, slices.ContainsFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
-		return v.ConfigMap != nil && v.ConfigMap.Name == cm.GetName()
-	}), "the Deployment mounts the generated ConfigMap %s", cm.GetName())
+	var mountedAt string
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == cm.GetName() {
+			for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+				if m.Name == v.Name {
+					mountedAt = m.MountPath
+				}
+			}
+		}
+	}
+	require.NotEmpty(t, mountedAt, "the Deployment mounts the generated ConfigMap %s", cm.GetName())
+	assert.Contains(t, d.Spec.Template.Spec.Containers[0].Command, "--config="+mountedAt+"/scheduler-config.yaml",
+		"the scheduler reads the mounted file")
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
@@ -428,11 +429,11 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	cp := filepath.Join(t.TempDir(), "agent.json")
 	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
 	// A previous run onlined two claims; one of them is no longer online.
-	_, err := host.Online(context.Background(), hostmem.Request{ClaimUID: "uid-1", Extents: []hostmem.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
+	_, err := host.Online(context.Background(), hostmem.Request{ClaimUID: "uid-1", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
 	require.NoError(t, err)
 	data, err := checkpoint{Claims: map[string]onlineClaim{
-		"uid-1": {Pool: "pool-a", Extents: []hostmem.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
-		"uid-2": {Pool: "pool-a", Extents: []hostmem.Extent{{Offset: 512 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
+		"uid-1": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
+		"uid-2": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 512 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
 	}}.encode()
 	require.NoError(t, err)
 	require.NoError(t, writeAtomically(cp, data))
@@ -474,7 +475,7 @@ type halfOnline struct {
 
 func (h *halfOnline) Online(ctx context.Context, req hostmem.Request, p hostmem.Progress) (hostmem.Result, error) {
 	first := req
-	first.Extents = []hostmem.Extent{{Offset: req.Extents[0].Offset, Length: h.BlockSize()}}
+	first.Extents = []v1alpha1.Extent{{Offset: req.Extents[0].Offset, Length: h.BlockSize()}}
 	if _, err := h.Simulated.Online(ctx, first, p); err != nil {
 		return hostmem.Result{}, err
 	}

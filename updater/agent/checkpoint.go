@@ -8,16 +8,16 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
-	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 )
 
 // onlineClaim is one claim's memory the agent onlined.
 type onlineClaim struct {
-	Pool      string           `json:"pool"`
-	Extents   []hostmem.Extent `json:"extents"`
-	Bytes     int64            `json:"bytes"`
-	NUMANodes []int32          `json:"numaNodes,omitempty"`
+	Pool      string            `json:"pool"`
+	Extents   []v1alpha1.Extent `json:"extents"`
+	Bytes     int64             `json:"bytes"`
+	NUMANodes []int32           `json:"numaNodes,omitempty"`
 }
 
 // checkpoint is what the agent keeps on disk so that after a restart it knows which

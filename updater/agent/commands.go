@@ -41,14 +41,6 @@ func (a *Agent) progress(ctx context.Context, s *sender, commandID, claimUID str
 	}
 }
 
-func extents(in []*memservicev1.Extent) []hostmem.Extent {
-	out := make([]hostmem.Extent, 0, len(in))
-	for _, e := range in {
-		out = append(out, hostmem.Extent{Offset: e.GetOffset(), Length: e.GetLength()})
-	}
-	return out
-}
-
 func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineCommand, s *sender) *memservicev1.CommandResult {
 	logger := klog.FromContext(ctx).WithValues("command", id, "claimUID", cmd.ClaimUid, "pool", cmd.Pool)
 	ctx = klog.NewContext(ctx, logger)
@@ -70,7 +62,7 @@ func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineC
 	if hbs := a.cfg.Host.BlockSize(); cmd.BlockSizeBytes > 0 && cmd.BlockSizeBytes%hbs != 0 {
 		return fail(fmt.Sprintf("pool %s block size %d is not a multiple of node %s memory block size %d: set the pool's blockSize to a multiple of %d", cmd.Pool, cmd.BlockSizeBytes, a.cfg.Node, hbs, hbs))
 	}
-	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Pool: cmd.Pool, Extents: extents(cmd.Extents)}
+	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Pool: cmd.Pool, Extents: memservicev1.ToExtents(cmd.Extents)}
 	if cmd.Bytes > 0 && req.Bytes() != cmd.Bytes {
 		return fail(fmt.Sprintf("online command for claim %s: extents hold %d bytes, bytes says %d", cmd.ClaimUid, req.Bytes(), cmd.Bytes))
 	}
@@ -114,7 +106,7 @@ func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.Offlin
 	// The checkpoint knows the pool (and so the region) of memory this agent was
 	// asked to online, and the extents of what it onlined; for memory it never
 	// onlined the command's extents are used.
-	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Extents: extents(cmd.Extents)}
+	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Extents: memservicev1.ToExtents(cmd.Extents)}
 	a.mu.Lock()
 	known, ok := a.cp.Claims[cmd.ClaimUid]
 	req.Pool = a.cp.Pools[cmd.ClaimUid]

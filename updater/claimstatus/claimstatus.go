@@ -28,15 +28,11 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
 const (
-	// DriverName is the DRA driver whose devices the agent reports on.
-	DriverName = "dcd.dynamicmemory.io"
-	// ConditionOnline is True when the claim's memory is online on the node.
-	ConditionOnline = "Online"
-	// ConditionProvisioningFailed is True when the memory could not be onlined.
-	ConditionProvisioningFailed = "ProvisioningFailed"
 	// FieldManager owns the conditions the agent writes.
 	FieldManager = "dynamicmemory.io/node-agent"
 
@@ -227,7 +223,7 @@ func (w *Writer) ourDevices(claim *resourceapi.ResourceClaim) []resourceapi.Devi
 	}
 	var out []resourceapi.DeviceRequestAllocationResult
 	for _, r := range claim.Status.Allocation.Devices.Results {
-		if r.Driver == DriverName && r.Pool == w.node {
+		if r.Driver == dra.DriverName && r.Pool == w.node {
 			out = append(out, r)
 		}
 	}
@@ -241,9 +237,9 @@ func (w *Writer) conditions(claim *resourceapi.ResourceClaim, d desired) []*meta
 	}
 	at := metav1.NewTime(d.since)
 	return []*metav1ac.ConditionApplyConfiguration{
-		metav1ac.Condition().WithType(ConditionOnline).WithStatus(online).WithReason(d.reason).
+		metav1ac.Condition().WithType(dra.ConditionOnline).WithStatus(online).WithReason(d.reason).
 			WithMessage(d.message).WithLastTransitionTime(at).WithObservedGeneration(claim.Generation),
-		metav1ac.Condition().WithType(ConditionProvisioningFailed).WithStatus(failed).WithReason(d.reason).
+		metav1ac.Condition().WithType(dra.ConditionProvisioningFailed).WithStatus(failed).WithReason(d.reason).
 			WithMessage(d.message).WithLastTransitionTime(at).WithObservedGeneration(claim.Generation),
 	}
 }
@@ -261,7 +257,7 @@ func (w *Writer) upToDate(claim *resourceapi.ResourceClaim, devices []resourceap
 				continue
 			}
 			for _, c := range s.Conditions {
-				if c.Type == ConditionOnline && c.Status == want && c.Reason == d.reason && c.Message == d.message {
+				if c.Type == dra.ConditionOnline && c.Status == want && c.Reason == d.reason && c.Message == d.message {
 					found = true
 				}
 			}

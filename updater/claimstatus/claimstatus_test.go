@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
 func allocatedClaim(name, uid, pool string, shareID types.UID) *resourceapi.ResourceClaim {
@@ -19,7 +21,7 @@ func allocatedClaim(name, uid, pool string, shareID types.UID) *resourceapi.Reso
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(uid)},
 		Status: resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{
 			Devices: resourceapi.DeviceAllocationResult{Results: []resourceapi.DeviceRequestAllocationResult{
-				{Request: "mem", Driver: DriverName, Pool: pool, Device: "pool-a", ShareID: &shareID},
+				{Request: "mem", Driver: dra.DriverName, Pool: pool, Device: "pool-a", ShareID: &shareID},
 				{Request: "gpu", Driver: "gpu.example.com", Pool: pool, Device: "gpu-0"},
 			}},
 		}},
@@ -70,25 +72,25 @@ func TestWriterMarksOurDeviceOnline(t *testing.T) {
 	require.Eventually(t, func() bool { return len(deviceStatus(t, client, "claim-1")) > 0 }, 10*time.Second, 10*time.Millisecond)
 	devices := deviceStatus(t, client, "claim-1")
 	require.Len(t, devices, 1, "only our driver's device")
-	assert.Equal(t, DriverName, devices[0].Driver)
+	assert.Equal(t, dra.DriverName, devices[0].Driver)
 	assert.Equal(t, "node-1", devices[0].Pool)
 	assert.Equal(t, "pool-a", devices[0].Device)
 	require.NotNil(t, devices[0].ShareID)
 	assert.Equal(t, "share-1", *devices[0].ShareID)
-	online := condition(devices, ConditionOnline)
+	online := condition(devices, dra.ConditionOnline)
 	require.NotNil(t, online)
 	assert.Equal(t, metav1.ConditionTrue, online.Status)
 	assert.Equal(t, "2Gi online in NUMA node 1", online.Message)
-	failed := condition(devices, ConditionProvisioningFailed)
+	failed := condition(devices, dra.ConditionProvisioningFailed)
 	require.NotNil(t, failed)
 	assert.Equal(t, metav1.ConditionFalse, failed.Status)
 
 	w.Failed("uid-1", "offline memory block 9: busy")
 	require.Eventually(t, func() bool {
-		c := condition(deviceStatus(t, client, "claim-1"), ConditionProvisioningFailed)
+		c := condition(deviceStatus(t, client, "claim-1"), dra.ConditionProvisioningFailed)
 		return c != nil && c.Status == metav1.ConditionTrue
 	}, 10*time.Second, 10*time.Millisecond)
-	assert.Equal(t, metav1.ConditionFalse, condition(deviceStatus(t, client, "claim-1"), ConditionOnline).Status)
+	assert.Equal(t, metav1.ConditionFalse, condition(deviceStatus(t, client, "claim-1"), dra.ConditionOnline).Status)
 }
 
 func TestWriterWaitsForTheClaimToBeAllocated(t *testing.T) {
@@ -100,7 +102,7 @@ func TestWriterWaitsForTheClaimToBeAllocated(t *testing.T) {
 	_, err := client.ResourceV1().ResourceClaims("default").Create(context.Background(), claim, metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		c := condition(deviceStatus(t, client, "claim-2"), ConditionOnline)
+		c := condition(deviceStatus(t, client, "claim-2"), dra.ConditionOnline)
 		return c != nil && c.Status == metav1.ConditionTrue
 	}, 10*time.Second, 10*time.Millisecond)
 }

@@ -11,14 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-)
 
-// Extent is a range of a pool's dynamic capacity region, as the memory service
-// reports it: an offset within the region and a length, in bytes.
-type Extent struct {
-	Offset int64
-	Length int64
-}
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+)
 
 // Request names the memory of one claim on this host.
 type Request struct {
@@ -28,17 +23,11 @@ type Request struct {
 	// base address.
 	Pool string
 	// Extents are the region ranges that make up the memory.
-	Extents []Extent
+	Extents []v1alpha1.Extent
 }
 
 // Bytes is the total length of the request's extents.
-func (r Request) Bytes() int64 {
-	var n int64
-	for _, e := range r.Extents {
-		n += e.Length
-	}
-	return n
-}
+func (r Request) Bytes() int64 { return v1alpha1.SumLength(r.Extents) }
 
 // Result describes memory that is online.
 type Result struct {

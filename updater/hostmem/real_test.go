@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
 // TestRealMemoryBlockOfflineOnline drives this machine's memory hotplug: it looks,
@@ -32,7 +34,7 @@ func TestRealMemoryBlockOfflineOnline(t *testing.T) {
 	t.Logf("memory block size %d MiB, %d blocks", bs>>20, len(blocks))
 
 	request := func(n int) Request {
-		return Request{ClaimUID: "real-test", Extents: []Extent{{Offset: int64(n) * bs, Length: bs}}}
+		return Request{ClaimUID: "real-test", Extents: []v1alpha1.Extent{{Offset: int64(n) * bs, Length: bs}}}
 	}
 	ctx := context.Background()
 

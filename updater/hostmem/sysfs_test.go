@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
 func newTestSysfs(t *testing.T, k *fakeKernel, clk *testingclock.FakeClock) *Sysfs {
@@ -31,7 +33,7 @@ func newTestSysfs(t *testing.T, k *fakeKernel, clk *testingclock.FakeClock) *Sys
 
 // twoBlocks is an extent of two blocks at region offset 0: blocks 8 and 9 with the
 // default region base.
-var twoBlocks = Request{ClaimUID: "uid-1", Pool: "pool-a", Extents: []Extent{{Offset: 0, Length: 2 * fakeBlockSize}}}
+var twoBlocks = Request{ClaimUID: "uid-1", Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 2 * fakeBlockSize}}}
 
 func TestSysfsOnlineMakesBlocksOnlineMovable(t *testing.T) {
 	k := newFakeKernel(t, fakeBlockSize, 8, 9, 10)
@@ -69,7 +71,7 @@ func TestSysfsOnlineIsIdempotent(t *testing.T) {
 func TestSysfsOnlineUsesPoolRegionBase(t *testing.T) {
 	k := newFakeKernel(t, fakeBlockSize, 33)
 	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
-	res, err := s.Online(context.Background(), Request{ClaimUID: "uid-2", Pool: "pool-b", Extents: []Extent{{Offset: fakeBlockSize, Length: fakeBlockSize}}}, nil)
+	res, err := s.Online(context.Background(), Request{ClaimUID: "uid-2", Pool: "pool-b", Extents: []v1alpha1.Extent{{Offset: fakeBlockSize, Length: fakeBlockSize}}}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, []int{33}, res.Blocks)
 }
@@ -110,12 +112,12 @@ func TestSysfsOnlineWaitsForBlocksToAppear(t *testing.T) {
 func TestSysfsOnlineRejectsMisalignedExtents(t *testing.T) {
 	tests := []struct {
 		name    string
-		extents []Extent
+		extents []v1alpha1.Extent
 		want    string
 	}{
-		{"offset not on a block boundary", []Extent{{Offset: 2 << 20, Length: fakeBlockSize}}, "extents[0] = {offset 0x200000, length 0x8000000} at host address 0x40200000 is not aligned to the host memory block size 0x8000000"},
-		{"length not a multiple of the block size", []Extent{{Offset: 0, Length: 64 << 20}}, "set the pool's blockSize to a multiple of 134217728 bytes"},
-		{"negative offset", []Extent{{Offset: -fakeBlockSize, Length: fakeBlockSize}}, "offset must be >= 0 and length > 0"},
+		{"offset not on a block boundary", []v1alpha1.Extent{{Offset: 2 << 20, Length: fakeBlockSize}}, "extents[0] = {offset 0x200000, length 0x8000000} at host address 0x40200000 is not aligned to the host memory block size 0x8000000"},
+		{"length not a multiple of the block size", []v1alpha1.Extent{{Offset: 0, Length: 64 << 20}}, "set the pool's blockSize to a multiple of 134217728 bytes"},
+		{"negative offset", []v1alpha1.Extent{{Offset: -fakeBlockSize, Length: fakeBlockSize}}, "offset must be >= 0 and length > 0"},
 		{"no extents", nil, "claim uid-3: no extents"},
 	}
 	for _, tc := range tests {

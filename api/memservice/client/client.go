@@ -10,11 +10,11 @@ package client
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -134,12 +134,13 @@ func deadlineInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 }
 
 // AddFlags registers the --memservice-* flags of a node component whose certificate
-// carries role (agent or draplugin) and its node's name.
-func (c *Config) AddFlags(fs *flag.FlagSet, role string) {
-	fs.StringVar(&c.Address, "memservice-address", "", "host:port of the memory service.")
-	fs.StringVar(&c.CAFile, "memservice-ca", "", "CA bundle that signed the memory service's certificate.")
-	fs.StringVar(&c.CertFile, "memservice-cert", "",
+// carries role (agent or draplugin) and its node's name, with the values in c as
+// defaults.
+func (c *Config) AddFlags(fs *pflag.FlagSet, role string) {
+	fs.StringVar(&c.Address, "memservice-address", c.Address, "host:port of the memory service.")
+	fs.StringVar(&c.CAFile, "memservice-ca", c.CAFile, "CA bundle that signed the memory service's certificate.")
+	fs.StringVar(&c.CertFile, "memservice-cert", c.CertFile,
 		fmt.Sprintf("client certificate with role %[1]s and this node's name (pki: O=dynamicmemory.io:%[1]s, CN=<node>).", role))
-	fs.StringVar(&c.KeyFile, "memservice-key", "", "key of --memservice-cert.")
-	fs.StringVar(&c.ServerName, "memservice-server-name", "", "name to check in the memory service's certificate (default: the host of --memservice-address).")
+	fs.StringVar(&c.KeyFile, "memservice-key", c.KeyFile, "key of --memservice-cert.")
+	fs.StringVar(&c.ServerName, "memservice-server-name", c.ServerName, "name to check in the memory service's certificate (default: the host of --memservice-address).")
 }

@@ -5,48 +5,45 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
-	"github.com/dynamicmemory/kube-dynamic-memory/api/version"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/driver"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 )
 
-func main() {
-	klog.InitFlags(nil)
-	var o options
-	o.addFlags(flag.CommandLine)
-	flag.Parse()
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	if err := run(ctx, &o); err != nil {
-		klog.ErrorS(err, "DRA plugin failed")
-		klog.Flush()
-		os.Exit(1)
-	}
+const userAgent = "dynamic-memory-dra-plugin"
+
+func main() { os.Exit(command.Run(newCommand())) }
+
+// newCommand is the DRA plugin command.
+func newCommand() *cobra.Command {
+	return command.New("dra-plugin", "Publish this node's dynamic memory devices and prepare their claims",
+		`dra-plugin is the DRA kubelet plugin of `+dra.DriverName+`. It publishes the node's
+ResourceSlice, one device per DynamicMemoryPool the node is attached to, and prepares
+a claim for its containers once the memory service says its memory is online here.`, newOptions())
 }
 
-func run(ctx context.Context, o *options) error {
+// Run checks the flags and runs the plugin until ctx is cancelled.
+func (o *options) Run(ctx context.Context) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
 	logger := klog.FromContext(ctx).WithValues("node", o.nodeName)
 	ctx = klog.NewContext(ctx, logger)
-	logger.Info("Starting DRA plugin", "driver", driver.DriverName, "version", version.Version, "bindingConditions", o.bindingConditions)
+	logger.Info("Starting DRA plugin", "driver", dra.DriverName, "bindingConditions", o.bindingConditions)
 
-	restConfig, err := restConfig(o.kubeconfig)
+	restConfig, err := o.kube.RESTConfig(userAgent)
 	if err != nil {
 		return err
 	}
@@ -54,9 +51,9 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(restConfig)
+	dm, err := versioned.NewForConfig(restConfig)
 	if err != nil {
-		return fmt.Errorf("kubernetes dynamic client: %w", err)
+		return fmt.Errorf("dynamicmemory.io client: %w", err)
 	}
 	conn, err := client.Dial(ctx, o.memservice)
 	if err != nil {
@@ -65,7 +62,7 @@ func run(ctx context.Context, o *options) error {
 	defer func() { _ = conn.Close() }()
 	m := metrics.New()
 	d, err := driver.Start(ctx, driver.Config{
-		Node: o.nodeName, Kube: kube, Dynamic: dyn, Reservations: conn, CDIDir: o.cdiDir,
+		Node: o.nodeName, Kube: kube, DynamicMemory: dm, Reservations: conn, CDIDir: o.cdiDir,
 		PluginDataDir: o.pluginDataDir, RegistrarDir: o.registrarDir,
 		BindingConditions: o.bindingConditions, Metrics: m,
 	})
@@ -95,19 +92,4 @@ func run(ctx context.Context, o *options) error {
 	}
 	<-ctx.Done()
 	return nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client (--kubeconfig %q): %w", kubeconfig, err)
-	}
-	cfg.UserAgent = "dynamic-memory-dra-plugin/" + version.Version
-	return cfg, nil
 }

@@ -2,18 +2,22 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 
-	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	"k8s.io/client-go/rest"
+	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 )
 
 // options are every flag of the DRA plugin.
 type options struct {
 	nodeName          string
-	kubeconfig        string
+	kube              command.KubeClient
 	memservice        client.Config
 	cdiDir            string
 	pluginDataDir     string
@@ -22,15 +26,32 @@ type options struct {
 	metricsAddress    string
 }
 
-func (o *options) addFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Kubernetes node this plugin runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account.")
-	o.memservice.AddFlags(fs, "draplugin")
-	fs.StringVar(&o.cdiDir, "cdi-dir", kubeletplugin.DefaultCDIDir, "directory where the container runtime reads CDI specs.")
-	fs.StringVar(&o.pluginDataDir, "plugin-data-dir", kubeletplugin.KubeletPluginsDir+"/dcd.dynamicmemory.io", "directory of the plugin's dra.sock (must exist).")
-	fs.StringVar(&o.registrarDir, "registrar-dir", kubeletplugin.KubeletRegistryDir, "the kubelet's plugin registration directory (must exist).")
-	fs.BoolVar(&o.bindingConditions, "binding-conditions", false, "devices declare the binding condition Online (failure: ProvisioningFailed), so pods placed by any scheduler wait until the memory is online.")
-	fs.StringVar(&o.metricsAddress, "metrics-address", ":9466", "address serving /metrics and /healthz; empty disables.")
+func newOptions() *options {
+	return &options{
+		nodeName: os.Getenv("NODE_NAME"),
+		// The plugin writes little: client-go's defaults.
+		kube:           command.KubeClient{QPS: rest.DefaultQPS, Burst: rest.DefaultBurst},
+		cdiDir:         kubeletplugin.DefaultCDIDir,
+		pluginDataDir:  kubeletplugin.KubeletPluginsDir + "/" + dra.DriverName,
+		registrarDir:   kubeletplugin.KubeletRegistryDir,
+		metricsAddress: ":9466",
+	}
+}
+
+func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
+	fs := fss.FlagSet("node")
+	fs.StringVar(&o.nodeName, "node-name", o.nodeName, "Kubernetes node this plugin runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
+	fs.StringVar(&o.metricsAddress, "metrics-address", o.metricsAddress, "address serving /metrics and /healthz; empty disables.")
+
+	o.memservice.AddFlags(fss.FlagSet("memservice"), "draplugin")
+
+	fs = fss.FlagSet("kubelet")
+	fs.StringVar(&o.cdiDir, "cdi-dir", o.cdiDir, "directory where the container runtime reads CDI specs.")
+	fs.StringVar(&o.pluginDataDir, "plugin-data-dir", o.pluginDataDir, "directory of the plugin's dra.sock (must exist).")
+	fs.StringVar(&o.registrarDir, "registrar-dir", o.registrarDir, "the kubelet's plugin registration directory (must exist).")
+	fs.BoolVar(&o.bindingConditions, "binding-conditions", o.bindingConditions, "devices declare the binding condition Online (failure: ProvisioningFailed), so pods placed by any scheduler wait until the memory is online.")
+
+	o.kube.AddFlags(fss.FlagSet("kubernetes"), "the plugin writes the node's ResourceSlice when a pool changes")
 }
 
 func (o *options) validate() error {

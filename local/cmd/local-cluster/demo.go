@@ -9,7 +9,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/textlogger"
 
-	"github.com/dynamicmemory/kube-dynamic-memory/local/demo"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
 )
 
 func newDemoCommand(g *globalOptions) *cobra.Command {
@@ -36,7 +36,7 @@ Build the binaries first ('make demo' does).`,
 			defer f.Close()
 			logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(f), textlogger.Verbosity(2)))
 			ctx := klog.NewContext(cmd.Context(), logger)
-			return demo.Run(ctx, demo.RunOptions{Dir: g.dir, Keep: keep, Out: cmd.OutOrStdout()})
+			return system.RunDemo(ctx, system.DemoOptions{Dir: g.dir, Keep: keep, Out: cmd.OutOrStdout()})
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the cluster and the components running at the end (stop them with 'make cluster-down')")

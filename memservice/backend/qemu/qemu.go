@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 )
 
@@ -130,7 +131,7 @@ type extentArg struct {
 	Len    int64 `json:"len"`
 }
 
-func extentArgs(extents []backend.Extent) []extentArg {
+func extentArgs(extents []v1alpha1.Extent) []extentArg {
 	out := make([]extentArg, len(extents))
 	for i, e := range extents {
 		out[i] = extentArg{Offset: e.Offset, Len: e.Length}
@@ -139,7 +140,7 @@ func extentArgs(extents []backend.Extent) []extentArg {
 }
 
 // Add gives extents to a host (cxl-add-dynamic-capacity, prescriptive).
-func (b *Backend) Add(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error {
+func (b *Backend) Add(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error {
 	return b.execute(ctx, "cxl-add-dynamic-capacity", map[string]any{
 		"path":             b.cfg.DevicePath,
 		"host-id":          hostID,
@@ -151,7 +152,7 @@ func (b *Backend) Add(ctx context.Context, hostID int32, tag string, extents []b
 }
 
 // Release takes extents back from a host (cxl-release-dynamic-capacity, prescriptive).
-func (b *Backend) Release(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error {
+func (b *Backend) Release(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error {
 	return b.execute(ctx, "cxl-release-dynamic-capacity", map[string]any{
 		"path":           b.cfg.DevicePath,
 		"host-id":        hostID,

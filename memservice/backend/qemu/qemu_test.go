@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/qemu"
 )
@@ -217,7 +218,7 @@ func newBackend(t *testing.T, f *fakeQMP) *qemu.Backend {
 func TestAddSendsTheCommandQEMUExpects(t *testing.T) {
 	f := startFakeQMP(t)
 	b := newBackend(t, f)
-	err := b.Add(context.Background(), 3, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}, {Offset: 4 * blockSize, Length: 2 * blockSize}})
+	err := b.Add(context.Background(), 3, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}, {Offset: 4 * blockSize, Length: 2 * blockSize}})
 	require.NoError(t, err)
 
 	f.mu.Lock()
@@ -238,7 +239,7 @@ func TestQEMUErrorsAreMapped(t *testing.T) {
 	f := startFakeQMP(t)
 	b := newBackend(t, f)
 	ctx := context.Background()
-	require.NoError(t, b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}))
+	require.NoError(t, b.Add(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}}))
 
 	tests := []struct {
 		name string
@@ -246,17 +247,17 @@ func TestQEMUErrorsAreMapped(t *testing.T) {
 		want error
 		desc string
 	}{
-		{"misaligned add", func() error { return b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 1000, Length: 1000}}) },
+		{"misaligned add", func() error { return b.Add(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 1000, Length: 1000}}) },
 			backend.ErrMisaligned, "dpa or len is not aligned to region block size"},
-		{"overlapping add", func() error { return b.Add(ctx, 1, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}) },
+		{"overlapping add", func() error { return b.Add(ctx, 1, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}}) },
 			backend.ErrInUse, "overlaps"},
 		{"add beyond the region", func() error {
-			return b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: region, Length: blockSize}})
+			return b.Add(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: region, Length: blockSize}})
 		}, backend.ErrOutOfRange, "out of range"},
-		{"release of a pending range", func() error { return b.Release(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}) },
+		{"release of a pending range", func() error { return b.Release(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}}) },
 			backend.ErrPending, "cannot release extent with pending DPA range"},
 		{"release of an unknown extent", func() error {
-			return b.Release(ctx, 0, tagUUID, []backend.Extent{{Offset: 8 * blockSize, Length: blockSize}})
+			return b.Release(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 8 * blockSize, Length: blockSize}})
 		}, backend.ErrNotFound, "cannot find extent"},
 	}
 	for _, tc := range tests {
@@ -299,12 +300,12 @@ func TestTimeoutDropsTheConnectionAndTheNextCallReconnects(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	err = b.Add(short, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}})
+	err = b.Add(short, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}})
 	assert.ErrorIs(t, err, backend.ErrUnavailable)
 	assert.Less(t, time.Since(start), 2*time.Second, "the caller's deadline bounds the call")
 
 	f.set(func(f *fakeQMP) { f.hang = false })
-	require.NoError(t, b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: blockSize}}))
+	require.NoError(t, b.Add(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}}))
 	f.mu.Lock()
 	assert.Equal(t, 2, f.accepted, "a new connection was made")
 	f.mu.Unlock()

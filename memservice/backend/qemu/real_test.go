@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/qemu"
 )
@@ -110,17 +111,17 @@ func TestRealQEMUDynamicCapacity(t *testing.T) {
 	require.NoError(t, err, "Check refuses QEMU older than 9.1")
 
 	require.NoError(t, timed("add 128Mi at offset 0", func() error {
-		return b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: 128 * mi}})
+		return b.Add(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: 128 * mi}})
 	}), "adding an aligned extent succeeds (it stays pending: no guest)")
 
 	err = timed("add misaligned", func() error {
-		return b.Add(ctx, 0, tagUUID, []backend.Extent{{Offset: 1000, Length: 1000}})
+		return b.Add(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 1000, Length: 1000}})
 	})
 	assert.ErrorIs(t, err, backend.ErrMisaligned)
 	assert.ErrorContains(t, err, "not aligned to region block size")
 
 	err = timed("release pending", func() error {
-		return b.Release(ctx, 0, tagUUID, []backend.Extent{{Offset: 0, Length: 128 * mi}})
+		return b.Release(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: 128 * mi}})
 	})
 	assert.ErrorIs(t, err, backend.ErrPending)
 	assert.ErrorContains(t, err, "cannot release extent with pending DPA range")

@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 )
 
@@ -112,7 +113,7 @@ func (d *Device) Check(context.Context) (backend.Capacity, error) {
 
 // Add gives extents to a host, tagged. Adding extents the host already holds with the
 // same tag is a no-op (idempotent); overlapping anything else is ErrInUse.
-func (d *Device) Add(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error {
+func (d *Device) Add(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error {
 	d.mu.Lock()
 	f := d.faults
 	d.adds++
@@ -166,7 +167,7 @@ func (d *Device) Add(ctx context.Context, hostID int32, tag string, extents []ba
 	return nil
 }
 
-func (d *Device) checkRange(e backend.Extent) error {
+func (d *Device) checkRange(e v1alpha1.Extent) error {
 	if e.Offset%d.cfg.BlockSize != 0 || e.Length%d.cfg.BlockSize != 0 || e.Length <= 0 {
 		return fmt.Errorf("%w: %s, block size %d", backend.ErrMisaligned, e, d.cfg.BlockSize)
 	}
@@ -193,7 +194,7 @@ func (d *Device) insert(x backend.HostExtent) {
 
 // Release takes extents back from a host. Extents the host does not hold (already
 // released) are skipped; releasing part of an extent releases that part.
-func (d *Device) Release(ctx context.Context, hostID int32, tag string, extents []backend.Extent) error {
+func (d *Device) Release(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error {
 	d.mu.Lock()
 	f := d.faults
 	d.mu.Unlock()
@@ -218,10 +219,10 @@ func (d *Device) Release(ctx context.Context, hostID int32, tag string, extents 
 				return fmt.Errorf("%w: %s belongs to host %d (tag %s), not host %d (tag %s)", backend.ErrInUse, x.Extent, x.HostID, x.Tag, hostID, tag)
 			}
 			if x.Offset < e.Offset {
-				kept = append(kept, backend.HostExtent{HostID: x.HostID, Tag: x.Tag, Extent: backend.Extent{Offset: x.Offset, Length: e.Offset - x.Offset}})
+				kept = append(kept, backend.HostExtent{HostID: x.HostID, Tag: x.Tag, Extent: v1alpha1.Extent{Offset: x.Offset, Length: e.Offset - x.Offset}})
 			}
 			if e.End() < x.End() {
-				kept = append(kept, backend.HostExtent{HostID: x.HostID, Tag: x.Tag, Extent: backend.Extent{Offset: e.End(), Length: x.End() - e.End()}})
+				kept = append(kept, backend.HostExtent{HostID: x.HostID, Tag: x.Tag, Extent: v1alpha1.Extent{Offset: e.End(), Length: x.End() - e.End()}})
 			}
 		}
 		d.extents = kept

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
 )
@@ -26,36 +27,36 @@ func newDevice(t *testing.T, f simulated.Faults) (*simulated.Device, *clocktesti
 func TestAddAndReleaseCheckTheDevicesRules(t *testing.T) {
 	d, _ := newDevice(t, simulated.Faults{})
 	ctx := context.Background()
-	require.NoError(t, d.Add(ctx, 0, "a", []backend.Extent{{Offset: 0, Length: 2 * gi}}))
-	require.NoError(t, d.Add(ctx, 0, "a", []backend.Extent{{Offset: 0, Length: 2 * gi}}), "adding the same extents again is a no-op")
+	require.NoError(t, d.Add(ctx, 0, "a", []v1alpha1.Extent{{Offset: 0, Length: 2 * gi}}))
+	require.NoError(t, d.Add(ctx, 0, "a", []v1alpha1.Extent{{Offset: 0, Length: 2 * gi}}), "adding the same extents again is a no-op")
 
 	tests := []struct {
 		name string
 		err  error
 		want error
 	}{
-		{"misaligned", d.Add(ctx, 1, "b", []backend.Extent{{Offset: 1000, Length: gi}}), backend.ErrMisaligned},
-		{"outside the region", d.Add(ctx, 1, "b", []backend.Extent{{Offset: 8 * gi, Length: gi}}), backend.ErrOutOfRange},
-		{"overlapping another host's extent", d.Add(ctx, 1, "b", []backend.Extent{{Offset: gi, Length: gi}}), backend.ErrInUse},
-		{"over the host window", d.Add(ctx, 0, "c", []backend.Extent{{Offset: 2 * gi, Length: 3 * gi}}), backend.ErrHostWindow},
-		{"releasing another host's extent", d.Release(ctx, 1, "b", []backend.Extent{{Offset: 0, Length: gi}}), backend.ErrInUse},
+		{"misaligned", d.Add(ctx, 1, "b", []v1alpha1.Extent{{Offset: 1000, Length: gi}}), backend.ErrMisaligned},
+		{"outside the region", d.Add(ctx, 1, "b", []v1alpha1.Extent{{Offset: 8 * gi, Length: gi}}), backend.ErrOutOfRange},
+		{"overlapping another host's extent", d.Add(ctx, 1, "b", []v1alpha1.Extent{{Offset: gi, Length: gi}}), backend.ErrInUse},
+		{"over the host window", d.Add(ctx, 0, "c", []v1alpha1.Extent{{Offset: 2 * gi, Length: 3 * gi}}), backend.ErrHostWindow},
+		{"releasing another host's extent", d.Release(ctx, 1, "b", []v1alpha1.Extent{{Offset: 0, Length: gi}}), backend.ErrInUse},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { assert.ErrorIs(t, tc.err, tc.want) })
 	}
 
-	require.NoError(t, d.Release(ctx, 0, "a", []backend.Extent{{Offset: gi, Length: gi}}), "part of an extent can be released")
+	require.NoError(t, d.Release(ctx, 0, "a", []v1alpha1.Extent{{Offset: gi, Length: gi}}), "part of an extent can be released")
 	list, err := d.List(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, []backend.HostExtent{{HostID: 0, Tag: "a", Extent: backend.Extent{Offset: 0, Length: gi}}}, list)
-	require.NoError(t, d.Release(ctx, 0, "a", []backend.Extent{{Offset: 0, Length: 2 * gi}}), "releasing what is gone is a no-op")
+	assert.Equal(t, []backend.HostExtent{{HostID: 0, Tag: "a", Extent: v1alpha1.Extent{Offset: 0, Length: gi}}}, list)
+	require.NoError(t, d.Release(ctx, 0, "a", []v1alpha1.Extent{{Offset: 0, Length: 2 * gi}}), "releasing what is gone is a no-op")
 	list, _ = d.List(ctx)
 	assert.Empty(t, list)
 }
 
 func TestFaultsAreInjected(t *testing.T) {
 	ctx := context.Background()
-	ext := []backend.Extent{{Offset: 0, Length: gi}}
+	ext := []v1alpha1.Extent{{Offset: 0, Length: gi}}
 
 	t.Run("fail N percent, reproducibly from the seed", func(t *testing.T) {
 		count := func() int {
@@ -83,10 +84,10 @@ func TestFaultsAreInjected(t *testing.T) {
 
 	t.Run("partial add gives the first block only", func(t *testing.T) {
 		d, _ := newDevice(t, simulated.Faults{Partial: true})
-		err := d.Add(ctx, 0, "a", []backend.Extent{{Offset: 0, Length: 3 * gi}})
+		err := d.Add(ctx, 0, "a", []v1alpha1.Extent{{Offset: 0, Length: 3 * gi}})
 		assert.ErrorIs(t, err, backend.ErrPartial)
 		list, _ := d.List(ctx)
-		assert.Equal(t, []backend.HostExtent{{HostID: 0, Tag: "a", Extent: backend.Extent{Offset: 0, Length: gi}}}, list)
+		assert.Equal(t, []backend.HostExtent{{HostID: 0, Tag: "a", Extent: v1alpha1.Extent{Offset: 0, Length: gi}}}, list)
 	})
 
 	t.Run("latency follows the clock", func(t *testing.T) {
@@ -106,12 +107,12 @@ func TestFaultsAreInjected(t *testing.T) {
 
 func TestAdoptRestoresExtentsAfterARestart(t *testing.T) {
 	d, _ := newDevice(t, simulated.Faults{})
-	held := []backend.HostExtent{{HostID: 1, Tag: "a", Extent: backend.Extent{Offset: 2 * gi, Length: gi}}}
+	held := []backend.HostExtent{{HostID: 1, Tag: "a", Extent: v1alpha1.Extent{Offset: 2 * gi, Length: gi}}}
 	require.NoError(t, d.Adopt(held))
 	require.NoError(t, d.Adopt(held), "adopting twice is a no-op")
 	list, _ := d.List(context.Background())
 	assert.Equal(t, held, list)
-	assert.ErrorIs(t, d.Adopt([]backend.HostExtent{{HostID: 2, Tag: "b", Extent: backend.Extent{Offset: 2 * gi, Length: gi}}}), backend.ErrInUse)
+	assert.ErrorIs(t, d.Adopt([]backend.HostExtent{{HostID: 2, Tag: "b", Extent: v1alpha1.Extent{Offset: 2 * gi, Length: gi}}}), backend.ErrInUse)
 }
 
 func TestConfigIsValidated(t *testing.T) {

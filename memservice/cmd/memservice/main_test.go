@@ -2,31 +2,51 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	logsapi "k8s.io/component-base/logs/api/v1"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 )
 
+func TestMain(m *testing.M) {
+	// Every test runs the command, which applies the (same) logging configuration.
+	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+	os.Exit(m.Run())
+}
+
+// run runs the memservice command with args and returns its output.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := newCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
 func TestCertsWritesADevBundle(t *testing.T) {
 	dir := t.TempDir()
-	var out bytes.Buffer
-	require.NoError(t, run([]string{"certs", "--dir", dir, "--server-names", "127.0.0.1,memservice", "--nodes", "node1, node2"}, &out))
-	assert.Contains(t, out.String(), "wrote CA")
+	out, err := run(t, "certs", "--dir", dir, "--server-names", "127.0.0.1,memservice", "--nodes", "node1, node2")
+	require.NoError(t, err)
+	assert.Contains(t, out, "wrote CA")
 	b := pki.Bundle{Dir: dir}
 	for _, member := range []string{"server", "scheduler", "admin", "agent-node1", "draplugin-node2"} {
 		_, err := os.Stat(b.CertFile(member))
 		assert.NoError(t, err, member)
 	}
-	_, err := pki.ServerTLSConfig(b.CertFile("server"), b.KeyFile("server"), b.CAFile())
+	_, err = pki.ServerTLSConfig(b.CertFile("server"), b.KeyFile("server"), b.CAFile())
 	assert.NoError(t, err)
 }
 
 func TestServeNeedsItsTLSFiles(t *testing.T) {
-	err := run([]string{"--kubeconfig", "/nonexistent", "--leader-elect=false"}, &bytes.Buffer{})
+	_, err := run(t, "--kubeconfig", "/nonexistent", "--leader-elect=false")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "--kubeconfig /nonexistent")
 }
@@ -38,15 +58,42 @@ func TestPoolStatusIntervalIsValidated(t *testing.T) {
 		{"below the minimum", "50ms", "--pool-status-interval must be at least 100ms, got 50ms"},
 		{"zero", "0s", "--pool-status-interval must be at least 100ms, got 0s"},
 		{"negative", "-2s", "--pool-status-interval must be at least 100ms, got -2s"},
-		{"not a duration", "often", `invalid value "often" for flag -pool-status-interval`},
+		{"not a duration", "often", `invalid argument "often" for "--pool-status-interval" flag`},
 		// Accepted: serving then fails on the next step, the kubeconfig.
 		{"the minimum", "100ms", "--kubeconfig /nonexistent"},
 		{"minutes", "1m", "--kubeconfig /nonexistent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := run([]string{"--kubeconfig", "/nonexistent", "--leader-elect=false", "--pool-status-interval=" + tc.value}, &bytes.Buffer{})
+			_, err := run(t, "--kubeconfig", "/nonexistent", "--leader-elect=false", "--pool-status-interval="+tc.value)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.wantErr)
 		})
 	}
+}
+
+func TestFlagDefaults(t *testing.T) {
+	cmd := newCommand()
+	for flag, want := range map[string]string{
+		"listen":                 ":8443",
+		"metrics":                ":8080",
+		"reservation-ttl":        "1m0s",
+		"provision-grace-period": "5m0s",
+		"agent-command-timeout":  "2m0s",
+		"pool-status-interval":   "1s",
+		"leader-elect":           "true",
+		"leader-elect-namespace": "dynamic-memory-system",
+		"leader-elect-name":      "memservice",
+		"kube-api-qps":           "200",
+		"kube-api-burst":         "400",
+		"kubeconfig":             "",
+		"v":                      "0",
+	} {
+		f := cmd.Flags().Lookup(flag)
+		if assert.NotNil(t, f, "--%s", flag) {
+			assert.Equal(t, want, f.DefValue, "--%s", flag)
+		}
+	}
+	certs, _, err := cmd.Find([]string{"certs"})
+	require.NoError(t, err)
+	assert.Equal(t, "memservice,memservice.dynamic-memory-system.svc,localhost,127.0.0.1", certs.Flags().Lookup("server-names").DefValue)
 }

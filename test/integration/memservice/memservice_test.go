@@ -26,16 +26,15 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
-	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
-	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
 )
 
@@ -56,7 +55,7 @@ type device struct {
 	addStarted chan string
 }
 
-func (d *device) Add(ctx context.Context, host int32, tag string, ext []backend.Extent) error {
+func (d *device) Add(ctx context.Context, host int32, tag string, ext []v1alpha1.Extent) error {
 	list, err := d.dyn.Resource(claimsGVR).List(context.Background(), metav1.ListOptions{LabelSelector: v1alpha1.LabelClaimUID + "=" + tag})
 	phase := ""
 	if err == nil && len(list.Items) == 1 {
@@ -211,7 +210,7 @@ func (e *env) createClaim(name string) *memservicev1.ClaimRef {
 	created, err := e.kube.ResourceV1().ResourceClaims("default").Create(e.ctx, rc, metav1.CreateOptions{})
 	require.NoError(e.t, err)
 	created.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
-		Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: reconciler.DriverName, Pool: "node1", Device: "cxl-a"}},
+		Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: dra.DriverName, Pool: "node1", Device: "cxl-a"}},
 	}}
 	created.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod-" + name, UID: types.UID("0b7c3f6e-0000-4c5b-8e9f-000000000001")}}
 	_, err = e.kube.ResourceV1().ResourceClaims("default").UpdateStatus(e.ctx, created, metav1.UpdateOptions{})

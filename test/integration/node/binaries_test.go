@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
@@ -45,9 +45,9 @@ func TestNodeBinariesAgainstTheLocalCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	kube := cl.Client()
-	dyn, err := dynamic.NewForConfig(cl.RESTConfig())
+	dm, err := versioned.NewForConfig(cl.RESTConfig())
 	require.NoError(t, err)
-	createPool(ctx, t, dyn, node)
+	createPool(ctx, t, dm, node)
 
 	dir := t.TempDir()
 	bundle, err := pki.WriteBundle(filepath.Join(dir, "certs"), []string{"127.0.0.1"}, []string{node})

@@ -24,10 +24,7 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
@@ -36,6 +33,8 @@ import (
 	"k8s.io/utils/ptr"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
@@ -60,18 +59,16 @@ const (
 	kubeletLimit = 16 * gi
 )
 
-var poolsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")
-
 func TestNodeSideWithARealAPIServer(t *testing.T) {
 	cl := clustertest.Start(t, cluster.Options{InstallCRDs: true, Kwok: true, Nodes: 1})
 	node := cluster.NodeName(cluster.DefaultNodePrefix, 0)
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))))
 	t.Cleanup(cancel)
 	kube := cl.Client()
-	dyn, err := dynamic.NewForConfig(cl.RESTConfig())
+	dm, err := versioned.NewForConfig(cl.RESTConfig())
 	require.NoError(t, err)
 
-	createPool(ctx, t, dyn, node)
+	createPool(ctx, t, dm, node)
 	bundle, err := pki.WriteBundle(t.TempDir(), []string{"127.0.0.1"}, []string{node})
 	require.NoError(t, err)
 	svc := startMemservice(ctx, t, cl, bundle)
@@ -88,7 +85,7 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 	require.NoError(t, os.MkdirAll(pluginDir, 0o755))
 	require.NoError(t, os.MkdirAll(regDir, 0o755))
 	plugin, err := driver.Start(ctx, driver.Config{
-		Node: node, Kube: kube, Dynamic: dyn, Reservations: dial("draplugin-" + node), CDIDir: cdiDir,
+		Node: node, Kube: kube, DynamicMemory: dm, Reservations: dial("draplugin-" + node), CDIDir: cdiDir,
 		PluginDataDir: pluginDir, RegistrarDir: regDir, BindingConditions: true, Metrics: drametrics.New(),
 	})
 	require.NoError(t, err)
@@ -128,7 +125,7 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 			slice = list.Items[0]
 			return true
 		}, time.Minute, 100*time.Millisecond, "the plugin publishes one slice for the node")
-		assert.Equal(t, driver.DriverName, slice.Spec.Driver)
+		assert.Equal(t, dra.DriverName, slice.Spec.Driver)
 		assert.Equal(t, node, slice.Spec.Pool.Name)
 		assert.Equal(t, ptr.To(node), slice.Spec.NodeName)
 		require.Len(t, slice.Spec.Devices, 1)
@@ -193,7 +190,7 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 				return false
 			}
 			for _, d := range c.Status.Devices {
-				if d.Driver == driver.DriverName && d.Pool == node && d.Device == poolName {
+				if d.Driver == dra.DriverName && d.Pool == node && d.Device == poolName {
 					for _, cond := range d.Conditions {
 						if cond.Type == "Online" && cond.Status == metav1.ConditionTrue {
 							return true
@@ -236,10 +233,9 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 	})
 }
 
-func createPool(ctx context.Context, t *testing.T, dyn dynamic.Interface, node string) {
+func createPool(ctx context.Context, t *testing.T, dm versioned.Interface, node string) {
 	t.Helper()
 	pool := &v1alpha1.DynamicMemoryPool{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "DynamicMemoryPool"},
 		ObjectMeta: metav1.ObjectMeta{Name: poolName},
 		Spec: v1alpha1.DynamicMemoryPoolSpec{
 			Backend:    v1alpha1.PoolBackend{Type: v1alpha1.BackendSimulated},
@@ -250,9 +246,7 @@ func createPool(ctx context.Context, t *testing.T, dyn dynamic.Interface, node s
 			Attributes: map[string]string{v1alpha1.AttributeLatencyClass: "low"},
 		},
 	}
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
-	require.NoError(t, err)
-	_, err = dyn.Resource(poolsGVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	_, err := dm.DynamicMemoryV1alpha1().DynamicMemoryPools().Create(ctx, pool, metav1.CreateOptions{})
 	require.NoError(t, err)
 }
 
@@ -285,7 +279,7 @@ func createAllocatedClaim(ctx context.Context, t *testing.T, kube kubernetes.Int
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "memory-claim"},
 		Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{Requests: []resourcev1.DeviceRequest{{
 			Name: "mem", Exactly: &resourcev1.ExactDeviceRequest{
-				DeviceClassName: "dynamic-memory.dynamicmemory.io",
+				DeviceClassName: dra.DeviceClassName,
 				Capacity:        &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{"memory": resource.MustParse(size)}},
 			},
 		}}}},
@@ -294,7 +288,7 @@ func createAllocatedClaim(ctx context.Context, t *testing.T, kube kubernetes.Int
 	require.NoError(t, err)
 	created.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
 		Results: []resourcev1.DeviceRequestAllocationResult{{
-			Request: "mem", Driver: driver.DriverName, Pool: node, Device: poolName,
+			Request: "mem", Driver: dra.DriverName, Pool: node, Device: poolName,
 			ShareID:          ptr.To(types.UID("7d1e4f3a-5c2b-4e8d-9a6f-0123456789ab")),
 			ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{"memory": resource.MustParse(size)},
 		}},

@@ -21,7 +21,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
-	"github.com/dynamicmemory/kube-dynamic-memory/local/demo"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
 )
 
 // The workload: pods of podGiB each, created at once from createParallel goroutines.
@@ -54,16 +54,16 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	}
 	// 384Gi in all: pool a split in node windows of 32Gi, pool b shared (each node may
 	// hold 128Gi of its 256Gi).
-	pools := []demo.PoolSpec{
-		{Name: demo.PoolA, Capacity: "128Gi", HostWindow: "32Gi", LatencyClass: "low"},
-		{Name: demo.PoolB, Capacity: "256Gi", HostWindow: "128Gi", LatencyClass: "medium"},
+	pools := []system.PoolSpec{
+		{Name: system.PoolA, Capacity: "128Gi", HostWindow: "32Gi", LatencyClass: "low"},
+		{Name: system.PoolB, Capacity: "256Gi", HostWindow: "128Gi", LatencyClass: "medium"},
 	}
 	// E2E_BENCH_DIR keeps the run directory (component logs) for a look afterwards.
 	dir := os.Getenv("E2E_BENCH_DIR")
 	if dir == "" {
 		dir = b.TempDir()
 	}
-	sys, err := demo.Start(ctx, demo.Options{Dir: dir, Nodes: nodeCount, Pools: demo.NewPools(pools, nodes, 0), Verbosity: 1})
+	sys, err := system.Start(ctx, system.Options{Dir: dir, Nodes: nodeCount, Pools: system.NewPools(pools, nodes, 0), Verbosity: 1})
 	if err != nil {
 		b.Fatalf("start the system: %v", err)
 	}
@@ -81,7 +81,7 @@ func BenchmarkPodsToRunning(b *testing.B) {
 
 	// The baseline first: the same pods and claims, allocated by DRA alone
 	// (default-scheduler), with no memory provisioned.
-	for _, profile := range []string{corev1.DefaultSchedulerName, demo.SchedulerName} {
+	for _, profile := range []string{corev1.DefaultSchedulerName, system.SchedulerName} {
 		b.Run("profile="+profile, func(b *testing.B) {
 			var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64
 			for i := range b.N {
@@ -99,7 +99,7 @@ func BenchmarkPodsToRunning(b *testing.B) {
 			b.ReportMetric(mean(p50), "running-p50-s")
 			b.ReportMetric(mean(p99), "running-p99-s")
 			b.ReportMetric(mean(allRunning), "all-running-s")
-			if profile == demo.SchedulerName {
+			if profile == system.SchedulerName {
 				b.ReportMetric(mean(ledgerFree), "ledger-free-s")
 				b.ReportMetric(mean(poolsFull), "pools-full-s")
 			}
@@ -116,10 +116,10 @@ type result struct {
 	poolsFull  time.Duration
 }
 
-func runOnce(ctx context.Context, b *testing.B, sys *demo.System, profile, namespace string) result {
-	ws := make([]demo.Workload, pods)
+func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, namespace string) result {
+	ws := make([]system.Workload, pods)
 	for i := range ws {
-		ws[i] = demo.NewWorkload(fmt.Sprintf("pod-%03d", i), podGiB)
+		ws[i] = system.NewWorkload(fmt.Sprintf("pod-%03d", i), podGiB)
 		ws[i].SchedulerName = profile
 	}
 	b.StopTimer()
@@ -145,13 +145,13 @@ func runOnce(ctx context.Context, b *testing.B, sys *demo.System, profile, names
 	var r result
 	r.steps = rec.steps(start)
 	b.StopTimer()
-	logMetrics(ctx, b, sys, demo.Scheduler, "scheduler_scheduling_attempt_duration_seconds", "scheduler_framework_extension_point_duration_seconds",
+	logMetrics(ctx, b, sys, system.Scheduler, "scheduler_scheduling_attempt_duration_seconds", "scheduler_framework_extension_point_duration_seconds",
 		"scheduler_plugin_execution_duration_seconds", "dynamic_memory_")
-	logMetrics(ctx, b, sys, demo.Memservice, "dynamic_memory_")
+	logMetrics(ctx, b, sys, system.Memservice, "dynamic_memory_")
 	b.StartTimer()
 
 	deleted := time.Now()
-	if err := sys.DeleteWorkloads(ctx, namespace, demo.Names(ws)); err != nil {
+	if err := sys.DeleteWorkloads(ctx, namespace, system.Names(ws)); err != nil {
 		b.Fatal(err)
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, runTimeout, true, func(ctx context.Context) (bool, error) {
@@ -168,7 +168,7 @@ func runOnce(ctx context.Context, b *testing.B, sys *demo.System, profile, names
 
 // logMetrics logs the sums and counts of the component's histograms whose names
 // start with one of prefixes: where the time went.
-func logMetrics(ctx context.Context, b *testing.B, sys *demo.System, component string, prefixes ...string) {
+func logMetrics(ctx context.Context, b *testing.B, sys *system.System, component string, prefixes ...string) {
 	text, err := sys.Metrics(ctx, component)
 	if err != nil {
 		b.Logf("metrics of %s: %v", component, err)
@@ -199,7 +199,7 @@ type recorder struct {
 	claimedAt, boundAt, runningAt map[string]time.Time
 }
 
-func watchRunning(ctx context.Context, b *testing.B, sys *demo.System, namespace string) *recorder {
+func watchRunning(ctx context.Context, b *testing.B, sys *system.System, namespace string) *recorder {
 	r := &recorder{createdAt: map[string]time.Time{}, claimedAt: map[string]time.Time{}, boundAt: map[string]time.Time{}, runningAt: map[string]time.Time{}}
 	factory := informers.NewSharedInformerFactoryWithOptions(sys.Kube(), 0, informers.WithNamespace(namespace))
 	informer := factory.Core().V1().Pods().Informer()

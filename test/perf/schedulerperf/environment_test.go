@@ -29,6 +29,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
 	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/agent"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	agentmetrics "github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
@@ -132,7 +133,7 @@ func (e *environment) pluginFactory(ctx context.Context, obj runtime.Object, h f
 	if err != nil {
 		return nil, err
 	}
-	args := &dynamicmemory.DynamicMemoryArgs{}
+	args := &pluginconfig.DynamicMemoryArgs{}
 	if u, ok := obj.(*runtime.Unknown); ok && len(u.Raw) > 0 {
 		if err := yaml.UnmarshalStrict(u.Raw, args); err != nil {
 			return nil, fmt.Errorf("decode %s args: %w", dynamicmemory.Name, err)

@@ -6,15 +6,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/version"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/agent"
@@ -23,38 +26,37 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
-	"k8s.io/utils/clock"
 )
 
-func main() {
-	klog.InitFlags(nil)
-	var o options
-	o.addFlags(flag.CommandLine)
-	flag.Parse()
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	if err := run(ctx, &o); err != nil {
-		klog.ErrorS(err, "Node agent failed")
-		klog.Flush()
-		os.Exit(1)
-	}
+const userAgent = "dynamic-memory-node-agent"
+
+func main() { os.Exit(command.Run(newCommand())) }
+
+// newCommand is the node agent command.
+func newCommand() *cobra.Command {
+	return command.New("node-agent", "Online and offline pool memory on this node for the memory service",
+		`node-agent runs on every node with dynamic memory. It holds a session with the
+memory service, onlines and offlines the pool memory the service adds to and takes
+from this node, and keeps the node's online-memory resource, the pod cgroup memory
+limit and the device conditions of the node's ResourceClaims in step.`, newOptions())
 }
 
-func run(ctx context.Context, o *options) error {
+// Run checks the flags and runs the agent until ctx is cancelled.
+func (o *options) Run(ctx context.Context) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
 	logger := klog.FromContext(ctx).WithValues("node", o.nodeName)
 	ctx = klog.NewContext(ctx, logger)
-	logger.Info("Starting node agent", "version", version.Version, "hostBackend", o.hostBackend)
+	logger.Info("Starting node agent", "hostBackend", o.hostBackend)
 
-	kube, err := kubeClient(o.kubeconfig, float32(o.kubeAPIQPS), o.kubeAPIBurst)
+	restConfig, err := o.kube.RESTConfig(userAgent)
 	if err != nil {
 		return err
+	}
+	kube, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	host, err := newHost(o)
 	if err != nil {
@@ -172,24 +174,4 @@ func newHost(o *options) (agent.Host, error) {
 		return nil, fmt.Errorf("--host-backend=sysfs: %w (use --host-backend=simulated on machines without memory hotplug)", err)
 	}
 	return s, nil
-}
-
-func kubeClient(kubeconfig string, qps float32, burst int) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client (--kubeconfig %q): %w", kubeconfig, err)
-	}
-	cfg.UserAgent = "dynamic-memory-node-agent/" + version.Version
-	cfg.QPS, cfg.Burst = qps, burst
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return c, nil
 }

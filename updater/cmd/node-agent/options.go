@@ -2,20 +2,22 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	cliflag "k8s.io/component-base/cli/flag"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 )
 
 // options are every flag of the node agent.
 type options struct {
 	nodeName       string
-	kubeconfig     string
+	kube           command.KubeClient
 	memservice     client.Config
 	hostBackend    string
 	sysfsRoot      string
@@ -32,31 +34,54 @@ type options struct {
 	metricsAddress string
 	heartbeat      time.Duration
 	claimStatus    bool
-	kubeAPIQPS     float64
-	kubeAPIBurst   int
 }
 
-func (o *options) addFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Kubernetes node this agent runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account.")
-	o.memservice.AddFlags(fs, "agent")
-	fs.StringVar(&o.hostBackend, "host-backend", "sysfs", "how memory is onlined: sysfs (the Linux memory hotplug and DAX interfaces) or simulated (no hardware; for the local cluster).")
-	fs.StringVar(&o.sysfsRoot, "sysfs-root", "/", "directory under which /sys is found (sysfs backend).")
-	fs.Var(&o.regionBases, "region-base", "pool=address: host physical address where a pool's dynamic capacity region starts, e.g. pool-a=0x1080000000 (repeatable; sysfs backend).")
-	fs.StringVar(&o.defaultBase, "default-region-base", "0", "region base address of pools without --region-base (sysfs backend).")
-	fs.IntVar(&o.offlineTries, "offline-attempts", 10, "how many times a busy memory block is asked to go offline before the offline command fails.")
-	fs.DurationVar(&o.appearTimeout, "appear-timeout", 30*time.Second, "how long an online command waits for the extent's memory blocks to appear.")
-	fs.IntVar(&o.simNUMANode, "simulated-numa-node", 1, "NUMA node reported for pool memory (simulated backend).")
-	fs.DurationVar(&o.simLatency, "simulated-block-latency", 2*time.Millisecond, "time to online or offline one memory block (simulated backend).")
-	fs.BoolVar(&o.manageCgroup, "manage-cgroup", true, "raise the kubepods cgroup memory limit by the pool memory online.")
-	fs.StringVar(&o.cgroupRoot, "cgroup-root", "/sys/fs/cgroup", "mount point of the cgroup hierarchy.")
-	fs.StringVar(&o.kubepodsCgroup, "kubepods-cgroup", "", "the kubelet's pod cgroup relative to --cgroup-root (default: kubepods.slice or kubepods, whichever exists).")
-	fs.StringVar(&o.checkpointFile, "checkpoint-file", "/var/lib/dynamic-memory/node-agent.json", "file that keeps the claims online across agent restarts.")
-	fs.StringVar(&o.metricsAddress, "metrics-address", ":9465", "address serving /metrics and /healthz; empty disables.")
-	fs.DurationVar(&o.heartbeat, "heartbeat-interval", 10*time.Second, "how often host state is sent to the memory service.")
-	fs.BoolVar(&o.claimStatus, "claim-status", true, "write Online/ProvisioningFailed device conditions on this node's ResourceClaims.")
-	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side limit, as the kubelet's kubeAPIQPS); node status and claim conditions are written at every change.")
-	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of queries to the Kubernetes API server above --kube-api-qps.")
+func newOptions() *options {
+	return &options{
+		nodeName:       os.Getenv("NODE_NAME"),
+		kube:           command.KubeClient{QPS: 50, Burst: 100},
+		hostBackend:    "sysfs",
+		sysfsRoot:      "/",
+		defaultBase:    "0",
+		offlineTries:   10,
+		appearTimeout:  30 * time.Second,
+		simNUMANode:    1,
+		simLatency:     2 * time.Millisecond,
+		manageCgroup:   true,
+		cgroupRoot:     "/sys/fs/cgroup",
+		checkpointFile: "/var/lib/dynamic-memory/node-agent.json",
+		metricsAddress: ":9465",
+		heartbeat:      10 * time.Second,
+		claimStatus:    true,
+	}
+}
+
+func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
+	fs := fss.FlagSet("node")
+	fs.StringVar(&o.nodeName, "node-name", o.nodeName, "Kubernetes node this agent runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
+	fs.StringVar(&o.checkpointFile, "checkpoint-file", o.checkpointFile, "file that keeps the claims online across agent restarts.")
+	fs.DurationVar(&o.heartbeat, "heartbeat-interval", o.heartbeat, "how often host state is sent to the memory service.")
+	fs.BoolVar(&o.claimStatus, "claim-status", o.claimStatus, "write Online/ProvisioningFailed device conditions on this node's ResourceClaims.")
+	fs.StringVar(&o.metricsAddress, "metrics-address", o.metricsAddress, "address serving /metrics, /healthz and /readyz; empty disables.")
+
+	o.memservice.AddFlags(fss.FlagSet("memservice"), "agent")
+
+	fs = fss.FlagSet("host")
+	fs.StringVar(&o.hostBackend, "host-backend", o.hostBackend, "how memory is onlined: sysfs (the Linux memory hotplug and DAX interfaces) or simulated (no hardware; for the local cluster).")
+	fs.StringVar(&o.sysfsRoot, "sysfs-root", o.sysfsRoot, "directory under which /sys is found (sysfs backend).")
+	fs.Var(&o.regionBases, "region-base", "host physical address where a pool's dynamic capacity region starts, e.g. pool-a=0x1080000000 (repeatable; sysfs backend).")
+	fs.StringVar(&o.defaultBase, "default-region-base", o.defaultBase, "region base address of pools without --region-base (sysfs backend).")
+	fs.IntVar(&o.offlineTries, "offline-attempts", o.offlineTries, "how many times a busy memory block is asked to go offline before the offline command fails.")
+	fs.DurationVar(&o.appearTimeout, "appear-timeout", o.appearTimeout, "how long an online command waits for the extent's memory blocks to appear.")
+	fs.IntVar(&o.simNUMANode, "simulated-numa-node", o.simNUMANode, "NUMA node reported for pool memory (simulated backend).")
+	fs.DurationVar(&o.simLatency, "simulated-block-latency", o.simLatency, "time to online or offline one memory block (simulated backend).")
+
+	fs = fss.FlagSet("cgroup")
+	fs.BoolVar(&o.manageCgroup, "manage-cgroup", o.manageCgroup, "raise the kubepods cgroup memory limit by the pool memory online.")
+	fs.StringVar(&o.cgroupRoot, "cgroup-root", o.cgroupRoot, "mount point of the cgroup hierarchy.")
+	fs.StringVar(&o.kubepodsCgroup, "kubepods-cgroup", o.kubepodsCgroup, "the kubelet's pod cgroup relative to --cgroup-root (default: kubepods.slice or kubepods, whichever exists).")
+
+	o.kube.AddFlags(fss.FlagSet("kubernetes"), "node status and claim conditions are written at every change (the defaults are the kubelet's kubeAPIQPS and kubeAPIBurst)")
 }
 
 func (o *options) validate() error {
@@ -94,6 +119,9 @@ func (r *regionBases) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Type is the value's placeholder in --help.
+func (r *regionBases) Type() string { return "pool=address" }
 
 func (r *regionBases) Set(v string) error {
 	pool, addr, ok := strings.Cut(v, "=")

@@ -1,23 +1,47 @@
 package main
 
 import (
-	"flag"
+	"bytes"
+	"context"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	logsapi "k8s.io/component-base/logs/api/v1"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 )
 
+func TestMain(m *testing.M) {
+	// Every test runs the command, which applies the (same) logging configuration.
+	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+	os.Exit(m.Run())
+}
+
+// run runs the node-agent command with args and returns its error.
+func run(t *testing.T, args ...string) error {
+	t.Helper()
+	cmd := newCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	return cmd.ExecuteContext(context.Background())
+}
+
 func TestOptionsValidate(t *testing.T) {
+	// Valid flags get as far as the Kubernetes client, which fails on this kubeconfig.
+	const noKubeconfig = "--kubeconfig /nonexistent"
 	valid := []string{"--node-name=node-1", "--memservice-address=memservice:8443", "--memservice-ca=ca.crt",
-		"--memservice-cert=agent.crt", "--memservice-key=agent.key"}
+		"--memservice-cert=agent.crt", "--memservice-key=agent.key", "--kubeconfig=/nonexistent"}
 	tests := []struct {
 		name string
 		args []string
 		want []string
 	}{
-		{"all set", valid, nil},
-		{"region bases", append(append([]string{}, valid...), "--region-base=pool-a=0x1080000000", "--region-base=pool-b=4294967296", "--default-region-base=0x100000000"), nil},
+		{"all set", valid, []string{noKubeconfig}},
+		{"region bases", append(append([]string{}, valid...), "--region-base=pool-a=0x1080000000", "--region-base=pool-b=4294967296", "--default-region-base=0x100000000"), []string{noKubeconfig}},
 		{"nothing set", nil, []string{"--node-name (or NODE_NAME) is required", "memory service client: address is required"}},
 		{"bad values", append(append([]string{}, valid...), "--host-backend=qemu", "--default-region-base=zz", "--offline-attempts=0", "--heartbeat-interval=0s"), []string{
 			`--host-backend="qemu": must be sysfs or simulated`, `--default-region-base: "zz" is not a physical address`,
@@ -27,21 +51,30 @@ func TestOptionsValidate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("NODE_NAME", "")
-			var o options
-			fs := flag.NewFlagSet("node-agent", flag.ContinueOnError)
-			o.addFlags(fs)
-			require.NoError(t, fs.Parse(tc.args))
-			err := o.validate()
-			if tc.want == nil {
-				assert.NoError(t, err)
-				return
-			}
+			err := run(t, tc.args...)
 			require.Error(t, err)
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), w)
 			}
+			if tc.want[0] == noKubeconfig {
+				assert.NotContains(t, err.Error(), "required", "the flags are valid")
+				assert.NotContains(t, err.Error(), "must be", "the flags are valid")
+			}
 		})
 	}
+}
+
+func TestRegionBaseFlagIsRepeatable(t *testing.T) {
+	o := newOptions()
+	cmd := command.New("node-agent", "", "", o)
+	require.NoError(t, cmd.ParseFlags([]string{"--region-base=pool-a=0x10", "--region-base=pool-b=32"}))
+	assert.Equal(t, regionBases{"pool-a": 16, "pool-b": 32}, o.regionBases)
+	assert.Error(t, cmd.ParseFlags([]string{"--region-base=pool-a"}), "a bad value is refused while parsing")
+}
+
+func TestNodeNameDefaultsToTheEnvironment(t *testing.T) {
+	t.Setenv("NODE_NAME", "node-7")
+	assert.Equal(t, "node-7", newOptions().nodeName)
 }
 
 func TestRegionBaseFlagRejectsBadValues(t *testing.T) {

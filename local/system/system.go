@@ -1,11 +1,12 @@
-// Package demo runs the whole dynamic memory system on the local cluster — the
+// Package system runs the whole dynamic memory system on the local cluster — the
 // memory service, the scheduler, a node agent and a DRA plugin per kwok node, all as
 // processes from bin/ — and the demo scenario on it: pods with claims of various
 // sizes, one that cannot fit, then every pod deleted and the memory given back.
 //
 // `local-cluster demo` (make demo), the end-to-end tests and the end-to-end latency
-// benchmark all use it, so that what the demo shows is what the tests assert.
-package demo
+// benchmark all start it with Start, so that what the demo shows is what the tests
+// assert.
+package system
 
 import (
 	"context"
@@ -25,26 +26,24 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
-	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
-// Well-known names (DESIGN.md §2).
-const (
-	SchedulerName   = schedconfig.DynamicMemoryProfile
-	DeviceClassName = "dynamic-memory.dynamicmemory.io"
-	DriverName      = "dcd.dynamicmemory.io"
-)
+// SchedulerName is the scheduler profile with the DynamicMemory plugin, which the
+// workloads' pods name in spec.schedulerName.
+const SchedulerName = schedconfig.DynamicMemoryProfile
 
 // Names of the component processes (and of their logs, Dir/logs/<name>.log).
 const (
@@ -83,11 +82,11 @@ type Options struct {
 
 func (o *Options) complete() error {
 	if o.Dir == "" {
-		return errors.New("demo options: Dir is required (the run directory)")
+		return errors.New("system options: Dir is required (the run directory)")
 	}
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
-		return fmt.Errorf("demo options: Dir: %w", err)
+		return fmt.Errorf("system options: Dir: %w", err)
 	}
 	o.Dir = dir
 	if o.Nodes == 0 {
@@ -122,7 +121,7 @@ type System struct {
 
 	opts           Options
 	kube           kubernetes.Interface
-	dyn            dynamic.Interface
+	dm             versioned.Interface
 	memserviceAddr string
 	admin          *client.Client
 
@@ -176,8 +175,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			}
 		}
 	}()
-	if s.dyn, err = dynamic.NewForConfig(c.RESTConfig()); err != nil {
-		return nil, fmt.Errorf("create dynamic client: %w", err)
+	if s.dm, err = versioned.NewForConfig(c.RESTConfig()); err != nil {
+		return nil, fmt.Errorf("create dynamicmemory.io client: %w", err)
 	}
 	nodes := c.Nodes()
 
@@ -263,7 +262,7 @@ func nodeNames(n int) []string {
 func (s *System) defineComponents(bins map[string]string, nodes []string) error {
 	kubeconfig := s.Cluster.Kubeconfig()
 	v := "-v=" + strconv.Itoa(s.opts.Verbosity)
-	ports, err := freePorts(3 + 2*len(nodes))
+	ports, err := cluster.FreePorts(3 + 2*len(nodes))
 	if err != nil {
 		return err
 	}
@@ -286,12 +285,12 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 			"--leader-elect=false",
 			v,
 		},
-		ready:   httpReady("http://" + memMetrics + "/readyz"),
+		ready:   cluster.HTTPReady("http://" + memMetrics + "/readyz"),
 		metrics: "http://" + memMetrics + "/metrics",
 	}
 
 	schedFile := filepath.Join(s.opts.Dir, "scheduler-config.yaml")
-	args := &dynamicmemory.DynamicMemoryArgs{
+	args := &pluginconfig.DynamicMemoryArgs{
 		Address:  s.memserviceAddr,
 		CAFile:   s.Bundle.CAFile(),
 		CertFile: s.Bundle.CertFile(string(pki.RoleScheduler)),
@@ -319,7 +318,7 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 			"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 			v,
 		},
-		ready:   httpReady("https://" + schedAddr + "/readyz"),
+		ready:   cluster.HTTPReady("https://" + schedAddr + "/readyz"),
 		metrics: "https://" + schedAddr + "/metrics",
 	}
 
@@ -349,7 +348,7 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--heartbeat-interval=2s",
 				v,
 			},
-			ready:   httpReady("http://" + agentMetrics + "/readyz"),
+			ready:   cluster.HTTPReady("http://" + agentMetrics + "/readyz"),
 			metrics: "http://" + agentMetrics + "/metrics",
 		}
 		pluginMember := pki.MemberName(pki.Identity{Role: pki.RoleDRAPlugin, Node: n})
@@ -394,8 +393,8 @@ func (s *System) Admin() *client.Client { return s.admin }
 // Kube is an admin clientset of the cluster.
 func (s *System) Kube() kubernetes.Interface { return s.kube }
 
-// Dynamic is an admin dynamic client of the cluster.
-func (s *System) Dynamic() dynamic.Interface { return s.dyn }
+// DynamicMemory is an admin client of the cluster's dynamicmemory.io resources.
+func (s *System) DynamicMemory() versioned.Interface { return s.dm }
 
 // StartComponent starts the named component (again) and waits until it is ready.
 func (s *System) StartComponent(ctx context.Context, name string) error {
@@ -412,7 +411,7 @@ func (s *System) StartComponent(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return waitProcessReady(ctx, proc, comp.ready)
+	return proc.WaitReady(ctx, readyTimeout, comp.ready)
 }
 
 // startAll starts the named components at once and waits until each is ready.
@@ -539,53 +538,16 @@ func findPool(pools []*memservicev1.PoolStatus, name string) *memservicev1.PoolS
 	return nil
 }
 
-// waitProcessReady polls ready until it succeeds, failing early (with the log tail)
-// when the process exits.
-func waitProcessReady(ctx context.Context, p *cluster.Process, ready func(context.Context) error) error {
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
-		if !p.Running() {
-			return false, fmt.Errorf("%s exited during start; see %s:\n%s", p.Name, p.LogFile, p.LogTail(20))
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		last = ready(cctx)
-		return last == nil, nil
-	})
-	if err != nil && p.Running() {
-		return fmt.Errorf("%s not ready after %s (last check: %v); see %s:\n%s", p.Name, readyTimeout, last, p.LogFile, p.LogTail(20))
-	}
-	return err
-}
-
-// insecureClient reads the scheduler's health endpoint, served with a self-signed
-// certificate.
-var insecureClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback health check
-
-func httpReady(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := insecureClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		return nil
-	}
-}
+// insecureClient reads the components' metrics; the scheduler serves them with a
+// self-signed certificate.
+var insecureClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback metrics
 
 // slicePublished is ready once node's ResourceSlice of our driver lists a device for
 // every pool the node is attached to.
 func (s *System) slicePublished(node string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		slices, err := s.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
-			FieldSelector: "spec.nodeName=" + node + ",spec.driver=" + DriverName,
+			FieldSelector: "spec.nodeName=" + node + ",spec.driver=" + dra.DriverName,
 		})
 		if err != nil {
 			return err
@@ -607,23 +569,4 @@ func (s *System) slicePublished(node string) func(context.Context) error {
 
 func attached(pool v1alpha1.DynamicMemoryPool, node string) bool {
 	return slices.ContainsFunc(pool.Spec.Nodes, func(n v1alpha1.PoolNode) bool { return n.Name == node })
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

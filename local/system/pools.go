@@ -1,4 +1,4 @@
-package demo
+package system
 
 import (
 	"context"
@@ -9,8 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
@@ -20,8 +18,6 @@ const (
 	PoolA = "cxl-pool-a"
 	PoolB = "cxl-pool-b"
 )
-
-var poolsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")
 
 // DefaultPools are the demo's two simulated pools, in 1Gi blocks, attached to every
 // node: cxl-pool-a (64Gi, low latency, up to 32Gi per node) and cxl-pool-b (128Gi,
@@ -90,11 +86,7 @@ func describePools(pools []v1alpha1.DynamicMemoryPool) string {
 }
 
 func (s *System) createPool(ctx context.Context, pool *v1alpha1.DynamicMemoryPool) error {
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
-	if err != nil {
-		return fmt.Errorf("encode pool %s: %w", pool.Name, err)
-	}
-	_, err = s.dyn.Resource(poolsGVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	_, err := s.dm.DynamicMemoryV1alpha1().DynamicMemoryPools().Create(ctx, pool, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create pool %s: %w", pool.Name, err)
 	}

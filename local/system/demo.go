@@ -1,4 +1,4 @@
-package demo
+package system
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ const (
 	returnTimeout  = 2 * time.Minute
 )
 
-// RunOptions configure Run.
-type RunOptions struct {
+// DemoOptions configure RunDemo.
+type DemoOptions struct {
 	// Dir is the run directory.
 	Dir string
 	// Keep leaves the cluster and the components running when the demo ends.
@@ -31,10 +31,10 @@ type RunOptions struct {
 	Out io.Writer
 }
 
-// Run is `local-cluster demo`: it starts the system, runs DefaultScenario with
+// RunDemo is `local-cluster demo`: it starts the system, runs DefaultScenario with
 // progress on o.Out, prints the end state with the kubectl plugin, deletes the pods,
 // shows the memory coming back, and stops everything unless o.Keep.
-func Run(ctx context.Context, o RunOptions) (err error) {
+func RunDemo(ctx context.Context, o DemoOptions) (err error) {
 	p := NewProgress(o.Out, clock.RealClock{})
 	sys, err := Start(ctx, Options{Dir: o.Dir, Detach: o.Keep, Progress: p, Pools: DefaultPools(nodeNames(4), 100*time.Millisecond)})
 	if err != nil {

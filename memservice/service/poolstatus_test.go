@@ -18,11 +18,12 @@ import (
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	dminformers "github.com/dynamicmemory/kube-dynamic-memory/api/client/informers/externalversions"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
-	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
 )
 
 const (
@@ -35,7 +36,8 @@ const (
 type statusTest struct {
 	t       *testing.T
 	clock   *clocktesting.FakeClock
-	s       *Service
+	ledger  *ledger.Ledger
+	w       *statusWriter
 	patches chan v1alpha1.DynamicMemoryPoolStatus
 	claims  int
 }
@@ -75,32 +77,31 @@ func newStatusTest(t *testing.T, onPatch func(st *statusTest, n int) int) *statu
 		fmt.Fprintf(w, `{"apiVersion":"v1","kind":"Status","status":"Failure","message":"injected","code":%d}`, code)
 	}))
 	t.Cleanup(api.Close)
-	crd, err := store.NewClient(&rest.Config{Host: api.URL, QPS: 1000, Burst: 1000})
+	dm, err := versioned.NewForConfig(&rest.Config{Host: api.URL, QPS: 1000, Burst: 1000})
 	require.NoError(t, err)
 
-	s := &Service{
-		cfg:      Config{Clock: st.clock, PoolStatusInterval: testStatusInterval},
-		crd:      crd,
-		sessions: session.NewRegistry(),
-		notify:   make(chan struct{}, 1),
-	}
+	notify := make(chan struct{}, 1)
 	// The ledger kicks the status writer as Service.changed does.
-	s.ledger = ledger.New(st.clock, ledger.Options{OnChange: func() {
+	l := ledger.New(st.clock, ledger.Options{OnChange: func() {
 		select {
-		case s.notify <- struct{}{}:
+		case notify <- struct{}{}:
 		default:
 		}
 	}})
-	s.metrics = metrics.New(s.ledger, s.sessions.Connected)
-	require.NoError(t, s.ledger.SetPool(ledger.Pool{Name: "cxl-a", Capacity: 16 * gi, BlockSize: gi, HostWindow: 16 * gi, Nodes: []string{"node1", "node2"}}))
-	s.ledger.SetPoolReady("cxl-a", true, "")
-	s.pools = newPools(s)
-	s.pools.backends["cxl-a"] = &poolBackend{generation: 1}
-	st.s = s
+	sessions := session.NewRegistry()
+	require.NoError(t, l.SetPool(ledger.Pool{Name: "cxl-a", Capacity: 16 * gi, BlockSize: gi, HostWindow: 16 * gi, Nodes: []string{"node1", "node2"}}))
+	l.SetPoolReady("cxl-a", true, "")
+	pools := newRegistry(dminformers.NewSharedInformerFactory(dm, 0), l, st.clock, nil, func() {})
+	pools.pools["cxl-a"] = &poolEntry{generation: 1}
+	st.ledger = l
+	st.w = &statusWriter{
+		client: dm.DynamicMemoryV1alpha1(), ledger: l, pools: pools, connected: sessions.Connected,
+		metrics: metrics.New(l, sessions.Connected), clock: st.clock, interval: testStatusInterval, notify: notify,
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { assert.NoError(t, s.pools.writeStatus(ctx)) })
+	wg.Go(func() { assert.NoError(t, st.w.run(ctx)) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -113,7 +114,7 @@ func newStatusTest(t *testing.T, onPatch func(st *statusTest, n int) int) *statu
 func (st *statusTest) reserve() {
 	st.t.Helper()
 	st.claims++
-	_, err := st.s.ledger.Reserve(ledger.Request{
+	_, err := st.ledger.Reserve(ledger.Request{
 		Claim: ledger.ClaimRef{UID: fmt.Sprintf("claim-%d", st.claims), Namespace: "default", Name: fmt.Sprintf("c%d", st.claims)},
 		Node:  "node1", Pool: "cxl-a", Bytes: gi,
 	})
@@ -210,7 +211,7 @@ func TestPoolStatusFinalStateIsWritten(t *testing.T) {
 			st.waitTimer()
 			st.clock.Step(testStatusInterval)
 			assertReserved(t, st.patch(), tc.wantFinal, "the final state, one interval later")
-			assert.Equal(t, tc.wantErrs, testutil.ToFloat64(st.s.metrics.StatusWriteErrors))
+			assert.Equal(t, tc.wantErrs, testutil.ToFloat64(st.w.metrics.StatusWriteErrors))
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package demo
+package system
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
@@ -93,8 +94,8 @@ func TestPodAndTemplate(t *testing.T) {
 	require.Len(t, tmpl.Spec.Spec.Devices.Requests, 1)
 	req := tmpl.Spec.Spec.Devices.Requests[0].Exactly
 	require.NotNil(t, req)
-	assert.Equal(t, DeviceClassName, req.DeviceClassName)
-	got := req.Capacity.Requests["memory"]
+	assert.Equal(t, dra.DeviceClassName, req.DeviceClassName)
+	got := req.Capacity.Requests[dra.CapacityMemory]
 	assert.Equal(t, 12*gi, got.Value())
 }
 

@@ -1,4 +1,4 @@
-package demo
+package system
 
 import (
 	"context"
@@ -14,15 +14,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
-
-var claimsGVR = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemoryclaims")
 
 // Workload is one pod of the scenario and the dynamic memory its claim asks for.
 type Workload struct {
@@ -128,9 +126,9 @@ func TemplateFor(namespace string, w Workload) *resourcev1.ResourceClaimTemplate
 					Requests: []resourcev1.DeviceRequest{{
 						Name: claimName,
 						Exactly: &resourcev1.ExactDeviceRequest{
-							DeviceClassName: DeviceClassName,
+							DeviceClassName: dra.DeviceClassName,
 							Capacity: &resourcev1.CapacityRequirements{
-								Requests: map[resourcev1.QualifiedName]resource.Quantity{"memory": w.Memory},
+								Requests: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: w.Memory},
 							},
 						},
 					}},
@@ -418,32 +416,20 @@ func (s *System) CheckQuiescent(ctx context.Context) error {
 
 // ListPools returns the DynamicMemoryPools.
 func (s *System) ListPools(ctx context.Context) ([]v1alpha1.DynamicMemoryPool, error) {
-	list, err := s.dyn.Resource(poolsGVR).List(ctx, metav1.ListOptions{})
+	list, err := s.dm.DynamicMemoryV1alpha1().DynamicMemoryPools().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list DynamicMemoryPools: %w", err)
 	}
-	pools := make([]v1alpha1.DynamicMemoryPool, len(list.Items))
-	for i, item := range list.Items {
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(item.Object, &pools[i]); err != nil {
-			return nil, fmt.Errorf("decode DynamicMemoryPool %s: %w", item.GetName(), err)
-		}
-	}
-	return pools, nil
+	return list.Items, nil
 }
 
 // ListClaims returns the DynamicMemoryClaims of a namespace (all: metav1.NamespaceAll).
 func (s *System) ListClaims(ctx context.Context, namespace string) ([]v1alpha1.DynamicMemoryClaim, error) {
-	list, err := s.dyn.Resource(claimsGVR).Namespace(namespace).List(ctx, metav1.ListOptions{})
+	list, err := s.dm.DynamicMemoryV1alpha1().DynamicMemoryClaims(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list DynamicMemoryClaims: %w", err)
 	}
-	claims := make([]v1alpha1.DynamicMemoryClaim, len(list.Items))
-	for i, item := range list.Items {
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(item.Object, &claims[i]); err != nil {
-			return nil, fmt.Errorf("decode DynamicMemoryClaim %s/%s: %w", item.GetNamespace(), item.GetName(), err)
-		}
-	}
-	return claims, nil
+	return list.Items, nil
 }
 
 // Placement is where one pod and its memory ended up.

@@ -1,0 +1,63 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/fake"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
+)
+
+const gib = int64(1) << 30
+
+func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewSimpleClientset()
+	claims := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns")
+	s := store.New(cs.DynamicMemoryV1alpha1())
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
+		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib,
+		State:      v1alpha1.PhaseProvisioning,
+		Extents:    []v1alpha1.Extent{{Offset: 0, Length: gib}},
+		ReservedAt: at, ProvisioningAt: at, UpdatedAt: at,
+	}
+
+	require.NoError(t, s.Create(ctx, r))
+	obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase, "the record is written before the hardware acts")
+	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers)
+
+	r.State, r.OnlineAt = v1alpha1.PhaseOnline, at.Add(time.Second)
+	require.NoError(t, s.Update(ctx, r))
+	good, bad, err := s.List(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, bad)
+	require.Len(t, good, 1)
+	assert.Equal(t, v1alpha1.PhaseOnline, good[0].State)
+	assert.Equal(t, r.Extents, good[0].Extents)
+
+	r.State, r.ReleasedAt = v1alpha1.PhaseReleased, at.Add(2*time.Second)
+	require.NoError(t, s.Released(ctx, r))
+	obj, err = claims.Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, v1alpha1.PhaseReleased, obj.Status.Phase)
+	assert.Empty(t, obj.Finalizers, "the record goes with its ResourceClaim")
+
+	r2 := r
+	r2.Claim.UID, r2.State, r2.ReleasedAt = "uid-2", v1alpha1.PhaseProvisioning, time.Time{}
+	require.NoError(t, s.Create(ctx, r2), "a released record of the same name is replaced")
+	obj, err = claims.Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "uid-2", obj.Labels[v1alpha1.LabelClaimUID])
+	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase)
+}
