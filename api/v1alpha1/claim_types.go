@@ -26,6 +26,15 @@ const (
 	PhaseFailed ClaimPhase = "Failed"
 )
 
+// ClaimConditionSetAside is True on a DynamicMemoryClaim that the memory service could
+// not restore after a restart (reason ReasonRestoreRefused, message why). The service
+// does not serve it: its memory is neither offlined nor released, and the device
+// ranges it names are withheld from the pool until a person resolves it.
+const (
+	ClaimConditionSetAside = "SetAside"
+	ReasonRestoreRefused   = "RestoreRefused"
+)
+
 // Finalizer is held on a DynamicMemoryClaim until its extents are back in the pool.
 const Finalizer = "dynamicmemory.io/release-extents"
 
@@ -129,6 +138,11 @@ type Extent struct {
 	// +kubebuilder:validation:Minimum=1
 	Length int64 `json:"length"`
 }
+
+// ClaimMessageMaxLength is the most characters status.message may hold (its
+// MaxLength marker below, which cannot name a constant); a longer message makes the
+// write of the whole status fail, so writers truncate to it.
+const ClaimMessageMaxLength = 4096
 
 // DynamicMemoryClaimStatus follows every state change of the reservation.
 type DynamicMemoryClaimStatus struct {

@@ -40,6 +40,9 @@ var (
 	ErrNotFound = errors.New("no such extent on the host")
 	// ErrHostWindow: the host would hold more than its window.
 	ErrHostWindow = errors.New("host window exceeded")
+	// ErrNoDevice: the device the pool names does not exist (wrong device path or id):
+	// nothing was done, and nothing can be known of its extents.
+	ErrNoDevice = errors.New("no such device")
 	// ErrUnavailable: the device does not answer (connection refused, timed out).
 	ErrUnavailable = errors.New("device unavailable")
 	// ErrNotSupported: the device cannot do this (e.g. list extents over QMP).

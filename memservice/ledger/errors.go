@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -68,4 +69,22 @@ func CodeOf(err error) Code {
 // FormatBytes renders a size for messages ("16Gi", "384Mi").
 func FormatBytes(n int64) string {
 	return resource.NewQuantity(n, resource.BinarySI).String()
+}
+
+// Cut cuts s to at most n bytes on a character boundary and marks the cut. A claim's
+// message is cut to what its record holds (v1alpha1.ClaimMessageMaxLength): a longer
+// one would make every write of the record's status fail.
+func Cut(s string, n int) string {
+	const mark = " …(cut)"
+	if len(s) <= n {
+		return s
+	}
+	cut := max(n-len(mark), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	if cut == 0 {
+		return ""
+	}
+	return s[:cut] + mark
 }

@@ -106,3 +106,56 @@ func (f *freeList) shrink(old, capacity int64) error {
 	}
 	return f.claim([]v1alpha1.Extent{{Offset: capacity, Length: old - capacity}})
 }
+
+// blockRanges is the union of extents, each rounded out to whole blocks and clipped to
+// the region [0, capacity), sorted and merged. Extents read from an untrusted record
+// may be misaligned, overlap, or lie outside the region.
+func blockRanges(extents []v1alpha1.Extent, block, capacity int64) []v1alpha1.Extent {
+	var out []v1alpha1.Extent
+	for _, e := range extents {
+		if e.Length <= 0 || e.Offset >= capacity {
+			continue
+		}
+		// Offset+Length can overflow for hostile values: compare lengths.
+		lo, hi := e.Offset, capacity
+		if lo < 0 {
+			lo, hi = 0, min(e.Offset+e.Length, capacity) // no overflow: Offset < 0
+		} else if e.Length < capacity-e.Offset {
+			hi = e.Offset + e.Length
+		}
+		if hi <= lo {
+			continue
+		}
+		lo -= lo % block
+		if r := hi % block; r != 0 {
+			hi = min(hi+block-r, capacity)
+		}
+		if hi > lo {
+			out = append(out, v1alpha1.Extent{Offset: lo, Length: hi - lo})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Offset <= merged[n-1].End() {
+			merged[n-1].Length = max(merged[n-1].End(), e.End()) - merged[n-1].Offset
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged
+}
+
+// within is the parts of ranges (sorted, not overlapping) that are free.
+func (f *freeList) within(ranges []v1alpha1.Extent) []v1alpha1.Extent {
+	var out []v1alpha1.Extent
+	for _, r := range ranges {
+		for _, fr := range f.ranges {
+			lo, hi := max(r.Offset, fr.Offset), min(r.End(), fr.End())
+			if lo < hi {
+				out = append(out, v1alpha1.Extent{Offset: lo, Length: hi - lo})
+			}
+		}
+	}
+	return out
+}

@@ -8,6 +8,7 @@
 package ledger
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -105,11 +106,25 @@ type Ledger struct {
 	clock clock.PassiveClock
 	opts  Options
 
-	mu       sync.RWMutex
-	pools    map[string]*pool
-	byNode   map[string][]*pool // pools attached to each node, sorted by name
-	byUID    map[string]*Reservation
+	mu     sync.RWMutex
+	pools  map[string]*pool
+	byNode map[string][]*pool // pools attached to each node, sorted by name
+	byUID  map[string]*Reservation
+	// setAside are the records that could not be restored, by claim UID.
+	setAside map[string]*SetAside
 	revision uint64
+}
+
+// SetAside is a record that could not be restored after a restart. The ledger does
+// not serve it (no release, no provisioning, no expiry: its memory may be in use by a
+// running pod, and only a person can tell), and withholds from its pool the device
+// ranges it names that were free, so that they are never given to another claim.
+type SetAside struct {
+	Reservation
+	// Reason says why it could not be restored.
+	Reason string
+	// Withheld are the ranges taken out of the pool's free list for it.
+	Withheld []v1alpha1.Extent
 }
 
 type pool struct {
@@ -119,8 +134,13 @@ type pool struct {
 	hosts    map[string]*host
 	reserved int64
 	online   int64
+	// withheld is what set-aside records hold of the region (SetAside.Withheld).
+	withheld int64
 	free     freeList
 }
+
+// available is what the pool can still give.
+func (p *pool) available() int64 { return p.spec.Capacity - p.reserved - p.withheld }
 
 type host struct {
 	reserved int64
@@ -139,11 +159,12 @@ func New(clk clock.PassiveClock, opts Options) *Ledger {
 		opts.ReleasedRetention = 10 * time.Minute
 	}
 	return &Ledger{
-		clock:  clk,
-		opts:   opts,
-		pools:  map[string]*pool{},
-		byNode: map[string][]*pool{},
-		byUID:  map[string]*Reservation{},
+		clock:    clk,
+		opts:     opts,
+		pools:    map[string]*pool{},
+		byNode:   map[string][]*pool{},
+		byUID:    map[string]*Reservation{},
+		setAside: map[string]*SetAside{},
 	}
 }
 
@@ -181,6 +202,10 @@ func (l *Ledger) SetPool(p Pool) error {
 		l.reindex()
 		l.changed()
 		return nil
+	}
+	if old.withheld > 0 && (p.BlockSize != old.spec.BlockSize || p.Capacity < old.spec.Capacity) {
+		return Errorf(CodeConflict, "pool %s: block size and capacity cannot change while claims that could not be restored hold %s of it; resolve them first (kubectl get dynamicmemoryclaims -A)",
+			p.Name, FormatBytes(old.withheld))
 	}
 	if p.BlockSize != old.spec.BlockSize && old.reserved > 0 {
 		return Errorf(CodeConflict, "pool %s: block size cannot change from %s to %s while %s is reserved",
@@ -259,8 +284,8 @@ func (l *Ledger) RemovePool(name string) error {
 	if !ok {
 		return nil
 	}
-	if p.reserved > 0 {
-		return Errorf(CodeConflict, "pool %s cannot be removed while %s is reserved", name, FormatBytes(p.reserved))
+	if p.reserved > 0 || p.withheld > 0 {
+		return Errorf(CodeConflict, "pool %s cannot be removed while %s is reserved", name, FormatBytes(p.reserved+p.withheld))
 	}
 	delete(l.pools, name)
 	l.reindex()
@@ -313,6 +338,9 @@ func (l *Ledger) Reserve(req Request) (Reservation, error) {
 			return Reservation{}, err
 		}
 		return *r, nil
+	}
+	if a, ok := l.setAside[req.Claim.UID]; ok {
+		return Reservation{}, Errorf(CodeConflict, "claim %s has a record that could not be restored (%s); it is served again once a person resolved it", req.Claim.UID, a.Reason)
 	}
 	r, err := l.reserveLocked(req)
 	if err != nil {
@@ -401,7 +429,7 @@ func (l *Ledger) pick(req Request) (*pool, int64, error) {
 			}
 			continue
 		}
-		if free := p.spec.Capacity - p.reserved - bytes; best == nil || free < bestFree {
+		if free := p.available() - bytes; best == nil || free < bestFree {
 			best, bestBytes, bestFree = p, bytes, free
 		}
 	}
@@ -427,7 +455,7 @@ func (p *pool) fit(node string, n int64) (int64, error) {
 	if !ok {
 		return 0, Errorf(CodeInvalid, "bytes: %d is too large", n)
 	}
-	if free := p.spec.Capacity - p.reserved; bytes > free {
+	if free := p.available(); bytes > free {
 		return 0, Errorf(CodeExhausted, "pool %s has %s free, claim needs %s", p.spec.Name, FormatBytes(free), FormatBytes(bytes))
 	}
 	h := p.hosts[node]
@@ -564,7 +592,7 @@ func (l *Ledger) MarkFailed(uid, message string) (Reservation, error) {
 		l.pools[r.Pool].setOnline(r.Node, -r.Bytes)
 	}
 	r.State = v1alpha1.PhaseFailed
-	r.Message = message
+	r.Message = Cut(message, v1alpha1.ClaimMessageMaxLength)
 	r.UpdatedAt = l.clock.Now()
 	l.changed()
 	return *r, nil
@@ -572,6 +600,7 @@ func (l *Ledger) MarkFailed(uid, message string) (Reservation, error) {
 
 // SetMessage records what is happening to a reservation, for a person.
 func (l *Ledger) SetMessage(uid, message string) {
+	message = Cut(message, v1alpha1.ClaimMessageMaxLength)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r, ok := l.byUID[uid]; ok && r.Message != message {
@@ -685,6 +714,9 @@ func (l *Ledger) Restore(r Reservation) error {
 	if cur, ok := l.byUID[r.Claim.UID]; ok && cur.State != v1alpha1.PhaseReleased {
 		return Errorf(CodeConflict, "claim %s is already in the ledger (%s)", r.Claim.UID, cur.State)
 	}
+	if _, ok := l.setAside[r.Claim.UID]; ok {
+		return Errorf(CodeConflict, "claim %s is set aside", r.Claim.UID)
+	}
 	if r.State == v1alpha1.PhaseReleased {
 		r.Extents = slices.Clone(r.Extents)
 		l.byUID[r.Claim.UID] = &r
@@ -699,15 +731,19 @@ func (l *Ledger) Restore(r Reservation) error {
 	if !ok {
 		return Errorf(CodeNotFound, "claim %s: node %q is not attached to pool %s", r.Claim.UID, r.Node, r.Pool)
 	}
-	if p.reserved+r.Bytes > p.spec.Capacity || h.reserved+r.Bytes > p.spec.HostWindow {
+	if err := p.checkRecord(r); err != nil {
+		return Errorf(CodeOf(err), "claim %s: %v", r.Claim.UID, err)
+	}
+	if r.Bytes > p.available() || h.reserved+r.Bytes > p.spec.HostWindow {
 		return Errorf(CodeExhausted, "claim %s: %s does not fit in pool %s on node %s", r.Claim.UID, FormatBytes(r.Bytes), r.Pool, r.Node)
 	}
-	if r.State != v1alpha1.PhaseReserved && v1alpha1.SumLength(r.Extents) != r.Bytes {
-		return Errorf(CodeInvalid, "claim %s: extents cover %d bytes, reservation holds %d", r.Claim.UID, v1alpha1.SumLength(r.Extents), r.Bytes)
-	}
-	if err := p.free.claim(r.Extents); err != nil {
+	// Claimed on a copy, so that an extent that is not free leaves the free list as
+	// it was.
+	free := freeList{ranges: slices.Clone(p.free.ranges)}
+	if err := free.claim(r.Extents); err != nil {
 		return Errorf(CodeConflict, "claim %s: %v", r.Claim.UID, err)
 	}
+	p.free = free
 	r.Extents = slices.Clone(r.Extents)
 	r.NUMANodes = slices.Clone(r.NUMANodes)
 	p.hold(r.Node, r.Bytes)
@@ -716,6 +752,125 @@ func (l *Ledger) Restore(r Reservation) error {
 	}
 	l.byUID[r.Claim.UID] = &r
 	l.changed()
+	return nil
+}
+
+// SetAside takes a record that Restore refused (why: its error) out of service: the
+// ledger does not serve it (no release, no provisioning, no expiry: its memory may be
+// in use by a running pod, and only a person can tell), and withholds from its pool
+// every range it names that is free there, rounded out to the block size, so that
+// none is given to another claim. It returns false, and changes nothing, when the
+// claim is in the ledger already (a second record with the UID of a restored one).
+// Setting a claim aside again keeps the first record.
+func (l *Ledger) SetAside(r Reservation, why string) (SetAside, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	uid := r.Claim.UID
+	if a, ok := l.setAside[uid]; ok {
+		return a.clone(), true
+	}
+	if _, ok := l.byUID[uid]; ok {
+		return SetAside{}, false
+	}
+	a := &SetAside{Reservation: r, Reason: why}
+	a.Extents = slices.Clone(r.Extents)
+	a.NUMANodes = slices.Clone(r.NUMANodes)
+	l.withholdLocked(a, r.Extents)
+	l.setAside[uid] = a
+	l.changed()
+	return a.clone(), true
+}
+
+// Withhold adds to what a set-aside claim withholds the free parts of more ranges
+// (those its device reports under its tag). It is an error for a claim not set aside.
+func (l *Ledger) Withhold(uid string, extents []v1alpha1.Extent) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.setAside[uid]
+	if !ok {
+		return Errorf(CodeNotFound, "claim %s is not set aside", uid)
+	}
+	if l.withholdLocked(a, extents) > 0 {
+		l.changed()
+	}
+	return nil
+}
+
+// withholdLocked takes the free parts of extents, rounded out to blocks, out of the
+// set-aside claim's pool and returns how many bytes that was.
+func (l *Ledger) withholdLocked(a *SetAside, extents []v1alpha1.Extent) int64 {
+	p, ok := l.pools[a.Pool]
+	if !ok {
+		return 0
+	}
+	more := p.free.within(blockRanges(extents, p.spec.BlockSize, p.spec.Capacity))
+	if err := p.free.claim(more); err != nil {
+		panic(fmt.Sprintf("ledger: withholding free ranges %v: %v", more, err)) // within returns free ranges only
+	}
+	n := v1alpha1.SumLength(more)
+	p.withheld += n
+	a.Withheld = append(a.Withheld, more...)
+	slices.SortFunc(a.Withheld, func(x, y v1alpha1.Extent) int { return cmp.Compare(x.Offset, y.Offset) })
+	return n
+}
+
+// SetAsideClaims returns the records set aside, sorted by claim UID.
+func (l *Ledger) SetAsideClaims() []SetAside {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([]SetAside, 0, len(l.setAside))
+	for _, uid := range slices.Sorted(maps.Keys(l.setAside)) {
+		out = append(out, l.setAside[uid].clone())
+	}
+	return out
+}
+
+func (a *SetAside) clone() SetAside {
+	c := *a
+	c.Extents = slices.Clone(a.Extents)
+	c.NUMANodes = slices.Clone(a.NUMANodes)
+	c.Withheld = slices.Clone(a.Withheld)
+	return c
+}
+
+// checkRecord checks a record read back from the API against the pool's geometry:
+// the checks that Reserve and Provision make when they create a reservation, so that
+// the ledger holds only reservations it could have made itself.
+func (p *pool) checkRecord(r Reservation) error {
+	block := p.spec.BlockSize
+	switch r.State {
+	case v1alpha1.PhaseReserved, v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseReleasing, v1alpha1.PhaseFailed:
+	default:
+		return Errorf(CodeInvalid, "phase %q is not a phase that holds memory", r.State)
+	}
+	if r.Bytes <= 0 {
+		return Errorf(CodeInvalid, "the reservation holds no memory (%d bytes)", r.Bytes)
+	}
+	if r.Bytes%block != 0 {
+		return Errorf(CodeInvalid, "%d bytes is not a multiple of the pool's block size %s", r.Bytes, FormatBytes(block))
+	}
+	if r.Requested > r.Bytes || r.Bytes-r.Requested >= block {
+		return Errorf(CodeInvalid, "%s is not the %d bytes requested rounded up to the block size %s", FormatBytes(r.Bytes), r.Requested, FormatBytes(block))
+	}
+	if r.State == v1alpha1.PhaseReserved && len(r.Extents) > 0 {
+		return Errorf(CodeInvalid, "a %s reservation has no extents yet, this one has %d", r.State, len(r.Extents))
+	}
+	if r.State != v1alpha1.PhaseReserved && v1alpha1.SumLength(r.Extents) != r.Bytes {
+		return Errorf(CodeInvalid, "extents cover %d bytes, reservation holds %d", v1alpha1.SumLength(r.Extents), r.Bytes)
+	}
+	sorted := slices.Clone(r.Extents)
+	slices.SortFunc(sorted, func(a, b v1alpha1.Extent) int { return cmp.Compare(a.Offset, b.Offset) })
+	for i, e := range sorted {
+		if e.Offset < 0 || e.Length <= 0 || e.Offset > p.spec.Capacity-e.Length {
+			return Errorf(CodeInvalid, "extent %s is outside the pool's region of %s", e, FormatBytes(p.spec.Capacity))
+		}
+		if e.Offset%block != 0 || e.Length%block != 0 {
+			return Errorf(CodeInvalid, "extent %s is not aligned to the pool's block size %s", e, FormatBytes(block))
+		}
+		if i > 0 && sorted[i-1].Overlaps(e) {
+			return Errorf(CodeInvalid, "extent %s overlaps extent %s of the same claim", e, sorted[i-1])
+		}
+	}
 	return nil
 }
 
@@ -750,6 +905,8 @@ type PoolStatus struct {
 	Free     int64
 	Reserved int64
 	Online   int64
+	// Withheld is what claims that could not be restored hold (Ledger.SetAside).
+	Withheld int64
 	// Hosts, sorted by node name.
 	Hosts []HostStatus
 }
@@ -779,7 +936,7 @@ func (l *Ledger) Snapshot() Snapshot {
 		p := l.pools[name]
 		ps := PoolStatus{
 			Pool: clonePool(p.spec), Ready: p.ready, Message: p.message,
-			Free: p.spec.Capacity - p.reserved, Reserved: p.reserved, Online: p.online,
+			Free: p.available(), Reserved: p.reserved, Online: p.online, Withheld: p.withheld,
 		}
 		for _, n := range slices.Sorted(maps.Keys(p.hosts)) {
 			h := p.hosts[n]
@@ -835,6 +992,14 @@ func (l *Ledger) CheckInvariants() error {
 		}
 		used[r.Pool] = append(used[r.Pool], r.Extents...)
 	}
+	withheld := map[string]int64{}
+	for uid, a := range l.setAside {
+		if _, ok := l.byUID[uid]; ok {
+			return fmt.Errorf("claim %s is both set aside and in the ledger", uid)
+		}
+		withheld[a.Pool] += v1alpha1.SumLength(a.Withheld)
+		used[a.Pool] = append(used[a.Pool], a.Withheld...)
+	}
 	for name, p := range l.pools {
 		s := poolSums[name]
 		if s == nil {
@@ -843,8 +1008,11 @@ func (l *Ledger) CheckInvariants() error {
 		if s.reserved != p.reserved || s.online != p.online {
 			return fmt.Errorf("pool %s: totals reserved %d online %d, reservations add up to %d and %d", name, p.reserved, p.online, s.reserved, s.online)
 		}
-		if p.reserved > p.spec.Capacity || p.reserved < 0 {
-			return fmt.Errorf("pool %s: %d reserved of capacity %d", name, p.reserved, p.spec.Capacity)
+		if p.reserved+p.withheld > p.spec.Capacity || p.reserved < 0 || p.withheld < 0 {
+			return fmt.Errorf("pool %s: %d reserved and %d withheld of capacity %d", name, p.reserved, p.withheld, p.spec.Capacity)
+		}
+		if withheld[name] != p.withheld {
+			return fmt.Errorf("pool %s: %d withheld, set-aside records hold %d", name, p.withheld, withheld[name])
 		}
 		for n, h := range p.hosts {
 			hs := hostSums[[2]string{name, n}]

@@ -2,8 +2,10 @@ package ledger_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -366,4 +368,202 @@ func TestPoolChangesThatStrandReservationsAreRefused(t *testing.T) {
 func ExampleFormatBytes() {
 	fmt.Println(ledger.FormatBytes(16*gi), ledger.FormatBytes(384*mi))
 	// Output: 16Gi 384Mi
+}
+
+// A record that cannot be restored is refused whole, with a code and a message naming
+// what is wrong, and leaves the ledger as it was: the next records restore, the free
+// list is intact, and the invariants hold (a rebuild never fails on one bad record).
+func TestRestoreIsAllOrNothingPerRecord(t *testing.T) {
+	base := func(uid string) ledger.Reservation {
+		return ledger.Reservation{
+			Claim: ledger.ClaimRef{UID: uid, Namespace: "ns", Name: "c-" + uid}, Node: "node1", Pool: "cxl-a",
+			Requested: gi, Bytes: gi, State: v1alpha1.PhaseOnline,
+			Extents: []v1alpha1.Extent{{Offset: 4 * gi, Length: gi}},
+		}
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*ledger.Reservation)
+		code    ledger.Code
+		message string
+	}{
+		{"its second extent overlaps one it already took", func(r *ledger.Reservation) {
+			r.Bytes, r.Requested = 2*gi, 2*gi
+			r.Extents = []v1alpha1.Extent{{Offset: 4 * gi, Length: gi}, {Offset: 4*gi + 512*mi, Length: gi}}
+		}, ledger.CodeInvalid, "overlaps"},
+		{"its second extent overlaps another claim's", func(r *ledger.Reservation) {
+			r.Bytes, r.Requested = 2*gi, 2*gi
+			r.Extents = []v1alpha1.Extent{{Offset: 4 * gi, Length: gi}, {Offset: 0, Length: gi}}
+		}, ledger.CodeConflict, "is not free"},
+		{"an extent past the capacity", func(r *ledger.Reservation) {
+			r.Extents = []v1alpha1.Extent{{Offset: 16 * gi, Length: gi}}
+		}, ledger.CodeInvalid, "outside the pool's region"},
+		{"an extent not aligned to the block", func(r *ledger.Reservation) {
+			r.Extents = []v1alpha1.Extent{{Offset: 4*gi + mi, Length: gi}}
+		}, ledger.CodeInvalid, "not aligned to the pool's block size"},
+		{"bytes not a multiple of the block", func(r *ledger.Reservation) {
+			r.Bytes, r.Requested = gi+mi, gi+mi
+			r.Extents = []v1alpha1.Extent{{Offset: 4 * gi, Length: gi + mi}}
+		}, ledger.CodeInvalid, "multiple of the pool's block size"},
+		{"bytes that are not the request rounded up", func(r *ledger.Reservation) {
+			r.Requested = 128 * mi
+		}, ledger.CodeInvalid, "rounded up"},
+		{"a negative extent", func(r *ledger.Reservation) {
+			r.Extents = []v1alpha1.Extent{{Offset: -gi, Length: gi}}
+		}, ledger.CodeInvalid, "outside the pool's region"},
+		{"no bytes", func(r *ledger.Reservation) {
+			r.Bytes, r.Requested, r.Extents = 0, 0, nil
+		}, ledger.CodeInvalid, "holds no memory"},
+		{"an unknown phase", func(r *ledger.Reservation) {
+			r.State = "Lost"
+			r.Extents = []v1alpha1.Extent{{Offset: 4 * gi, Length: gi}}
+		}, ledger.CodeInvalid, "phase"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := newLedger(t, poolA())
+			other := base("other")
+			other.Extents = []v1alpha1.Extent{{Offset: 0, Length: gi}}
+			require.NoError(t, l.Restore(other))
+			before := l.Snapshot().Pools[0]
+
+			bad := base("bad")
+			tc.mutate(&bad)
+			err := l.Restore(bad)
+			require.Error(t, err)
+			assert.Equal(t, tc.code, ledger.CodeOf(err), "%v", err)
+			assert.Contains(t, err.Error(), tc.message)
+			assert.Contains(t, err.Error(), "bad", "the error names the claim")
+
+			_, ok := l.Get("bad")
+			assert.False(t, ok, "a refused record is not in the ledger")
+			assert.Equal(t, before, l.Snapshot().Pools[0], "a refused record changes nothing")
+			require.NoError(t, l.CheckInvariants())
+			// Every byte the bad record named and no one holds is still free.
+			good := base("good")
+			good.Bytes, good.Requested = 2*gi, 2*gi
+			good.Extents = []v1alpha1.Extent{{Offset: 4 * gi, Length: 2 * gi}}
+			require.NoError(t, l.Restore(good), "the next record restores")
+			require.NoError(t, l.CheckInvariants())
+		})
+	}
+}
+
+// A record set aside is not served and the free ranges it names are withheld from its
+// pool, rounded out to blocks and clipped to the region, so they are never given to
+// another claim; what others hold stays theirs.
+func TestSetAsideWithholdsWhatTheRecordNames(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	other := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "other"}, Node: "node2", Pool: "cxl-a", Requested: gi, Bytes: gi,
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 0, Length: gi}},
+	}
+	require.NoError(t, l.Restore(other))
+	bad := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "bad"}, Node: "node1", Pool: "cxl-a", Requested: 3 * gi, Bytes: 3 * gi,
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{
+			{Offset: 512 * mi, Length: gi + mi},  // overlaps other's, misaligned end
+			{Offset: 15 * gi, Length: 4 * gi},    // past the capacity
+			{Offset: 15 * gi, Length: 1<<63 - 1}, // hostile: Offset+Length overflows
+		},
+	}
+	err := l.Restore(bad)
+	require.Error(t, err)
+	a, ok := l.SetAside(bad, err.Error())
+	require.True(t, ok)
+	assert.Equal(t, []v1alpha1.Extent{{Offset: gi, Length: 640 * mi}, {Offset: 15 * gi, Length: gi}}, a.Withheld,
+		"free blocks the record names: other's gigabyte stays other's, the rest is rounded to blocks and clipped")
+	require.NoError(t, l.CheckInvariants())
+	s := l.Snapshot().Pools[0]
+	assert.Equal(t, gi+640*mi, s.Withheld)
+	assert.Equal(t, 16*gi-gi-gi-640*mi, s.Free)
+
+	_, ok = l.Get("bad")
+	assert.False(t, ok, "a set-aside record is not served")
+	_, err = l.Reserve(req("bad", "node1", gi))
+	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "its claim cannot be reserved again: %v", err)
+	assert.Len(t, l.SetAsideClaims(), 1)
+
+	// What is left can be reserved and provisioned to the last byte, never from a
+	// withheld range.
+	for i := 0; ; i++ {
+		r, _, err := l.Provision(req(fmt.Sprintf("u%d", i), []string{"node1", "node2"}[i%2], 128*mi))
+		if err != nil {
+			assert.Equal(t, ledger.CodeExhausted, ledger.CodeOf(err), "%v", err)
+			break
+		}
+		for _, e := range r.Extents {
+			for _, w := range a.Withheld {
+				require.False(t, e.Overlaps(w), "extent %s of %s is withheld", e, r.Claim.UID)
+			}
+		}
+	}
+	require.NoError(t, l.CheckInvariants())
+
+	err = l.SetPool(ledger.Pool{Name: "cxl-a", Capacity: 32 * gi, BlockSize: gi, HostWindow: 8 * gi, Nodes: []string{"node1", "node2"}})
+	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "the block size does not change under withheld ranges: %v", err)
+	assert.Error(t, l.RemovePool("cxl-a"), "a pool with withheld ranges is not removed")
+}
+
+func TestSetAsideOfARestoredClaimChangesNothing(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "u1"}, Node: "node1", Pool: "cxl-a", Requested: gi, Bytes: gi,
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 0, Length: gi}},
+	}
+	require.NoError(t, l.Restore(r))
+	_, ok := l.SetAside(r, "a second record with the same UID")
+	assert.False(t, ok)
+	assert.Empty(t, l.SetAsideClaims())
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestSetAsideOfAnUnknownPoolWithholdsNothing(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "u1"}, Node: "node1", Pool: "gone", Requested: gi, Bytes: gi,
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 0, Length: gi}},
+	}
+	err := l.Restore(r)
+	assert.Equal(t, ledger.CodeNotFound, ledger.CodeOf(err))
+	a, ok := l.SetAside(r, err.Error())
+	require.True(t, ok)
+	assert.Empty(t, a.Withheld)
+	assert.Equal(t, int64(0), l.Snapshot().Pools[0].Withheld)
+	require.NoError(t, l.CheckInvariants())
+}
+
+func TestWithholdAddsOnlyFreeRangesOfASetAsideClaim(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "bad"}, Node: "node1", Pool: "cxl-a", Requested: gi, Bytes: gi + mi,
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 0, Length: gi + mi}},
+	}
+	err := l.Restore(r)
+	require.Error(t, err)
+	_, ok := l.SetAside(r, err.Error())
+	require.True(t, ok)
+	require.NoError(t, l.Withhold("bad", []v1alpha1.Extent{{Offset: 512 * mi, Length: 2 * gi}}))
+	require.NoError(t, l.Withhold("bad", []v1alpha1.Extent{{Offset: 512 * mi, Length: 2 * gi}}), "again: nothing more")
+	a := l.SetAsideClaims()[0]
+	assert.Equal(t, []v1alpha1.Extent{{Offset: 0, Length: gi + 128*mi}, {Offset: gi + 128*mi, Length: gi + 384*mi}}, a.Withheld)
+	assert.Equal(t, int64(2*gi+512*mi), l.Snapshot().Pools[0].Withheld)
+	require.NoError(t, l.CheckInvariants())
+	assert.Equal(t, ledger.CodeNotFound, ledger.CodeOf(l.Withhold("other", nil)))
+}
+
+func TestMessagesAreCutToWhatTheRecordHolds(t *testing.T) {
+	l, _ := newLedger(t, poolA())
+	_, _, err := l.Provision(req("u1", "node1", gi))
+	require.NoError(t, err)
+	long := strings.Repeat("é", v1alpha1.ClaimMessageMaxLength)
+	l.SetMessage("u1", long)
+	r, _ := l.Get("u1")
+	assert.LessOrEqual(t, len(r.Message), v1alpha1.ClaimMessageMaxLength)
+	assert.True(t, utf8.ValidString(r.Message), "cut on a character boundary")
+	assert.True(t, strings.HasSuffix(r.Message, "(cut)"))
+	failed, err := l.MarkFailed("u1", long)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(failed.Message), v1alpha1.ClaimMessageMaxLength)
+	assert.Equal(t, "short", ledger.Cut("short", 10))
 }

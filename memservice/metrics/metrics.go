@@ -37,6 +37,8 @@ const (
 	StatusWriteErrorsTotal      = "dynamic_memory_status_write_errors_total"
 	ReconcileReleasesTotal      = "dynamic_memory_reconcile_releases_total"
 	ReconcileOrphanExtentsTotal = "dynamic_memory_reconcile_orphan_extents_total"
+	ClaimsSetAside              = "dynamic_memory_claims_set_aside"
+	PoolWithheldBytes           = "dynamic_memory_pool_withheld_bytes"
 )
 
 // Names lists every metric the service exports, for dashboards and tests.
@@ -47,6 +49,7 @@ var Names = []string{
 	CurrentUsageBytes, OnlineBytes, PoolCapacityBytes, PoolFreeBytes, PoolReady,
 	Reservations, AgentConnected, WatchSubscribers, Leader, StatusWritesTotal,
 	StatusWriteErrorsTotal, ReconcileReleasesTotal, ReconcileOrphanExtentsTotal,
+	ClaimsSetAside, PoolWithheldBytes,
 }
 
 // Metrics holds the service's collectors.
@@ -77,6 +80,7 @@ type Metrics struct {
 type State interface {
 	Snapshot() ledger.Snapshot
 	List() []ledger.Reservation
+	SetAsideClaims() []ledger.SetAside
 }
 
 // New registers every metric in a new registry; gauges of pools, usage and
@@ -162,6 +166,10 @@ var (
 	readyDesc    = prometheus.NewDesc(PoolReady, "1 if the pool's backend answers and the pool serves reservations.", []string{"pool"}, nil)
 	stateDesc    = prometheus.NewDesc(Reservations, "Reservations by pool and state.", []string{"pool", "state"}, nil)
 	agentDesc    = prometheus.NewDesc(AgentConnected, "1 if the node agent of a node holds a session.", []string{"node"}, nil)
+	setAsideDesc = prometheus.NewDesc(ClaimsSetAside,
+		"DynamicMemoryClaims the service could not restore after a restart (condition SetAside), by pool: not served until a person resolves them.", []string{"pool"}, nil)
+	withheldDesc = prometheus.NewDesc(PoolWithheldBytes,
+		"Device ranges of a pool withheld for claims that could not be restored, bytes.", []string{"pool"}, nil)
 )
 
 // stateCollector reads the ledger at scrape time: no cost per operation.
@@ -171,7 +179,7 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{usageDesc, onlineDesc, capacityDesc, freeDesc, readyDesc, stateDesc, agentDesc} {
+	for _, d := range []*prometheus.Desc{usageDesc, onlineDesc, capacityDesc, freeDesc, readyDesc, stateDesc, agentDesc, setAsideDesc, withheldDesc} {
 		ch <- d
 	}
 }
@@ -181,6 +189,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(capacityDesc, prometheus.GaugeValue, float64(p.Capacity), p.Name)
 		ch <- prometheus.MustNewConstMetric(freeDesc, prometheus.GaugeValue, float64(p.Free), p.Name)
 		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, boolValue(p.Ready), p.Name)
+		ch <- prometheus.MustNewConstMetric(withheldDesc, prometheus.GaugeValue, float64(p.Withheld), p.Name)
 		for _, h := range p.Hosts {
 			ch <- prometheus.MustNewConstMetric(usageDesc, prometheus.GaugeValue, float64(h.Reserved), p.Name, h.Node)
 			ch <- prometheus.MustNewConstMetric(onlineDesc, prometheus.GaugeValue, float64(h.Online), p.Name, h.Node)
@@ -192,6 +201,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	setAside := map[string]int{}
+	for _, a := range c.state.SetAsideClaims() {
+		setAside[a.Pool]++
+	}
+	for pool, n := range setAside {
+		ch <- prometheus.MustNewConstMetric(setAsideDesc, prometheus.GaugeValue, float64(n), pool)
 	}
 	if c.connected != nil {
 		for _, n := range c.connected() {

@@ -22,6 +22,8 @@ func TestEveryNameIsExported(t *testing.T) {
 	l.SetPoolReady("a", true, "")
 	_, err = l.Reserve(ledger.Request{Claim: ledger.ClaimRef{UID: "u"}, Node: "n1", Bytes: 1})
 	require.NoError(t, err)
+	_, ok := l.SetAside(ledger.Reservation{Claim: ledger.ClaimRef{UID: "lost"}, Node: "n1", Pool: "a", Bytes: 1 << 27}, "could not be restored")
+	require.True(t, ok)
 	m := metrics.New(l, func() []string { return []string{"n1"} })
 
 	m.Allocations.WithLabelValues("a").Inc()

@@ -3,9 +3,13 @@ package provision_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -26,6 +30,7 @@ type flakyDevice struct {
 	releases        int
 	adds            int
 	addErr          error
+	releaseErr      error // the error of failing releases (default "device busy")
 }
 
 func (d *flakyDevice) Check(context.Context) (backend.Capacity, error) {
@@ -47,6 +52,9 @@ func (d *flakyDevice) Release(context.Context, int32, string, []v1alpha1.Extent)
 	defer d.mu.Unlock()
 	d.releases++
 	if d.releases <= d.releaseFailures {
+		if d.releaseErr != nil {
+			return d.releaseErr
+		}
 		return errors.New("device busy")
 	}
 	return nil
@@ -198,4 +206,28 @@ func TestAddMemoryAnswersBeforeTheOnlineRecord(t *testing.T) {
 	close(st.hold)
 	m.Wait()
 	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline}, st.log, "the Online record is written after the answer")
+}
+
+// A device's error can be any length; the claim's message is written to
+// status.message, which the CRD bounds, so it is cut to fit.
+func TestDeviceErrorsAreCutToFitTheClaimMessage(t *testing.T) {
+	long := strings.Repeat("é", 3*v1alpha1.ClaimMessageMaxLength)
+	dev := &flakyDevice{addErr: fmt.Errorf("%w: %s", backend.ErrMisaligned, long), releaseFailures: math.MaxInt, releaseErr: errors.New(long)}
+	m, l, _, _ := setup(t, dev)
+	r, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err)
+	assert.Equal(t, v1alpha1.PhaseFailed, r.State)
+	assert.Contains(t, r.Message, "extent is not aligned to the region block size")
+	assert.LessOrEqual(t, utf8.RuneCountInString(r.Message), v1alpha1.ClaimMessageMaxLength)
+	assert.True(t, utf8.ValidString(r.Message))
+
+	_, _, err = m.RemoveMemory(context.Background(), "u", false)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		cur, _ := l.Get("u")
+		return strings.Contains(cur.Message, "release extents from node n")
+	}, 5*time.Second, time.Millisecond, "a failing release step is said in the message")
+	cur, _ := l.Get("u")
+	assert.LessOrEqual(t, utf8.RuneCountInString(cur.Message), v1alpha1.ClaimMessageMaxLength)
+	assert.True(t, utf8.ValidString(cur.Message))
 }

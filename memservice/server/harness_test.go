@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/klog/v2"
@@ -48,15 +49,34 @@ func (e *events) all() []string {
 	return append([]string(nil), e.log...)
 }
 
-// memStore is a provision.Store in memory that logs every write.
+// memStore is a provision.Store in memory that logs every write. It refuses what
+// the API server refuses of a DynamicMemoryClaim status (the CRD's bounds).
 type memStore struct {
 	ev      *events
 	mu      sync.Mutex
 	records map[string]ledger.Reservation
+	refused []string // why writes were refused
 }
+
+// Bounds of DynamicMemoryClaim status in manifests/crds (status.message maxLength,
+// status.numaNodes maxItems).
+const (
+	crdMessageMaxLength  = 4096
+	crdNUMANodesMaxItems = 64
+)
 
 func (s *memStore) put(op string, r ledger.Reservation) error {
 	s.mu.Lock()
+	switch {
+	case utf8.RuneCountInString(r.Message) > crdMessageMaxLength:
+		s.refused = append(s.refused, fmt.Sprintf("%s %s: status.message: Too long: may not be more than %d bytes", op, r.Claim.UID, crdMessageMaxLength))
+		s.mu.Unlock()
+		return fmt.Errorf("DynamicMemoryClaim %s is invalid: status.message: Too long: may not be more than %d bytes", r.Claim.UID, crdMessageMaxLength)
+	case len(r.NUMANodes) > crdNUMANodesMaxItems:
+		s.refused = append(s.refused, fmt.Sprintf("%s %s: status.numaNodes: Too many: %d: must have at most %d items", op, r.Claim.UID, len(r.NUMANodes), crdNUMANodesMaxItems))
+		s.mu.Unlock()
+		return fmt.Errorf("DynamicMemoryClaim %s is invalid: status.numaNodes: Too many", r.Claim.UID)
+	}
 	s.records[r.Claim.UID] = r
 	s.mu.Unlock()
 	s.ev.add("store %s %s %s", op, r.Claim.UID, r.State)
@@ -93,7 +113,10 @@ type harness struct {
 	ev      *events
 	store   *memStore
 	metrics *metrics.Metrics
-	serving atomic.Bool
+	// sessions are the agents' sessions; their OnProgress sets the claim's message
+	// as the service does.
+	sessions *session.Registry
+	serving  atomic.Bool
 }
 
 var testPool = ledger.Pool{Name: "cxl-a", Capacity: 64 * gi, BlockSize: 128 * mi, HostWindow: 32 * gi, Nodes: []string{"node1", "node2"}}
@@ -137,6 +160,10 @@ func newHarness(t testing.TB) *harness {
 	srv, err = server.New(server.Config{TLS: tlsConfig, Ledger: h.ledger, Manager: mgr, Sessions: sessions, Metrics: h.metrics, Serving: h.serving.Load})
 	require.NoError(t, err)
 	sessions.OnChange = srv.Notify
+	sessions.OnProgress = func(node string, p *memservicev1.CommandProgress) { // as service.New wires it
+		h.ledger.SetMessage(p.GetClaimUid(), fmt.Sprintf("node agent of %s: %s (%d of %d blocks)", node, p.GetMessage(), p.GetBlocksDone(), p.GetBlocksTotal()))
+	}
+	h.sessions = sessions
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	h.addr = lis.Addr().String()
@@ -168,8 +195,19 @@ func (h *harness) dial(member string) *client.Client {
 // fakeAgent answers commands for a node the way a node agent does.
 type fakeAgent struct {
 	mu      sync.Mutex
-	fail    string // non-empty: answer FAILED with this message
+	fail    string  // non-empty: answer FAILED with this message
+	numa    []int32 // non-nil: the NUMA nodes of ONLINE answers (default [1])
 	onlined map[string]bool
+
+	sendMu sync.Mutex
+	stream memservicev1.MemoryService_AgentSessionClient
+}
+
+// send sends a message on the agent's stream, as the agent would.
+func (a *fakeAgent) send(msg *memservicev1.AgentMessage) error {
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	return a.stream.Send(msg)
 }
 
 // startAgent opens an AgentSession for node with c and serves commands until the
@@ -181,6 +219,7 @@ func (h *harness) startAgent(c *client.Client, node string) *fakeAgent {
 	h.t.Cleanup(cancel)
 	stream, err := c.AgentSession(ctx)
 	require.NoError(h.t, err)
+	a.stream = stream
 	require.NoError(h.t, stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{
 		Hello: &memservicev1.AgentHello{Node: node, Version: "test"},
 	}}))
@@ -198,6 +237,9 @@ func (h *harness) startAgent(c *client.Client, node string) *fakeAgent {
 			case cmd.GetOnline() != nil:
 				res.ClaimUid = cmd.GetOnline().GetClaimUid()
 				res.Outcome, res.NumaNodes = memservicev1.CommandResult_OUTCOME_ONLINE, []int32{1}
+				if a.numa != nil {
+					res.NumaNodes = a.numa
+				}
 				a.onlined[res.ClaimUid] = true
 			case cmd.GetOffline() != nil:
 				res.ClaimUid = cmd.GetOffline().GetClaimUid()
@@ -205,7 +247,7 @@ func (h *harness) startAgent(c *client.Client, node string) *fakeAgent {
 				delete(a.onlined, res.ClaimUid)
 			}
 			a.mu.Unlock()
-			if err := stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Result{Result: res}}); err != nil {
+			if err := a.send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Result{Result: res}}); err != nil {
 				return
 			}
 		}

@@ -257,6 +257,9 @@ func (s *Server) AgentSession(stream memservicev1.MemoryService_AgentSessionServ
 				errc <- err
 				return
 			}
+			if !s.onItsNode(sess.Node(), msg) {
+				continue
+			}
 			if err := s.sessions.Handle(sess, msg); err != nil {
 				errc <- toStatus(err)
 				return
@@ -282,6 +285,20 @@ func (s *Server) AgentSession(stream memservicev1.MemoryService_AgentSessionServ
 			return nil
 		}
 	}
+}
+
+// onItsNode tells whether an agent's message may touch the claim it names: a progress
+// report only reaches a claim reserved on the agent's own node. A report on another
+// node's claim and one on a claim nobody holds take the same path and are dropped
+// alike; the agent is told nothing. (Results answer commands of the agent's own
+// session, matched by command id.)
+func (s *Server) onItsNode(node string, msg *memservicev1.AgentMessage) bool {
+	p := msg.GetProgress()
+	if p == nil {
+		return true
+	}
+	r, ok := s.ledger.Get(p.GetClaimUid())
+	return ok && r.Node == node
 }
 
 // snapshot builds the WatchPools message (the hub sets the revision).

@@ -8,10 +8,15 @@ import (
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
 )
 
 // MaxRequestBytes is the largest size a request may ask for (1 PiB).
 const MaxRequestBytes = int64(1) << 50
+
+// MaxHostClaims is the most claims a node agent may report online on its host in
+// its Hello; the service answers each with a command, so the list is bounded.
+const MaxHostClaims = 4096
 
 // Every validate function returns a ledger.CodeInvalid error whose message starts
 // with the field path, or nil.
@@ -137,11 +142,38 @@ func validateGetCapacity(req *memservicev1.GetCapacityRequest) error {
 	return validateName("node", req.GetNode(), false, validation.IsDNS1123Subdomain)
 }
 
+// Bounds of a Hello's other fields: the version is logged with every line of the
+// session; a claim UID is at most as long as DynamicMemoryClaim spec.claim.uid.
+const (
+	maxVersionLength = 256
+	maxUIDLength     = 128
+)
+
+// validateHello checks a node agent's first message, bounding everything an
+// untrusted node sends (see also session.Registry.Handle for later messages).
 func validateHello(h *memservicev1.AgentHello) error {
 	if h == nil {
 		return invalid("hello", "the first message of a session must be a Hello")
 	}
-	return validateName("hello.node", h.GetNode(), true, validation.IsDNS1123Subdomain)
+	if err := validateName("hello.node", h.GetNode(), true, validation.IsDNS1123Subdomain); err != nil {
+		return err
+	}
+	if n := len(h.GetVersion()); n > maxVersionLength {
+		return invalid("hello.version", "at most %d characters, got %d", maxVersionLength, n)
+	}
+	online := h.GetHostState().GetOnline()
+	if len(online) > MaxHostClaims {
+		return invalid("hello.host_state.online", "at most %d claims, got %d", MaxHostClaims, len(online))
+	}
+	for i, c := range online {
+		if n := len(c.GetClaimUid()); n > maxUIDLength {
+			return invalid(fmt.Sprintf("hello.host_state.online[%d].claim_uid", i), "at most %d characters, got %d", maxUIDLength, n)
+		}
+		if n := len(c.GetNumaNodes()); n > session.MaxNUMANodes {
+			return invalid(fmt.Sprintf("hello.host_state.online[%d].numa_nodes", i), "at most %d, got %d", session.MaxNUMANodes, n)
+		}
+	}
+	return nil
 }
 
 // Validate checks any request message of the service; for the fuzz test and for

@@ -24,6 +24,15 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"a pool that is no name", &memservicev1.AddMemoryRequest{Claim: claim(1), Node: "n", Pool: "Pool!", Bytes: 1}, "pool: invalid name"},
 		{"remove without UID", &memservicev1.RemoveMemoryRequest{}, "claim_uid: required"},
 		{"hello without node", &memservicev1.AgentHello{}, "hello.node: required"},
+		{"hello with a long version", &memservicev1.AgentHello{Node: "n", Version: strings.Repeat("v", 257)}, "hello.version: at most 256 characters"},
+		{"hello with more claims online than a host can hold", &memservicev1.AgentHello{Node: "n", HostState: &memservicev1.HostState{
+			Online: make([]*memservicev1.OnlineClaim, server.MaxHostClaims+1)}}, "hello.host_state.online: at most 4096 claims, got 4097"},
+		{"hello with a claim UID longer than a UID", &memservicev1.AgentHello{Node: "n", HostState: &memservicev1.HostState{
+			Online: []*memservicev1.OnlineClaim{{ClaimUid: uid(1)}, {ClaimUid: strings.Repeat("u", 129)}}}}, "hello.host_state.online[1].claim_uid: at most 128 characters"},
+		{"hello with a claim in too many NUMA nodes", &memservicev1.AgentHello{Node: "n", HostState: &memservicev1.HostState{
+			Online: []*memservicev1.OnlineClaim{{ClaimUid: uid(1), NumaNodes: make([]int32, 65)}}}}, "hello.host_state.online[0].numa_nodes: at most 64, got 65"},
+		{"hello with its host state", &memservicev1.AgentHello{Node: "n", Version: "v1.0.0", HostState: &memservicev1.HostState{
+			Online: []*memservicev1.OnlineClaim{{ClaimUid: uid(1), Bytes: gi, NumaNodes: []int32{1}}}}}, ""},
 		{"capacity for all nodes", &memservicev1.GetCapacityRequest{}, ""},
 	}
 	for _, tc := range tests {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
@@ -40,6 +42,7 @@ type rebuilder struct {
 	devices devices
 	flights flights
 	metrics *metrics.Metrics
+	events  record.EventRecorder
 }
 
 // rebuild restores the ledger from the DynamicMemoryClaims, reconciles it with the
@@ -64,7 +67,7 @@ func (rb *rebuilder) rebuild(ctx context.Context) error {
 			continue
 		}
 		if err := rb.ledger.Restore(r); err != nil {
-			logger.Error(err, "Cannot restore reservation; its DynamicMemoryClaim is left as it is", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
+			rb.setAside(ctx, r, err)
 			continue
 		}
 		restored = append(restored, r)
@@ -93,8 +96,29 @@ func (rb *rebuilder) rebuild(ctx context.Context) error {
 			rb.flights.ResumeRelease(cur.Claim.UID)
 		}
 	}
-	logger.Info("Ledger rebuilt", "reservations", len(restored), "skipped", len(records)-len(restored)+len(bad))
+	logger.Info("Ledger rebuilt", "reservations", len(restored), "setAside", len(rb.ledger.SetAsideClaims()), "unreadable", len(bad))
 	return nil
+}
+
+// setAside takes a record that cannot be restored out of service, so that the rest is
+// served: its memory may be in use by a running pod, so it is neither offlined nor
+// released, and the ranges it names are withheld from its pool. The record says so in
+// its SetAside condition, with an event, until a person resolves it.
+func (rb *rebuilder) setAside(ctx context.Context, r ledger.Reservation, why error) {
+	logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
+	if _, ok := rb.ledger.SetAside(r, why.Error()); !ok {
+		logger.Error(why, "A second DynamicMemoryClaim names a restored claim; leaving it as it is")
+		return
+	}
+	logger.Error(why, "Cannot restore reservation; setting it aside: its memory is neither offlined nor released until a person resolves it")
+	if err := rb.store.SetAside(ctx, r, why.Error()); err != nil {
+		logger.Error(err, "Recording the set-aside claim")
+	}
+	if rb.events != nil {
+		ref := &corev1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "DynamicMemoryClaim", Namespace: r.Claim.Namespace, Name: r.Claim.Name}
+		rb.events.Eventf(ref, corev1.EventTypeWarning, v1alpha1.ReasonRestoreRefused,
+			"Set aside after a restart, memory kept as it is on node %s: %v", r.Node, why)
+	}
 }
 
 // reconcileDevice compares a pool's device with the restored reservations: extents
@@ -131,6 +155,10 @@ func (rb *rebuilder) reconcileDevice(ctx context.Context, pool ledger.Pool, rest
 		return
 	}
 
+	setAside := map[string]bool{}
+	for _, a := range rb.ledger.SetAsideClaims() {
+		setAside[a.Claim.UID] = true
+	}
 	owned := map[backend.HostExtent]bool{}
 	for _, r := range rb.ledger.List() {
 		if r.Pool != pool.Name || r.State == v1alpha1.PhaseReleased {
@@ -144,6 +172,13 @@ func (rb *rebuilder) reconcileDevice(ctx context.Context, pool ledger.Pool, rest
 	for _, x := range onDevice {
 		present[x] = true
 		if owned[x] {
+			continue
+		}
+		if setAside[x.Tag] {
+			// Where the device really put a set-aside claim's memory: withheld too.
+			if err := rb.ledger.Withhold(x.Tag, []v1alpha1.Extent{x.Extent}); err != nil {
+				logger.Error(err, "Withholding a set-aside claim's extent", "tag", x.Tag, "extent", x.Extent.String())
+			}
 			continue
 		}
 		logger.Info("Releasing an extent no claim owns", "host", x.HostID, "tag", x.Tag, "extent", x.Extent.String())

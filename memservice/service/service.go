@@ -15,11 +15,15 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -343,7 +347,11 @@ func (s *Service) lead(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	logger.Info("Leading: rebuilding the ledger from DynamicMemoryClaims")
 	s.manager.Start(ctx)
-	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics}
+	events := record.NewBroadcaster()
+	defer events.Shutdown()
+	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.kube.CoreV1().Events("")})
+	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics,
+		events: events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})}
 	if err := rb.rebuild(ctx); err != nil {
 		return err
 	}
@@ -406,9 +414,17 @@ func (s *Service) reconcileHost(node string, state *memservicev1.HostState) {
 		return
 	}
 	logger := klog.Background().WithValues("node", node)
+	setAside := map[string]bool{}
+	for _, a := range s.ledger.SetAsideClaims() {
+		setAside[a.Claim.UID] = true
+	}
 	for _, oc := range state.GetOnline() {
 		r, ok := s.ledger.Get(oc.GetClaimUid())
 		if ok && r.Node == node && r.State != v1alpha1.PhaseReleased {
+			continue
+		}
+		if setAside[oc.GetClaimUid()] {
+			logger.V(2).Info("Node agent reports memory online for a claim set aside; leaving it online", "claim", oc.GetClaimUid())
 			continue
 		}
 		logger.Info("Node agent reports memory online for a claim the service does not hold there; offlining it", "claim", oc.GetClaimUid(), "bytes", oc.GetBytes())

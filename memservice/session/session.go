@@ -22,7 +22,9 @@ type Registry struct {
 	// OnOpen is called (in its own goroutine) when a node's session opens, with the
 	// host state the agent reported in its Hello.
 	OnOpen func(node string, state *memservicev1.HostState)
-	// OnProgress is called for every progress report.
+	// OnProgress is called for every progress report, its message cut to
+	// MaxAgentMessageLength. The caller of Handle decides which reports reach it:
+	// only those on claims of the session's node.
 	OnProgress func(node string, p *memservicev1.CommandProgress)
 	// OnChange is called when the set of connected nodes changes.
 	OnChange func()
@@ -112,10 +114,47 @@ func (r *Registry) Connected() []string {
 	return out
 }
 
-// Handle takes a message the agent sent after its Hello.
+// Bounds of what a node agent (an untrusted node) may put into a claim's record.
+const (
+	// MaxAgentMessageLength is the most bytes of an agent's words (a progress report,
+	// a failure) that are kept; the rest is cut. It leaves room for the words the
+	// service wraps them in (node and claim names, counts), so that the claim's
+	// message stays within v1alpha1.ClaimMessageMaxLength.
+	MaxAgentMessageLength = 1024
+	// MaxNUMANodes is the most NUMA nodes a claim's memory may go into: the maxItems
+	// of DynamicMemoryClaim status.numaNodes. An agent that reports more is refused.
+	MaxNUMANodes = 64
+)
+
+// bound keeps an agent's result within what a claim's record can hold: its message is
+// cut, and an ONLINE answer with more NUMA nodes than a claim may record, or with a
+// negative one, becomes a failure that says so.
+func bound(res *memservicev1.CommandResult) {
+	res.Message = ledger.Cut(res.GetMessage(), MaxAgentMessageLength)
+	if res.GetOutcome() != memservicev1.CommandResult_OUTCOME_ONLINE {
+		res.NumaNodes = nil
+		return
+	}
+	if n := len(res.GetNumaNodes()); n > MaxNUMANodes {
+		res.Outcome, res.NumaNodes = memservicev1.CommandResult_OUTCOME_FAILED, nil
+		res.Message = fmt.Sprintf("the agent reported %d NUMA nodes, a claim's memory goes into at most %d", n, MaxNUMANodes)
+		return
+	}
+	for _, id := range res.GetNumaNodes() {
+		if id < 0 {
+			res.Outcome, res.NumaNodes = memservicev1.CommandResult_OUTCOME_FAILED, nil
+			res.Message = fmt.Sprintf("the agent reported NUMA node %d, which is no NUMA node", id)
+			return
+		}
+	}
+}
+
+// Handle takes a message the agent sent after its Hello. What the agent wrote is
+// bounded here (see MaxAgentMessageLength and MaxNUMANodes).
 func (r *Registry) Handle(s *Session, msg *memservicev1.AgentMessage) error {
 	switch m := msg.GetMessage().(type) {
 	case *memservicev1.AgentMessage_Result:
+		bound(m.Result)
 		s.mu.Lock()
 		ch, ok := s.pending[m.Result.GetCommandId()]
 		delete(s.pending, m.Result.GetCommandId())
@@ -124,6 +163,7 @@ func (r *Registry) Handle(s *Session, msg *memservicev1.AgentMessage) error {
 			ch <- m.Result
 		}
 	case *memservicev1.AgentMessage_Progress:
+		m.Progress.Message = ledger.Cut(m.Progress.GetMessage(), MaxAgentMessageLength)
 		if r.OnProgress != nil {
 			r.OnProgress(s.node, m.Progress)
 		}

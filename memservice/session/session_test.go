@@ -2,13 +2,19 @@ package session_test
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/util/yaml"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
 )
 
@@ -95,4 +101,85 @@ func TestANewSessionReplacesTheOld(t *testing.T) {
 	}
 	r.Close(old) // closing the replaced session keeps the new one
 	assert.Equal(t, []string{"n1"}, r.Connected())
+}
+
+// What a node agent sends ends up in its claims' records: its words are cut, and an
+// ONLINE answer with more NUMA nodes than a claim's record holds is a failure.
+func TestAgentInputIsBounded(t *testing.T) {
+	r := session.NewRegistry()
+	var got []*memservicev1.CommandProgress
+	r.OnProgress = func(_ string, p *memservicev1.CommandProgress) { got = append(got, p) }
+	s := r.Open("n1", &memservicev1.AgentHello{Node: "n1"})
+
+	long := strings.Repeat("é", session.MaxAgentMessageLength)
+	require.NoError(t, r.Handle(s, &memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Progress{Progress: &memservicev1.CommandProgress{ClaimUid: "u1", Message: long}}}))
+	require.Len(t, got, 1)
+	assert.LessOrEqual(t, len(got[0].GetMessage()), session.MaxAgentMessageLength)
+	assert.True(t, utf8.ValidString(got[0].GetMessage()), "the cut keeps whole characters")
+	assert.True(t, strings.HasPrefix(got[0].GetMessage(), "éé"))
+
+	online := func(numa []int32, msg string) (*memservicev1.CommandResult, error) {
+		res := make(chan error, 1)
+		var out *memservicev1.CommandResult
+		go func() {
+			var err error
+			out, err = r.Online(context.Background(), "n1", &memservicev1.OnlineCommand{ClaimUid: "u1"})
+			res <- err
+		}()
+		cmd := <-s.Commands()
+		require.NoError(t, r.Handle(s, &memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Result{Result: &memservicev1.CommandResult{
+			CommandId: cmd.GetCommandId(), Outcome: memservicev1.CommandResult_OUTCOME_ONLINE, NumaNodes: numa, Message: msg,
+		}}}))
+		err := <-res
+		return out, err
+	}
+	out, err := online(make([]int32, session.MaxNUMANodes), long)
+	require.NoError(t, err, "as many NUMA nodes as a claim records")
+	assert.Len(t, out.GetNumaNodes(), session.MaxNUMANodes)
+	assert.LessOrEqual(t, len(out.GetMessage()), session.MaxAgentMessageLength)
+
+	_, err = online(make([]int32, 1000), "")
+	assert.ErrorIs(t, err, session.ErrAgentFailed)
+	assert.ErrorContains(t, err, "node n1, claim u1: the agent reported 1000 NUMA nodes, a claim's memory goes into at most 64")
+
+	_, err = online([]int32{0, -1}, "")
+	assert.ErrorIs(t, err, session.ErrAgentFailed)
+	assert.ErrorContains(t, err, "the agent reported NUMA node -1, which is no NUMA node")
+}
+
+// The bounds are the DynamicMemoryClaim CRD's (manifests/crds), which the kubebuilder
+// markers of api/v1alpha1 generate and which cannot name a Go constant.
+func TestBoundsMatchTheClaimCRD(t *testing.T) {
+	data, err := os.ReadFile("../../manifests/crds/dynamicmemory.io_dynamicmemoryclaims.yaml")
+	require.NoError(t, err)
+	js, err := yaml.ToJSON(data)
+	require.NoError(t, err)
+	var crd struct {
+		Spec struct {
+			Versions []struct {
+				Name   string `json:"name"`
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties struct {
+							Status struct {
+								Properties struct {
+									Message   struct{ MaxLength int } `json:"message"`
+									NUMANodes struct{ MaxItems int }  `json:"numaNodes"`
+								} `json:"properties"`
+							} `json:"status"`
+						} `json:"properties"`
+					} `json:"openAPIV3Schema"`
+				} `json:"schema"`
+			} `json:"versions"`
+		} `json:"spec"`
+	}
+	require.NoError(t, json.Unmarshal(js, &crd))
+	require.NotEmpty(t, crd.Spec.Versions)
+	for _, v := range crd.Spec.Versions {
+		status := v.Schema.OpenAPIV3Schema.Properties.Status.Properties
+		assert.Equal(t, v1alpha1.ClaimMessageMaxLength, status.Message.MaxLength, "%s: status.message maxLength", v.Name)
+		assert.Equal(t, session.MaxNUMANodes, status.NUMANodes.MaxItems, "%s: status.numaNodes maxItems", v.Name)
+	}
+	assert.Less(t, session.MaxAgentMessageLength+2*253+200, v1alpha1.ClaimMessageMaxLength,
+		"an agent's words, wrapped with node and claim names, fit status.message")
 }

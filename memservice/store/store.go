@@ -217,6 +217,34 @@ func (s *Store) Released(ctx context.Context, r ledger.Reservation) error {
 	return nil
 }
 
+// SetAside marks the record of a reservation that could not be restored: condition
+// SetAside=True with the reason, the rest of the status left as it was for a person to
+// read.
+func (s *Store) SetAside(ctx context.Context, r ledger.Reservation, why string) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj, err := s.client.DynamicMemoryClaims(r.Claim.Namespace).Get(ctx, r.Claim.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		changed := meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{
+			Type: v1alpha1.ClaimConditionSetAside, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRestoreRefused,
+			Message: ledger.Cut(why, maxConditionMessage), ObservedGeneration: obj.Generation,
+		})
+		if !changed {
+			return nil
+		}
+		_, err = s.client.DynamicMemoryClaims(r.Claim.Namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mark DynamicMemoryClaim %s/%s set aside: %w", r.Claim.Namespace, r.Claim.Name, err)
+	}
+	return nil
+}
+
+// maxConditionMessage is metav1.Condition's limit on Message.
+const maxConditionMessage = 32768
+
 func (s *Store) writeStatus(ctx context.Context, namespace, name string, st v1alpha1.DynamicMemoryClaimStatus) error {
 	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": st}})
 	if err != nil {

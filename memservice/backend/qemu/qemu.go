@@ -90,13 +90,18 @@ func (b *Backend) dropLocked() {
 // QMPError is an error QEMU answered with.
 type QMPError struct {
 	Command string
-	Class   string
-	Desc    string
-	kind    error
+	// Path is the QOM path of the device the command addressed ("" if none).
+	Path  string
+	Class string
+	Desc  string
+	kind  error
 }
 
 func (e *QMPError) Error() string {
 	msg := fmt.Sprintf("qmp %s: %s: %s", e.Command, e.Class, e.Desc)
+	if e.Path != "" {
+		msg = fmt.Sprintf("qmp %s on %s: %s: %s", e.Command, e.Path, e.Class, e.Desc)
+	}
 	if e.kind != nil {
 		msg = fmt.Sprintf("%s (%s)", e.kind, msg)
 	}
@@ -106,10 +111,17 @@ func (e *QMPError) Error() string {
 // Unwrap gives the backend error the QEMU message maps to, if any.
 func (e *QMPError) Unwrap() error { return e.kind }
 
-// classify maps QEMU's words to backend errors.
+// classify maps QEMU's words to backend errors. A device that cannot be found comes
+// first: its words ("Device '...' not found") must never read as an extent that is
+// not found, which tells the service the extent is already back.
 func classify(class, desc string) error {
 	d := strings.ToLower(desc)
 	switch {
+	case class == "DeviceNotFound",
+		strings.Contains(d, "unable to resolve"),    // QEMU 10: "Unable to resolve CXL type 3 device"
+		strings.Contains(d, "not point to a valid"), // QEMU 9: "Path not point to a valid CXL type3 device"
+		strings.HasPrefix(d, "device '") && strings.Contains(d, "not found"):
+		return backend.ErrNoDevice
 	case strings.Contains(d, "not aligned"):
 		return backend.ErrMisaligned
 	case strings.Contains(d, "overlap"):
@@ -118,9 +130,8 @@ func classify(class, desc string) error {
 		return backend.ErrPending
 	case strings.Contains(d, "out of range"), strings.Contains(d, "exceed"), strings.Contains(d, "beyond"):
 		return backend.ErrOutOfRange
-	case strings.Contains(d, "not backed"), strings.Contains(d, "cannot find"), strings.Contains(d, "not found"), strings.Contains(d, "does not exist"):
-		return backend.ErrNotFound
-	case class == "DeviceNotFound":
+	case strings.Contains(d, "not backed"), strings.Contains(d, "cannot find"), strings.Contains(d, "not found"), strings.Contains(d, "does not exist"),
+		strings.Contains(d, "non-existing"): // QEMU 10: "cannot release extent with non-existing DPA range"
 		return backend.ErrNotFound
 	}
 	return nil
@@ -141,8 +152,7 @@ func extentArgs(extents []v1alpha1.Extent) []extentArg {
 
 // Add gives extents to a host (cxl-add-dynamic-capacity, prescriptive).
 func (b *Backend) Add(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error {
-	return b.execute(ctx, "cxl-add-dynamic-capacity", map[string]any{
-		"path":             b.cfg.DevicePath,
+	return b.onDevice(ctx, "cxl-add-dynamic-capacity", map[string]any{
 		"host-id":          hostID,
 		"selection-policy": "prescriptive",
 		"region":           b.cfg.Region,
@@ -153,8 +163,7 @@ func (b *Backend) Add(ctx context.Context, hostID int32, tag string, extents []v
 
 // Release takes extents back from a host (cxl-release-dynamic-capacity, prescriptive).
 func (b *Backend) Release(ctx context.Context, hostID int32, tag string, extents []v1alpha1.Extent) error {
-	return b.execute(ctx, "cxl-release-dynamic-capacity", map[string]any{
-		"path":           b.cfg.DevicePath,
+	return b.onDevice(ctx, "cxl-release-dynamic-capacity", map[string]any{
 		"host-id":        hostID,
 		"removal-policy": "prescriptive",
 		"region":         b.cfg.Region,
@@ -168,7 +177,13 @@ func (b *Backend) List(context.Context) ([]backend.HostExtent, error) {
 	return nil, fmt.Errorf("qemu backend: list extents: %w", backend.ErrNotSupported)
 }
 
-// Check asks QEMU for its version (the connection works) and reports the configured region.
+// deviceType is the QOM type of a CXL type-3 memory device.
+const deviceType = "cxl-type3"
+
+// Check proves that the device is there: QEMU answers and is 9.1 or later, the
+// configured QOM path is a cxl-type3 device (qom-get of its type), and the device has
+// the configured dynamic capacity region (qom-get of num-dc-regions). It reports the
+// region as configured (QMP cannot report its size).
 func (b *Backend) Check(ctx context.Context) (backend.Capacity, error) {
 	var v struct {
 		QEMU struct{ Major, Minor, Micro int } `json:"qemu"`
@@ -178,6 +193,20 @@ func (b *Backend) Check(ctx context.Context) (backend.Capacity, error) {
 	}
 	if v.QEMU.Major < 9 || v.QEMU.Major == 9 && v.QEMU.Minor < 1 {
 		return backend.Capacity{}, fmt.Errorf("qemu backend: QEMU %d.%d.%d has no dynamic capacity commands (needs 9.1 or later)", v.QEMU.Major, v.QEMU.Minor, v.QEMU.Micro)
+	}
+	var typ string
+	if err := b.onDevice(ctx, "qom-get", map[string]any{"property": "type"}, &typ); err != nil {
+		return backend.Capacity{}, err
+	}
+	if typ != deviceType {
+		return backend.Capacity{}, fmt.Errorf("qemu backend: %w: %s is a %s, not a %s device", backend.ErrNoDevice, b.cfg.DevicePath, typ, deviceType)
+	}
+	var regions int32
+	if err := b.onDevice(ctx, "qom-get", map[string]any{"property": "num-dc-regions"}, &regions); err != nil {
+		return backend.Capacity{}, err
+	}
+	if b.cfg.Region >= regions {
+		return backend.Capacity{}, fmt.Errorf("qemu backend: %w: %s has %d dynamic capacity regions, the pool uses region %d", backend.ErrNoDevice, b.cfg.DevicePath, regions, b.cfg.Region)
 	}
 	return backend.Capacity{Bytes: b.cfg.Capacity, BlockSize: b.cfg.BlockSize}, nil
 }
@@ -208,6 +237,18 @@ type response struct {
 		Desc  string `json:"desc"`
 	} `json:"error"`
 	ID *int `json:"id"`
+}
+
+// onDevice executes a command on the configured device: args get its QOM path, and
+// an error QEMU answers with names it.
+func (b *Backend) onDevice(ctx context.Context, command string, args map[string]any, result any) error {
+	args["path"] = b.cfg.DevicePath
+	err := b.execute(ctx, command, args, result)
+	var qerr *QMPError
+	if errors.As(err, &qerr) {
+		qerr.Path = b.cfg.DevicePath
+	}
+	return err
 }
 
 // execute sends one command and reads its answer, skipping events. A connection that

@@ -45,6 +45,31 @@ type fakeQMP struct {
 	pending []extent
 	// hang: answer no command; drop: close the connection on the next command.
 	hang, drop bool
+	// failNext, if set, is the error the next command is answered with.
+	failNext *qmpFailure
+}
+
+type qmpFailure struct{ class, desc string }
+
+// qomTypes are the devices of the fake machine by QOM path, with their type.
+var qomTypes = map[string]string{devPath: "cxl-type3", "/machine/peripheral/root_port13": "cxl-rp"}
+
+// qomGet answers qom-get as QEMU does: DeviceNotFound for a path that resolves to
+// nothing, the type of any device, num-dc-regions of the cxl-type3 device.
+func qomGet(args map[string]any) (any, *qmpFailure) {
+	path, _ := args["path"].(string)
+	typ, ok := qomTypes[path]
+	if !ok {
+		return nil, &qmpFailure{"DeviceNotFound", fmt.Sprintf("Device '%s' not found", path)}
+	}
+	switch prop := args["property"]; {
+	case prop == "type":
+		return typ, nil
+	case prop == "num-dc-regions" && typ == "cxl-type3":
+		return 2, nil
+	default:
+		return nil, &qmpFailure{"GenericError", fmt.Sprintf("Property '%s.%v' not found", typ, prop)}
+	}
 }
 
 type extent struct {
@@ -92,8 +117,13 @@ func (f *fakeQMP) serve(conn net.Conn) {
 		}
 		f.mu.Lock()
 		f.commands = append(f.commands, cmd)
-		hang, drop := f.hang, f.drop
+		hang, drop, failNext := f.hang, f.drop, f.failNext
 		f.drop = false
+		if name, _ := cmd["execute"].(string); name != "qmp_capabilities" {
+			f.failNext = nil
+		} else {
+			failNext = nil
+		}
 		f.mu.Unlock()
 		if drop {
 			return
@@ -109,6 +139,10 @@ func (f *fakeQMP) serve(conn net.Conn) {
 		}
 		// An unrelated event before the answer, as QEMU may send.
 		_ = w.Encode(map[string]any{"event": "RTC_CHANGE", "data": map[string]int{"offset": 0}, "timestamp": map[string]int{"seconds": 1}})
+		if failNext != nil {
+			_ = w.Encode(map[string]any{"id": id, "error": map[string]string{"class": failNext.class, "desc": failNext.desc}})
+			continue
+		}
 		var ret any = map[string]any{}
 		var qerr error
 		switch name {
@@ -116,6 +150,12 @@ func (f *fakeQMP) serve(conn net.Conn) {
 			negotiated = true
 		case "query-version":
 			ret = map[string]any{"qemu": map[string]int{"major": 10, "minor": 0, "micro": 3}, "package": ""}
+		case "qom-get":
+			var fail *qmpFailure
+			if ret, fail = qomGet(cmd["arguments"].(map[string]any)); fail != nil {
+				_ = w.Encode(map[string]any{"id": id, "error": map[string]string{"class": fail.class, "desc": fail.desc}})
+				continue
+			}
 		case "cxl-add-dynamic-capacity":
 			qerr = f.add(cmd["arguments"].(map[string]any))
 		case "cxl-release-dynamic-capacity":
@@ -134,7 +174,7 @@ func (f *fakeQMP) serve(conn net.Conn) {
 // checkCommon checks the arguments QEMU requires of both commands.
 func (f *fakeQMP) checkCommon(args map[string]any, policyKey, policy string) ([]extent, error) {
 	if args["path"] != devPath {
-		return nil, fmt.Errorf("Device '%v' not found", args["path"])
+		return nil, fmt.Errorf("Unable to resolve CXL type 3 device") // QEMU 10's words for any path that is no cxl-type3
 	}
 	if args[policyKey] != policy {
 		return nil, fmt.Errorf("unexpected %s %v", policyKey, args[policyKey])
@@ -337,4 +377,57 @@ func TestConfigIsValidated(t *testing.T) {
 	assert.ErrorContains(t, err, "socketPath is required")
 	_, err = qemu.New(qemu.Config{SocketPath: "/x", Region: 9})
 	assert.ErrorContains(t, err, "region must be 0 to 7, got 9")
+}
+
+// A release QEMU answers with "no such device" did not release anything: the memory
+// may still be on the device the service meant. It must never read as an extent that
+// is already gone (backend.ErrNotFound), which would let the service drop the record.
+func TestReleaseOnADeviceThatIsNotFoundIsNoReleasedExtent(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer *qmpFailure // nil: the fake's own answer for a wrong device path
+	}{
+		{"QEMU 10's words for a path that is no cxl-type3", nil},
+		{"the DeviceNotFound error class", &qmpFailure{"DeviceNotFound", "Device 'cxl-dcd0' not found"}},
+		{"a generic error naming a device that is not found", &qmpFailure{"GenericError", "Device '/machine/peripheral/cxl-dcd0' not found"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFakeQMP(t)
+			b, err := qemu.New(qemu.Config{SocketPath: f.path, DevicePath: "/machine/peripheral/cxl-dcd9", Capacity: region, BlockSize: blockSize, Timeout: time.Second})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = b.Close() })
+			f.set(func(f *fakeQMP) { f.failNext = tc.answer })
+			err = b.Release(context.Background(), 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: blockSize}})
+			require.Error(t, err)
+			assert.NotErrorIs(t, err, backend.ErrNotFound, "a missing device is no released extent")
+			assert.ErrorIs(t, err, backend.ErrNoDevice)
+			assert.ErrorContains(t, err, "/machine/peripheral/cxl-dcd9", "the error names the device path to fix")
+		})
+	}
+}
+
+func TestCheckProvesTheDeviceAndRegionExist(t *testing.T) {
+	tests := []struct {
+		name       string
+		devicePath string
+		region     int32
+		want       string
+	}{
+		{"no device at the path", "/machine/peripheral/cxl-dcd9", 0, "Device '/machine/peripheral/cxl-dcd9' not found"},
+		{"a device that is no cxl-type3", "/machine/peripheral/root_port13", 0, "is a cxl-rp, not a cxl-type3"},
+		{"a region the device does not have", devPath, 2, "has 2 dynamic capacity regions, the pool uses region 2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startFakeQMP(t)
+			b, err := qemu.New(qemu.Config{SocketPath: f.path, DevicePath: tc.devicePath, Region: tc.region, Capacity: region, BlockSize: blockSize, Timeout: time.Second})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = b.Close() })
+			_, err = b.Check(context.Background())
+			require.Error(t, err, "the QMP socket answers, but the device is not there")
+			assert.ErrorIs(t, err, backend.ErrNoDevice)
+			assert.ErrorContains(t, err, tc.want)
+		})
+	}
 }

@@ -125,4 +125,38 @@ func TestRealQEMUDynamicCapacity(t *testing.T) {
 	})
 	assert.ErrorIs(t, err, backend.ErrPending)
 	assert.ErrorContains(t, err, "cannot release extent with pending DPA range")
+
+	err = timed("release an extent never added", func() error {
+		return b.Release(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 4 * 128 * mi, Length: 128 * mi}})
+	})
+	assert.ErrorIs(t, err, backend.ErrNotFound, "an extent the device does not hold is already back")
+
+	// QEMU's QMP socket serves one client at a time: each backend below closes its
+	// connection before the next one dials.
+	require.NoError(t, b.Close())
+
+	// A wrong device id: QEMU answers on the socket, but no release may read as done.
+	wrong, err := qemu.New(qemu.Config{SocketPath: socket, DevicePath: "/machine/peripheral/cxl-dcd9", Capacity: 1 << 30, BlockSize: 128 * mi, Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	_, err = wrong.Check(ctx)
+	assert.ErrorIs(t, err, backend.ErrNoDevice, "Check proves the device exists")
+	assert.ErrorContains(t, err, "/machine/peripheral/cxl-dcd9")
+	err = wrong.Release(ctx, 0, tagUUID, []v1alpha1.Extent{{Offset: 0, Length: 128 * mi}})
+	assert.ErrorIs(t, err, backend.ErrNoDevice)
+	assert.NotErrorIs(t, err, backend.ErrNotFound, "a missing device is no released extent")
+	require.NoError(t, wrong.Close())
+
+	notDCD, err := qemu.New(qemu.Config{SocketPath: socket, DevicePath: "/machine/peripheral/root_port13", Capacity: 1 << 30, BlockSize: 128 * mi})
+	require.NoError(t, err)
+	_, err = notDCD.Check(ctx)
+	assert.ErrorIs(t, err, backend.ErrNoDevice)
+	assert.ErrorContains(t, err, "is a cxl-rp, not a cxl-type3 device")
+	require.NoError(t, notDCD.Close())
+
+	noRegion, err := qemu.New(qemu.Config{SocketPath: socket, Region: 2, Capacity: 1 << 30, BlockSize: 128 * mi})
+	require.NoError(t, err)
+	defer noRegion.Close()
+	_, err = noRegion.Check(ctx)
+	assert.ErrorIs(t, err, backend.ErrNoDevice)
+	assert.ErrorContains(t, err, "has 2 dynamic capacity regions, the pool uses region 2")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -34,6 +35,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
 )
@@ -398,4 +400,108 @@ func httpStatus(t *testing.T, url string) int {
 	require.NoError(t, err)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// A record that cannot be restored (here: its second extent overlaps another claim's,
+// as a bad edit or a bug could leave it) does not stop a new leader: it is set aside
+// with a condition and an event, the others are served, and its memory is neither
+// released from the device nor offlined on the node, and not given to another claim.
+func TestRestartSetsAsideARecordItCannotRestore(t *testing.T) {
+	e := setup(t)
+	svc, stop := e.start("127.0.0.1:0")
+	addr := svc.Addr()
+	sched := e.dial(addr, "scheduler")
+	agentClient := e.dial(addr, "agent-node1")
+	e.runAgent(agentClient, "node1")
+
+	good, victim := e.createClaim("good"), e.createClaim("victim")
+	for _, ref := range []*memservicev1.ClaimRef{good, victim} {
+		resp, err := sched.AddMemory(e.ctx, &memservicev1.AddMemoryRequest{Claim: ref, Node: "node1", Bytes: 2 * gi})
+		require.NoError(t, err)
+		require.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState(), resp.GetReservation().GetMessage())
+	}
+	var rec *v1alpha1.DynamicMemoryClaim
+	require.Eventually(t, func() bool {
+		rec = e.record("victim")
+		return rec != nil && rec.Status.Phase == v1alpha1.PhaseOnline
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, []v1alpha1.Extent{{Offset: 2 * gi, Length: 2 * gi}}, rec.Status.Extents)
+	stop()
+
+	// Damage the record while no service runs: two extents, the second one the good
+	// claim's.
+	patch := []byte(fmt.Sprintf(`{"status":{"extents":[{"offset":%d,"length":%d},{"offset":0,"length":%d}]}}`, 2*gi, gi, gi))
+	_, err := e.dyn.Resource(claimsGVR).Namespace("default").Patch(e.ctx, "victim", types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	require.NoError(t, err)
+
+	svc2, _ := e.start(addr)
+	sched = e.dial(addr, "scheduler")
+	resp, err := sched.GetReservation(e.ctx, &memservicev1.GetReservationRequest{ClaimUid: good.GetUid()})
+	require.NoError(t, err)
+	assert.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState(), "the other claims are served")
+
+	require.Eventually(t, func() bool {
+		rec = e.record("victim")
+		return meta.IsStatusConditionTrue(rec.Status.Conditions, v1alpha1.ClaimConditionSetAside)
+	}, 10*time.Second, 50*time.Millisecond, "the record says it is set aside")
+	cond := meta.FindStatusCondition(rec.Status.Conditions, v1alpha1.ClaimConditionSetAside)
+	assert.Equal(t, v1alpha1.ReasonRestoreRefused, cond.Reason)
+	assert.Contains(t, cond.Message, "is not free")
+	assert.Contains(t, rec.Finalizers, v1alpha1.Finalizer)
+	require.Eventually(t, func() bool {
+		events, err := e.kube.CoreV1().Events("default").List(e.ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=victim,reason=" + v1alpha1.ReasonRestoreRefused})
+		return err == nil && len(events.Items) == 1
+	}, 10*time.Second, 100*time.Millisecond, "an event says so")
+
+	onDevice, err := e.dev.List(e.ctx)
+	require.NoError(t, err)
+	var victimOnDevice int64
+	for _, x := range onDevice {
+		if x.Tag == victim.GetUid() {
+			victimOnDevice += x.Length
+		}
+	}
+	assert.Equal(t, 2*gi, victimOnDevice, "its extents stay on the device")
+	capResp, err := sched.GetCapacity(e.ctx, &memservicev1.GetCapacityRequest{})
+	require.NoError(t, err)
+	assert.Equal(t, 12*gi, capResp.GetPools()[0].GetFreeBytes(), "2Gi held by the good claim, the victim's 2Gi withheld")
+	require.NoError(t, svc2.Ledger().CheckInvariants())
+	assert.Equal(t, int64(2*gi), svc2.Ledger().Snapshot().Pools[0].Withheld)
+
+	// The node's agent reconnects and reports both claims and an unknown one online:
+	// only the unknown one is offlined.
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	stream, err := e.dial(addr, "agent-node1").AgentSession(ctx)
+	require.NoError(t, err)
+	unknown := "0b7c3f6e-1d2a-4c5b-8e9f-00000000beef"
+	require.NoError(t, stream.Send(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{Hello: &memservicev1.AgentHello{
+		Node: "node1", HostState: &memservicev1.HostState{Online: []*memservicev1.OnlineClaim{
+			{ClaimUid: victim.GetUid(), Bytes: 2 * gi}, {ClaimUid: good.GetUid(), Bytes: 2 * gi}, {ClaimUid: unknown, Bytes: gi},
+		}, OnlineBytes: 5 * gi},
+	}}}))
+	cmd, err := stream.Recv()
+	require.NoError(t, err)
+	require.NotNil(t, cmd.GetOffline(), "an offline command, got %v", cmd)
+	assert.Equal(t, unknown, cmd.GetOffline().GetClaimUid(), "the set-aside claim's memory stays online")
+
+	// New claims fill the pool to the last free byte without touching the withheld
+	// ranges.
+	l := svc2.Ledger()
+	withheld := l.SetAsideClaims()[0].Withheld
+	var given int64
+	for i := 0; ; i++ {
+		r, _, err := l.Provision(ledger.Request{Claim: ledger.ClaimRef{UID: fmt.Sprintf("fill-%d", i)}, Node: []string{"node1", "node2"}[i%2], Bytes: gi})
+		if err != nil {
+			break
+		}
+		given += r.Bytes
+		for _, x := range r.Extents {
+			for _, w := range withheld {
+				require.False(t, x.Overlaps(w), "extent %s of a new claim is withheld", x)
+			}
+		}
+	}
+	assert.Equal(t, 12*gi, given)
+	require.NoError(t, l.CheckInvariants())
 }
