@@ -38,7 +38,8 @@ const (
 // Finalizer is held on a DynamicMemoryClaim until its extents are back in the pool.
 const Finalizer = "dynamicmemory.io/release-extents"
 
-// Label keys set on DynamicMemoryClaims.
+// Label keys set on DynamicMemoryClaims. Node and pool names longer than a label value
+// are shortened by LabelValue; the spec holds them in full.
 const (
 	LabelClaimUID = "dynamicmemory.io/claim-uid"
 	LabelNode     = "dynamicmemory.io/node"

@@ -43,6 +43,16 @@ const PoolConditionReady = "Ready"
 // +kubebuilder:printcolumn:name="Window",type=string,JSONPath=`.spec.hostWindow`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+//
+// Edits that would strand memory the pool holds are refused, going by the status the
+// memory service writes (which also refuses them while it runs): the memory service
+// rebuilds from the spec after a restart, so the spec must stay one it accepted.
+// Detaching a node or changing its host ID while it holds memory is refused by the
+// running service only: a rule comparing spec.nodes with status.nodes exceeds the
+// apiserver's CEL cost budget for 256 nodes. The rules compare with the old spec, so
+// the service's own status writes always pass them.
+// +kubebuilder:validation:XValidation:rule="!has(self.status) || !has(self.status.reserved) || quantity(string(self.status.reserved)).compareTo(quantity('0')) == 0 || quantity(string(self.spec.blockSize)).compareTo(quantity(string(oldSelf.spec.blockSize))) == 0",message="spec.blockSize cannot change while the pool holds memory (status.reserved): release it first, or create another pool",fieldPath=".spec.blockSize"
+// +kubebuilder:validation:XValidation:rule="!has(self.status) || !has(self.status.reserved) || quantity(string(self.spec.capacity)).compareTo(quantity(string(oldSelf.spec.capacity))) >= 0 || quantity(string(self.spec.capacity)).compareTo(quantity(string(self.status.reserved))) >= 0",message="spec.capacity cannot be less than the memory the pool holds (status.reserved): release memory first",fieldPath=".spec.capacity"
 type DynamicMemoryPool struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

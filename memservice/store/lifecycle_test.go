@@ -2,12 +2,14 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/fake"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
@@ -60,4 +62,32 @@ func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "uid-2", obj.Labels[v1alpha1.LabelClaimUID])
 	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase)
+}
+
+// Node and pool names may be as long as the API allows (253 characters: FQDN hosts),
+// longer than a label value; the record's labels still are valid and its spec keeps
+// the full names.
+func TestARecordOfALongNodeNameHasValidLabels(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewSimpleClientset()
+	s := store.New(cs.DynamicMemoryV1alpha1())
+	node := strings.Repeat("rack-12.", 24) + "example.com"
+	pool := strings.Repeat("pool.", 20) + "cxl"
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
+		Node:  node, Pool: pool, Requested: gib, Bytes: gib,
+		State: v1alpha1.PhaseProvisioning, Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
+	}
+	require.NoError(t, s.Create(ctx, r))
+	obj, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err)
+	for k, v := range obj.Labels {
+		assert.Empty(t, validation.IsValidLabelValue(v), "label %s=%q", k, v)
+	}
+	assert.Equal(t, node, obj.Spec.Node)
+	assert.Equal(t, pool, obj.Spec.Pool)
+	good, bad, err := s.List(ctx)
+	require.NoError(t, err)
+	require.Empty(t, bad)
+	assert.Equal(t, node, good[0].Node, "read back with the full name")
 }

@@ -43,8 +43,8 @@ func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
 			Name:      r.Claim.Name,
 			Labels: map[string]string{
 				v1alpha1.LabelClaimUID: r.Claim.UID,
-				v1alpha1.LabelNode:     r.Node,
-				v1alpha1.LabelPool:     r.Pool,
+				v1alpha1.LabelNode:     v1alpha1.LabelValue(r.Node),
+				v1alpha1.LabelPool:     v1alpha1.LabelValue(r.Pool),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "resource.k8s.io/v1",

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
@@ -249,6 +250,65 @@ func TestFoundation(t *testing.T) {
 				assertInvalid(t, err, tc.wantField, tc.wantMsg)
 			})
 		}
+	})
+
+	t.Run("pool edits that would strand held memory are refused naming the field", func(t *testing.T) {
+		dm, err := versioned.NewForConfig(c.RESTConfig())
+		require.NoError(t, err)
+		pools := dm.DynamicMemoryV1alpha1().DynamicMemoryPools()
+		node0, node1 := cluster.NodeName(cluster.DefaultNodePrefix, 0), cluster.NodeName(cluster.DefaultNodePrefix, 1)
+		created, err := pools.Create(ctx, validPool("holding"), metav1.CreateOptions{})
+		require.NoError(t, err)
+		// What the memory service writes while node 0 holds 4Gi of the pool.
+		hold := func(reserved string) {
+			t.Helper()
+			p, err := pools.Get(ctx, "holding", metav1.GetOptions{})
+			require.NoError(t, err)
+			q := resource.MustParse(reserved)
+			p.Status.Reserved = &q
+			p.Status.Nodes = []v1alpha1.PoolNodeStatus{
+				{Name: node0, Reserved: q, Online: q, Free: resource.MustParse("28Gi")},
+				{Name: node1, Reserved: resource.MustParse("0"), Online: resource.MustParse("0"), Free: resource.MustParse("32Gi")},
+			}
+			_, err = pools.UpdateStatus(ctx, p, metav1.UpdateOptions{})
+			require.NoError(t, err, "the memory service's status write is accepted")
+		}
+		require.Equal(t, "256Mi", created.Spec.BlockSize.String())
+		hold("4Gi")
+		tests := []struct {
+			name      string
+			mutate    func(*v1alpha1.DynamicMemoryPool)
+			wantField string
+			wantMsg   string
+		}{
+			{"another block size", func(p *v1alpha1.DynamicMemoryPool) { p.Spec.BlockSize = resource.MustParse("1Gi") },
+				"spec.blockSize", "spec.blockSize cannot change while the pool holds memory"},
+			{"a capacity below what is held", func(p *v1alpha1.DynamicMemoryPool) {
+				p.Spec.Capacity, p.Spec.HostWindow = resource.MustParse("2Gi"), resource.MustParse("2Gi")
+			}, "spec.capacity", "spec.capacity cannot be less than the memory the pool holds"},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				p, err := pools.Get(ctx, "holding", metav1.GetOptions{})
+				require.NoError(t, err)
+				tc.mutate(p)
+				_, err = pools.Update(ctx, p, metav1.UpdateOptions{})
+				assertInvalid(t, err, tc.wantField, tc.wantMsg)
+			})
+		}
+
+		edit := func(mutate func(*v1alpha1.DynamicMemoryPool)) error {
+			p, err := pools.Get(ctx, "holding", metav1.GetOptions{})
+			require.NoError(t, err)
+			mutate(p)
+			_, err = pools.Update(ctx, p, metav1.UpdateOptions{})
+			return err
+		}
+		require.NoError(t, edit(func(p *v1alpha1.DynamicMemoryPool) { p.Spec.Capacity = resource.MustParse("128Gi") }), "growing is allowed")
+		hold("200Gi") // a status the spec contradicts (written before an edit took effect) is still written
+		assert.Error(t, edit(func(p *v1alpha1.DynamicMemoryPool) { p.Spec.Capacity = resource.MustParse("64Gi") }), "nor shrunk below it")
+		hold("0")
+		require.NoError(t, edit(func(p *v1alpha1.DynamicMemoryPool) { p.Spec.BlockSize = resource.MustParse("1Gi") }), "an empty pool may change its block size")
 	})
 
 	t.Run("invalid claims are rejected naming the field", func(t *testing.T) {

@@ -1,0 +1,36 @@
+package v1alpha1
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+func TestLabelValueFitsEveryNameTheAPIAccepts(t *testing.T) {
+	fqdn := strings.Repeat("rack-12.", 24) + "example.com" // 203 characters, a valid node name
+	require := assert.New(t)
+	require.Empty(validation.IsDNS1123Subdomain(fqdn))
+	tests := []struct {
+		name, in string
+		same     bool
+	}{
+		{"a short node name stays as it is", "node-1", true},
+		{"63 characters stay", strings.Repeat("a", 63), true},
+		{"64 characters are shortened", strings.Repeat("a", 64), false},
+		{"a 203-character FQDN is shortened", fqdn, false},
+		{"a name ending in a dot after the cut keeps a valid end", strings.Repeat("a", 39) + "." + strings.Repeat("b", 30), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := LabelValue(tc.in)
+			assert.Empty(t, validation.IsValidLabelValue(got), "label value %q", got)
+			assert.Equal(t, tc.same, got == tc.in, "%q", got)
+			assert.Equal(t, got, LabelValue(tc.in), "stable")
+		})
+	}
+	other := strings.Repeat("rack-12.", 24) + "example.org"
+	assert.NotEqual(t, LabelValue(fqdn), LabelValue(other), "names that share their beginning get different values")
+	assert.True(t, strings.HasPrefix(LabelValue(fqdn), "rack-12.rack-12."), "readable: %s", LabelValue(fqdn))
+}
