@@ -91,3 +91,35 @@ func TestARecordOfALongNodeNameHasValidLabels(t *testing.T) {
 	require.Empty(t, bad)
 	assert.Equal(t, node, good[0].Node, "read back with the full name")
 }
+
+// A record is written only for the claim it belongs to: once claim A's record was
+// replaced by claim B's of the same name (the ResourceClaim was recreated), A's late
+// status write and A's release leave B's record, and its finalizer, alone.
+func TestWritesOfAnOldClaimDoNotTouchANewRecordOfTheSameName(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewSimpleClientset()
+	claims := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns")
+	s := store.New(cs.DynamicMemoryV1alpha1())
+	a := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "uid-a", Namespace: "ns", Name: "claim"},
+		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib,
+		State: v1alpha1.PhaseProvisioning, Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
+	}
+	require.NoError(t, s.Create(ctx, a))
+	a.State = v1alpha1.PhaseReleased
+	require.NoError(t, s.Released(ctx, a))
+
+	b := a
+	b.Claim.UID, b.State, b.Extents = "uid-b", v1alpha1.PhaseProvisioning, []v1alpha1.Extent{{Offset: gib, Length: gib}}
+	require.NoError(t, s.Create(ctx, b))
+
+	a.State, a.Message = v1alpha1.PhaseFailed, "late write of claim A"
+	assert.Error(t, s.Update(ctx, a), "A's status write is refused")
+	assert.NoError(t, s.Released(ctx, a), "A's record is gone: nothing of A's is left to release")
+	obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "uid-b", obj.Labels[v1alpha1.LabelClaimUID])
+	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase, "B's status is B's")
+	assert.Equal(t, []v1alpha1.Extent{{Offset: gib, Length: gib}}, obj.Status.Extents)
+	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers, "B keeps its finalizer")
+}

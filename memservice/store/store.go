@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -168,7 +169,7 @@ func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 	if err != nil {
 		return fmt.Errorf("create DynamicMemoryClaim %s/%s: %w", obj.Namespace, obj.Name, err)
 	}
-	return s.writeStatus(ctx, created.Namespace, created.Name, obj.Status)
+	return s.writeStatus(ctx, created.Namespace, created.Name, r.Claim.UID, obj.Status)
 }
 
 func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (*v1alpha1.DynamicMemoryClaim, error) {
@@ -184,7 +185,7 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 		return nil, fmt.Errorf("an earlier claim %s of the same name still holds memory (%s); retry once it is released",
 			old.Labels[v1alpha1.LabelClaimUID], old.Status.Phase)
 	}
-	if err := s.dropFinalizer(ctx, old.Namespace, old.Name); err != nil && !apierrors.IsNotFound(err) {
+	if err := s.dropFinalizer(ctx, old.Namespace, old.Name, old.Labels[v1alpha1.LabelClaimUID]); err != nil && !apierrors.IsNotFound(err) {
 		return nil, err
 	}
 	err = s.client.DynamicMemoryClaims(old.Namespace).Delete(ctx, old.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}})
@@ -194,9 +195,11 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 	return s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 }
 
-// Update records the reservation's state in its object's status.
+// Update records the reservation's state in its object's status. The write is fenced
+// by the claim UID: a record of the same name made for another claim (the
+// ResourceClaim was recreated) is left alone and the write fails.
 func (s *Store) Update(ctx context.Context, r ledger.Reservation) error {
-	if err := s.writeStatus(ctx, r.Claim.Namespace, r.Claim.Name, Status(r)); err != nil {
+	if err := s.writeStatus(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID, Status(r)); err != nil {
 		return fmt.Errorf("update status of DynamicMemoryClaim %s/%s to %s: %w", r.Claim.Namespace, r.Claim.Name, r.State, err)
 	}
 	return nil
@@ -204,14 +207,23 @@ func (s *Store) Update(ctx context.Context, r ledger.Reservation) error {
 
 // Released records the release and removes the finalizer, so the object goes with
 // its ResourceClaim.
+// A record of the same name that belongs to another claim means this claim's record
+// is gone already: nothing is left to do, and the other record is left alone.
 func (s *Store) Released(ctx context.Context, r ledger.Reservation) error {
+	obj, err := s.client.DynamicMemoryClaims(r.Claim.Namespace).Get(ctx, r.Claim.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) || err == nil && !belongsTo(obj, r.Claim.UID) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, err)
+	}
 	if err := s.Update(ctx, r); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return err
 	}
-	if err := s.dropFinalizer(ctx, r.Claim.Namespace, r.Claim.Name); err != nil && !apierrors.IsNotFound(err) {
+	if err := s.dropFinalizer(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove finalizer of DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, err)
 	}
 	return nil
@@ -245,8 +257,21 @@ func (s *Store) SetAside(ctx context.Context, r ledger.Reservation, why string) 
 // maxConditionMessage is metav1.Condition's limit on Message.
 const maxConditionMessage = 32768
 
-func (s *Store) writeStatus(ctx context.Context, namespace, name string, st v1alpha1.DynamicMemoryClaimStatus) error {
-	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": st}})
+// belongsTo tells whether a record is the one of claim uid.
+func belongsTo(obj *v1alpha1.DynamicMemoryClaim, uid string) bool {
+	return obj.Labels[v1alpha1.LabelClaimUID] == uid
+}
+
+// claimUIDPointer is the JSON pointer of a record's claim UID label.
+var claimUIDPointer = "/metadata/labels/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(v1alpha1.LabelClaimUID)
+
+// writeStatus replaces a record's status if the record is claim uid's: the JSON patch
+// tests the claim UID label in the same request.
+func (s *Store) writeStatus(ctx context.Context, namespace, name, uid string, st v1alpha1.DynamicMemoryClaimStatus) error {
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": claimUIDPointer, "value": uid},
+		{"op": "add", "path": "/status", "value": st},
+	})
 	if err != nil {
 		return err
 	}
@@ -254,13 +279,15 @@ func (s *Store) writeStatus(ctx context.Context, namespace, name string, st v1al
 	return err
 }
 
-func (s *Store) dropFinalizer(ctx context.Context, namespace, name string) error {
+// dropFinalizer removes the finalizer of claim uid's record; the update carries the
+// resourceVersion it read, so a record replaced meanwhile is never touched.
+func (s *Store) dropFinalizer(ctx context.Context, namespace, name, uid string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := s.client.DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if !slices.Contains(obj.Finalizers, v1alpha1.Finalizer) {
+		if !belongsTo(obj, uid) || !slices.Contains(obj.Finalizers, v1alpha1.Finalizer) {
 			return nil
 		}
 		obj.Finalizers = slices.DeleteFunc(obj.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
