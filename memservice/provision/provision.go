@@ -399,7 +399,7 @@ func (m *Manager) release(ctx context.Context, uid string) {
 			actx, cancel := context.WithTimeout(ctx, m.cfg.AgentCommandTimeout)
 			defer cancel()
 			start := m.cfg.Clock.Now()
-			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes})
+			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes})
 			m.observeAgent("offline", start, err)
 			if err != nil {
 				return fmt.Errorf("waiting for the node agent of %s to offline the memory: %w", r.Node, err)

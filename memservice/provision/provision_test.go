@@ -64,16 +64,19 @@ func (d *flakyDevice) Release(context.Context, int32, string, []v1alpha1.Extent)
 type agents struct {
 	mu       sync.Mutex
 	offlines int
+	// pools are the pools the offline commands named.
+	pools []string
 }
 
 func (a *agents) Online(context.Context, string, *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error) {
 	return &memservicev1.CommandResult{Outcome: memservicev1.CommandResult_OUTCOME_ONLINE, NumaNodes: []int32{3}}, nil
 }
 
-func (a *agents) Offline(context.Context, string, *memservicev1.OfflineCommand) (*memservicev1.CommandResult, error) {
+func (a *agents) Offline(_ context.Context, _ string, cmd *memservicev1.OfflineCommand) (*memservicev1.CommandResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.offlines++
+	a.pools = append(a.pools, cmd.GetPool())
 	return &memservicev1.CommandResult{Outcome: memservicev1.CommandResult_OUTCOME_OFFLINE}, nil
 }
 
@@ -154,6 +157,8 @@ func TestReleaseRetriesTheDeviceUntilItAnswers(t *testing.T) {
 	assert.Equal(t, v1alpha1.PhaseReleased, r.State)
 	assert.Equal(t, 4, dev.releases, "three failures, then success")
 	assert.Equal(t, 1, ag.offlines, "the agent offlined once, before the device released")
+	require.NotEmpty(t, r.Pool)
+	assert.Equal(t, []string{r.Pool}, ag.pools, "the offline command names the pool, so the agent finds its region")
 	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased}, st.log)
 	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
 }

@@ -555,3 +555,19 @@ func TestAgentFinishesACommandWhenTheSessionBreaks(t *testing.T) {
 	assert.Equal(t, "uid-1", hs.Online[0].ClaimUid)
 	assert.Equal(t, 1, host.OnlineBlocks())
 }
+
+// An offline for memory the checkpoint does not know (the checkpoint was lost) goes to
+// the pool the command names, never to a default region.
+func TestAgentOfflinesAnUnrecordedClaimInTheCommandsPool(t *testing.T) {
+	sim := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	host := &halfOnline{Simulated: sim}
+	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, sim, &fakeNode{})
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+
+	cmd := offlineCmd("c1", "uid-9", 0, 128*mib)
+	cmd.GetOffline().Pool = "pool-b"
+	s.send(t, cmd)
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, s.result(t).Outcome)
+	assert.Equal(t, []string{"pool-b"}, host.offlines)
+}

@@ -104,12 +104,15 @@ func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.Offlin
 		return fail("offline command has no claim_uid")
 	}
 	// The checkpoint knows the pool (and so the region) of memory this agent was
-	// asked to online, and the extents of what it onlined; for memory it never
-	// onlined the command's extents are used.
-	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Extents: memservicev1.ToExtents(cmd.Extents)}
+	// asked to online, and the extents of what it onlined; for memory it has no
+	// record of, the command's pool and extents are used. With neither, the host
+	// refuses: a region is never guessed.
+	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Pool: cmd.Pool, Extents: memservicev1.ToExtents(cmd.Extents)}
 	a.mu.Lock()
 	known, ok := a.cp.Claims[cmd.ClaimUid]
-	req.Pool = a.cp.Pools[cmd.ClaimUid]
+	if pool, recorded := a.cp.Pools[cmd.ClaimUid]; recorded {
+		req.Pool = pool
+	}
 	a.mu.Unlock()
 	if ok {
 		req.Pool, req.Extents = known.Pool, known.Extents

@@ -26,7 +26,8 @@ func TestRealMemoryBlockOfflineOnline(t *testing.T) {
 	if _, err := os.Stat(memoryDir); err != nil {
 		t.Skipf("skipped: this kernel has no memory hotplug interface (%s: %v)", memoryDir, err)
 	}
-	s, err := NewSysfs(SysfsConfig{FS: DirFS{Root: "/"}, OfflineAttempts: 1})
+	// The test names the machine's own memory as a "region" at physical address 0.
+	s, err := NewSysfs(SysfsConfig{FS: DirFS{Root: "/"}, RegionBases: map[string]int64{"machine": 0}, OfflineAttempts: 1})
 	require.NoError(t, err)
 	blocks, err := s.Blocks()
 	require.NoError(t, err)
@@ -34,7 +35,7 @@ func TestRealMemoryBlockOfflineOnline(t *testing.T) {
 	t.Logf("memory block size %d MiB, %d blocks", bs>>20, len(blocks))
 
 	request := func(n int) Request {
-		return Request{ClaimUID: "real-test", Extents: []v1alpha1.Extent{{Offset: int64(n) * bs, Length: bs}}}
+		return Request{ClaimUID: "real-test", Pool: "machine", Extents: []v1alpha1.Extent{{Offset: int64(n) * bs, Length: bs}}}
 	}
 	ctx := context.Background()
 

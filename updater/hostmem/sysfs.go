@@ -37,8 +37,9 @@ type SysfsConfig struct {
 	// capacity region starts (the CXL region's resource). Pools not listed use
 	// DefaultRegionBase.
 	RegionBases map[string]int64
-	// DefaultRegionBase is the region base of pools not in RegionBases.
-	DefaultRegionBase int64
+	// DefaultRegionBase, when set, is the region base of pools not in RegionBases.
+	// Unset, memory of such a pool is never touched: its commands fail.
+	DefaultRegionBase *int64
 	// Clock paces waits and retries.
 	Clock clock.Clock
 	// AppearTimeout bounds how long Online waits for the memory blocks of an extent
@@ -104,8 +105,8 @@ func NewSysfs(cfg SysfsConfig) (*Sysfs, error) {
 			return nil, fmt.Errorf("region base of pool %s = %#x: must be a non-negative multiple of the memory block size %#x", pool, base, bs)
 		}
 	}
-	if cfg.DefaultRegionBase < 0 || cfg.DefaultRegionBase%bs != 0 {
-		return nil, fmt.Errorf("default region base %#x: must be a non-negative multiple of the memory block size %#x", cfg.DefaultRegionBase, bs)
+	if b := cfg.DefaultRegionBase; b != nil && (*b < 0 || *b%bs != 0) {
+		return nil, fmt.Errorf("default region base %#x: must be a non-negative multiple of the memory block size %#x", *b, bs)
 	}
 	return &Sysfs{cfg: cfg, blockSize: bs}, nil
 }
@@ -191,16 +192,37 @@ func (s *Sysfs) Blocks() ([]int, error) {
 	return blocks, nil
 }
 
-func (s *Sysfs) regionBase(pool string) int64 {
-	if base, ok := s.cfg.RegionBases[pool]; ok {
-		return base
+// regionBase is where a pool's region starts in host physical memory. A pool with no
+// configured region fails: the agent never guesses where memory is.
+func (s *Sysfs) regionBase(req Request) (int64, error) {
+	if base, ok := s.cfg.RegionBases[req.Pool]; ok {
+		return base, nil
 	}
-	return s.cfg.DefaultRegionBase
+	if s.cfg.DefaultRegionBase != nil && req.Pool != "" {
+		return *s.cfg.DefaultRegionBase, nil
+	}
+	if req.Pool == "" {
+		return 0, fmt.Errorf("claim %s: the command names no pool, so the region of its memory is unknown; nothing was touched", req.ClaimUID)
+	}
+	return 0, fmt.Errorf("claim %s: pool %s has no region base on this node; nothing was touched (start the node agent with --region-base %s=ADDRESS)", req.ClaimUID, req.Pool, req.Pool)
+}
+
+// blocks is the request's memory blocks and host physical address ranges, in its
+// pool's region.
+func (s *Sysfs) blocks(req Request) ([]int, []addrRange, error) {
+	base, err := s.regionBase(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	blocks, err := blockRange(req, base, s.blockSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	return blocks, hostRanges(req, base), nil
 }
 
 // hostRanges turns a request's extents into host physical address ranges.
-func (s *Sysfs) hostRanges(req Request) []addrRange {
-	base := s.regionBase(req.Pool)
+func hostRanges(req Request, base int64) []addrRange {
 	ranges := make([]addrRange, 0, len(req.Extents))
 	for _, e := range req.Extents {
 		ranges = append(ranges, addrRange{start: base + e.Offset, end: base + e.Offset + e.Length})
@@ -213,11 +235,11 @@ func (s *Sysfs) hostRanges(req Request) []addrRange {
 // online already are left as they are: Online is idempotent.
 func (s *Sysfs) Online(ctx context.Context, req Request, progress Progress) (Result, error) {
 	logger := klog.FromContext(ctx)
-	blocks, err := blockRange(req, s.regionBase(req.Pool), s.blockSize)
+	blocks, ranges, err := s.blocks(req)
 	if err != nil {
 		return Result{}, err
 	}
-	if err := s.attachDAX(ctx, s.hostRanges(req)); err != nil {
+	if err := s.attachDAX(ctx, ranges); err != nil {
 		return Result{}, fmt.Errorf("claim %s: %w", req.ClaimUID, err)
 	}
 	if err := s.waitForBlocks(ctx, blocks); err != nil {
@@ -305,7 +327,7 @@ func (s *Sysfs) result(blocks []int) (Result, error) {
 // ErrNotOnline otherwise. The agent uses it after a restart to learn what is still
 // online.
 func (s *Sysfs) Check(_ context.Context, req Request) (Result, error) {
-	blocks, err := blockRange(req, s.regionBase(req.Pool), s.blockSize)
+	blocks, _, err := s.blocks(req)
 	if err != nil {
 		return Result{}, err
 	}
@@ -333,7 +355,7 @@ func (s *Sysfs) Check(_ context.Context, req Request) (Result, error) {
 // back to the device_dax driver at the end.
 func (s *Sysfs) Offline(ctx context.Context, req Request, progress Progress) error {
 	logger := klog.FromContext(ctx)
-	blocks, err := blockRange(req, s.regionBase(req.Pool), s.blockSize)
+	blocks, ranges, err := s.blocks(req)
 	if err != nil {
 		return err
 	}
@@ -354,7 +376,7 @@ func (s *Sysfs) Offline(ctx context.Context, req Request, progress Progress) err
 			progress(Step{Done: i + 1, Total: len(blocks), Message: fmt.Sprintf("block %d offline", n)})
 		}
 	}
-	if err := s.detachDAX(ctx, s.hostRanges(req)); err != nil {
+	if err := s.detachDAX(ctx, ranges); err != nil {
 		return fmt.Errorf("claim %s: %w", req.ClaimUID, err)
 	}
 	logger.V(2).Info("Memory offline", "claim", req.ClaimUID, "blocks", len(blocks))

@@ -21,7 +21,7 @@ func newTestSysfs(t *testing.T, k *fakeKernel, clk *testingclock.FakeClock) *Sys
 	t.Helper()
 	s, err := NewSysfs(SysfsConfig{
 		FS:                k,
-		DefaultRegionBase: 8 * fakeBlockSize,
+		DefaultRegionBase: ptr[int64](8 * fakeBlockSize),
 		RegionBases:       map[string]int64{"pool-b": 32 * fakeBlockSize},
 		Clock:             clk,
 		AppearTimeout:     5 * time.Second,
@@ -124,7 +124,7 @@ func TestSysfsOnlineRejectsMisalignedExtents(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			k := newFakeKernel(t, fakeBlockSize, 8, 9)
 			s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
-			_, err := s.Online(context.Background(), Request{ClaimUID: "uid-3", Extents: tc.extents}, nil)
+			_, err := s.Online(context.Background(), Request{ClaimUID: "uid-3", Pool: "pool-a", Extents: tc.extents}, nil)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			assert.Empty(t, k.written())
@@ -265,7 +265,7 @@ func TestNewSysfsChecksBlockSize(t *testing.T) {
 			if tc.content != nil {
 				k.file(blockSizeFile, *tc.content)
 			}
-			_, err := NewSysfs(SysfsConfig{FS: k, DefaultRegionBase: tc.base})
+			_, err := NewSysfs(SysfsConfig{FS: k, DefaultRegionBase: &tc.base})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -326,3 +326,28 @@ func TestBlocksListsMemoryBlocks(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Without a region base for its pool (no --region-base for it and no explicit
+// default), nothing is onlined, offlined or checked: the agent cannot tell where the
+// pool's memory is, and guessing (address 0 is boot RAM) would touch the wrong blocks.
+func TestSysfsFailsClosedForAPoolWithoutARegion(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 8, 9)
+	k.addBlock(0, stateOnline, 0) // boot RAM
+	k.addBlock(1, stateOnline, 0)
+	s, err := NewSysfs(SysfsConfig{
+		FS: k, RegionBases: map[string]int64{"pool-b": 8 * fakeBlockSize},
+		Clock: testingclock.NewFakeClock(time.Now()), AppearTimeout: time.Second, OfflineAttempts: 1,
+	})
+	require.NoError(t, err)
+	for _, pool := range []string{"pool-a", ""} {
+		req := Request{ClaimUID: "uid-1", Pool: pool, Extents: []v1alpha1.Extent{{Offset: 0, Length: 2 * fakeBlockSize}}}
+		_, err = s.Online(context.Background(), req, nil)
+		require.ErrorContains(t, err, "region")
+		err = s.Offline(context.Background(), req, nil)
+		require.ErrorContains(t, err, "region")
+		_, err = s.Check(context.Background(), req)
+		require.ErrorContains(t, err, "region")
+	}
+	assert.Empty(t, k.written(), "no block was touched")
+	assert.Equal(t, stateOnline, k.state(0), "boot RAM stays online")
+}

@@ -1835,7 +1835,11 @@ type OfflineCommand struct {
 	// Extents to offline.
 	Extents []*Extent `protobuf:"bytes,2,rep,name=extents,proto3" json:"extents,omitempty"`
 	// Total bytes.
-	Bytes         int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Bytes int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Pool the extents come from (it selects the region on the host). Empty when the
+	// service does not know it (memory an agent reports that the service never gave):
+	// the agent then offlines only what its checkpoint records.
+	Pool          string `protobuf:"bytes,4,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1889,6 +1893,13 @@ func (x *OfflineCommand) GetBytes() int64 {
 		return x.Bytes
 	}
 	return 0
+}
+
+func (x *OfflineCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
 }
 
 // CommandResult reports the outcome of a command.
@@ -2184,11 +2195,12 @@ const file_memservice_v1_memservice_proto_rawDesc = "" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12=\n" +
 	"\aextents\x18\x03 \x03(\v2#.dynamicmemory.memservice.v1.ExtentR\aextents\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12(\n" +
-	"\x10block_size_bytes\x18\x05 \x01(\x03R\x0eblockSizeBytes\"\x82\x01\n" +
+	"\x10block_size_bytes\x18\x05 \x01(\x03R\x0eblockSizeBytes\"\x96\x01\n" +
 	"\x0eOfflineCommand\x12\x1b\n" +
 	"\tclaim_uid\x18\x01 \x01(\tR\bclaimUid\x12=\n" +
 	"\aextents\x18\x02 \x03(\v2#.dynamicmemory.memservice.v1.ExtentR\aextents\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"\xb3\x02\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x12\n" +
+	"\x04pool\x18\x04 \x01(\tR\x04pool\"\xb3\x02\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1b\n" +

@@ -159,9 +159,13 @@ func newHost(o *options) (agent.Host, error) {
 	if o.hostBackend == "simulated" {
 		return hostmem.NewSimulated(hostmem.SimulatedConfig{NUMANode: int32(o.simNUMANode), BlockLatency: o.simLatency}), nil
 	}
-	base, err := parseAddress(o.defaultBase)
-	if err != nil {
-		return nil, err
+	var base *int64
+	if o.defaultBase != "" {
+		b, err := parseAddress(o.defaultBase)
+		if err != nil {
+			return nil, err
+		}
+		base = &b
 	}
 	s, err := hostmem.NewSysfs(hostmem.SysfsConfig{
 		FS:                hostmem.DirFS{Root: o.sysfsRoot},

@@ -42,7 +42,6 @@ func newOptions() *options {
 		kube:           command.KubeClient{QPS: 50, Burst: 100},
 		hostBackend:    "sysfs",
 		sysfsRoot:      "/",
-		defaultBase:    "0",
 		offlineTries:   10,
 		appearTimeout:  30 * time.Second,
 		simNUMANode:    1,
@@ -70,7 +69,7 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.hostBackend, "host-backend", o.hostBackend, "how memory is onlined: sysfs (the Linux memory hotplug and DAX interfaces) or simulated (no hardware; for the local cluster).")
 	fs.StringVar(&o.sysfsRoot, "sysfs-root", o.sysfsRoot, "directory under which /sys is found (sysfs backend).")
 	fs.Var(&o.regionBases, "region-base", "host physical address where a pool's dynamic capacity region starts, e.g. pool-a=0x1080000000 (repeatable; sysfs backend).")
-	fs.StringVar(&o.defaultBase, "default-region-base", o.defaultBase, "region base address of pools without --region-base (sysfs backend).")
+	fs.StringVar(&o.defaultBase, "default-region-base", o.defaultBase, "region base address of pools without --region-base (sysfs backend). Unset, commands for such a pool fail and touch no memory: the agent never guesses where a pool's memory is.")
 	fs.IntVar(&o.offlineTries, "offline-attempts", o.offlineTries, "how many times a busy memory block is asked to go offline before the offline command fails.")
 	fs.DurationVar(&o.appearTimeout, "appear-timeout", o.appearTimeout, "how long an online command waits for the extent's memory blocks to appear.")
 	fs.IntVar(&o.simNUMANode, "simulated-numa-node", o.simNUMANode, "NUMA node reported for pool memory (simulated backend).")
@@ -97,7 +96,7 @@ func (o *options) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--host-backend=%q: must be sysfs or simulated", o.hostBackend))
 	}
-	if _, err := parseAddress(o.defaultBase); err != nil {
+	if _, err := parseAddress(o.defaultBase); o.defaultBase != "" && err != nil {
 		errs = append(errs, fmt.Errorf("--default-region-base: %w", err))
 	}
 	if o.offlineTries < 1 {
