@@ -78,7 +78,7 @@ type Config struct {
 // Agent is the node agent.
 type Agent struct {
 	cfg   Config
-	locks keyedMutex
+	queue claimQueue
 	// changeMu serializes the updates that follow a change (see changed).
 	changeMu sync.Mutex
 	// saved is the checkpoint content last written (guarded by changeMu).
@@ -129,7 +129,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, cp: cp, locks: keyedMutex{m: map[string]*keyedEntry{}}}
+	a := &Agent{cfg: cfg, cp: cp, queue: claimQueue{tails: map[string]chan struct{}{}}}
 	if cfg.NodeStatus != nil {
 		a.status = newStatusWriter(cfg.NodeStatus, cfg.Clock, cfg.MinBackoff, cfg.MaxBackoff)
 	}
@@ -306,36 +306,38 @@ func (a *Agent) setConnected(ctx context.Context, connected bool, lastErr error)
 	a.changed(ctx)
 }
 
-// keyedMutex serializes operations on the same claim.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyedEntry
+// claimQueue runs the commands of each claim one at a time, in the order the service
+// sent them: a command takes its turn when it is received (on the session's receive
+// loop) and its work waits for the previous command of the same claim. (A lock taken
+// by each command's goroutine would let an offline run before the online sent just
+// before it, leaving memory online for a released claim.)
+type claimQueue struct {
+	mu    sync.Mutex
+	tails map[string]chan struct{}
 }
 
-type keyedEntry struct {
-	sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	e := k.m[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.m[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.Lock()
-	return func() {
-		e.Unlock()
-		k.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(k.m, key)
+// turn takes the next turn for a claim: wait blocks until the claim's earlier turns
+// ended, done ends this one.
+func (q *claimQueue) turn(claimUID string) (wait, done func()) {
+	q.mu.Lock()
+	prev := q.tails[claimUID]
+	mine := make(chan struct{})
+	q.tails[claimUID] = mine
+	q.mu.Unlock()
+	wait = func() {
+		if prev != nil {
+			<-prev
 		}
-		k.mu.Unlock()
 	}
+	done = func() {
+		q.mu.Lock()
+		if q.tails[claimUID] == mine {
+			delete(q.tails, claimUID)
+		}
+		q.mu.Unlock()
+		close(mine)
+	}
+	return wait, done
 }
 
 // describe says where memory went, for conditions and logs.

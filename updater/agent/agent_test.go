@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
@@ -570,4 +571,25 @@ func TestAgentOfflinesAnUnrecordedClaimInTheCommandsPool(t *testing.T) {
 	s.send(t, cmd)
 	require.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, s.result(t).Outcome)
 	assert.Equal(t, []string{"pool-b"}, host.offlines)
+}
+
+// Commands of one claim run in the order the service sent them: an offline sent
+// right after an online runs after it, so memory is never left online for a claim
+// the service released (whatever order the goroutines are scheduled in).
+func TestAgentRunsCommandsOfAClaimInOrder(t *testing.T) {
+	sim := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), sim, sim, &fakeNode{})
+	s := h.svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	for i := range 50 {
+		uid := fmt.Sprintf("uid-%d", i)
+		on := onlineCmd(fmt.Sprintf("on-%d", i), uid, int64(i)*128*mib, 128*mib)
+		off := offlineCmd(fmt.Sprintf("off-%d", i), uid, int64(i)*128*mib, 128*mib)
+		off.GetOffline().Pool = "pool-a"
+		s.send(t, on)
+		s.send(t, off)
+		first, second := s.result(t), s.result(t)
+		require.Equal(t, []string{"on-" + fmt.Sprint(i), "off-" + fmt.Sprint(i)}, []string{first.CommandId, second.CommandId}, "round %d", i)
+		require.Equal(t, 0, sim.OnlineBlocks(), "round %d: the claim's memory is offline at the end", i)
+	}
 }

@@ -27,6 +27,17 @@ func (a *Agent) execute(ctx context.Context, cmd *memservicev1.AgentCommand, s *
 	}
 }
 
+// claimOf is the claim a command acts on ("" for a command of neither kind).
+func claimOf(cmd *memservicev1.AgentCommand) string {
+	switch c := cmd.Command.(type) {
+	case *memservicev1.AgentCommand_Online:
+		return c.Online.GetClaimUid()
+	case *memservicev1.AgentCommand_Offline:
+		return c.Offline.GetClaimUid()
+	}
+	return ""
+}
+
 func (a *Agent) progress(ctx context.Context, s *sender, commandID, claimUID string) hostmem.Progress {
 	return func(p hostmem.Step) {
 		if p.Busy {
@@ -44,8 +55,6 @@ func (a *Agent) progress(ctx context.Context, s *sender, commandID, claimUID str
 func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineCommand, s *sender) *memservicev1.CommandResult {
 	logger := klog.FromContext(ctx).WithValues("command", id, "claimUID", cmd.ClaimUid, "pool", cmd.Pool)
 	ctx = klog.NewContext(ctx, logger)
-	unlock := a.locks.lock(cmd.ClaimUid)
-	defer unlock()
 	start := a.cfg.Clock.Now()
 	fail := func(msg string) *memservicev1.CommandResult {
 		logger.Error(nil, "Onlining claim memory failed", "reason", msg)
@@ -91,8 +100,6 @@ func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineC
 func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.OfflineCommand, s *sender) *memservicev1.CommandResult {
 	logger := klog.FromContext(ctx).WithValues("command", id, "claimUID", cmd.ClaimUid)
 	ctx = klog.NewContext(ctx, logger)
-	unlock := a.locks.lock(cmd.ClaimUid)
-	defer unlock()
 	start := a.cfg.Clock.Now()
 	fail := func(msg string) *memservicev1.CommandResult {
 		logger.Error(nil, "Offlining claim memory failed", "reason", msg)

@@ -74,8 +74,13 @@ func (a *Agent) session(ctx context.Context) error {
 		}
 		// Commands outlive the session: memory half onlined must be finished even
 		// if the stream breaks; the next hello reports the outcome. Run waits for
-		// them.
-		a.commands.Go(func() { a.execute(ctx, cmd, s) })
+		// them. The commands of one claim run in the order they were received.
+		wait, done := a.queue.turn(claimOf(cmd))
+		a.commands.Go(func() {
+			defer done()
+			wait()
+			a.execute(ctx, cmd, s)
+		})
 	}
 }
 
