@@ -19,6 +19,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision/provisiontest"
 )
 
 const gi = int64(1) << 30
@@ -105,31 +106,13 @@ func (s *states) Update(_ context.Context, r ledger.Reservation) error {
 }
 func (s *states) Released(_ context.Context, r ledger.Reservation) error { return s.add(r) }
 
-// devices is the pool registry of the tests: one pool's device.
-type devices struct {
-	pool    string
-	backend provision.Backend
-	hostIDs map[string]int32
-}
-
-func (d devices) Device(pool, node string) (provision.Backend, int32, error) {
-	if pool != d.pool {
-		return nil, 0, ledger.Errorf(ledger.CodeUnavailable, "pool %s has no device backend", pool)
-	}
-	id, ok := d.hostIDs[node]
-	if !ok {
-		return nil, 0, ledger.Errorf(ledger.CodeNotFound, "node %s has no host ID on the device of pool %s", node, pool)
-	}
-	return d.backend, id, nil
-}
-
 func setup(t *testing.T, dev *flakyDevice) (*provision.Manager, *ledger.Ledger, *agents, *states) {
 	t.Helper()
 	l := ledger.New(nil, ledger.Options{})
 	require.NoError(t, l.SetPool(ledger.Pool{Name: "p", Capacity: 8 * gi, BlockSize: gi, HostWindow: 8 * gi, Nodes: []string{"n"}}))
 	l.SetPoolReady("p", true, "")
 	ag, st := &agents{}, &states{}
-	m := provision.New(provision.Config{Ledger: l, Devices: devices{pool: "p", backend: dev, hostIDs: map[string]int32{"n": 0}}, Agents: ag, Store: st, RetryInterval: time.Millisecond, MaxRetryInterval: 5 * time.Millisecond})
+	m := provision.New(provision.Config{Ledger: l, Devices: provisiontest.Devices{Pool: "p", Backend: dev, HostIDs: map[string]int32{"n": 0}}, Agents: ag, Store: st, RetryInterval: time.Millisecond, MaxRetryInterval: 5 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	m.Start(ctx)
 	t.Cleanup(func() {

@@ -22,6 +22,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision/provisiontest"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/server"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
 )
@@ -153,7 +154,7 @@ func newHarness(t testing.TB) *harness {
 	require.NoError(t, err)
 	mgr := provision.New(provision.Config{
 		Ledger: h.ledger, Agents: sessions, Store: h.store, Metrics: h.metrics,
-		Devices:             devices{pool: testPool.Name, backend: loggedDevice{Device: h.device, ev: h.ev}, hostIDs: map[string]int32{"node1": 0, "node2": 1}},
+		Devices:             provisiontest.Devices{Pool: testPool.Name, Backend: loggedDevice{Device: h.device, ev: h.ev}, HostIDs: map[string]int32{"node1": 0, "node2": 1}},
 		AgentCommandTimeout: 5 * time.Second, RetryInterval: 10 * time.Millisecond,
 	})
 	mgr.Start(ctx)
@@ -279,22 +280,4 @@ func uid(n int) string { return fmt.Sprintf("0b7c3f6e-1d2a-4c5b-8e9f-%012d", n) 
 
 func claim(n int) *memservicev1.ClaimRef {
 	return &memservicev1.ClaimRef{Uid: uid(n), Namespace: "default", Name: fmt.Sprintf("claim-%d", n)}
-}
-
-// devices is the pool registry of the tests: one pool's device.
-type devices struct {
-	pool    string
-	backend provision.Backend
-	hostIDs map[string]int32
-}
-
-func (d devices) Device(pool, node string) (provision.Backend, int32, error) {
-	if pool != d.pool {
-		return nil, 0, ledger.Errorf(ledger.CodeUnavailable, "pool %s has no device backend", pool)
-	}
-	id, ok := d.hostIDs[node]
-	if !ok {
-		return nil, 0, ledger.Errorf(ledger.CodeNotFound, "node %s has no host ID on the device of pool %s", node, pool)
-	}
-	return d.backend, id, nil
 }
