@@ -135,6 +135,15 @@ cluster-down: $(BIN)/local-cluster ## Stop the local cluster and everything it s
 demo: build ## Run the demo scenario on the local cluster (KEEP=1 leaves it running).
 	$(BIN)/local-cluster demo --dir $(RUN_DIR) $(if $(KEEP),--keep)
 
+# The full suite (100 runs) writes docs/reliability.md; shorter ones, e.g. one seed
+# run again (SEED=7 RUNS=1), write their report in the run directory.
+SEED ?= 1
+RUNS ?= 100
+CHAOS_REPORT ?= $(if $(filter 100,$(RUNS)),docs/reliability.md,$(RUN_DIR)/chaos/reliability.md)
+.PHONY: chaos
+chaos: cluster-bins build ## Run the chaos suite (SEED=1 RUNS=100; the full suite writes docs/reliability.md).
+	$(BIN)/local-cluster chaos --dir $(RUN_DIR)/chaos --seed $(SEED) --runs $(RUNS) --report $(CHAOS_REPORT)
+
 ##@ Benchmarks and images
 
 .PHONY: bench

@@ -35,6 +35,18 @@ const (
 	ReasonRestoreRefused   = "RestoreRefused"
 )
 
+// ClaimConditionReleaseBlocked is True on a DynamicMemoryClaim being released whose
+// memory its node agent cannot take offline (reason ReasonMemoryBusy: a memory block
+// stays busy, its pages in use and not movable). The memory cannot be taken back: it
+// stays online and whole, and the service asks the agent again at a long interval
+// (the message says which blocks, how often, and what an operator can do). It turns
+// False (reason ReasonMemoryOfflined) once the memory went offline.
+const (
+	ClaimConditionReleaseBlocked = "ReleaseBlocked"
+	ReasonMemoryBusy             = "MemoryBusy"
+	ReasonMemoryOfflined         = "MemoryOfflined"
+)
+
 // Finalizer is held on a DynamicMemoryClaim until its extents are back in the pool.
 const Finalizer = "dynamicmemory.io/release-extents"
 

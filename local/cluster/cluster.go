@@ -34,7 +34,8 @@ type Options struct {
 	// BinDir holds etcd, kube-apiserver, kube-controller-manager and kwok.
 	// Default: <repository root>/bin.
 	BinDir string
-	// ManifestsDir holds crds/ and deviceclass/. Default: <repository root>/manifests.
+	// ManifestsDir holds crds/, deviceclass/, namespace/ and rbac/. Default:
+	// <repository root>/manifests.
 	ManifestsDir string
 
 	// Nodes is how many kwok nodes to create, named NodeName(i).
@@ -55,6 +56,10 @@ type Options struct {
 	APIServerPort int
 	// InstallCRDs applies manifests/crds and manifests/deviceclass.
 	InstallCRDs bool
+	// InstallRBAC applies manifests/namespace and manifests/rbac: the installation's
+	// namespace, RBAC and admission policies, which hold a component that runs with
+	// ServiceAccountKubeconfig as they hold its pod in a real cluster.
+	InstallRBAC bool
 	// Detach lets the processes outlive the caller (own session), for the CLI.
 	Detach bool
 }
@@ -253,6 +258,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	if o.InstallCRDs {
 		if err := c.applyManifests(ctx, filepath.Join(o.ManifestsDir, "crds"), filepath.Join(o.ManifestsDir, "deviceclass")); err != nil {
+			return nil, err
+		}
+	}
+	if o.InstallRBAC {
+		if err := c.applyManifests(ctx, filepath.Join(o.ManifestsDir, "namespace"), filepath.Join(o.ManifestsDir, "rbac")); err != nil {
 			return nil, err
 		}
 	}

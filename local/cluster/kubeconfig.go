@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 )
 
 // contextName is the kubeconfig context of the local cluster.
@@ -35,4 +37,31 @@ func writeKubeconfig(file, server string, p pkiFiles, name string) error {
 		return fmt.Errorf("write kubeconfig %s: %w", file, err)
 	}
 	return nil
+}
+
+// ServiceAccountKubeconfig writes a kubeconfig that authenticates as the
+// ServiceAccount namespace/name (a client certificate with its user name and groups)
+// and returns its path. Our components run as processes, not pods, so they have no
+// ServiceAccount token; one run with this kubeconfig is held to the RBAC and
+// admission policies of its ServiceAccount as its pod would be.
+func (c *Cluster) ServiceAccountKubeconfig(namespace, name string) (string, error) {
+	p := c.pki()
+	ca, err := pki.LoadCA(p.caCert(), p.caKey())
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	// The user and groups the API server gives a token of this ServiceAccount.
+	pair, err := ca.IssueUser("system:serviceaccount:"+namespace+":"+name, "system:serviceaccounts", "system:serviceaccounts:"+namespace)
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	id := "serviceaccount-" + namespace + "-" + name
+	if err := pair.WriteFiles(p.dir, id); err != nil {
+		return "", fmt.Errorf("kubeconfig of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	file := c.kubeconfigFor(id)
+	if err := writeKubeconfig(file, c.state.Server, p, id); err != nil {
+		return "", err
+	}
+	return file, nil
 }

@@ -31,6 +31,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
@@ -155,6 +156,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		ControllerManager: true,
 		Kwok:              true,
 		InstallCRDs:       true,
+		InstallRBAC:       true,
 		Detach:            o.Detach,
 	})
 	if err != nil {
@@ -274,15 +276,23 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 
 	s.memserviceAddr = next()
 	memMetrics := next()
+	// The memory service runs as its ServiceAccount and elects itself on its Lease, so
+	// the API server holds it to its RBAC and fences its record writes by the Lease
+	// (manifests/rbac/memservice-leader.yaml), as in a real cluster.
+	memKubeconfig, err := s.Cluster.ServiceAccountKubeconfig(deploy.Namespace, deploy.MemoryServiceName)
+	if err != nil {
+		return err
+	}
 	s.components[Memservice] = component{
 		bin: bins["memservice"],
 		args: []string{
-			"--kubeconfig=" + kubeconfig,
+			"--kubeconfig=" + memKubeconfig,
 			"--listen=" + s.memserviceAddr,
 			"--metrics=" + memMetrics,
 			"--tls-dir=" + s.Bundle.Dir,
-			// One instance: no Lease to wait for when it is killed and restarted.
-			"--leader-elect=false",
+			// The identity is the host name: an instance killed and started again
+			// takes its own Lease at once, with no lease duration to wait.
+			"--leader-elect=true",
 			v,
 		},
 		ready:   cluster.HTTPReady("http://" + memMetrics + "/readyz"),
@@ -323,7 +333,7 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 	}
 
 	for _, n := range nodes {
-		dir := filepath.Join(s.opts.Dir, "nodes", n)
+		dir := s.nodeDir(n)
 		for _, sub := range []string{"plugin", "registry", "cdi"} {
 			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 				return fmt.Errorf("create node directory: %w", err)
@@ -341,9 +351,10 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--memservice-cert=" + s.Bundle.CertFile(agentMember),
 				"--memservice-key=" + s.Bundle.KeyFile(agentMember),
 				"--host-backend=simulated",
+				"--simulated-journal=" + s.HostJournal(n),
 				// A kwok node has no cgroup of its own to raise.
 				"--manage-cgroup=false",
-				"--checkpoint-file=" + filepath.Join(dir, "node-agent.json"),
+				"--checkpoint-file=" + s.CheckpointFile(n),
 				"--metrics-address=" + agentMetrics,
 				"--heartbeat-interval=2s",
 				v,
@@ -433,6 +444,43 @@ func (s *System) Kill(name string) error {
 	}
 	return p.Kill()
 }
+
+// Terminate stops the named component with SIGTERM (a graceful stop; SIGKILL only if
+// it does not exit within the grace period).
+func (s *System) Terminate(name string) error {
+	p := s.Cluster.Process(name)
+	if p == nil {
+		return fmt.Errorf("no process named %q", name)
+	}
+	return p.Stop()
+}
+
+// Running tells whether the named component's process is running.
+func (s *System) Running(name string) bool {
+	p := s.Cluster.Process(name)
+	return p != nil && p.Running()
+}
+
+// Components are the names of the project's components, in the order they started.
+func (s *System) Components() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.order)
+}
+
+// CheckpointFile is the node agent checkpoint of node.
+func (s *System) CheckpointFile(node string) string {
+	return filepath.Join(s.nodeDir(node), "node-agent.json")
+}
+
+// HostJournal is the file where node's simulated host records every memory block it
+// onlines and offlines (hostmem.ReadJournal reads it). It outlives the node agent, as
+// a real host's memory does.
+func (s *System) HostJournal(node string) string {
+	return filepath.Join(s.nodeDir(node), "host-journal.jsonl")
+}
+
+func (s *System) nodeDir(node string) string { return filepath.Join(s.opts.Dir, "nodes", node) }
 
 // Restart kills the named component and starts it again.
 func (s *System) Restart(ctx context.Context, name string) error {

@@ -39,6 +39,7 @@ const (
 	ReconcileOrphanExtentsTotal = "dynamic_memory_reconcile_orphan_extents_total"
 	ClaimsSetAside              = "dynamic_memory_claims_set_aside"
 	PoolWithheldBytes           = "dynamic_memory_pool_withheld_bytes"
+	ClaimsReleaseBlocked        = "dynamic_memory_claims_release_blocked"
 )
 
 // Names lists every metric the service exports, for dashboards and tests.
@@ -49,7 +50,7 @@ var Names = []string{
 	CurrentUsageBytes, OnlineBytes, PoolCapacityBytes, PoolFreeBytes, PoolReady,
 	Reservations, AgentConnected, WatchSubscribers, Leader, StatusWritesTotal,
 	StatusWriteErrorsTotal, ReconcileReleasesTotal, ReconcileOrphanExtentsTotal,
-	ClaimsSetAside, PoolWithheldBytes,
+	ClaimsSetAside, PoolWithheldBytes, ClaimsReleaseBlocked,
 }
 
 // Metrics holds the service's collectors.
@@ -74,6 +75,7 @@ type Metrics struct {
 	StatusWriteErrors   prometheus.Counter
 	ReconcileReleases   *prometheus.CounterVec // reason
 	OrphanExtents       prometheus.Counter
+	ReleasesBlocked     *prometheus.GaugeVec // pool, node
 }
 
 // State is what the gauges are read from at scrape time.
@@ -144,12 +146,15 @@ func New(state State, connected func() []string) *Metrics {
 		OrphanExtents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: ReconcileOrphanExtentsTotal, Help: "Extents found on a device with no claim, released at start.",
 		}),
+		ReleasesBlocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: ClaimsReleaseBlocked, Help: "Claims being released whose memory cannot be taken back: their node agent cannot offline it because a memory block stays busy (condition ReleaseBlocked), by pool and node.",
+		}, []string{"pool", "node"}),
 	}
 	m.Registry.MustRegister(
 		m.Allocations, m.AllocationErrors, m.ReservationsMade, m.ReservationsExpired, m.Releases,
 		m.Provisioning, m.Release, m.BackendOp, m.BackendErrors, m.AgentCommand,
 		m.GRPCRequests, m.GRPCDuration, m.WatchSubs, m.IsLeader, m.StatusWrites,
-		m.StatusWriteErrors, m.ReconcileReleases, m.OrphanExtents,
+		m.StatusWriteErrors, m.ReconcileReleases, m.OrphanExtents, m.ReleasesBlocked,
 		&stateCollector{state: state, connected: connected},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

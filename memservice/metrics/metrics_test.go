@@ -38,6 +38,7 @@ func TestEveryNameIsExported(t *testing.T) {
 	m.GRPCRequests.WithLabelValues("Reserve", "OK").Inc()
 	m.GRPCDuration.WithLabelValues("Reserve").Observe(1)
 	m.ReconcileReleases.WithLabelValues("deleted").Inc()
+	m.ReleasesBlocked.WithLabelValues("a", "n1").Inc()
 
 	families, err := m.Registry.Gather()
 	require.NoError(t, err)

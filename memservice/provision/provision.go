@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
 )
 
 // Backend is a pool's device: it adds extents to a host and takes them back.
@@ -50,7 +52,9 @@ type Agents interface {
 	Offline(ctx context.Context, node string, cmd *memservicev1.OfflineCommand) (*memservicev1.CommandResult, error)
 }
 
-// Store records reservations durably (as DynamicMemoryClaim objects).
+// Store records reservations durably (as DynamicMemoryClaim objects). Its writes
+// name this instance's leader identity; an error wrapping ErrFenced means the API
+// server refused a write because another instance leads.
 type Store interface {
 	// Create records a claim entering Provisioning, before any hardware action.
 	Create(ctx context.Context, r ledger.Reservation) error
@@ -60,10 +64,23 @@ type Store interface {
 	Released(ctx context.Context, r ledger.Reservation) error
 }
 
+// Lease is this instance's hold on the leader Lease, as it sees it: the guard right
+// before every device call.
+type Lease interface {
+	// Check returns an error wrapping ErrFenced once another instance may lead.
+	Check() error
+}
+
+// ErrFenced: this instance may no longer act as the leader, because its Lease ran
+// out or passed to another instance, or because the API server refused its record
+// write for that reason. It must not touch a device.
+var ErrFenced = errors.New("fenced: another memory service instance may be leading")
+
 // Defaults of Config.
 const (
 	DefaultAgentCommandTimeout = 2 * time.Minute
 	DefaultBackendTimeout      = 30 * time.Second
+	DefaultBusyRetryInterval   = 10 * time.Minute
 )
 
 // Config wires a Manager.
@@ -72,6 +89,8 @@ type Config struct {
 	Devices Devices
 	Agents  Agents
 	Store   Store
+	// Lease is checked right before every device call (nil: no leader election).
+	Lease   Lease
 	Metrics *metrics.Metrics
 	Clock   clock.Clock
 	// AgentCommandTimeout bounds waiting for a node agent to online memory
@@ -83,6 +102,15 @@ type Config struct {
 	// doubles up to MaxRetryInterval.
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
+	// BusyRetryInterval is the pause before an offline that the node agent answered
+	// busy (a memory block stays busy: pages that cannot be migrated) is asked again
+	// (default DefaultBusyRetryInterval). It is long: each offline attempt moves pages
+	// and onlines again what it offlined.
+	BusyRetryInterval time.Duration
+	// Conditions marks the records of claims whose release is blocked (nil: not
+	// marked); Events records events on them (nil: none).
+	Conditions Conditions
+	Events     record.EventRecorder
 }
 
 // Manager runs provisioning and release flights. Flights outlive the requests that
@@ -123,6 +151,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.MaxRetryInterval <= 0 {
 		cfg.MaxRetryInterval = 30 * time.Second
+	}
+	if cfg.BusyRetryInterval <= 0 {
+		cfg.BusyRetryInterval = DefaultBusyRetryInterval
 	}
 	return &Manager{
 		cfg:      cfg,
@@ -225,7 +256,7 @@ func (m *Manager) provision(ctx context.Context, f *flight, r ledger.Reservation
 	logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "node", r.Node, "pool", r.Pool, "bytes", r.Bytes)
 	ctx = klog.NewContext(ctx, logger)
 	logger.V(2).Info("Provisioning")
-	if err := m.cfg.Store.Create(ctx, r); err != nil {
+	if err := m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Create(ctx, r) }); err != nil {
 		m.fail(ctx, f, r, "store", fmt.Errorf("record claim before provisioning: %w", err))
 		return
 	}
@@ -249,6 +280,12 @@ func (m *Manager) Resume(r ledger.Reservation) {
 		logger := klog.FromContext(ctx).WithValues("claim", r.Claim.UID, "node", r.Node, "pool", r.Pool)
 		ctx = klog.NewContext(ctx, logger)
 		logger.Info("Resuming provisioning after restart")
+		// As in a first provisioning, the device acts only after this flight wrote the
+		// record: a leader that lost its Lease is refused here by the API server.
+		if err := m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Update(ctx, r) }); err != nil {
+			m.fail(ctx, f, r, "store", fmt.Errorf("record claim before resuming provisioning: %w", err))
+			return
+		}
 		if err := m.addExtents(ctx, r); err != nil && !errors.Is(err, backend.ErrInUse) {
 			m.fail(ctx, f, r, "backend", err)
 			return
@@ -263,6 +300,9 @@ func (m *Manager) addExtents(ctx context.Context, r ledger.Reservation) error {
 		return err
 	}
 	extents := r.Extents
+	if err := m.leading(); err != nil {
+		return fmt.Errorf("add extents to node %s in pool %s: %w", r.Node, r.Pool, err)
+	}
 	err = m.timed(r.Pool, "add", func() error {
 		actx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
 		defer cancel()
@@ -272,10 +312,14 @@ func (m *Manager) addExtents(ctx context.Context, r ledger.Reservation) error {
 		return nil
 	}
 	// Take back whatever part was added; the claim's release does it again if this fails.
-	rctx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
-	defer cancel()
-	if rerr := b.Release(rctx, hostID, r.Claim.UID, extents); rerr != nil && !errors.Is(rerr, backend.ErrNotFound) {
-		klog.FromContext(ctx).Error(rerr, "Taking back extents after a failed add")
+	if lerr := m.leading(); lerr != nil {
+		klog.FromContext(ctx).Error(lerr, "Not taking back extents after a failed add")
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, m.cfg.BackendTimeout)
+		defer cancel()
+		if rerr := b.Release(rctx, hostID, r.Claim.UID, extents); rerr != nil && !errors.Is(rerr, backend.ErrNotFound) {
+			klog.FromContext(ctx).Error(rerr, "Taking back extents after a failed add")
+		}
 	}
 	return fmt.Errorf("add %s of extents to node %s (host %d) in pool %s: %w", ledger.FormatBytes(r.Bytes), r.Node, hostID, r.Pool, err)
 }
@@ -331,9 +375,24 @@ func (m *Manager) fail(ctx context.Context, f *flight, r ledger.Reservation, rea
 // persist records a state change; a failure is logged (the ledger stays
 // authoritative while the service runs, and the next change writes again).
 func (m *Manager) persist(ctx context.Context, r ledger.Reservation) {
-	if err := m.cfg.Store.Update(ctx, r); err != nil {
+	if err := m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Update(ctx, r) }); err != nil {
 		klog.FromContext(ctx).Error(err, "Recording claim state", "state", r.State)
 	}
+}
+
+// recordWriteTimeout bounds one record write.
+const recordWriteTimeout = 30 * time.Second
+
+// write runs one record write with a context that the service stopping does not
+// cancel, bounded by recordWriteTimeout: a write this process sent is one whose
+// outcome it knows before it exits (Wait). A write canceled in flight may still land
+// on the API server after the process is gone — after a new instance rebuilt its
+// ledger from the records. The chaos suite found such a record (created, never given
+// a status, unknown to the new ledger) left behind for good.
+func (m *Manager) write(ctx context.Context, fn func(context.Context) error) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordWriteTimeout)
+	defer cancel()
+	return fn(wctx)
 }
 
 // RemoveMemory releases a claim. A Reserved claim is dropped at once; a provisioned
@@ -392,15 +451,28 @@ func (m *Manager) release(ctx context.Context, uid string) {
 	logger := klog.FromContext(ctx).WithValues("claim", uid, "node", r.Node, "pool", r.Pool)
 	ctx = klog.NewContext(ctx, logger)
 	logger.V(2).Info("Releasing")
-	m.persist(ctx, r)
+	// The record says Releasing before anything leaves the host. A write refused
+	// because another instance leads ends the flight here; other failures are logged,
+	// as for every state write.
+	if err := m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Update(ctx, r) }); errors.Is(err, ErrFenced) {
+		logger.Error(err, "Not releasing: this instance no longer leads")
+		return
+	} else if err != nil {
+		logger.Error(err, "Recording claim state", "state", r.State)
+	}
 
 	if r.OnHost {
+		blocked := &blockage{m: m, r: r}
+		defer blocked.end()
 		if !m.retry(ctx, uid, func() error {
 			actx, cancel := context.WithTimeout(ctx, m.cfg.AgentCommandTimeout)
 			defer cancel()
 			start := m.cfg.Clock.Now()
 			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes})
 			m.observeAgent("offline", start, err)
+			if errors.Is(err, session.ErrMemoryBusy) {
+				return blocked.busy(ctx, err)
+			}
 			if err != nil {
 				return fmt.Errorf("waiting for the node agent of %s to offline the memory: %w", r.Node, err)
 			}
@@ -408,9 +480,13 @@ func (m *Manager) release(ctx context.Context, uid string) {
 		}) {
 			return
 		}
+		blocked.offlined(ctx)
 	}
 	if len(r.Extents) > 0 {
 		if !m.retry(ctx, uid, func() error {
+			if err := m.leading(); err != nil {
+				return fmt.Errorf("release extents from node %s in pool %s: %w", r.Node, r.Pool, err)
+			}
 			b, hostID, err := m.device(r)
 			if err != nil {
 				return err
@@ -437,11 +513,14 @@ func (m *Manager) release(ctx context.Context, uid string) {
 		m.cfg.Metrics.Releases.WithLabelValues(r.Pool).Inc()
 		m.cfg.Metrics.Release.WithLabelValues(r.Pool).Observe(released.ReleasedAt.Sub(r.ReleasingAt).Seconds())
 	}
-	m.retry(ctx, uid, func() error { return m.cfg.Store.Released(ctx, released) })
+	m.retry(ctx, uid, func() error {
+		return m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Released(ctx, released) })
+	})
 	logger.V(2).Info("Released")
 }
 
-// retry runs step until it succeeds; it returns false when ctx ends first.
+// retry runs step until it succeeds; it returns false when ctx ends first. A node
+// agent's busy answer (session.ErrMemoryBusy) is retried after BusyRetryInterval.
 func (m *Manager) retry(ctx context.Context, uid string, step func() error) bool {
 	wait := m.cfg.RetryInterval
 	for {
@@ -449,15 +528,28 @@ func (m *Manager) retry(ctx context.Context, uid string, step func() error) bool
 		if err == nil {
 			return true
 		}
-		klog.FromContext(ctx).Error(err, "Release step failed, retrying", "after", wait)
+		pause := wait
+		if errors.Is(err, session.ErrMemoryBusy) {
+			pause = m.cfg.BusyRetryInterval
+		}
+		klog.FromContext(ctx).Error(err, "Release step failed, retrying", "after", pause)
 		m.cfg.Ledger.SetMessage(uid, err.Error())
 		select {
-		case <-m.cfg.Clock.After(wait):
+		case <-m.cfg.Clock.After(pause):
 		case <-ctx.Done():
 			return false
 		}
 		wait = min(2*wait, m.cfg.MaxRetryInterval)
 	}
+}
+
+// leading is the guard right before every device call: this instance's own view that
+// it still holds the leader Lease.
+func (m *Manager) leading() error {
+	if m.cfg.Lease == nil {
+		return nil
+	}
+	return m.cfg.Lease.Check()
 }
 
 func (m *Manager) timed(pool, op string, fn func() error) error {

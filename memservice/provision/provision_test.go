@@ -174,7 +174,7 @@ func TestResumeFinishesARestoredProvisioning(t *testing.T) {
 	assert.Equal(t, v1alpha1.PhaseOnline, r.State)
 	assert.Equal(t, 1, dev.adds, "the extents were added again (a no-op for the device if they were there)")
 	m.Wait()
-	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseOnline}, st.log, "no second record is created")
+	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline}, st.log, "the record is written again before the device adds")
 }
 
 // TestAddMemoryAnswersBeforeTheOnlineRecord: the ledger is authoritative, so

@@ -50,6 +50,15 @@ const DefaultPoolStatusInterval = time.Second
 // node's share of the pool to the API server.
 const MinPoolStatusInterval = 100 * time.Millisecond
 
+// Leader election timing: a leader renews its Lease every retryPeriod and gives it up
+// when it could not renew for renewDeadline; a standby takes the Lease over once it
+// has gone unrenewed for leaseDuration.
+const (
+	leaseDuration = 15 * time.Second
+	renewDeadline = 10 * time.Second
+	retryPeriod   = 2 * time.Second
+)
+
 // Config configures a Service.
 type Config struct {
 	// RESTConfig reaches the Kubernetes API server.
@@ -80,7 +89,10 @@ type Config struct {
 	// SnapshotInterval is the least time between two WatchPools snapshots (default
 	// server.DefaultSnapshotInterval).
 	SnapshotInterval time.Duration
-	// LeaderElection on a Lease: only the leader serves; others wait.
+	// LeaderElection on a Lease: only the leader serves; others wait. The leader's
+	// record writes name its Identity, which the API server checks against the
+	// Lease's holder (store.LeaderPolicy), and it touches a device only while its own
+	// view says it holds the Lease.
 	LeaderElection struct {
 		Enabled                   bool
 		Namespace, Name, Identity string
@@ -120,6 +132,9 @@ func (c *Config) validate() error {
 	if le := c.LeaderElection; le.Enabled && (le.Namespace == "" || le.Name == "" || le.Identity == "") {
 		errs = append(errs, errors.New("leaderElection.namespace, name and identity are required when leader election is enabled"))
 	}
+	if le := c.LeaderElection; le.Enabled && len(le.Identity) > store.MaxLeaderIdentity {
+		errs = append(errs, fmt.Errorf("leaderElection.identity must be at most %d characters (it names the leader in every record write), got %d", store.MaxLeaderIdentity, len(le.Identity)))
+	}
 	return errors.Join(errs...)
 }
 
@@ -137,6 +152,8 @@ type Service struct {
 	httpLis  net.Listener
 	pools    *registry
 	status   *statusWriter
+	lease    *leaseHold // nil without leader election
+	events   record.EventBroadcaster
 
 	serving atomic.Bool
 	ready   chan struct{}
@@ -174,10 +191,24 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("memory service TLS: %w", err)
 	}
 	s := &Service{
-		cfg: cfg, kube: kube, store: store.New(dm.DynamicMemoryV1alpha1()),
+		cfg: cfg, kube: kube,
 		sessions: session.NewRegistry(),
 		ready:    make(chan struct{}),
 		notify:   make(chan struct{}, 1),
+	}
+	var lease provision.Lease
+	if le := cfg.LeaderElection; le.Enabled {
+		lock, err := resourcelock.New(resourcelock.LeasesResourceLock, le.Namespace, le.Name,
+			kube.CoreV1(), kube.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: le.Identity})
+		if err != nil {
+			return nil, fmt.Errorf("leader election lock: %w", err)
+		}
+		// Real time, as the leader elector's: the Lease is held in real time.
+		s.lease = newLeaseHold(lock, clock.RealClock{}, leaseDuration)
+		lease = s.lease
+		s.store = store.New(dm.DynamicMemoryV1alpha1(), le.Identity)
+	} else {
+		s.store = store.New(dm.DynamicMemoryV1alpha1(), "")
 	}
 	s.ledger = ledger.New(cfg.Clock, ledger.Options{ReservationTTL: cfg.ReservationTTL, OnChange: s.changed})
 	s.metrics = metrics.New(s.ledger, s.sessions.Connected)
@@ -190,9 +221,11 @@ func New(cfg Config) (*Service, error) {
 		client: dm.DynamicMemoryV1alpha1(), ledger: s.ledger, pools: s.pools, connected: s.sessions.Connected,
 		metrics: s.metrics, clock: cfg.Clock, interval: cfg.PoolStatusInterval, notify: s.notify,
 	}
+	s.events = record.NewBroadcaster()
 	s.manager = provision.New(provision.Config{
-		Ledger: s.ledger, Devices: s.pools, Agents: s.sessions, Store: s.store, Metrics: s.metrics, Clock: cfg.Clock,
+		Ledger: s.ledger, Devices: s.pools, Agents: s.sessions, Store: s.store, Lease: lease, Metrics: s.metrics, Clock: cfg.Clock,
 		AgentCommandTimeout: cfg.AgentCommandTimeout,
+		Conditions:          s.store, Events: s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"}),
 	})
 	s.server, err = server.New(server.Config{
 		TLS: tlsConfig, Ledger: s.ledger, Manager: s.manager, Sessions: s.sessions, Metrics: s.metrics,
@@ -257,6 +290,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx = klog.NewContext(ctx, logger)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer s.events.Shutdown()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 1) // the first error stops the service; later ones are logged
@@ -303,18 +337,13 @@ func (s *Service) Run(ctx context.Context) error {
 
 func (s *Service) elect(ctx context.Context, run func(string, func(context.Context) error)) error {
 	le := s.cfg.LeaderElection
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, le.Namespace, le.Name,
-		s.kube.CoreV1(), s.kube.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: le.Identity})
-	if err != nil {
-		return fmt.Errorf("leader election lock: %w", err)
-	}
 	lost := make(chan struct{})
 	var led atomic.Bool
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   15 * time.Second,
-		RenewDeadline:   10 * time.Second,
-		RetryPeriod:     2 * time.Second,
+		Lock:            s.lease,
+		LeaseDuration:   leaseDuration,
+		RenewDeadline:   renewDeadline,
+		RetryPeriod:     retryPeriod,
 		ReleaseOnCancel: true,
 		Name:            le.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
@@ -322,12 +351,16 @@ func (s *Service) elect(ctx context.Context, run func(string, func(context.Conte
 				led.Store(true)
 				run("leader", func(context.Context) error { return s.lead(leaderCtx) })
 			},
-			OnStoppedLeading: func() { close(lost) },
+			OnStoppedLeading: func() {
+				s.lease.lose()
+				close(lost)
+			},
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
+	s.lease.follow(elector.IsLeader)
 	run("leader election", func(ctx context.Context) error {
 		elector.Run(ctx)
 		select {
@@ -347,11 +380,11 @@ func (s *Service) lead(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	logger.Info("Leading: rebuilding the ledger from DynamicMemoryClaims")
 	s.manager.Start(ctx)
-	events := record.NewBroadcaster()
-	defer events.Shutdown()
-	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.kube.CoreV1().Events("")})
+	// Events are recorded while leading: those of the rebuild and of the flights.
+	sink := s.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.kube.CoreV1().Events("")})
+	defer sink.Stop()
 	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics,
-		events: events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})}
+		events: s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})}
 	if err := rb.rebuild(ctx); err != nil {
 		return err
 	}

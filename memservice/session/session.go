@@ -180,6 +180,10 @@ func (r *Registry) Handle(s *Session, msg *memservicev1.AgentMessage) error {
 // ErrAgentFailed wraps an agent's FAILED outcome.
 var ErrAgentFailed = errors.New("node agent reports failure")
 
+// ErrMemoryBusy wraps an agent's BUSY outcome: it cannot offline the memory because
+// a block stays busy (pages the kernel cannot migrate). The memory is still online.
+var ErrMemoryBusy = errors.New("node agent cannot offline memory, a block stays busy")
+
 // Online has the node's agent online a claim's memory and returns the NUMA nodes. It
 // waits for the agent to connect, and sends again on a new session if one drops.
 func (r *Registry) Online(ctx context.Context, node string, cmd *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error) {
@@ -227,6 +231,8 @@ func (r *Registry) do(ctx context.Context, node, uid string, build func(id strin
 				return res, nil
 			case memservicev1.CommandResult_OUTCOME_FAILED:
 				return res, fmt.Errorf("%w: node %s, claim %s: %s", ErrAgentFailed, node, uid, res.GetMessage())
+			case memservicev1.CommandResult_OUTCOME_BUSY:
+				return res, fmt.Errorf("%w: node %s, claim %s: %s", ErrMemoryBusy, node, uid, res.GetMessage())
 			default:
 				return res, fmt.Errorf("%w: node %s, claim %s: unexpected outcome %s", ErrAgentFailed, node, uid, res.GetOutcome())
 			}

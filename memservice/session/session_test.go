@@ -90,6 +90,23 @@ func TestFailuresAndDeadlines(t *testing.T) {
 		"a second Hello is refused")
 }
 
+// An agent that cannot offline memory because a block stays busy answers BUSY: the
+// error is ErrMemoryBusy, not ErrAgentFailed, with the agent's words.
+func TestABusyAnswerIsItsOwnError(t *testing.T) {
+	r := session.NewRegistry()
+	s := r.Open("n1", &memservicev1.AgentHello{Node: "n1"})
+	res := make(chan error, 1)
+	go func() {
+		_, err := r.Offline(context.Background(), "n1", &memservicev1.OfflineCommand{ClaimUid: "u1"})
+		res <- err
+	}()
+	answer(t, r, s, memservicev1.CommandResult_OUTCOME_BUSY, "offline memory block 9: still busy after 10 attempts")
+	err := <-res
+	assert.ErrorIs(t, err, session.ErrMemoryBusy)
+	assert.NotErrorIs(t, err, session.ErrAgentFailed)
+	assert.EqualError(t, err, "node agent cannot offline memory, a block stays busy: node n1, claim u1: offline memory block 9: still busy after 10 attempts")
+}
+
 func TestANewSessionReplacesTheOld(t *testing.T) {
 	r := session.NewRegistry()
 	old := r.Open("n1", &memservicev1.AgentHello{Node: "n1"})

@@ -23,7 +23,7 @@ func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewSimpleClientset()
 	claims := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns")
-	s := store.New(cs.DynamicMemoryV1alpha1())
+	s := store.New(cs.DynamicMemoryV1alpha1(), "")
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	r := ledger.Reservation{
 		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
@@ -70,7 +70,7 @@ func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
 func TestARecordOfALongNodeNameHasValidLabels(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewSimpleClientset()
-	s := store.New(cs.DynamicMemoryV1alpha1())
+	s := store.New(cs.DynamicMemoryV1alpha1(), "")
 	node := strings.Repeat("rack-12.", 24) + "example.com"
 	pool := strings.Repeat("pool.", 20) + "cxl"
 	r := ledger.Reservation{
@@ -99,7 +99,7 @@ func TestWritesOfAnOldClaimDoNotTouchANewRecordOfTheSameName(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewSimpleClientset()
 	claims := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns")
-	s := store.New(cs.DynamicMemoryV1alpha1())
+	s := store.New(cs.DynamicMemoryV1alpha1(), "")
 	a := ledger.Reservation{
 		Claim: ledger.ClaimRef{UID: "uid-a", Namespace: "ns", Name: "claim"},
 		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib,

@@ -3,11 +3,20 @@
 // node and pool, and holding a finalizer until the memory is back in the pool. The
 // object is written before any hardware action and its status follows every state
 // change, so that a restarted service rebuilds its ledger from these objects.
+//
+// Every write names the writing leader in its field manager (LeaderFieldManager), and
+// the admission policy LeaderPolicy admits a write by the memory service's
+// ServiceAccount only when that leader holds the service's Lease: an instance that
+// lost its Lease, paused for longer than the lease, cannot write a record after a new
+// leader rebuilt from them. A status write cannot carry an annotation (the API server
+// keeps only the status of a write to the status subresource, before admission), so
+// the identity travels with the request, where admission sees it for every write.
 package store
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -24,16 +33,42 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
 )
+
+// FieldManager is the field manager of the record writes of a memory service without
+// leader election; a leader writes as LeaderFieldManager(identity).
+const FieldManager = "memservice"
+
+// MaxLeaderIdentity is the longest leader identity a field manager holds (the API
+// allows field managers of 128 characters).
+const MaxLeaderIdentity = 128 - len(FieldManager) - 1
+
+// LeaderFieldManager is the field manager of the record writes of the leader
+// identity: the name LeaderPolicy compares with the holder of the Lease.
+func LeaderFieldManager(identity string) string { return FieldManager + "/" + identity }
+
+// LeaderPolicy is the ValidatingAdmissionPolicy that refuses the record writes of a
+// memory service that does not hold its Lease (manifests/rbac/memservice-leader.yaml).
+const LeaderPolicy = "dynamic-memory-memservice-leader"
 
 // Store writes DynamicMemoryClaims. It implements provision.Store.
 type Store struct {
 	client dmclient.DynamicMemoryClaimsGetter
+	// fieldManager names the writer in every write.
+	fieldManager string
 }
 
 // New makes a store that writes with c (the generated clientset's
-// DynamicMemoryV1alpha1()).
-func New(c dmclient.DynamicMemoryClaimsGetter) *Store { return &Store{client: c} }
+// DynamicMemoryV1alpha1()) as the leader identity, or, with an empty identity, as a
+// service without leader election.
+func New(c dmclient.DynamicMemoryClaimsGetter, identity string) *Store {
+	s := &Store{client: c, fieldManager: FieldManager}
+	if identity != "" {
+		s.fieldManager = LeaderFieldManager(identity)
+	}
+	return s
+}
 
 // Object renders a reservation as its DynamicMemoryClaim (metadata, spec and status).
 func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
@@ -128,8 +163,12 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 		v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased, v1alpha1.PhaseFailed:
 		r.State = phase
 	default:
-		// Created but its first status write was lost: the hardware step may have begun.
-		r.State = v1alpha1.PhaseProvisioning
+		// Created, and the service stopped before the first status write: Create
+		// returns only after both writes and the hardware acts only after Create,
+		// so nothing was done yet. Restored as a reservation without extents, it is
+		// provisioned again or released like any other (the chaos suite found such
+		// records set aside for good while they held nothing).
+		r.State = v1alpha1.PhaseReserved
 	}
 	r.Extents = slices.Clone(obj.Status.Extents)
 	r.UpdatedAt = obj.CreationTimestamp.Time
@@ -149,7 +188,7 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	}
 	// Whether the agent was asked to online the memory is not recorded: assume it was
 	// for any provisioned claim, so that release always has it offlined first.
-	r.OnHost = r.State != v1alpha1.PhaseReleased
+	r.OnHost = r.State != v1alpha1.PhaseReleased && r.State != v1alpha1.PhaseReserved
 	if r.Claim.UID == "" || r.Node == "" || r.Pool == "" || r.Bytes <= 0 {
 		return r, fmt.Errorf("DynamicMemoryClaim %s/%s is incomplete (claim UID %q, node %q, pool %q, size %d)",
 			obj.Namespace, obj.Name, r.Claim.UID, r.Node, r.Pool, r.Bytes)
@@ -162,12 +201,12 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 // the same name); a record of the same claim is brought up to date.
 func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 	obj := Object(r)
-	created, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
+	created, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
 	if apierrors.IsAlreadyExists(err) {
 		created, err = s.replace(ctx, obj)
 	}
 	if err != nil {
-		return fmt.Errorf("create DynamicMemoryClaim %s/%s: %w", obj.Namespace, obj.Name, err)
+		return fmt.Errorf("create DynamicMemoryClaim %s/%s: %w", obj.Namespace, obj.Name, fenced(err))
 	}
 	return s.writeStatus(ctx, created.Namespace, created.Name, r.Claim.UID, obj.Status)
 }
@@ -192,7 +231,7 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("delete released DynamicMemoryClaim: %w", err)
 	}
-	return s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
+	return s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
 }
 
 // Update records the reservation's state in its object's status. The write is fenced
@@ -245,11 +284,57 @@ func (s *Store) SetAside(ctx context.Context, r ledger.Reservation, why string) 
 		if !changed {
 			return nil
 		}
-		_, err = s.client.DynamicMemoryClaims(r.Claim.Namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		_, err = s.client.DynamicMemoryClaims(r.Claim.Namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: s.fieldManager})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("mark DynamicMemoryClaim %s/%s set aside: %w", r.Claim.Namespace, r.Claim.Name, err)
+		return fmt.Errorf("mark DynamicMemoryClaim %s/%s set aside: %w", r.Claim.Namespace, r.Claim.Name, fenced(err))
+	}
+	return nil
+}
+
+// ReleaseBlocked marks the record of a claim whose memory its node agent cannot take
+// offline: condition ReleaseBlocked=True, reason MemoryBusy, with the message; the
+// rest of the status is left as it is. It implements provision.Conditions.
+func (s *Store) ReleaseBlocked(ctx context.Context, r ledger.Reservation, message string) error {
+	return s.setReleaseBlocked(ctx, r, metav1.Condition{
+		Type: v1alpha1.ClaimConditionReleaseBlocked, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonMemoryBusy,
+		Message: ledger.Cut(message, maxConditionMessage),
+	})
+}
+
+// ReleaseUnblocked turns the ReleaseBlocked condition of a record that has it False,
+// reason MemoryOfflined: its memory went offline.
+func (s *Store) ReleaseUnblocked(ctx context.Context, r ledger.Reservation) error {
+	return s.setReleaseBlocked(ctx, r, metav1.Condition{
+		Type: v1alpha1.ClaimConditionReleaseBlocked, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonMemoryOfflined,
+		Message: "the memory went offline",
+	})
+}
+
+// setReleaseBlocked writes cond on claim r's record. A False condition is written
+// only over a True one; a record that is gone, or is another claim's, is left alone.
+func (s *Store) setReleaseBlocked(ctx context.Context, r ledger.Reservation, cond metav1.Condition) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj, err := s.client.DynamicMemoryClaims(r.Claim.Namespace).Get(ctx, r.Claim.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || err == nil && !belongsTo(obj, r.Claim.UID) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cond.Status == metav1.ConditionFalse && !meta.IsStatusConditionTrue(obj.Status.Conditions, cond.Type) {
+			return nil
+		}
+		cond.ObservedGeneration = obj.Generation
+		if !meta.SetStatusCondition(&obj.Status.Conditions, cond) {
+			return nil
+		}
+		_, err = s.client.DynamicMemoryClaims(r.Claim.Namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{FieldManager: s.fieldManager})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set condition %s=%s on DynamicMemoryClaim %s/%s: %w", cond.Type, cond.Status, r.Claim.Namespace, r.Claim.Name, fenced(err))
 	}
 	return nil
 }
@@ -275,14 +360,14 @@ func (s *Store) writeStatus(ctx context.Context, namespace, name, uid string, st
 	if err != nil {
 		return err
 	}
-	_, err = s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{}, "status")
-	return err
+	_, err = s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager}, "status")
+	return fenced(err)
 }
 
 // dropFinalizer removes the finalizer of claim uid's record; the update carries the
 // resourceVersion it read, so a record replaced meanwhile is never touched.
 func (s *Store) dropFinalizer(ctx context.Context, namespace, name, uid string) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := s.client.DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -291,9 +376,20 @@ func (s *Store) dropFinalizer(ctx context.Context, namespace, name, uid string) 
 			return nil
 		}
 		obj.Finalizers = slices.DeleteFunc(obj.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
-		_, err = s.client.DynamicMemoryClaims(namespace).Update(ctx, obj, metav1.UpdateOptions{})
+		_, err = s.client.DynamicMemoryClaims(namespace).Update(ctx, obj, metav1.UpdateOptions{FieldManager: s.fieldManager})
 		return err
 	})
+	return fenced(err)
+}
+
+// fenced marks the error of a write that LeaderPolicy refused with provision.ErrFenced:
+// another instance holds the Lease.
+func fenced(err error) error {
+	if apierrors.IsForbidden(err) && !errors.Is(err, provision.ErrFenced) &&
+		strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+LeaderPolicy+"'") {
+		return fmt.Errorf("%w: %w", provision.ErrFenced, err)
+	}
+	return err
 }
 
 // List reads every recorded reservation. Objects that cannot be read back are

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
@@ -64,10 +65,18 @@ func TestAnIncompleteRecordIsRefused(t *testing.T) {
 	assert.ErrorContains(t, err, "DynamicMemoryClaim ns/c is incomplete")
 }
 
-func TestARecordWithoutPhaseIsProvisioning(t *testing.T) {
-	obj := store.Object(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "c"}, Node: "n", Pool: "p", Requested: 1, Bytes: 1})
+func TestARecordWithoutPhaseIsRestoredAsReserved(t *testing.T) {
+	// The service died between creating the record and its first status write:
+	// Create returns only after both, and hardware acts only after Create, so
+	// nothing was added to a device or asked of an agent.
+	const gib = 1 << 30
+	obj := store.Object(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "c"}, Node: "n", Pool: "p", Requested: gib, Bytes: gib})
 	obj.Status = v1alpha1.DynamicMemoryClaimStatus{}
 	r, err := store.Reservation(obj)
 	require.NoError(t, err)
-	assert.Equal(t, v1alpha1.PhaseProvisioning, r.State, "created, first status write lost: the hardware step may have begun")
+	assert.Equal(t, v1alpha1.PhaseReserved, r.State)
+	assert.False(t, r.OnHost, "no agent was asked to online it")
+	l := ledger.New(clock.RealClock{}, ledger.Options{})
+	require.NoError(t, l.SetPool(ledger.Pool{Name: "p", Capacity: 4 * gib, BlockSize: gib, HostWindow: 4 * gib, Nodes: []string{"n"}}))
+	require.NoError(t, l.Restore(r), "the rebuild restores it instead of setting it aside")
 }

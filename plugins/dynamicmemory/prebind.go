@@ -36,7 +36,8 @@ func (pl *DynamicMemory) PreBindPreFlight(_ context.Context, cs fwk.CycleState, 
 // the node — from the pool DynamicResources allocated — and waits, bounded by the
 // provision timeout, until the node agent reports it online. On failure the
 // framework unreserves (releasing the memory) and retries the pod; an event on the
-// pod says why.
+// pod says why. A pool without room for the claim makes the pod unschedulable, with
+// the numbers, until the pool cache sees capacity come back.
 func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
 	s := lookupState(cs)
 	if s == nil {
@@ -53,6 +54,13 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 		pool := pl.provisionPool(s, d)
 		if err := pl.provision(ctx, pod, d, node, pool); err != nil {
 			pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, eventProvisioningFailed, "Provisioning", "%s", err.Error())
+			if _, full := errors.AsType[*noCapacityError](err); full {
+				// A claim allocated in an earlier cycle keeps its node and pool, and that
+				// pool is full now: the pod waits, with the numbers, until the pool
+				// cache sees capacity come back (not a scheduler error retried forever).
+				pl.rejected.add(pod, d.bytes)
+				return fwk.NewStatus(fwk.Unschedulable, err.Error())
+			}
 			return fwk.AsStatus(err)
 		}
 	}
@@ -74,6 +82,12 @@ func (pl *DynamicMemory) provisionPool(s *stateData, d demand) string {
 	}
 	return d.pool
 }
+
+// noCapacityError is a provisioning the memory service refused because the pool has
+// no room for the claim.
+type noCapacityError struct{ msg string }
+
+func (e *noCapacityError) Error() string { return e.msg }
 
 // provision calls AddMemory and turns its outcome into an error a user can act on.
 func (pl *DynamicMemory) provision(ctx context.Context, pod *v1.Pod, d demand, node, pool string) error {
@@ -101,7 +115,10 @@ func (pl *DynamicMemory) provision(ctx context.Context, pod *v1.Pod, d demand, n
 	case status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
 		result = resultTimeout
 		err = fmt.Errorf("provision %s: not online within %s (provisionTimeout); releasing it and retrying the pod", what, pl.provisionTimeout)
-	case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.ResourceExhausted:
+	case status.Code(err) == codes.ResourceExhausted:
+		result = resultFailed
+		err = &noCapacityError{msg: fmt.Sprintf("provision %s: %s", what, status.Convert(err).Message())}
+	case status.Code(err) == codes.FailedPrecondition:
 		result = resultFailed
 		err = fmt.Errorf("provision %s: %s", what, status.Convert(err).Message())
 	default:

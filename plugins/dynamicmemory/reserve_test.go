@@ -246,6 +246,9 @@ func TestPreBind(t *testing.T) {
 	broken := func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error) {
 		return nil, errors.New("boom")
 	}
+	exhausted := func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error) {
+		return nil, status.Error(codes.ResourceExhausted, "pool pool-b has 0 free, claim needs 4Gi")
+	}
 	tests := []struct {
 		name      string
 		addMemory func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error)
@@ -272,6 +275,16 @@ func TestPreBind(t *testing.T) {
 			name: "provisioning failed: the service's reason", addMemory: failed,
 			wantCode:  fwk.Error,
 			wantMsg:   "the memory service reports RESERVATION_STATE_FAILED: agent on n1: onlining memory block 42: device busy",
+			wantEvent: "Warning DynamicMemoryProvisioningFailed",
+			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid"},
+		},
+		{
+			// The claim was allocated in an earlier cycle whose provisioning failed
+			// (the chaos suite: the memory service restarted meanwhile), and the pool
+			// filled up since: the pod waits for capacity like any rejected pod.
+			name: "no capacity left for an allocated claim: unschedulable with the numbers", addMemory: exhausted,
+			wantCode:  fwk.Unschedulable,
+			wantMsg:   "provision 4Gi for claim default/c1 on node n3 from pool pool-b: pool pool-b has 0 free, claim needs 4Gi",
 			wantEvent: "Warning DynamicMemoryProvisioningFailed",
 			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296", "RemoveMemory c1-uid"},
 		},

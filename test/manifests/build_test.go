@@ -133,6 +133,9 @@ func TestTopLevelHoldsEveryComponent(t *testing.T) {
 		{"Deployment", "dynamic-memory-scheduler"},
 		{"DaemonSet", "node-agent"},
 		{"DaemonSet", "dra-plugin"},
+		// Only the memory service's leader writes records (store.LeaderPolicy).
+		{"ValidatingAdmissionPolicy", "dynamic-memory-memservice-leader"},
+		{"ValidatingAdmissionPolicyBinding", "dynamic-memory-memservice-leader"},
 	} {
 		find(t, objs, want.kind, want.name)
 	}

@@ -25,9 +25,15 @@ import (
 // Host makes pool memory online and offline on this machine.
 type Host interface {
 	BlockSize() int64
+	// Online refuses blocks online already unless req.Resume says they are the
+	// claim's (hostmem.ErrOnlineNotOurs).
 	Online(ctx context.Context, req hostmem.Request, progress hostmem.Progress) (hostmem.Result, error)
 	Offline(ctx context.Context, req hostmem.Request, progress hostmem.Progress) error
+	// Check reports the memory if all of it is online (hostmem.ErrNotOnline if not).
 	Check(ctx context.Context, req hostmem.Request) (hostmem.Result, error)
+	// Offlined is nil if no block of the memory is online (hostmem.ErrStillOnline
+	// if some is); it touches nothing.
+	Offlined(ctx context.Context, req hostmem.Request) error
 }
 
 // NodeStatus shows the agent's state on the Node object.
@@ -36,9 +42,10 @@ type NodeStatus interface {
 }
 
 // Limiter keeps the pod cgroup's memory limit at the kubelet's value plus the pool
-// memory online.
+// memory online. Set hands persist the state to checkpoint before it writes a new
+// limit, and writes nothing if persist fails.
 type Limiter interface {
-	Set(onlineBytes int64) (int64, error)
+	Set(onlineBytes int64, persist func(cgroup.State) error) (int64, error)
 	State() cgroup.State
 }
 
@@ -65,6 +72,10 @@ type Config struct {
 	// Clock paces heartbeats and reconnects.
 	Clock clock.WithTicker
 	// CheckpointFile keeps the claims online across restarts (empty: in memory only).
+	// A file that cannot be parsed is renamed to <file>.corrupt-<time> and the agent
+	// starts with an empty checkpoint: it then knows of no claim's memory, so it
+	// onlines no block that is online already and offlines none it cannot prove is
+	// offline.
 	CheckpointFile string
 	// HeartbeatInterval is how often host state is sent. Default 10s.
 	HeartbeatInterval time.Duration
@@ -79,7 +90,9 @@ type Config struct {
 type Agent struct {
 	cfg   Config
 	queue claimQueue
-	// changeMu serializes the updates that follow a change (see changed).
+	// changeMu serializes the updates that follow a change (see changed) and the
+	// changes of the checkpoint (update, record), so that a save never writes a
+	// checkpoint older than a change made while it was written. Taken before mu.
 	changeMu sync.Mutex
 	// saved is the checkpoint content last written (guarded by changeMu).
 	saved []byte
@@ -87,6 +100,9 @@ type Agent struct {
 	commands sync.WaitGroup
 	// status writes the node status in the background (nil without NodeStatus).
 	status *statusWriter
+	// corrupt, if the checkpoint could not be parsed, says why and where it was
+	// set aside; Run logs it.
+	corrupt error
 
 	mu        sync.Mutex
 	cp        checkpoint
@@ -126,10 +142,21 @@ func New(cfg Config) (*Agent, error) {
 		cfg.MaxBackoff = 30 * time.Second
 	}
 	cp, err := loadCheckpoint(cfg.CheckpointFile)
-	if err != nil {
+	var corrupt error
+	if errors.Is(err, errCorrupt) {
+		// Starting empty is safe (nothing recorded proves any memory is a claim's),
+		// failing would be a crash loop that no restart cures.
+		cfg.Metrics.CheckpointCorrupt.Set(1)
+		cp = emptyCheckpoint()
+		kept, rerr := setAside(cfg.CheckpointFile, cfg.Clock.Now())
+		corrupt = fmt.Errorf("%w (kept as %s)", err, kept)
+		if rerr != nil {
+			corrupt = errors.Join(err, rerr)
+		}
+	} else if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, cp: cp, queue: claimQueue{tails: map[string]chan struct{}{}}}
+	a := &Agent{cfg: cfg, cp: cp, corrupt: corrupt, queue: claimQueue{tails: map[string]chan struct{}{}}}
 	if cfg.NodeStatus != nil {
 		a.status = newStatusWriter(cfg.NodeStatus, cfg.Clock, cfg.MinBackoff, cfg.MaxBackoff)
 	}
@@ -171,32 +198,65 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// restore keeps the checkpointed claims whose memory is still online and drops
-// the others, so the first hello tells the service the truth.
+// restore keeps the checkpointed claims whose memory is still online and makes the
+// others intents again, so the first hello tells the service the truth and an offline
+// command still finds whatever is left of their memory.
 func (a *Agent) restore(ctx context.Context) {
 	logger := klog.FromContext(ctx)
+	if a.corrupt != nil {
+		logger.Error(a.corrupt, "The agent checkpoint cannot be parsed; starting with an empty one. No memory online on this node is recorded as a claim's: none of it is offlined, and onlining it for a claim is refused, until a person resolves it", "checkpoint", a.cfg.CheckpointFile)
+	}
 	a.mu.Lock()
 	claims := maps.Clone(a.cp.Claims)
+	pending := len(a.cp.Pending)
 	a.mu.Unlock()
 	kept := 0
 	for uid, c := range claims {
 		res, err := a.cfg.Host.Check(ctx, hostmem.Request{ClaimUID: uid, Pool: c.Pool, Extents: c.Extents})
-		a.mu.Lock()
 		if err != nil {
-			// Not reported online; the pool is kept so that an offline command for
-			// whatever is left of it goes to the right region.
 			logger.Info("Claim memory from the checkpoint is no longer online, not reporting it", "claimUID", uid, "err", err)
-			delete(a.cp.Claims, uid)
-			a.cp.Pools[uid] = c.Pool
-		} else {
-			c.NUMANodes, c.Bytes = res.NUMANodes, res.Bytes
-			a.cp.Claims[uid] = c
-			kept++
+			a.update(func(cp *checkpoint) {
+				delete(cp.Claims, uid)
+				cp.Pending[uid] = pendingClaim{Pool: c.Pool, Extents: c.Extents}
+			})
+			continue
 		}
+		c.NUMANodes, c.Bytes = res.NUMANodes, res.Bytes
+		a.update(func(cp *checkpoint) { cp.Claims[uid] = c })
+		kept++
+	}
+	logger.Info("Restored the claims online on this host from the checkpoint", "online", kept, "checkpointed", len(claims), "pending", pending)
+	a.changed(ctx)
+}
+
+// update changes the checkpoint in memory; the next save writes it.
+func (a *Agent) update(change func(cp *checkpoint)) {
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	change(&a.cp)
+}
+
+// record changes the checkpoint and writes it before returning. A change that
+// returns an error, or that could not be written, is undone and its error returned.
+func (a *Agent) record(change func(cp *checkpoint) error) error {
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+	a.mu.Lock()
+	before := a.cp.clone()
+	err := change(&a.cp)
+	cp := a.cp.clone()
+	a.mu.Unlock()
+	if err == nil {
+		err = a.saveIfChanged(cp)
+	}
+	if err != nil {
+		a.mu.Lock()
+		a.cp.Claims, a.cp.Pending = before.Claims, before.Pending
 		a.mu.Unlock()
 	}
-	logger.Info("Restored the claims online on this host from the checkpoint", "online", kept, "checkpointed", len(claims))
-	a.changed(ctx)
+	return err
 }
 
 // hostState is what the service is told about this host.
@@ -225,7 +285,7 @@ func (a *Agent) changed(ctx context.Context) {
 	defer a.changeMu.Unlock()
 
 	a.mu.Lock()
-	cp := checkpoint{Claims: maps.Clone(a.cp.Claims), Pools: maps.Clone(a.cp.Pools), Cgroup: a.cp.Cgroup}
+	cp := a.cp.clone()
 	status := a.nodeStatusLocked()
 	a.mu.Unlock()
 
@@ -236,7 +296,12 @@ func (a *Agent) changed(ctx context.Context) {
 	status.OnlineBytes = online
 	a.cfg.Metrics.OnlineBytes.Set(float64(online))
 	if a.cfg.Limiter != nil {
-		limit, err := a.cfg.Limiter.Set(online)
+		// The limit about to be written is checkpointed first: a crash right after
+		// the write must not leave a checkpoint that takes it for the kubelet's.
+		limit, err := a.cfg.Limiter.Set(online, func(st cgroup.State) error {
+			cp.Cgroup = st
+			return a.saveIfChanged(cp)
+		})
 		if err != nil {
 			logger.Error(err, "Adjusting the pod cgroup memory limit failed")
 		} else {

@@ -216,7 +216,7 @@ type fakeLimiter struct {
 	online int64
 }
 
-func (f *fakeLimiter) Set(b int64) (int64, error) {
+func (f *fakeLimiter) Set(b int64, _ func(cgroup.State) error) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.online = b
@@ -430,7 +430,7 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	cp := filepath.Join(t.TempDir(), "agent.json")
 	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
 	// A previous run onlined two claims; one of them is no longer online.
-	_, err := host.Online(context.Background(), hostmem.Request{ClaimUID: "uid-1", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
+	_, err := host.Online(context.Background(), hostmem.Request{ClaimUID: "uid-1", Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
 	require.NoError(t, err)
 	data, err := checkpoint{Claims: map[string]onlineClaim{
 		"uid-1": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
@@ -450,7 +450,8 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	saved, err := loadCheckpoint(cp)
 	require.NoError(t, err)
 	assert.Len(t, saved.Claims, 1)
-	assert.Equal(t, map[string]string{"uid-2": "pool-a"}, saved.Pools, "the pool of memory no longer reported is kept for its offline")
+	assert.Equal(t, map[string]pendingClaim{"uid-2": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 512 * mib, Length: 128 * mib}}}}, saved.Pending,
+		"memory no longer reported is an intent again, kept for its offline")
 	assert.Equal(t, cgroup.State{Base: 8 << 30}, saved.Cgroup)
 }
 
@@ -505,7 +506,8 @@ func TestAgentOfflinesHalfOnlinedMemoryInItsPool(t *testing.T) {
 	assert.Equal(t, []string{"failed uid-1: memory block 2 did not appear"}, h.claims.list())
 	saved, err := loadCheckpoint(h.cp)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]string{"uid-1": "pool-a"}, saved.Pools, "the pool is remembered across restarts")
+	assert.Equal(t, map[string]pendingClaim{"uid-1": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 256 * mib}}}}, saved.Pending,
+		"the pool and extents are remembered across restarts")
 	assert.Empty(t, saved.Claims, "a failed claim is not reported online")
 
 	// The service releases the claim: the offline (which names no pool) goes to
@@ -516,7 +518,7 @@ func TestAgentOfflinesHalfOnlinedMemoryInItsPool(t *testing.T) {
 	assert.Equal(t, 0, sim.OnlineBlocks())
 	saved, err = loadCheckpoint(h.cp)
 	require.NoError(t, err)
-	assert.Empty(t, saved.Pools)
+	assert.Empty(t, saved.Pending)
 }
 
 func TestAgentFinishesACommandWhenTheSessionBreaks(t *testing.T) {
@@ -557,10 +559,13 @@ func TestAgentFinishesACommandWhenTheSessionBreaks(t *testing.T) {
 	assert.Equal(t, 1, host.OnlineBlocks())
 }
 
-// An offline for memory the checkpoint does not know (the checkpoint was lost) goes to
-// the pool the command names, never to a default region.
-func TestAgentOfflinesAnUnrecordedClaimInTheCommandsPool(t *testing.T) {
+// An offline for memory the checkpoint does not know (a lost checkpoint, or memory
+// never onlined here) offlines nothing: it succeeds only if the command's blocks are
+// offline, in the pool the command names, and fails if any is online.
+func TestAgentOfflinesNothingItHasNoRecordOf(t *testing.T) {
 	sim := hostmem.NewSimulated(hostmem.SimulatedConfig{})
+	_, err := sim.Online(context.Background(), hostmem.Request{ClaimUID: "unknown", Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}}, nil)
+	require.NoError(t, err)
 	host := &halfOnline{Simulated: sim}
 	h := startAgentOn(t, filepath.Join(t.TempDir(), "agent.json"), host, sim, &fakeNode{})
 	s := h.svc.session(t)
@@ -569,8 +574,16 @@ func TestAgentOfflinesAnUnrecordedClaimInTheCommandsPool(t *testing.T) {
 	cmd := offlineCmd("c1", "uid-9", 0, 128*mib)
 	cmd.GetOffline().Pool = "pool-b"
 	s.send(t, cmd)
-	require.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, s.result(t).Outcome)
-	assert.Equal(t, []string{"pool-b"}, host.offlines)
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_OFFLINE, s.result(t).Outcome, "block 0 of pool-b is offline")
+
+	cmd = offlineCmd("c2", "uid-9", 0, 128*mib)
+	cmd.GetOffline().Pool = "pool-a"
+	s.send(t, cmd)
+	res := s.result(t)
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_FAILED, res.Outcome)
+	assert.Equal(t, "claim uid-9: memory block(s) [0] of pool pool-a are online: memory still online, but this agent has no record of onlining it for claim uid-9 (another claim's memory, the host's own, or a lost checkpoint), so it does not offline it", res.Message)
+	assert.Empty(t, host.offlines, "nothing was offlined")
+	assert.Equal(t, 1, sim.OnlineBlocks())
 }
 
 // Commands of one claim run in the order the service sent them: an offline sent

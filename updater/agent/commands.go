@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
@@ -75,19 +76,26 @@ func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineC
 	if cmd.Bytes > 0 && req.Bytes() != cmd.Bytes {
 		return fail(fmt.Sprintf("online command for claim %s: extents hold %d bytes, bytes says %d", cmd.ClaimUid, req.Bytes(), cmd.Bytes))
 	}
-	a.mu.Lock()
-	a.cp.Pools[cmd.ClaimUid] = cmd.Pool
-	a.mu.Unlock()
-	res, err := a.cfg.Host.Online(ctx, req, a.progress(ctx, s, id, cmd.ClaimUid))
+	// The intent is checkpointed before a block is touched (see intent.go).
+	plan, err := a.intend(ctx, req)
 	if err != nil {
-		a.changed(ctx) // checkpoint the pool: some blocks may be online
 		return fail(err.Error())
+	}
+	res := plan.online
+	if res == nil {
+		onlined, err := a.cfg.Host.Online(ctx, plan.req, a.progress(ctx, s, id, cmd.ClaimUid))
+		if err != nil {
+			a.onlineFailed(ctx, plan, err)
+			return fail(err.Error())
+		}
+		res = &onlined
 	}
 	a.cfg.Metrics.OnlineDuration.Observe(a.cfg.Clock.Since(start).Seconds())
 	a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOnline, "online").Inc()
-	a.mu.Lock()
-	a.cp.Claims[cmd.ClaimUid] = onlineClaim{Pool: cmd.Pool, Extents: req.Extents, Bytes: res.Bytes, NUMANodes: res.NUMANodes}
-	a.mu.Unlock()
+	a.update(func(cp *checkpoint) {
+		delete(cp.Pending, cmd.ClaimUid)
+		cp.Claims[cmd.ClaimUid] = onlineClaim{Pool: cmd.Pool, Extents: req.Extents, Bytes: res.Bytes, NUMANodes: res.NUMANodes}
+	})
 	a.changed(ctx)
 	msg := describe(res.Bytes, res.NUMANodes)
 	if a.cfg.Claims != nil {
@@ -110,31 +118,47 @@ func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.Offlin
 	if cmd.ClaimUid == "" {
 		return fail("offline command has no claim_uid")
 	}
-	// The checkpoint knows the pool (and so the region) of memory this agent was
-	// asked to online, and the extents of what it onlined; for memory it has no
-	// record of, the command's pool and extents are used. With neither, the host
-	// refuses: a region is never guessed.
+	// Only memory the checkpoint records as the claim's (online, or intended) is
+	// offlined, in the recorded pool and extents (an older agent's intent has no
+	// extents: the command's are used). Of memory it has no record of, the agent
+	// only proves that the command's blocks are offline, and touches none. Without a
+	// known region the host refuses either: a region is never guessed.
 	req := hostmem.Request{ClaimUID: cmd.ClaimUid, Pool: cmd.Pool, Extents: memservicev1.ToExtents(cmd.Extents)}
 	a.mu.Lock()
-	known, ok := a.cp.Claims[cmd.ClaimUid]
-	if pool, recorded := a.cp.Pools[cmd.ClaimUid]; recorded {
-		req.Pool = pool
-	}
+	known, online := a.cp.Claims[cmd.ClaimUid]
+	intent, pending := a.cp.Pending[cmd.ClaimUid]
 	a.mu.Unlock()
-	if ok {
+	switch {
+	case online:
 		req.Pool, req.Extents = known.Pool, known.Extents
-	}
-	if len(req.Extents) > 0 {
-		if err := a.cfg.Host.Offline(ctx, req, a.progress(ctx, s, id, cmd.ClaimUid)); err != nil {
+	case pending:
+		req.Pool = intent.Pool
+		if len(intent.Extents) > 0 {
+			req.Extents = intent.Extents
+		}
+	case len(req.Extents) > 0:
+		if err := a.cfg.Host.Offlined(ctx, req); err != nil {
+			if errors.Is(err, hostmem.ErrStillOnline) {
+				return fail(notRecorded(cmd.ClaimUid, err))
+			}
 			return fail(err.Error())
+		}
+	}
+	if (online || pending) && len(req.Extents) > 0 {
+		if err := a.cfg.Host.Offline(ctx, req, a.progress(ctx, s, id, cmd.ClaimUid)); err != nil {
+			res := fail(err.Error())
+			if errors.Is(err, hostmem.ErrBusy) {
+				res.Outcome = memservicev1.CommandResult_OUTCOME_BUSY // the memory is online and whole
+			}
+			return res
 		}
 	}
 	a.cfg.Metrics.OfflineDuration.Observe(a.cfg.Clock.Since(start).Seconds())
 	a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOffline, "offline").Inc()
-	a.mu.Lock()
-	delete(a.cp.Claims, cmd.ClaimUid)
-	delete(a.cp.Pools, cmd.ClaimUid)
-	a.mu.Unlock()
+	a.update(func(cp *checkpoint) {
+		delete(cp.Claims, cmd.ClaimUid)
+		delete(cp.Pending, cmd.ClaimUid)
+	})
 	a.changed(ctx)
 	if a.cfg.Claims != nil {
 		a.cfg.Claims.Forget(cmd.ClaimUid)

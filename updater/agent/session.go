@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"k8s.io/klog/v2"
@@ -15,7 +16,7 @@ import (
 // with exponential backoff between failed attempts, until ctx ends.
 func (a *Agent) sessions(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	delay := a.cfg.MinBackoff
+	backoff := reconnectBackoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			a.cfg.Metrics.SessionReconnects.Inc()
@@ -26,17 +27,36 @@ func (a *Agent) sessions(ctx context.Context) error {
 			return nil
 		}
 		a.setConnected(ctx, false, err)
-		if a.cfg.Clock.Since(started) > a.cfg.MaxBackoff {
-			delay = a.cfg.MinBackoff // the session was healthy for a while
-		}
+		delay := backoff.next(a.cfg.Clock.Since(started))
 		logger.Error(err, "Session with the memory service ended, reconnecting", "after", delay)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.cfg.Clock.After(delay):
 		}
-		delay = min(2*delay, a.cfg.MaxBackoff)
 	}
+}
+
+// reconnectBackoff is the wait before the next session: it doubles from min up to
+// max while sessions fail within min, and starts again from min after a session that
+// was up for at least min. A memory service restarted a few times in a row must not
+// leave its agents waiting the longest backoff, unable to provision, once it is back
+// (the chaos suite found agents idle for 30 s after such restarts); one that drops
+// every session at once is not hammered.
+type reconnectBackoff struct {
+	min, max time.Duration
+	last     time.Duration
+}
+
+// next is the wait after a session that lasted lasted.
+func (b *reconnectBackoff) next(lasted time.Duration) time.Duration {
+	switch {
+	case b.last == 0 || lasted >= b.min:
+		b.last = b.min
+	default:
+		b.last = min(2*b.last, b.max)
+	}
+	return b.last
 }
 
 // session runs one AgentSession: hello, then commands and heartbeats until the

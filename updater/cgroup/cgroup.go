@@ -6,6 +6,12 @@
 // goes offline. The limit is always set to base + online bytes, where base is the
 // kubelet's own value: if the kubelet rewrites the limit (a restart), that value
 // becomes the new base.
+//
+// The agent must never take its own raise for the kubelet's base, or a restart would
+// raise the limit twice. So the state is handed to the agent to checkpoint before the
+// limit is written, naming both the limit about to be written and the one in the
+// file: after a crash on either side of the write, the file holds one of the two, and
+// the resumed Limiter recognises it as its own.
 package cgroup
 
 import (
@@ -36,8 +42,18 @@ const (
 type State struct {
 	// Base is the limit the kubelet set, bytes; 0 when not known yet.
 	Base int64 `json:"base"`
-	// Written is the limit the agent last wrote, bytes.
+	// Written is the limit the agent last wrote, or is about to write, bytes.
 	Written int64 `json:"written"`
+	// Previous is the limit that was in the file when Written was decided: the
+	// agent's own earlier value, or the kubelet's base. A crash before Written
+	// reached the file leaves this one there.
+	Previous int64 `json:"previous,omitempty"`
+}
+
+// ours tells whether a limit read from the file is one the agent wrote (or found in
+// place and built on), rather than a new value from the kubelet.
+func (s State) ours(limit int64) bool {
+	return s.Written != 0 && (limit == s.Written || limit == s.Previous)
 }
 
 // Limiter sets the memory limit of the kubepods cgroup.
@@ -95,8 +111,11 @@ func (l *Limiter) State() State {
 }
 
 // Set makes the limit the kubelet's base plus onlineBytes. An unlimited cgroup is
-// left unlimited. It returns the limit in effect (-1 for unlimited).
-func (l *Limiter) Set(onlineBytes int64) (int64, error) {
+// left unlimited. Before it writes a new limit it hands the state naming that limit
+// to persist (nil: nothing to persist), and writes nothing if persist fails: the
+// limit is raised only once the agent can recognise it after a crash. It returns the
+// limit in effect (-1 for unlimited).
+func (l *Limiter) Set(onlineBytes int64, persist func(State) error) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	current, err := l.read()
@@ -107,7 +126,7 @@ func (l *Limiter) Set(onlineBytes int64) (int64, error) {
 		l.state = State{}
 		return -1, nil
 	}
-	if l.state.Written == 0 || current != l.state.Written {
+	if !l.state.ours(current) {
 		// First time, or the kubelet rewrote the limit: its value is the base.
 		l.state.Base = current
 	}
@@ -116,10 +135,16 @@ func (l *Limiter) Set(onlineBytes int64) (int64, error) {
 		l.state.Written = limit
 		return limit, nil
 	}
+	next := State{Base: l.state.Base, Written: limit, Previous: current}
+	if persist != nil {
+		if err := persist(next); err != nil {
+			return 0, fmt.Errorf("record the kubepods memory limit %d before writing it (the limit stays %d): %w", limit, current, err)
+		}
+	}
 	if err := os.WriteFile(l.file, []byte(strconv.FormatInt(limit, 10)), 0); err != nil {
 		return 0, fmt.Errorf("set kubepods memory limit to %d bytes: %w", limit, err)
 	}
-	l.state.Written = limit
+	l.state = next
 	return limit, nil
 }
 

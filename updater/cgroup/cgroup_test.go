@@ -1,6 +1,8 @@
 package cgroup
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,16 +47,16 @@ func TestLimiterRaisesAndRestores(t *testing.T) {
 			assert.Equal(t, tc.version, l.Version())
 			assert.Equal(t, file, l.File())
 
-			limit, err := l.Set(2 * gi)
+			limit, err := l.Set(2*gi, nil)
 			require.NoError(t, err)
 			assert.Equal(t, 10*gi, limit)
 			assert.Equal(t, "10737418240", readLimit(t, file))
 
-			_, err = l.Set(3 * gi)
+			_, err = l.Set(3*gi, nil)
 			require.NoError(t, err)
 			assert.Equal(t, "11811160064", readLimit(t, file), "raised from the kubelet's base, not from the last value")
 
-			_, err = l.Set(0)
+			_, err = l.Set(0, nil)
 			require.NoError(t, err)
 			assert.Equal(t, "8589934592", readLimit(t, file), "all memory offline: the kubelet's limit again")
 		})
@@ -67,10 +69,61 @@ func TestLimiterResumesFromCheckpoint(t *testing.T) {
 	writeLimit(t, file, "10737418240") // 8Gi + 2Gi written before the agent restarted
 	l, err := New(root, "kubepods", State{Base: 8 * gi, Written: 10 * gi})
 	require.NoError(t, err)
-	_, err = l.Set(2 * gi)
+	_, err = l.Set(2*gi, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "10737418240", readLimit(t, file), "not raised twice")
 	assert.Equal(t, State{Base: 8 * gi, Written: 10 * gi}, l.State())
+}
+
+// The agent checkpoints the state Set hands it before the limit is written. Resumed
+// from that checkpoint after a crash on either side of the write, the limiter takes
+// the limit in the file for its own and raises it once, never twice.
+func TestLimiterResumesAfterACrashAroundTheWrite(t *testing.T) {
+	for _, written := range []bool{false, true} {
+		t.Run(fmt.Sprintf("limit written before the crash: %v", written), func(t *testing.T) {
+			root := t.TempDir()
+			file := filepath.Join(root, "kubepods/memory.max")
+			writeLimit(t, file, "8589934592") // the kubelet's 8Gi
+			l, err := New(root, "kubepods", State{})
+			require.NoError(t, err)
+			_, err = l.Set(gi, nil)
+			require.NoError(t, err)
+			checkpoint := l.State()
+
+			_, err = l.Set(3*gi, func(s State) error {
+				assert.Equal(t, "9663676416", readLimit(t, file), "persisted before the write")
+				checkpoint = s
+				return nil
+			})
+			require.NoError(t, err)
+			assert.Equal(t, State{Base: 8 * gi, Written: 11 * gi, Previous: 9 * gi}, checkpoint)
+			if !written {
+				writeLimit(t, file, "9663676416") // the crash came before the write
+			}
+
+			resumed, err := New(root, "kubepods", checkpoint)
+			require.NoError(t, err)
+			limit, err := resumed.Set(3*gi, nil)
+			require.NoError(t, err)
+			assert.Equal(t, 11*gi, limit, "8Gi from the kubelet + 3Gi online")
+			assert.Equal(t, "11811160064", readLimit(t, file))
+		})
+	}
+}
+
+func TestLimiterWritesNothingItCouldNotPersist(t *testing.T) {
+	root := t.TempDir()
+	file := filepath.Join(root, "kubepods/memory.max")
+	writeLimit(t, file, "8589934592")
+	l, err := New(root, "kubepods", State{})
+	require.NoError(t, err)
+	_, err = l.Set(gi, func(State) error { return errors.New("disk full") })
+	require.ErrorContains(t, err, "record the kubepods memory limit 9663676416 before writing it (the limit stays 8589934592): disk full")
+	assert.Equal(t, "8589934592", readLimit(t, file))
+
+	_, err = l.Set(gi, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "9663676416", readLimit(t, file), "the next change raises it once")
 }
 
 func TestLimiterTakesKubeletRewriteAsNewBase(t *testing.T) {
@@ -79,11 +132,11 @@ func TestLimiterTakesKubeletRewriteAsNewBase(t *testing.T) {
 	writeLimit(t, file, "8589934592")
 	l, err := New(root, "", State{})
 	require.NoError(t, err)
-	_, err = l.Set(1 * gi)
+	_, err = l.Set(1*gi, nil)
 	require.NoError(t, err)
 
 	writeLimit(t, file, "17179869184") // the kubelet restarted and wrote 16Gi
-	_, err = l.Set(1 * gi)
+	_, err = l.Set(1*gi, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "18253611008", readLimit(t, file))
 	assert.Equal(t, 16*gi, l.State().Base)
@@ -103,7 +156,7 @@ func TestLimiterLeavesUnlimitedCgroupAlone(t *testing.T) {
 			writeLimit(t, file, tc.value)
 			l, err := New(root, "", State{})
 			require.NoError(t, err)
-			limit, err := l.Set(4 * gi)
+			limit, err := l.Set(4*gi, nil)
 			require.NoError(t, err)
 			assert.Equal(t, int64(-1), limit)
 			assert.Equal(t, tc.value, readLimit(t, file))
@@ -122,7 +175,7 @@ func TestNewNamesWhatItTried(t *testing.T) {
 	writeLimit(t, filepath.Join(root, "kubepods/memory.max"), "garbage")
 	l, err := New(root, "kubepods", State{})
 	require.NoError(t, err)
-	_, err = l.Set(gi)
+	_, err = l.Set(gi, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"garbage" is not a number`)
 }

@@ -36,9 +36,14 @@ func TestSysfsDAXDeviceBecomesSystemRAMAndBack(t *testing.T) {
 		"/sys/devices/system/memory/memory9/state=online_movable",
 	}, k.written())
 
-	// Onlining again does not touch the device: it is system RAM already.
+	// Onlining again is refused unless it resumes the claim's own onlining; either
+	// way the device is not touched: it is system RAM already.
 	before := len(k.written())
 	_, err = s.Online(context.Background(), twoBlocks, nil)
+	require.ErrorIs(t, err, ErrOnlineNotOurs)
+	resume := twoBlocks
+	resume.Resume = true
+	_, err = s.Online(context.Background(), resume, nil)
 	require.NoError(t, err)
 	assert.Len(t, k.written(), before)
 

@@ -137,6 +137,20 @@ func runWithClock(t *testing.T, clk *testingclock.FakeClock, step time.Duration,
 	}
 }
 
+// addCXLRegion adds a CXL region as the kernel shows it: resource and size printed
+// "%#llx" (all ones and 0 for a region that has no address space yet), and its mode.
+func (k *fakeKernel) addCXLRegion(name string, start, size int64, mode string) {
+	dir := cxlDevicesDir + "/" + name
+	if size == 0 {
+		k.file(dir+"/resource", "0xffffffffffffffff\n")
+	} else {
+		k.file(dir+"/resource", fmt.Sprintf("%#x\n", start))
+	}
+	k.file(dir+"/size", fmt.Sprintf("%#x\n", size))
+	k.file(dir+"/mode", mode+"\n")
+	k.file(dir+"/interleave_ways", "1\n")
+}
+
 // addDAXDevice adds a DAX device over [start, start+size) bound to driver.
 func (k *fakeKernel) addDAXDevice(name string, start, size int64, driver string) {
 	dir := daxDevicesDir + "/" + name

@@ -3,8 +3,8 @@
 // blocks, and takes them back offline before the extents are released.
 //
 // Two implementations share one method set: Sysfs drives the kernel's memory hotplug
-// and DAX interfaces under a configurable root, and Simulated models a host in
-// memory for the local cluster and tests.
+// and DAX interfaces under a configurable root, and Simulated models a host for the
+// local cluster and tests, in memory or in a journal file that outlives the process.
 package hostmem
 
 import (
@@ -24,6 +24,15 @@ type Request struct {
 	Pool string
 	// Extents are the region ranges that make up the memory.
 	Extents []v1alpha1.Extent
+	// Resume says that the blocks of the extents that are online already are this
+	// claim's: the caller's records show that it started onlining exactly this
+	// memory for this claim (a command that failed half way, or was cut short by a
+	// restart). Online leaves such blocks online and onlines the rest. Without
+	// Resume, Online refuses a request any of whose blocks is online already
+	// (ErrOnlineNotOurs) and onlines none of them: that memory is another claim's or
+	// the host's own, and taking it would report it as this claim's and offline it
+	// when the claim ends.
+	Resume bool
 }
 
 // Bytes is the total length of the request's extents.
@@ -55,6 +64,29 @@ type Progress func(Step)
 
 // ErrNotOnline is returned by Check when some memory of a request is not online.
 var ErrNotOnline = errors.New("memory not online")
+
+// ErrOnlineNotOurs is returned by Online when a block of a request without Resume is
+// online already; no block was onlined.
+var ErrOnlineNotOurs = errors.New("memory online already and not recorded as this claim's")
+
+// ErrStillOnline is returned by Offlined when a block of the request is online.
+var ErrStillOnline = errors.New("memory still online")
+
+// ErrBusy is returned by Offline when a memory block stayed busy through every
+// attempt: the kernel could not migrate its pages away (pages pinned, or not
+// movable). The error names the block; the memory is left online and whole.
+var ErrBusy = errors.New("still busy")
+
+// notOurs is Online's refusal of blocks online already; blocks are numbered as the
+// backend numbers them.
+func notOurs(req Request, blocks []int) error {
+	return fmt.Errorf("claim %s: memory block(s) %v of pool %s are online already, and nothing records them as this claim's (another claim's memory or the host's own); nothing was onlined: %w", req.ClaimUID, blocks, req.Pool, ErrOnlineNotOurs)
+}
+
+// stillOnline is Offlined's answer when blocks are online.
+func stillOnline(req Request, blocks []int) error {
+	return fmt.Errorf("claim %s: memory block(s) %v of pool %s are online: %w", req.ClaimUID, blocks, req.Pool, ErrStillOnline)
+}
 
 // blockRange turns the extents of a request into memory block numbers, given the
 // host physical address of the region and the host's memory block size. Extents

@@ -26,12 +26,17 @@ func TestRealMemoryBlockOfflineOnline(t *testing.T) {
 	if _, err := os.Stat(memoryDir); err != nil {
 		t.Skipf("skipped: this kernel has no memory hotplug interface (%s: %v)", memoryDir, err)
 	}
-	// The test names the machine's own memory as a "region" at physical address 0.
-	s, err := NewSysfs(SysfsConfig{FS: DirFS{Root: "/"}, RegionBases: map[string]int64{"machine": 0}, OfflineAttempts: 1})
+	s, err := NewSysfs(SysfsConfig{FS: DirFS{Root: "/"}, OfflineAttempts: 1})
 	require.NoError(t, err)
 	blocks, err := s.Blocks()
 	require.NoError(t, err)
+	require.NotEmpty(t, blocks)
 	bs := s.BlockSize()
+	// This machine has no CXL region nor DAX device (see HARDWARE.md), so the test,
+	// and only the test, sets pool "machine"'s region by hand, in place of the region
+	// NewSysfs would read from sysfs: all of the machine's memory, from address 0.
+	// Production has no such path: a pool's region is read from the host.
+	s.regions = map[string]Region{"machine": {Name: "test-only: all memory of this machine", Start: 0, Size: int64(blocks[len(blocks)-1]+1) * bs}}
 	t.Logf("memory block size %d MiB, %d blocks", bs>>20, len(blocks))
 
 	request := func(n int) Request {
@@ -103,6 +108,25 @@ func TestRealMemoryBlockOfflineOnline(t *testing.T) {
 	t.Logf("block %d (%d MiB): mean offline %s, mean online %s over %d cycles", block, bs>>20, offTotal/cycles, onTotal/cycles, cycles)
 	_, err = s.Check(ctx, request(block))
 	assert.NoError(t, err)
+}
+
+// TestRealRegionsReadsThisMachine lists the CXL regions and DAX devices of this
+// machine through sysfs (this kernel has neither bus, HARDWARE.md: none), and checks
+// that a pool configured at address 0, boot RAM, is refused. It needs
+// /sys/devices/system/memory.
+func TestRealRegionsReadsThisMachine(t *testing.T) {
+	if _, err := os.Stat(memoryDir); err != nil {
+		t.Skipf("skipped: this kernel has no memory hotplug interface (%s: %v)", memoryDir, err)
+	}
+	s, err := NewSysfs(SysfsConfig{FS: DirFS{Root: "/"}})
+	require.NoError(t, err)
+	regions, err := s.Regions()
+	require.NoError(t, err)
+	t.Logf("regions of this machine: %v", regions)
+
+	_, err = NewSysfs(SysfsConfig{FS: DirFS{Root: "/"}, RegionBases: map[string]int64{"pool-a": 0}})
+	require.Error(t, err, "address 0 is boot RAM, not a region")
+	assert.Contains(t, err.Error(), "--region-base pool-a=0x0: no CXL region or DAX device of this host starts at 0x0 (this host has ")
 }
 
 // ensureOnline puts the block back online when the test ends, whatever happened:

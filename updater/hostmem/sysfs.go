@@ -33,13 +33,14 @@ const (
 type SysfsConfig struct {
 	// FS is the host file system; DirFS{Root: "/"} on a real host.
 	FS FS
-	// RegionBases maps a pool name to the host physical address where its dynamic
-	// capacity region starts (the CXL region's resource). Pools not listed use
-	// DefaultRegionBase.
+	// Regions maps a pool name to the name of its region on this host: a CXL region
+	// (regionN) or a DAX device (daxX.Y), whose address range NewSysfs reads.
+	Regions map[string]string
+	// RegionBases maps a pool name to the host physical address where its region
+	// starts; NewSysfs fails unless a CXL region or DAX device of the host starts
+	// there. A pool in neither map has no region: its commands fail and touch
+	// nothing.
 	RegionBases map[string]int64
-	// DefaultRegionBase, when set, is the region base of pools not in RegionBases.
-	// Unset, memory of such a pool is never touched: its commands fail.
-	DefaultRegionBase *int64
 	// Clock paces waits and retries.
 	Clock clock.Clock
 	// AppearTimeout bounds how long Online waits for the memory blocks of an extent
@@ -84,9 +85,12 @@ func (c *SysfsConfig) defaults() {
 type Sysfs struct {
 	cfg       SysfsConfig
 	blockSize int64
+	// regions is the region of each configured pool, read from the host at start.
+	regions map[string]Region
 }
 
-// NewSysfs reads the host's memory block size and returns the backend.
+// NewSysfs reads the host's memory block size and the region of each configured
+// pool, and returns the backend.
 func NewSysfs(cfg SysfsConfig) (*Sysfs, error) {
 	if cfg.FS == nil {
 		return nil, errors.New("sysfs backend: no file system configured")
@@ -94,21 +98,17 @@ func NewSysfs(cfg SysfsConfig) (*Sysfs, error) {
 	cfg.defaults()
 	data, err := cfg.FS.ReadFile(blockSizeFile)
 	if err != nil {
-		return nil, fmt.Errorf("read memory block size (is memory hotplug enabled in this kernel?): %w", err)
+		return nil, fmt.Errorf("read memory block size (is memory hotplug enabled in this kernel? without it, run the node agent with --host-backend=simulated): %w", err)
 	}
 	bs, err := ParseBlockSize(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", blockSizeFile, err)
 	}
-	for pool, base := range cfg.RegionBases {
-		if base < 0 || base%bs != 0 {
-			return nil, fmt.Errorf("region base of pool %s = %#x: must be a non-negative multiple of the memory block size %#x", pool, base, bs)
-		}
+	s := &Sysfs{cfg: cfg, blockSize: bs}
+	if s.regions, err = s.resolveRegions(); err != nil {
+		return nil, err
 	}
-	if b := cfg.DefaultRegionBase; b != nil && (*b < 0 || *b%bs != 0) {
-		return nil, fmt.Errorf("default region base %#x: must be a non-negative multiple of the memory block size %#x", *b, bs)
-	}
-	return &Sysfs{cfg: cfg, blockSize: bs}, nil
+	return s, nil
 }
 
 // ParseBlockSize parses block_size_bytes: a hexadecimal number without 0x prefix
@@ -192,33 +192,21 @@ func (s *Sysfs) Blocks() ([]int, error) {
 	return blocks, nil
 }
 
-// regionBase is where a pool's region starts in host physical memory. A pool with no
-// configured region fails: the agent never guesses where memory is.
-func (s *Sysfs) regionBase(req Request) (int64, error) {
-	if base, ok := s.cfg.RegionBases[req.Pool]; ok {
-		return base, nil
-	}
-	if s.cfg.DefaultRegionBase != nil && req.Pool != "" {
-		return *s.cfg.DefaultRegionBase, nil
-	}
-	if req.Pool == "" {
-		return 0, fmt.Errorf("claim %s: the command names no pool, so the region of its memory is unknown; nothing was touched", req.ClaimUID)
-	}
-	return 0, fmt.Errorf("claim %s: pool %s has no region base on this node; nothing was touched (start the node agent with --region-base %s=ADDRESS)", req.ClaimUID, req.Pool, req.Pool)
-}
-
 // blocks is the request's memory blocks and host physical address ranges, in its
-// pool's region.
+// pool's region; extents that do not fit in the region are refused.
 func (s *Sysfs) blocks(req Request) ([]int, []addrRange, error) {
-	base, err := s.regionBase(req)
+	region, err := s.region(req)
 	if err != nil {
 		return nil, nil, err
 	}
-	blocks, err := blockRange(req, base, s.blockSize)
+	blocks, err := blockRange(req, region.Start, s.blockSize)
 	if err != nil {
 		return nil, nil, err
 	}
-	return blocks, hostRanges(req, base), nil
+	if err := within(req, region); err != nil {
+		return nil, nil, err
+	}
+	return blocks, hostRanges(req, region.Start), nil
 }
 
 // hostRanges turns a request's extents into host physical address ranges.
@@ -231,13 +219,24 @@ func hostRanges(req Request, base int64) []addrRange {
 }
 
 // Online makes the request's memory system RAM and onlines its blocks into
-// ZONE_MOVABLE, so that it can be offlined again when the claim ends. Blocks that are
-// online already are left as they are: Online is idempotent.
+// ZONE_MOVABLE, so that it can be offlined again when the claim ends. A block that is
+// online before anything is done is refused (ErrOnlineNotOurs, nothing is touched)
+// unless the request resumes the claim's own onlining (Resume): then it is left as it
+// is, and Online is idempotent.
 func (s *Sysfs) Online(ctx context.Context, req Request, progress Progress) (Result, error) {
 	logger := klog.FromContext(ctx)
 	blocks, ranges, err := s.blocks(req)
 	if err != nil {
 		return Result{}, err
+	}
+	if !req.Resume {
+		online, err := s.onlineOf(blocks)
+		if err != nil {
+			return Result{}, fmt.Errorf("claim %s: %w", req.ClaimUID, err)
+		}
+		if len(online) > 0 {
+			return Result{}, notOurs(req, online)
+		}
 	}
 	if err := s.attachDAX(ctx, ranges); err != nil {
 		return Result{}, fmt.Errorf("claim %s: %w", req.ClaimUID, err)
@@ -259,6 +258,25 @@ func (s *Sysfs) Online(ctx context.Context, req Request, progress Progress) (Res
 	}
 	logger.V(2).Info("Memory online", "claim", req.ClaimUID, "blocks", len(blocks), "bytes", res.Bytes, "numaNodes", res.NUMANodes)
 	return res, nil
+}
+
+// onlineOf lists the blocks that are present and not offline (online, or on their
+// way offline).
+func (s *Sysfs) onlineOf(blocks []int) ([]int, error) {
+	var online []int
+	for _, n := range blocks {
+		info, err := s.Block(n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if info.State != stateOffline {
+			online = append(online, n)
+		}
+	}
+	return online, nil
 }
 
 // onlineBlock onlines one block as movable unless it is online already.
@@ -346,11 +364,30 @@ func (s *Sysfs) Check(_ context.Context, req Request) (Result, error) {
 	return s.result(blocks)
 }
 
+// Offlined tells whether every block of the request is offline or absent: nil if so,
+// an error wrapping ErrStillOnline naming the blocks online otherwise. It touches
+// nothing; the agent uses it to answer an offline command for memory it has no
+// record of.
+func (s *Sysfs) Offlined(_ context.Context, req Request) error {
+	blocks, _, err := s.blocks(req)
+	if err != nil {
+		return err
+	}
+	online, err := s.onlineOf(blocks)
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", req.ClaimUID, err)
+	}
+	if len(online) > 0 {
+		return stillOnline(req, online)
+	}
+	return nil
+}
+
 // Offline takes the request's memory blocks offline, highest first, retrying with
 // backoff while the kernel answers EBUSY (it is migrating pages away). If a block
 // stays busy after the configured attempts, the blocks this call offlined are
-// onlined again, so the claim's memory stays whole and usable, and the error says
-// which block was busy. Blocks that are offline or absent already are skipped:
+// onlined again, so the claim's memory stays whole and usable, and the error, which
+// wraps ErrBusy, says which block was busy. Blocks that are offline or absent already are skipped:
 // Offline is idempotent. DAX devices reconfigured to system RAM by Online are given
 // back to the device_dax driver at the end.
 func (s *Sysfs) Offline(ctx context.Context, req Request, progress Progress) error {
@@ -406,7 +443,7 @@ func (s *Sysfs) offlineBlock(ctx context.Context, n, index, total int, progress 
 			return false, fmt.Errorf("offline memory block %d: %w", n, err)
 		}
 		if attempt >= s.cfg.OfflineAttempts {
-			return false, fmt.Errorf("offline memory block %d: still busy after %d attempts (pages in use that cannot be migrated): %w", n, attempt, err)
+			return false, fmt.Errorf("offline memory block %d: %w after %d attempts (pages in use that cannot be migrated): %w", n, ErrBusy, attempt, err)
 		}
 		if progress != nil {
 			progress(Step{Done: index, Total: total, Busy: true, Message: fmt.Sprintf("block %d busy, retry %d/%d in %s", n, attempt, s.cfg.OfflineAttempts-1, wait)})

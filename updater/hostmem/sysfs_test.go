@@ -17,22 +17,25 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
+// newTestSysfs gives the tree two CXL regions of 16 blocks: region0 from block 8,
+// pool-a's by name, and region1 from block 32, pool-b's by address.
 func newTestSysfs(t *testing.T, k *fakeKernel, clk *testingclock.FakeClock) *Sysfs {
 	t.Helper()
+	k.addCXLRegion("region0", 8*fakeBlockSize, 16*fakeBlockSize, "dc")
+	k.addCXLRegion("region1", 32*fakeBlockSize, 16*fakeBlockSize, "dc")
 	s, err := NewSysfs(SysfsConfig{
-		FS:                k,
-		DefaultRegionBase: ptr[int64](8 * fakeBlockSize),
-		RegionBases:       map[string]int64{"pool-b": 32 * fakeBlockSize},
-		Clock:             clk,
-		AppearTimeout:     5 * time.Second,
-		OfflineAttempts:   3,
+		FS:              k,
+		Regions:         map[string]string{"pool-a": "region0"},
+		RegionBases:     map[string]int64{"pool-b": 32 * fakeBlockSize},
+		Clock:           clk,
+		AppearTimeout:   5 * time.Second,
+		OfflineAttempts: 3,
 	})
 	require.NoError(t, err)
 	return s
 }
 
-// twoBlocks is an extent of two blocks at region offset 0: blocks 8 and 9 with the
-// default region base.
+// twoBlocks is an extent of two blocks at offset 0 of pool-a's region: blocks 8 and 9.
 var twoBlocks = Request{ClaimUID: "uid-1", Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 2 * fakeBlockSize}}}
 
 func TestSysfsOnlineMakesBlocksOnlineMovable(t *testing.T) {
@@ -58,14 +61,40 @@ func TestSysfsOnlineMakesBlocksOnlineMovable(t *testing.T) {
 	assert.Equal(t, res, checked)
 }
 
-func TestSysfsOnlineIsIdempotent(t *testing.T) {
+// A block online already may be another claim's memory or the host's own: Online
+// takes it only when the request resumes the claim's own onlining.
+func TestSysfsOnlineRefusesBlocksOnlineAlreadyUnlessResuming(t *testing.T) {
 	k := newFakeKernel(t, fakeBlockSize, 8)
 	k.addBlock(9, stateOnline, 1)
 	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
-	res, err := s.Online(context.Background(), twoBlocks, nil)
+	_, err := s.Online(context.Background(), twoBlocks, nil)
+	require.ErrorIs(t, err, ErrOnlineNotOurs)
+	assert.Contains(t, err.Error(), "claim uid-1: memory block(s) [9] of pool pool-a are online already")
+	assert.Empty(t, k.written(), "no block is onlined, not even the offline one")
+	assert.Equal(t, stateOffline, k.state(8))
+
+	resume := twoBlocks
+	resume.Resume = true
+	res, err := s.Online(context.Background(), resume, nil)
 	require.NoError(t, err)
 	assert.Equal(t, []int32{0, 1}, res.NUMANodes)
 	assert.Equal(t, []string{"/sys/devices/system/memory/memory8/state=online_movable"}, k.written(), "the online block is not written again")
+
+	_, err = s.Online(context.Background(), resume, nil)
+	require.NoError(t, err, "resuming memory that is all online is idempotent")
+	assert.Len(t, k.written(), 1)
+}
+
+func TestSysfsOfflinedTellsWhetherAnyBlockIsOnline(t *testing.T) {
+	k := newFakeKernel(t, fakeBlockSize, 8) // block 9 is absent
+	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
+	require.NoError(t, s.Offlined(context.Background(), twoBlocks), "offline and absent blocks")
+
+	k.addBlock(9, stateOnline, 0)
+	err := s.Offlined(context.Background(), twoBlocks)
+	require.ErrorIs(t, err, ErrStillOnline)
+	assert.Contains(t, err.Error(), "claim uid-1: memory block(s) [9] of pool pool-a are online")
+	assert.Empty(t, k.written(), "Offlined touches nothing")
 }
 
 func TestSysfsOnlineUsesPoolRegionBase(t *testing.T) {
@@ -187,6 +216,7 @@ func TestSysfsOfflineGivesUpAndRestoresOnline(t *testing.T) {
 		return s.Offline(context.Background(), twoBlocks, nil)
 	})
 	require.ErrorIs(t, err, syscall.EBUSY)
+	require.ErrorIs(t, err, ErrBusy, "a block that stays busy is told apart from other failures")
 	assert.Contains(t, err.Error(), "claim uid-1: offline memory block 8: still busy after 3 attempts")
 	assert.Equal(t, stateOnline, k.state(9), "the block offlined before the failure is online again")
 	assert.Equal(t, stateOnline, k.state(8))
@@ -243,6 +273,7 @@ func TestSysfsOfflineFailsOnOtherErrors(t *testing.T) {
 	s := newTestSysfs(t, k, testingclock.NewFakeClock(time.Now()))
 	err := s.Offline(context.Background(), twoBlocks, nil)
 	require.ErrorIs(t, err, syscall.EPERM)
+	assert.NotErrorIs(t, err, ErrBusy)
 	assert.Contains(t, err.Error(), "offline memory block 9")
 	assert.Equal(t, stateOnline, k.state(8), "no block after the failing one is touched")
 }
@@ -251,13 +282,11 @@ func TestNewSysfsChecksBlockSize(t *testing.T) {
 	tests := []struct {
 		name    string
 		content *string
-		base    int64
 		want    string
 	}{
-		{"missing file", nil, 0, "read memory block size (is memory hotplug enabled in this kernel?)"},
-		{"not hex", ptr("128M\n"), 0, `block size "128M" is not a hexadecimal number`},
-		{"not a power of two", ptr("6000000\n"), 0, "block size 0x6000000 is not a power of two"},
-		{"region base not aligned", ptr("8000000\n"), 1 << 20, "default region base 0x100000: must be a non-negative multiple of the memory block size 0x8000000"},
+		{"missing file", nil, "read memory block size (is memory hotplug enabled in this kernel?"},
+		{"not hex", ptr("128M\n"), `block size "128M" is not a hexadecimal number`},
+		{"not a power of two", ptr("6000000\n"), "block size 0x6000000 is not a power of two"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,7 +294,7 @@ func TestNewSysfsChecksBlockSize(t *testing.T) {
 			if tc.content != nil {
 				k.file(blockSizeFile, *tc.content)
 			}
-			_, err := NewSysfs(SysfsConfig{FS: k, DefaultRegionBase: &tc.base})
+			_, err := NewSysfs(SysfsConfig{FS: k})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 		})
@@ -327,13 +356,13 @@ func TestBlocksListsMemoryBlocks(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// Without a region base for its pool (no --region-base for it and no explicit
-// default), nothing is onlined, offlined or checked: the agent cannot tell where the
+// Without a region for its pool (neither --region nor --region-base), nothing is onlined, offlined or checked: the agent cannot tell where the
 // pool's memory is, and guessing (address 0 is boot RAM) would touch the wrong blocks.
 func TestSysfsFailsClosedForAPoolWithoutARegion(t *testing.T) {
 	k := newFakeKernel(t, fakeBlockSize, 8, 9)
 	k.addBlock(0, stateOnline, 0) // boot RAM
 	k.addBlock(1, stateOnline, 0)
+	k.addCXLRegion("region0", 8*fakeBlockSize, 2*fakeBlockSize, "dc")
 	s, err := NewSysfs(SysfsConfig{
 		FS: k, RegionBases: map[string]int64{"pool-b": 8 * fakeBlockSize},
 		Clock: testingclock.NewFakeClock(time.Now()), AppearTimeout: time.Second, OfflineAttempts: 1,
@@ -347,6 +376,7 @@ func TestSysfsFailsClosedForAPoolWithoutARegion(t *testing.T) {
 		require.ErrorContains(t, err, "region")
 		_, err = s.Check(context.Background(), req)
 		require.ErrorContains(t, err, "region")
+		require.ErrorContains(t, s.Offlined(context.Background(), req), "region")
 	}
 	assert.Empty(t, k.written(), "no block was touched")
 	assert.Equal(t, stateOnline, k.state(0), "boot RAM stays online")

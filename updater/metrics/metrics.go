@@ -20,6 +20,7 @@ const (
 	SessionConnectedName   = "dynamic_memory_agent_session_connected"
 	SessionReconnectsName  = "dynamic_memory_agent_session_reconnects_total"
 	KubepodsLimitName      = "dynamic_memory_agent_kubepods_memory_limit_bytes"
+	CheckpointCorruptName  = "dynamic_memory_agent_checkpoint_corrupt"
 )
 
 // Names lists every metric the agent exports, for dashboards and alert rules.
@@ -27,7 +28,7 @@ func Names() []string {
 	return []string{
 		OnlineBytesName, CommandsName, CommandErrorsName, OnlineDurationName,
 		OfflineDurationName, OfflineBusyRetriesName, SessionConnectedName,
-		SessionReconnectsName, KubepodsLimitName,
+		SessionReconnectsName, KubepodsLimitName, CheckpointCorruptName,
 	}
 }
 
@@ -59,6 +60,9 @@ type Metrics struct {
 	SessionReconnects prometheus.Counter
 	// KubepodsLimit is the kubepods cgroup memory limit the agent set (-1: unlimited).
 	KubepodsLimit prometheus.Gauge
+	// CheckpointCorrupt is 1 when the agent started from a checkpoint it could not
+	// parse (set aside), so it knows of no claim's memory.
+	CheckpointCorrupt prometheus.Gauge
 }
 
 // latencyBuckets span a single 128 MiB block (about a millisecond) to many GiB
@@ -96,10 +100,13 @@ func New() *Metrics {
 		KubepodsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: KubepodsLimitName, Help: "Memory limit of the kubepods cgroup set by the agent, bytes (-1: unlimited).",
 		}),
+		CheckpointCorrupt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: CheckpointCorruptName, Help: "1 if the agent started from a checkpoint it could not parse (kept as <file>.corrupt-<time>) and so knows of no claim's memory on the node, 0 otherwise.",
+		}),
 	}
 	m.registry.MustRegister(
 		m.OnlineBytes, m.Commands, m.CommandErrors, m.OnlineDuration, m.OfflineDuration,
-		m.OfflineBusyRetries, m.SessionConnected, m.SessionReconnects, m.KubepodsLimit,
+		m.OfflineBusyRetries, m.SessionConnected, m.SessionReconnects, m.KubepodsLimit, m.CheckpointCorrupt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	// Every series exists from the start, at zero, so rates and alerts see it.

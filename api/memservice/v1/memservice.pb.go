@@ -107,6 +107,10 @@ const (
 	CommandResult_OUTCOME_OFFLINE CommandResult_Outcome = 2
 	// The command failed; see message.
 	CommandResult_OUTCOME_FAILED CommandResult_Outcome = 3
+	// An offline command failed because a memory block stayed busy through every
+	// attempt (pages in use that the kernel cannot migrate). The memory is still
+	// online and whole; the message names the block.
+	CommandResult_OUTCOME_BUSY CommandResult_Outcome = 4
 )
 
 // Enum value maps for CommandResult_Outcome.
@@ -116,12 +120,14 @@ var (
 		1: "OUTCOME_ONLINE",
 		2: "OUTCOME_OFFLINE",
 		3: "OUTCOME_FAILED",
+		4: "OUTCOME_BUSY",
 	}
 	CommandResult_Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED": 0,
 		"OUTCOME_ONLINE":      1,
 		"OUTCOME_OFFLINE":     2,
 		"OUTCOME_FAILED":      3,
+		"OUTCOME_BUSY":        4,
 	}
 )
 
@@ -2200,7 +2206,7 @@ const file_memservice_v1_memservice_proto_rawDesc = "" +
 	"\tclaim_uid\x18\x01 \x01(\tR\bclaimUid\x12=\n" +
 	"\aextents\x18\x02 \x03(\v2#.dynamicmemory.memservice.v1.ExtentR\aextents\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x12\n" +
-	"\x04pool\x18\x04 \x01(\tR\x04pool\"\xb3\x02\n" +
+	"\x04pool\x18\x04 \x01(\tR\x04pool\"\xc5\x02\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1b\n" +
@@ -2208,12 +2214,13 @@ const file_memservice_v1_memservice_proto_rawDesc = "" +
 	"\aoutcome\x18\x03 \x01(\x0e22.dynamicmemory.memservice.v1.CommandResult.OutcomeR\aoutcome\x12\x1d\n" +
 	"\n" +
 	"numa_nodes\x18\x04 \x03(\x05R\tnumaNodes\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"_\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"q\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eOUTCOME_ONLINE\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_OFFLINE\x10\x02\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x03\"\xab\x01\n" +
+	"\x0eOUTCOME_FAILED\x10\x03\x12\x10\n" +
+	"\fOUTCOME_BUSY\x10\x04\"\xab\x01\n" +
 	"\x0fCommandProgress\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1b\n" +

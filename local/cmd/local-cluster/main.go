@@ -53,6 +53,7 @@ func newRootCommand() *cobra.Command {
 		newDownCommand(g),
 		newStatusCommand(g),
 		newDemoCommand(g),
+		newChaosCommand(g),
 	)
 	return root
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
@@ -91,7 +92,9 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	cl := clustertest.Start(t, cluster.Options{InstallCRDs: true, ControllerManager: true})
+	// With the installation's RBAC and admission policies: instances started with
+	// startAsServiceAccount are held to them.
+	cl := clustertest.Start(t, cluster.Options{InstallCRDs: true, InstallRBAC: true, ControllerManager: true})
 	ctx := klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2))))
 	e := &env{t: t, ctx: ctx, kube: cl.Client(), cl: cl}
 	var err error
@@ -138,19 +141,12 @@ func (e *env) start(listen string) (svc *service.Service, stop func()) {
 // identity it takes part in leader election.
 func (e *env) startInstance(listen, identity string) (svc *service.Service, stop func()) {
 	e.t.Helper()
-	cfg := service.Config{RESTConfig: e.cl.RESTConfig(), ListenAddress: listen, MetricsAddress: "127.0.0.1:0",
-		ReservationTTL: time.Minute, ProvisionGracePeriod: time.Hour, AgentCommandTimeout: 30 * time.Second}
+	cfg := e.config(e.cl.RESTConfig(), listen)
 	if identity != "" {
 		cfg.LeaderElection.Enabled = true
 		cfg.LeaderElection.Namespace, cfg.LeaderElection.Name, cfg.LeaderElection.Identity = "default", "memservice-test", identity
 	}
-	cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile = e.bundle.CAFile(), e.bundle.CertFile("server"), e.bundle.KeyFile("server")
-	cfg.NewBackend = func(*v1alpha1.DynamicMemoryPool) (provision.Backend, error) { return e.dev, nil }
-	svc, err := service.New(cfg)
-	require.NoError(e.t, err)
-	ctx, cancel := context.WithCancel(e.ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
+	svc, cancel, done := e.run(cfg)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -160,6 +156,26 @@ func (e *env) startInstance(listen, identity string) (svc *service.Service, stop
 	}
 	e.t.Cleanup(stop)
 	return svc, stop
+}
+
+// config is an instance's configuration: the test's device, its certificates.
+func (e *env) config(restConfig *rest.Config, listen string) service.Config {
+	cfg := service.Config{RESTConfig: restConfig, ListenAddress: listen, MetricsAddress: "127.0.0.1:0",
+		ReservationTTL: time.Minute, ProvisionGracePeriod: time.Hour, AgentCommandTimeout: 30 * time.Second}
+	cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile = e.bundle.CAFile(), e.bundle.CertFile("server"), e.bundle.KeyFile("server")
+	cfg.NewBackend = func(*v1alpha1.DynamicMemoryPool) (provision.Backend, error) { return e.dev, nil }
+	return cfg
+}
+
+// run runs an instance until cancel is called; done has what Run returned.
+func (e *env) run(cfg service.Config) (svc *service.Service, cancel context.CancelFunc, done <-chan error) {
+	e.t.Helper()
+	svc, err := service.New(cfg)
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithCancel(e.ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- svc.Run(ctx) }()
+	return svc, cancel, errc
 }
 
 func (e *env) dial(addr, member string) *client.Client {

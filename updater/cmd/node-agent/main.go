@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,7 +60,7 @@ func (o *options) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	host, err := newHost(o)
+	host, err := newHost(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -155,27 +157,32 @@ func mux(m *metrics.Metrics, a *agent.Agent) *http.ServeMux {
 	return mux
 }
 
-func newHost(o *options) (agent.Host, error) {
+func newHost(ctx context.Context, o *options) (agent.Host, error) {
 	if o.hostBackend == "simulated" {
-		return hostmem.NewSimulated(hostmem.SimulatedConfig{NUMANode: int32(o.simNUMANode), BlockLatency: o.simLatency}), nil
-	}
-	var base *int64
-	if o.defaultBase != "" {
-		b, err := parseAddress(o.defaultBase)
-		if err != nil {
-			return nil, err
+		cfg := hostmem.SimulatedConfig{NUMANode: int32(o.simNUMANode), BlockLatency: o.simLatency}
+		if o.simJournal == "" {
+			return hostmem.NewSimulated(cfg), nil
 		}
-		base = &b
+		s, err := hostmem.OpenSimulated(cfg, o.simJournal)
+		if err != nil {
+			return nil, fmt.Errorf("--simulated-journal: %w", err)
+		}
+		return s, nil
 	}
 	s, err := hostmem.NewSysfs(hostmem.SysfsConfig{
-		FS:                hostmem.DirFS{Root: o.sysfsRoot},
-		RegionBases:       o.regionBases,
-		DefaultRegionBase: base,
-		AppearTimeout:     o.appearTimeout,
-		OfflineAttempts:   o.offlineTries,
+		FS:              hostmem.DirFS{Root: o.sysfsRoot},
+		Regions:         o.regions,
+		RegionBases:     o.regionBases,
+		AppearTimeout:   o.appearTimeout,
+		OfflineAttempts: o.offlineTries,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("--host-backend=sysfs: %w (use --host-backend=simulated on machines without memory hotplug)", err)
+		return nil, fmt.Errorf("--host-backend=sysfs: %w", err)
+	}
+	regions := s.PoolRegions()
+	for _, pool := range slices.Sorted(maps.Keys(regions)) {
+		r := regions[pool]
+		klog.FromContext(ctx).Info("Pool region", "pool", pool, "region", r.Name, "start", fmt.Sprintf("%#x", r.Start), "size", r.Size, "mode", r.Mode)
 	}
 	return s, nil
 }

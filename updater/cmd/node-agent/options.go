@@ -21,12 +21,13 @@ type options struct {
 	memservice     client.Config
 	hostBackend    string
 	sysfsRoot      string
+	regions        regionNames
 	regionBases    regionBases
-	defaultBase    string
 	offlineTries   int
 	appearTimeout  time.Duration
 	simNUMANode    int
 	simLatency     time.Duration
+	simJournal     string
 	manageCgroup   bool
 	cgroupRoot     string
 	kubepodsCgroup string
@@ -68,12 +69,13 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs = fss.FlagSet("host")
 	fs.StringVar(&o.hostBackend, "host-backend", o.hostBackend, "how memory is onlined: sysfs (the Linux memory hotplug and DAX interfaces) or simulated (no hardware; for the local cluster).")
 	fs.StringVar(&o.sysfsRoot, "sysfs-root", o.sysfsRoot, "directory under which /sys is found (sysfs backend).")
-	fs.Var(&o.regionBases, "region-base", "host physical address where a pool's dynamic capacity region starts, e.g. pool-a=0x1080000000 (repeatable; sysfs backend).")
-	fs.StringVar(&o.defaultBase, "default-region-base", o.defaultBase, "region base address of pools without --region-base (sysfs backend). Unset, commands for such a pool fail and touch no memory: the agent never guesses where a pool's memory is.")
+	fs.Var(&o.regions, "region", "the region of this host that holds a pool's memory: a CXL region (regionN in /sys/bus/cxl/devices) or a DAX device (daxX.Y in /sys/bus/dax/devices), e.g. pool-a=region0; the agent reads its address range at start (repeatable; sysfs backend). Commands for a pool without --region or --region-base fail and touch no memory.")
+	fs.Var(&o.regionBases, "region-base", "host physical address where a pool's region starts, e.g. pool-a=0x1080000000; the agent refuses to start unless a CXL region or DAX device of this host starts there (repeatable; sysfs backend; prefer --region).")
 	fs.IntVar(&o.offlineTries, "offline-attempts", o.offlineTries, "how many times a busy memory block is asked to go offline before the offline command fails.")
 	fs.DurationVar(&o.appearTimeout, "appear-timeout", o.appearTimeout, "how long an online command waits for the extent's memory blocks to appear.")
 	fs.IntVar(&o.simNUMANode, "simulated-numa-node", o.simNUMANode, "NUMA node reported for pool memory (simulated backend).")
 	fs.DurationVar(&o.simLatency, "simulated-block-latency", o.simLatency, "time to online or offline one memory block (simulated backend).")
+	fs.StringVar(&o.simJournal, "simulated-journal", o.simJournal, "file that keeps the simulated host's memory blocks across agent restarts, as a real host's memory outlives the agent: replayed at start, one JSON line appended per block onlined or offlined (simulated backend; empty: in memory only).")
 
 	fs = fss.FlagSet("cgroup")
 	fs.BoolVar(&o.manageCgroup, "manage-cgroup", o.manageCgroup, "raise the kubepods cgroup memory limit by the pool memory online.")
@@ -96,9 +98,6 @@ func (o *options) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--host-backend=%q: must be sysfs or simulated", o.hostBackend))
 	}
-	if _, err := parseAddress(o.defaultBase); o.defaultBase != "" && err != nil {
-		errs = append(errs, fmt.Errorf("--default-region-base: %w", err))
-	}
 	if o.offlineTries < 1 {
 		errs = append(errs, fmt.Errorf("--offline-attempts=%d: must be at least 1", o.offlineTries))
 	}
@@ -106,6 +105,32 @@ func (o *options) validate() error {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval=%s: must be positive", o.heartbeat))
 	}
 	return errors.Join(errs...)
+}
+
+// regionNames is the repeatable --region pool=name flag.
+type regionNames map[string]string
+
+func (r *regionNames) String() string {
+	var parts []string
+	for pool, name := range *r {
+		parts = append(parts, pool+"="+name)
+	}
+	return strings.Join(parts, ",")
+}
+
+// Type is the value's placeholder in --help.
+func (r *regionNames) Type() string { return "pool=region" }
+
+func (r *regionNames) Set(v string) error {
+	pool, name, ok := strings.Cut(v, "=")
+	if !ok || pool == "" || name == "" {
+		return fmt.Errorf("%q is not pool=region (e.g. pool-a=region0)", v)
+	}
+	if *r == nil {
+		*r = regionNames{}
+	}
+	(*r)[pool] = name
+	return nil
 }
 
 // regionBases is the repeatable --region-base pool=address flag.

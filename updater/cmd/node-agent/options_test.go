@@ -41,10 +41,11 @@ func TestOptionsValidate(t *testing.T) {
 		want []string
 	}{
 		{"all set", valid, []string{noKubeconfig}},
-		{"region bases", append(append([]string{}, valid...), "--region-base=pool-a=0x1080000000", "--region-base=pool-b=4294967296", "--default-region-base=0x100000000"), []string{noKubeconfig}},
+		{"regions", append(append([]string{}, valid...), "--region=pool-a=region0", "--region=pool-c=dax1.0", "--region-base=pool-b=4294967296"), []string{noKubeconfig}},
+		{"no default region", append(append([]string{}, valid...), "--default-region-base=0x100000000"), []string{"unknown flag: --default-region-base"}},
 		{"nothing set", nil, []string{"--node-name (or NODE_NAME) is required", "memory service client: address is required"}},
-		{"bad values", append(append([]string{}, valid...), "--host-backend=qemu", "--default-region-base=zz", "--offline-attempts=0", "--heartbeat-interval=0s"), []string{
-			`--host-backend="qemu": must be sysfs or simulated`, `--default-region-base: "zz" is not a physical address`,
+		{"bad values", append(append([]string{}, valid...), "--host-backend=qemu", "--offline-attempts=0", "--heartbeat-interval=0s"), []string{
+			`--host-backend="qemu": must be sysfs or simulated`,
 			"--offline-attempts=0: must be at least 1", "--heartbeat-interval=0s: must be positive",
 		}},
 	}
@@ -70,6 +71,16 @@ func TestRegionBaseFlagIsRepeatable(t *testing.T) {
 	require.NoError(t, cmd.ParseFlags([]string{"--region-base=pool-a=0x10", "--region-base=pool-b=32"}))
 	assert.Equal(t, regionBases{"pool-a": 16, "pool-b": 32}, o.regionBases)
 	assert.Error(t, cmd.ParseFlags([]string{"--region-base=pool-a"}), "a bad value is refused while parsing")
+}
+
+func TestRegionFlagIsRepeatable(t *testing.T) {
+	o := newOptions()
+	cmd := command.New("node-agent", "", "", o)
+	require.NoError(t, cmd.ParseFlags([]string{"--region=pool-a=region0", "--region=pool-b=dax1.0"}))
+	assert.Equal(t, regionNames{"pool-a": "region0", "pool-b": "dax1.0"}, o.regions)
+	for _, bad := range []string{"--region=pool-a", "--region==region0", "--region=pool-a="} {
+		assert.Error(t, cmd.ParseFlags([]string{bad}), bad)
+	}
 }
 
 func TestNodeNameDefaultsToTheEnvironment(t *testing.T) {

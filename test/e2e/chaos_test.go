@@ -1,0 +1,43 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/clock"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/local/chaos"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
+)
+
+// chaosRuns is how many seeds of the chaos suite `make test` runs (seeds 1 to
+// chaosRuns, the first runs of `make chaos`).
+const chaosRuns = 3
+
+// TestChaos runs the first seeds of the chaos suite on the whole system: components
+// killed and restarted, pods deleted, nodes drained and pools edited while pods ask
+// for more memory than the pools have; every run's invariants must hold.
+func TestChaos(t *testing.T) {
+	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig())), 30*time.Minute)
+	defer cancel()
+	dir := os.Getenv("E2E_RUN_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	res, err := chaos.Suite(ctx, chaos.Options{Dir: dir, Seed: 1, Runs: chaosRuns, Progress: system.NewProgress(&testWriter{t: t}, clock.RealClock{})})
+	require.NoError(t, err, "run the chaos suite")
+	require.Len(t, res.Runs, chaosRuns)
+	t.Log(res.Summary())
+	for _, run := range res.Runs {
+		assert.Empty(t, run.Failures, "chaos run with seed %d (run it again with: make chaos SEED=%d RUNS=1)", run.Seed, run.Seed)
+		assert.Positive(t, run.Pods, "seed %d created pods", run.Seed)
+		assert.NotEmpty(t, run.Faults, "seed %d injected faults", run.Seed)
+		assert.Positive(t, run.Checks[chaos.CheckJournal], "seed %d checked the hosts' journals", run.Seed)
+	}
+}
