@@ -37,9 +37,9 @@ const (
 	// overcommit is how much more memory the pods ask for than the pools have.
 	overcommit = 1.4
 	// maxPodGiB bounds one pod's claim (the smaller pool's host window is 32Gi).
-	maxPodGiB        = 16
-	minFaults        = 5
-	maxFaults        = 10
+	maxPodGiB = 16
+	minFaults = 5
+	maxFaults = 10
 	// While the pods are deleted and their memory released, components are killed
 	// too.
 	minReleaseFaults = 1
