@@ -360,6 +360,13 @@ func (m *Manager) stillProvisioning(uid string) bool {
 }
 
 func (m *Manager) fail(ctx context.Context, f *flight, r ledger.Reservation, reason string, err error) {
+	if ctx.Err() != nil {
+		// The service is stopping, or the claim going away: not a failure of the
+		// claim. The record stays as it is, for the next leader to resume or the
+		// release to finish.
+		klog.FromContext(ctx).V(2).Info("Provisioning interrupted", "err", err)
+		return
+	}
 	klog.FromContext(ctx).Error(err, "Provisioning failed")
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.AllocationErrors.WithLabelValues(r.Pool, reason).Inc()
