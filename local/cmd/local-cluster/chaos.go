@@ -3,11 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
-	"k8s.io/klog/v2/textlogger"
 	"k8s.io/utils/clock"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/local/chaos"
@@ -33,17 +30,11 @@ the pods are gone. Exits non-zero if a run failed; --report writes the outcome a
 Markdown. Build the binaries first ('make chaos' does).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := os.MkdirAll(g.dir, 0o755); err != nil {
-				return fmt.Errorf("create run directory: %w", err)
-			}
-			logFile := filepath.Join(g.dir, "chaos.log")
-			f, err := os.Create(logFile)
+			ctx, closeLog, err := logToFile(cmd.Context(), g, "chaos.log")
 			if err != nil {
-				return fmt.Errorf("create %s: %w", logFile, err)
+				return err
 			}
-			defer f.Close()
-			logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(f), textlogger.Verbosity(2)))
-			ctx := klog.NewContext(cmd.Context(), logger)
+			defer closeLog()
 			out := cmd.OutOrStdout()
 			res, err := chaos.Suite(ctx, chaos.Options{Dir: g.dir, Seed: seed, Runs: runs, Progress: system.NewProgress(out, clock.RealClock{})})
 			if err != nil {

@@ -1,13 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
-	"k8s.io/klog/v2/textlogger"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
 )
@@ -24,18 +18,11 @@ wait until every pool is full again. Everything is stopped at the end unless --k
 Build the binaries first ('make demo' does).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := os.MkdirAll(g.dir, 0o755); err != nil {
-				return fmt.Errorf("create run directory: %w", err)
-			}
-			// The library's own logs go to a file; the terminal gets the progress.
-			logFile := filepath.Join(g.dir, "demo.log")
-			f, err := os.Create(logFile)
+			ctx, closeLog, err := logToFile(cmd.Context(), g, "demo.log")
 			if err != nil {
-				return fmt.Errorf("create %s: %w", logFile, err)
+				return err
 			}
-			defer f.Close()
-			logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(f), textlogger.Verbosity(2)))
-			ctx := klog.NewContext(cmd.Context(), logger)
+			defer closeLog()
 			return system.RunDemo(ctx, system.DemoOptions{Dir: g.dir, Keep: keep, Out: cmd.OutOrStdout()})
 		},
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/textlogger"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 )
@@ -65,4 +66,19 @@ func defaultRunDir() string {
 		return filepath.Join(root, ".run")
 	}
 	return ".run"
+}
+
+// logToFile creates the run directory and returns ctx with a logger writing to the
+// file name in it (the terminal gets the progress), and the function closing it.
+func logToFile(ctx context.Context, g *globalOptions, name string) (context.Context, func(), error) {
+	if err := os.MkdirAll(g.dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("create run directory: %w", err)
+	}
+	logFile := filepath.Join(g.dir, name)
+	f, err := os.Create(logFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %s: %w", logFile, err)
+	}
+	logger := textlogger.NewLogger(textlogger.NewConfig(textlogger.Output(f), textlogger.Verbosity(2)))
+	return klog.NewContext(ctx, logger), func() { _ = f.Close() }, nil
 }

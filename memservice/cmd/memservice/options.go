@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/term"
 	"k8s.io/klog/v2"
@@ -80,7 +81,7 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.BoolVar(&o.cfg.LeaderElection.Enabled, "leader-elect", o.cfg.LeaderElection.Enabled, "elect a leader on a Lease; only the leader serves.")
 	fs.StringVar(&o.cfg.LeaderElection.Namespace, "leader-elect-namespace", o.cfg.LeaderElection.Namespace, "namespace of the Lease.")
 	fs.StringVar(&o.cfg.LeaderElection.Name, "leader-elect-name", o.cfg.LeaderElection.Name, "name of the Lease.")
-	fs.StringVar(&o.cfg.LeaderElection.Identity, "leader-elect-identity", o.cfg.LeaderElection.Identity, "this instance's identity in the Lease (default: hostname).")
+	fs.StringVar(&o.cfg.LeaderElection.Identity, "leader-elect-identity", o.cfg.LeaderElection.Identity, "this instance's identity in the Lease (default: the host name and a random suffix, unique per process).")
 
 	o.kube.AddFlags(fss.FlagSet("kubernetes"), "a claim costs about three writes to provision, its DynamicMemoryClaim written before the hardware acts, and three to release")
 }
@@ -101,7 +102,12 @@ func (o *options) complete() error {
 		if err != nil {
 			return fmt.Errorf("--leader-elect-identity: hostname: %w", err)
 		}
-		o.cfg.LeaderElection.Identity = host
+		// Unique per process, as kube-scheduler's: an instance started after a crash
+		// waits until the crashed one's Lease expires, so that a record write the
+		// crashed one had in flight lands before the new one rebuilds from the
+		// records (the chaos suite found such a write landing after the rebuild when
+		// the identity was the host name alone), and the fence tells them apart.
+		o.cfg.LeaderElection.Identity = host + "_" + string(uuid.NewUUID())
 	}
 	restConfig, err := o.kube.RESTConfig(userAgent)
 	if err != nil {
