@@ -339,9 +339,6 @@ func (l *Ledger) Reserve(req Request) (Reservation, error) {
 		}
 		return *r, nil
 	}
-	if a, ok := l.setAside[req.Claim.UID]; ok {
-		return Reservation{}, Errorf(CodeConflict, "claim %s has a record that could not be restored (%s); it is served again once a person resolved it", req.Claim.UID, a.Reason)
-	}
 	r, err := l.reserveLocked(req)
 	if err != nil {
 		return Reservation{}, err
@@ -374,8 +371,12 @@ func matches(r *Reservation, req Request) error {
 	return nil
 }
 
-// reserveLocked makes a new Reserved entry; the caller holds the lock.
+// reserveLocked makes a new Reserved entry; the caller holds the lock. A set-aside
+// claim gets none: its record may name memory a running pod uses.
 func (l *Ledger) reserveLocked(req Request) (*Reservation, error) {
+	if a, ok := l.setAside[req.Claim.UID]; ok {
+		return nil, Errorf(CodeConflict, "claim %s has a record that could not be restored (%s); it is served again once a person resolved it", req.Claim.UID, a.Reason)
+	}
 	p, bytes, err := l.pick(req)
 	if err != nil {
 		return nil, err

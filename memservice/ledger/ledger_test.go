@@ -482,6 +482,8 @@ func TestSetAsideWithholdsWhatTheRecordNames(t *testing.T) {
 	assert.False(t, ok, "a set-aside record is not served")
 	_, err = l.Reserve(req("bad", "node1", gi))
 	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "its claim cannot be reserved again: %v", err)
+	_, _, err = l.Provision(req("bad", "node1", gi))
+	assert.Equal(t, ledger.CodeConflict, ledger.CodeOf(err), "nor provisioned: %v", err)
 	assert.Len(t, l.SetAsideClaims(), 1)
 
 	// What is left can be reserved and provisioned to the last byte, never from a

@@ -43,6 +43,8 @@ type rebuilder struct {
 	flights flights
 	metrics *metrics.Metrics
 	events  record.EventRecorder
+	// lease is checked right before releasing an extent (nil: no leader election).
+	lease provision.Lease
 }
 
 // rebuild restores the ledger from the DynamicMemoryClaims, reconciles it with the
@@ -58,9 +60,18 @@ func (rb *rebuilder) rebuild(ctx context.Context) error {
 	}
 	var restored []ledger.Reservation
 	for _, r := range records {
-		if r.State == v1alpha1.PhaseReleased {
+		switch r.State {
+		case v1alpha1.PhaseReserved:
+			// Created, and the service stopped before the first status write: the
+			// device and the agent were not asked for anything. Restored, it would
+			// hold bytes that no extent backs; the scheduler asks again if the pod
+			// still needs the memory.
+			r.State = v1alpha1.PhaseReleased
+		case v1alpha1.PhaseReleased:
 			// A restart between recording the release and dropping the finalizer
-			// leaves the record behind: finish it.
+			// leaves the record behind.
+		}
+		if r.State == v1alpha1.PhaseReleased {
 			if err := rb.store.Released(ctx, r); err != nil {
 				logger.Error(err, "Finishing a released DynamicMemoryClaim", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
 			}
@@ -180,6 +191,12 @@ func (rb *rebuilder) reconcileDevice(ctx context.Context, pool ledger.Pool, rest
 				logger.Error(err, "Withholding a set-aside claim's extent", "tag", x.Tag, "extent", x.Extent.String())
 			}
 			continue
+		}
+		if rb.lease != nil {
+			if err := rb.lease.Check(); err != nil {
+				logger.Error(err, "Not releasing the extents no claim owns: the new leader will", "host", x.HostID, "tag", x.Tag, "extent", x.Extent.String())
+				return
+			}
 		}
 		logger.Info("Releasing an extent no claim owns", "host", x.HostID, "tag", x.Tag, "extent", x.Extent.String())
 		rb.metrics.OrphanExtents.Inc()

@@ -385,6 +385,9 @@ func (s *Service) lead(ctx context.Context) error {
 	defer sink.Stop()
 	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics,
 		events: s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})}
+	if s.lease != nil {
+		rb.lease = s.lease
+	}
 	if err := rb.rebuild(ctx); err != nil {
 		return err
 	}

@@ -123,3 +123,45 @@ func TestWritesOfAnOldClaimDoNotTouchANewRecordOfTheSameName(t *testing.T) {
 	assert.Equal(t, []v1alpha1.Extent{{Offset: gib, Length: gib}}, obj.Status.Extents)
 	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers, "B keeps its finalizer")
 }
+
+// A record of the same claim that still holds memory is the truth about that memory:
+// a second reservation of the claim that differs from it (another node, pool or size)
+// is refused and leaves it as it is; the same reservation again (a retry after a
+// crash between the two writes of Create) is taken up.
+func TestARecordThatHoldsMemoryIsNotOverwrittenByAnotherReservationOfItsClaim(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewSimpleClientset()
+	claims := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns")
+	s := store.New(cs.DynamicMemoryV1alpha1(), "")
+	held := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
+		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib,
+		State: v1alpha1.PhaseProvisioning, Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
+	}
+	require.NoError(t, s.Create(ctx, held))
+	held.State = v1alpha1.PhaseOnline
+	require.NoError(t, s.Update(ctx, held))
+
+	for name, change := range map[string]func(*ledger.Reservation){
+		"node": func(r *ledger.Reservation) { r.Node = "node2" },
+		"pool": func(r *ledger.Reservation) { r.Pool = "cxl-b" },
+		"size": func(r *ledger.Reservation) { r.Requested, r.Bytes = 2*gib, 2*gib },
+	} {
+		other := held
+		other.State, other.Extents = v1alpha1.PhaseProvisioning, []v1alpha1.Extent{{Offset: 4 * gib, Length: other.Bytes}}
+		change(&other)
+		err := s.Create(ctx, other)
+		require.Error(t, err, "another %s", name)
+		assert.Contains(t, err.Error(), "still holds memory")
+		obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, "node1", obj.Spec.Node)
+		assert.Equal(t, "cxl-a", obj.Spec.Pool)
+		assert.Equal(t, gib, obj.Spec.Size.Value())
+		assert.Equal(t, v1alpha1.PhaseOnline, obj.Status.Phase)
+		assert.Equal(t, held.Extents, obj.Status.Extents)
+	}
+
+	held.State = v1alpha1.PhaseProvisioning
+	require.NoError(t, s.Create(ctx, held), "the same reservation again")
+}

@@ -165,9 +165,9 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	default:
 		// Created, and the service stopped before the first status write: Create
 		// returns only after both writes and the hardware acts only after Create,
-		// so nothing was done yet. Restored as a reservation without extents, it is
-		// provisioned again or released like any other (the chaos suite found such
-		// records set aside for good while they held nothing).
+		// so nothing was done yet. Read back as Reserved; a rebuild finishes it
+		// as released (the chaos suite found such records set aside for good while
+		// they held nothing, and, restored, holding bytes no extent backs).
 		r.State = v1alpha1.PhaseReserved
 	}
 	r.Extents = slices.Clone(obj.Status.Extents)
@@ -218,6 +218,10 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 	}
 	sameClaim := old.Labels[v1alpha1.LabelClaimUID] == obj.Labels[v1alpha1.LabelClaimUID]
 	if sameClaim && old.Status.Phase != v1alpha1.PhaseReleased {
+		if !sameReservation(old, obj) {
+			return nil, fmt.Errorf("the record of claim %s still holds memory (%s, %s of pool %s on node %s, extents %v); retry once it is released",
+				old.Labels[v1alpha1.LabelClaimUID], old.Status.Phase, old.Spec.Size.String(), old.Spec.Pool, old.Spec.Node, old.Status.Extents)
+		}
 		return old, nil
 	}
 	if old.Status.Phase != v1alpha1.PhaseReleased && slices.Contains(old.Finalizers, v1alpha1.Finalizer) {
@@ -232,6 +236,13 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 		return nil, fmt.Errorf("delete released DynamicMemoryClaim: %w", err)
 	}
 	return s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
+}
+
+// sameReservation tells whether a record of the claim is the one Create is about to
+// write: a retry after the object was created, before or after its first status write.
+func sameReservation(old, obj *v1alpha1.DynamicMemoryClaim) bool {
+	return old.Spec.Node == obj.Spec.Node && old.Spec.Pool == obj.Spec.Pool && old.Spec.Size.Cmp(obj.Spec.Size) == 0 &&
+		(old.Status.Phase == "" || slices.Equal(old.Status.Extents, obj.Status.Extents))
 }
 
 // Update records the reservation's state in its object's status. The write is fenced
