@@ -26,6 +26,10 @@ const (
 	PhaseFailed ClaimPhase = "Failed"
 )
 
+// ConditionMessageMaxLength is the bound metav1.Condition puts on a condition's
+// message (of a DynamicMemoryClaim and of a ResourceClaim's device alike).
+const ConditionMessageMaxLength = 32768
+
 // ClaimConditionSetAside is True on a DynamicMemoryClaim that the memory service could
 // not restore after a restart (reason ReasonRestoreRefused, message why). The service
 // does not serve it: its memory is neither offlined nor released, and the device

@@ -221,7 +221,7 @@ func TestPrepareSaysWhyAClaimIsNotReady(t *testing.T) {
 	require.NoError(t, err)
 	for uid, want := range map[string]string{
 		"uid-2": "claim default/claim-2 (uid uid-2): the claim's memory is Provisioning, not online yet: waiting for the node agent",
-		"uid-3": "claim default/claim-3 (uid uid-3): the memory service has no reservation for this claim: its memory was never provisioned",
+		"uid-3": "claim default/claim-3 (uid uid-3): the memory service has no reservation for this claim: its memory is not provisioned yet, or the pool cannot serve it",
 		"uid-4": `claim default/claim-4 (uid uid-4): the memory service provisions this claim's memory on node "node-7", not on node-1`,
 		"uid-5": "claim default/claim-5 (uid uid-5): device pool-a is allocated from DRA pool node-2, but this plugin serves node node-1",
 	} {

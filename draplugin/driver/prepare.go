@@ -61,7 +61,7 @@ func (d *Driver) prepare(ctx context.Context, claim *resourceapi.ResourceClaim) 
 	}
 	resp, err := d.cfg.Reservations.GetReservation(ctx, &memservicev1.GetReservationRequest{ClaimUid: string(claim.UID)})
 	if status.Code(err) == codes.NotFound {
-		return nil, &prepareError{metrics.ReasonNotFound, fmt.Errorf("the memory service has no reservation for this claim: its memory was never provisioned (schedule the pod with schedulerName dynamic-memory-scheduler, or run the plugin with --binding-conditions)")}
+		return nil, &prepareError{metrics.ReasonNotFound, fmt.Errorf("the memory service has no reservation for this claim: its memory is not provisioned yet, or the pool cannot serve it (the claim's %s condition says why; kubectl dynamic-memory why POD)", dra.ConditionProvisioningFailed)}
 	}
 	if err != nil {
 		return nil, &prepareError{metrics.ReasonMemoryService, fmt.Errorf("ask the memory service about the claim's memory: %w", err)}

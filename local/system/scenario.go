@@ -27,8 +27,8 @@ type Workload struct {
 	Name   string
 	Memory resource.Quantity
 	// SchedulerName schedules the pod; empty: the dynamic memory scheduler. With
-	// the default-scheduler profile the claim is allocated by DRA alone, and no
-	// memory is provisioned (a baseline for benchmarks).
+	// the default-scheduler profile the claim is allocated by DynamicResources alone,
+	// and the memory service provisions it afterwards, without a reservation.
 	SchedulerName string
 }
 

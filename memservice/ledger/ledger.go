@@ -815,6 +815,14 @@ func (l *Ledger) withholdLocked(a *SetAside, extents []v1alpha1.Extent) int64 {
 	return n
 }
 
+// IsSetAside tells whether a claim's record was set aside.
+func (l *Ledger) IsSetAside(uid string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	_, ok := l.setAside[uid]
+	return ok
+}
+
 // SetAsideClaims returns the records set aside, sorted by claim UID.
 func (l *Ledger) SetAsideClaims() []SetAside {
 	l.mu.RLock()

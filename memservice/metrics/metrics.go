@@ -40,6 +40,7 @@ const (
 	ClaimsSetAside              = "dynamic_memory_claims_set_aside"
 	PoolWithheldBytes           = "dynamic_memory_pool_withheld_bytes"
 	ClaimsReleaseBlocked        = "dynamic_memory_claims_release_blocked"
+	ClaimsAdoptedTotal          = "dynamic_memory_claims_adopted_total"
 )
 
 // Names lists every metric the service exports, for dashboards and tests.
@@ -50,7 +51,7 @@ var Names = []string{
 	CurrentUsageBytes, OnlineBytes, PoolCapacityBytes, PoolFreeBytes, PoolReady,
 	Reservations, AgentConnected, WatchSubscribers, Leader, StatusWritesTotal,
 	StatusWriteErrorsTotal, ReconcileReleasesTotal, ReconcileOrphanExtentsTotal,
-	ClaimsSetAside, PoolWithheldBytes, ClaimsReleaseBlocked,
+	ClaimsSetAside, PoolWithheldBytes, ClaimsReleaseBlocked, ClaimsAdoptedTotal,
 }
 
 // Metrics holds the service's collectors.
@@ -74,6 +75,7 @@ type Metrics struct {
 	StatusWrites        prometheus.Counter
 	StatusWriteErrors   prometheus.Counter
 	ReconcileReleases   *prometheus.CounterVec // reason
+	ClaimsAdopted       *prometheus.CounterVec // result
 	OrphanExtents       prometheus.Counter
 	ReleasesBlocked     *prometheus.GaugeVec // pool, node
 }
@@ -149,13 +151,16 @@ func New(state State, connected func() []string) *Metrics {
 		ReleasesBlocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: ClaimsReleaseBlocked, Help: "Claims being released whose memory cannot be taken back: their node agent cannot offline it because a memory block stays busy (condition ReleaseBlocked), by pool and node.",
 		}, []string{"pool", "node"}),
+		ClaimsAdopted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ClaimsAdoptedTotal, Help: "Claims allocated by another scheduler (no reservation) that the service provisioned, by result (provisioning, refused, failed).",
+		}, []string{"result"}),
 	}
 	m.Registry.MustRegister(
 		m.Allocations, m.AllocationErrors, m.ReservationsMade, m.ReservationsExpired, m.Releases,
 		m.Provisioning, m.Release, m.BackendOp, m.BackendErrors, m.AgentCommand,
 		m.GRPCRequests, m.GRPCDuration, m.WatchSubs, m.IsLeader, m.StatusWrites,
 		m.StatusWriteErrors, m.ReconcileReleases, m.OrphanExtents, m.ReleasesBlocked,
-		&stateCollector{state: state, connected: connected},
+		m.ClaimsAdopted, &stateCollector{state: state, connected: connected},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m

@@ -39,6 +39,7 @@ func TestEveryNameIsExported(t *testing.T) {
 	m.GRPCDuration.WithLabelValues("Reserve").Observe(1)
 	m.ReconcileReleases.WithLabelValues("deleted").Inc()
 	m.ReleasesBlocked.WithLabelValues("a", "n1").Inc()
+	m.ClaimsAdopted.WithLabelValues("provisioning").Inc()
 
 	families, err := m.Registry.Gather()
 	require.NoError(t, err)

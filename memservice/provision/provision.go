@@ -196,24 +196,13 @@ func (m *Manager) Reserve(req ledger.Request) (ledger.Reservation, error) {
 // the flight writes it to the claim's DynamicMemoryClaim afterwards (a restart
 // resumes a claim recorded in Provisioning, which is idempotent).
 func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Reservation, error) {
-	m.mu.Lock()
-	r, started, err := m.cfg.Ledger.Provision(req)
+	r, settled, err := m.StartProvisioning(req)
 	if err != nil {
-		m.mu.Unlock()
-		m.countError(req.Pool, err)
 		return r, err
 	}
-	if started {
-		m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context, f *flight) { m.provision(ctx, f, r) })
-	}
-	f := m.flights[r.Claim.UID]
-	m.mu.Unlock()
-	if r.State == v1alpha1.PhaseReleasing {
-		return r, ledger.Errorf(ledger.CodeConflict, "claim %s is being released; provision it again once it is released", r.Claim.UID)
-	}
-	if f != nil {
+	if settled != nil {
 		select {
-		case <-f.settled:
+		case <-settled:
 		case <-ctx.Done():
 			cur, _ := m.cfg.Ledger.Get(r.Claim.UID)
 			return cur, fmt.Errorf("claim %s is still %s: %w", r.Claim.UID, cur.State, ctx.Err())
@@ -224,6 +213,31 @@ func (m *Manager) AddMemory(ctx context.Context, req ledger.Request) (ledger.Res
 		return r, ledger.Errorf(ledger.CodeConflict, "claim %s was released while it was provisioned", r.Claim.UID)
 	}
 	return cur, nil
+}
+
+// StartProvisioning provisions a claim (reserving it first if needed) without
+// waiting for the outcome. settled is closed once the claim is Online or Failed; it
+// is nil when no provisioning is in flight (the claim was past it already).
+func (m *Manager) StartProvisioning(req ledger.Request) (r ledger.Reservation, settled <-chan struct{}, err error) {
+	m.mu.Lock()
+	r, started, err := m.cfg.Ledger.Provision(req)
+	if err != nil {
+		m.mu.Unlock()
+		m.countError(req.Pool, err)
+		return r, nil, err
+	}
+	if started {
+		m.startLocked(m.flights, r.Claim.UID, func(ctx context.Context, f *flight) { m.provision(ctx, f, r) })
+	}
+	f := m.flights[r.Claim.UID]
+	m.mu.Unlock()
+	if r.State == v1alpha1.PhaseReleasing {
+		return r, nil, ledger.Errorf(ledger.CodeConflict, "claim %s is being released; provision it again once it is released", r.Claim.UID)
+	}
+	if f != nil {
+		settled = f.settled
+	}
+	return r, settled, nil
 }
 
 // startLocked runs fn as the claim's flight in set; m.mu is held.

@@ -1,9 +1,11 @@
-// Package reconciler releases memory that no pod needs any more. It watches the
-// ResourceClaims allocated by the dcd.dynamicmemory.io driver: when a claim with
-// memory is deallocated or deleted, its memory is released (the node agent offlines
-// it, the device takes the extents back, the record's finalizer goes). It also expires
-// Reserved entries after their TTL, and releases provisioned claims that no pod was
-// reserved for within a grace period (the scheduler died while binding).
+// Package reconciler keeps the memory in step with the ResourceClaims of the
+// dcd.dynamicmemory.io driver. When a claim with memory is deallocated or deleted,
+// its memory is released (the node agent offlines it, the device takes the extents
+// back, the record's finalizer goes). A claim that a scheduler allocated without a
+// reservation (one without the DynamicMemory plugin) is provisioned on the node and
+// pool of its allocation, or told why not (adopt.go). It also expires Reserved
+// entries after their TTL, and releases provisioned claims that no pod was reserved
+// for within a grace period (the scheduler died while binding).
 package reconciler
 
 import (
@@ -17,6 +19,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -39,8 +43,13 @@ type Config struct {
 	Client   kubernetes.Interface
 	Ledger   *ledger.Ledger
 	Releaser Releaser
-	Metrics  *metrics.Metrics
-	Clock    clock.WithTicker
+	// Provisioner provisions claims allocated without a reservation; nil: they are
+	// left alone.
+	Provisioner Provisioner
+	// Events records events on the ResourceClaims it provisions or refuses (may be nil).
+	Events  record.EventRecorder
+	Metrics *metrics.Metrics
+	Clock   clock.WithTicker
 	// ProvisionGracePeriod: a provisioned claim that no pod is reserved for this long
 	// after it was provisioned is released (default DefaultProvisionGracePeriod).
 	ProvisionGracePeriod time.Duration
@@ -48,11 +57,19 @@ type Config struct {
 	SweepInterval time.Duration
 	// ExpireInterval is how often Reserved entries are checked for expiry (default 1s).
 	ExpireInterval time.Duration
+	// RefusalRetryInterval is how long after refusing a claim allocated without a
+	// reservation the service tries again, if the claim is still allocated (default
+	// DefaultRefusalRetryInterval).
+	RefusalRetryInterval time.Duration
 }
+
+// DefaultRefusalRetryInterval is the default Config.RefusalRetryInterval.
+const DefaultRefusalRetryInterval = 30 * time.Second
 
 // Reconciler keeps the ledger in step with the ResourceClaims.
 type Reconciler struct {
-	cfg Config
+	cfg       Config
+	adoptions workqueue.TypedRateLimitingInterface[adoptKey] // nil without a Provisioner
 }
 
 // New makes a reconciler.
@@ -69,7 +86,14 @@ func New(cfg Config) *Reconciler {
 	if cfg.ExpireInterval <= 0 {
 		cfg.ExpireInterval = time.Second
 	}
-	return &Reconciler{cfg: cfg}
+	if cfg.RefusalRetryInterval <= 0 {
+		cfg.RefusalRetryInterval = DefaultRefusalRetryInterval
+	}
+	r := &Reconciler{cfg: cfg}
+	if cfg.Provisioner != nil {
+		r.adoptions = newAdoptionQueue()
+	}
+	return r
 }
 
 // Run watches claims and sweeps until ctx ends.
@@ -79,9 +103,19 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	factory := informers.NewSharedInformerFactory(r.cfg.Client, 0)
 	inf := factory.Resource().V1().ResourceClaims().Informer()
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if c, ok := obj.(*resourcev1.ResourceClaim); ok {
+				r.notice(c)
+			}
+		},
 		UpdateFunc: func(_, obj any) {
-			if c, ok := obj.(*resourcev1.ResourceClaim); ok && !ours(c) {
+			c, ok := obj.(*resourcev1.ResourceClaim)
+			switch {
+			case !ok:
+			case !ours(c):
 				r.check(ctx, string(c.UID))
+			default:
+				r.notice(c)
 			}
 		},
 		DeleteFunc: func(obj any) {
@@ -95,6 +129,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("watch ResourceClaims: %w", err)
+	}
+	if r.adoptions != nil {
+		defer r.adoptions.ShutDown()
+		go r.runAdoptions(ctx)
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -153,6 +155,77 @@ func TestDeletingAClaimReleasesItsMemory(t *testing.T) {
 	require.Eventually(t, func() bool { return len(e.rel.got()) == 1 }, 5*time.Second, 5*time.Millisecond)
 	r, _ := e.ledger.Get("u-c")
 	assert.Equal(t, v1alpha1.PhaseReleasing, r.State)
+	cancel()
+	require.NoError(t, <-done)
+}
+
+type provisions struct {
+	mu   sync.Mutex
+	reqs []ledger.Request
+}
+
+func (p *provisions) StartProvisioning(req ledger.Request) (ledger.Reservation, <-chan struct{}, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reqs = append(p.reqs, req)
+	return ledger.Reservation{Claim: req.Claim, Node: req.Node, Pool: req.Pool, Bytes: req.Bytes, State: v1alpha1.PhaseProvisioning}, nil, nil
+}
+
+func (p *provisions) got() []ledger.Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]ledger.Request(nil), p.reqs...)
+}
+
+// Only a claim allocated for a pod, with no reservation and no record set aside, is
+// provisioned by the service; one it cannot read is refused with the reason.
+func TestOnlyClaimsAllocatedForAPodWithoutAReservationAreProvisioned(t *testing.T) {
+	sized := func(c *resourcev1.ResourceClaim, size string) *resourcev1.ResourceClaim {
+		c.Spec.Devices.Requests = []resourcev1.DeviceRequest{{Name: "mem", Exactly: &resourcev1.ExactDeviceRequest{
+			DeviceClassName: dra.DeviceClassName,
+			Capacity:        &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: resource.MustParse(size)}},
+		}}}
+		if c.Status.Allocation != nil {
+			c.Status.Allocation.Devices.Results[0].Pool = "n1" // the node's DRA pool
+		}
+		return c
+	}
+	e := newEnv(t,
+		sized(resourceClaim("adopted", "u-adopted", true, true), "3Gi"),
+		sized(resourceClaim("reserved", "u-reserved", true, true), "1Gi"),
+		sized(resourceClaim("set-aside", "u-set-aside", true, true), "1Gi"),
+		sized(resourceClaim("no-pod", "u-no-pod", true, false), "1Gi"),
+		sized(resourceClaim("pending", "u-pending", false, false), "1Gi"),
+		sized(resourceClaim("no-size", "u-no-size", true, true), "0"),
+	)
+	e.provision(t, "reserved", "u-reserved", true)
+	_, ok := e.ledger.SetAside(ledger.Reservation{Claim: ledger.ClaimRef{UID: "u-set-aside"}, Node: "n1", Pool: "cxl-a", Bytes: gi}, "could not be restored")
+	require.True(t, ok)
+	prov := &provisions{}
+	rec := reconciler.New(reconciler.Config{Client: e.client, Ledger: e.ledger, Releaser: e.rel, Provisioner: prov, Clock: e.clock})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+
+	require.Eventually(t, func() bool { return len(prov.got()) > 0 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []ledger.Request{{
+		Claim: ledger.ClaimRef{UID: "u-adopted", Namespace: "default", Name: "adopted"},
+		Pod:   ledger.PodRef{Name: "pod", UID: "p"}, Node: "n1", Pool: "cxl-a", Bytes: 3 * gi,
+	}}, prov.got())
+	var failed *metav1.Condition
+	require.Eventually(t, func() bool {
+		c, err := e.client.ResourceV1().ResourceClaims("default").Get(ctx, "no-size", metav1.GetOptions{})
+		require.NoError(t, err)
+		for _, d := range c.Status.Devices {
+			failed = meta.FindStatusCondition(d.Conditions, dra.ConditionProvisioningFailed)
+		}
+		return failed != nil
+	}, 5*time.Second, 5*time.Millisecond, "the claim that asks no size says so")
+	assert.Equal(t, reconciler.ReasonInvalidClaim, failed.Reason)
+	assert.Contains(t, failed.Message, "sets no size")
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs")
+	assert.Len(t, prov.got(), 1, "no other claim is provisioned")
 	cancel()
 	require.NoError(t, <-done)
 }

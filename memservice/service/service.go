@@ -383,8 +383,8 @@ func (s *Service) lead(ctx context.Context) error {
 	// Events are recorded while leading: those of the rebuild and of the flights.
 	sink := s.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.kube.CoreV1().Events("")})
 	defer sink.Stop()
-	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics,
-		events: s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})}
+	events := s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})
+	rb := &rebuilder{store: s.store, ledger: s.ledger, devices: s.pools, flights: s.manager, metrics: s.metrics, events: events}
 	if s.lease != nil {
 		rb.lease = s.lease
 	}
@@ -392,7 +392,7 @@ func (s *Service) lead(ctx context.Context) error {
 		return err
 	}
 	rec := reconciler.New(reconciler.Config{
-		Client: s.kube, Ledger: s.ledger, Releaser: s.manager, Metrics: s.metrics, Clock: s.cfg.Clock,
+		Client: s.kube, Ledger: s.ledger, Releaser: s.manager, Provisioner: s.manager, Events: events, Metrics: s.metrics, Clock: s.cfg.Clock,
 		ProvisionGracePeriod: s.cfg.ProvisionGracePeriod,
 	})
 	errc := make(chan error, 2)

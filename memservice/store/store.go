@@ -290,7 +290,7 @@ func (s *Store) SetAside(ctx context.Context, r ledger.Reservation, why string) 
 		}
 		changed := meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{
 			Type: v1alpha1.ClaimConditionSetAside, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRestoreRefused,
-			Message: ledger.Cut(why, maxConditionMessage), ObservedGeneration: obj.Generation,
+			Message: ledger.Cut(why, v1alpha1.ConditionMessageMaxLength), ObservedGeneration: obj.Generation,
 		})
 		if !changed {
 			return nil
@@ -310,7 +310,7 @@ func (s *Store) SetAside(ctx context.Context, r ledger.Reservation, why string) 
 func (s *Store) ReleaseBlocked(ctx context.Context, r ledger.Reservation, message string) error {
 	return s.setReleaseBlocked(ctx, r, metav1.Condition{
 		Type: v1alpha1.ClaimConditionReleaseBlocked, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonMemoryBusy,
-		Message: ledger.Cut(message, maxConditionMessage),
+		Message: ledger.Cut(message, v1alpha1.ConditionMessageMaxLength),
 	})
 }
 
@@ -349,9 +349,6 @@ func (s *Store) setReleaseBlocked(ctx context.Context, r ledger.Reservation, con
 	}
 	return nil
 }
-
-// maxConditionMessage is metav1.Condition's limit on Message.
-const maxConditionMessage = 32768
 
 // belongsTo tells whether a record is the one of claim uid.
 func belongsTo(obj *v1alpha1.DynamicMemoryClaim, uid string) bool {

@@ -21,8 +21,6 @@ import (
 
 // Names of the project that the plugin reads and api/ does not declare.
 const (
-	// SchedulerName is the scheduler profile that provisions dynamic memory.
-	SchedulerName = "dynamic-memory-scheduler"
 	// OnlineMemoryResource is the extended resource the node agent keeps on node status.
 	OnlineMemoryResource = "dynamicmemory.io/online-memory"
 )

@@ -138,7 +138,7 @@ func TestCommandOutput(t *testing.T) {
 		{"why-running", []string{"why", "web-0", "-n", "shop"}},
 		{"why-no-dynamic-memory", []string{"why", "plain"}},
 		{"why-provisioning", []string{"why", "web-1", "-n", "shop"}},
-		{"why-wrong-scheduler", []string{"why", "stray"}},
+		{"why-other-scheduler", []string{"why", "stray"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.golden, func(t *testing.T) {

@@ -207,7 +207,25 @@ func fixtureResourceClaims() []*resourcev1.ResourceClaim {
 		ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: gi(8)},
 	}}}}
 	web1.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "web-1", UID: "pod-web-1"}}
+	// stray: allocated by another scheduler without a reservation; the memory service
+	// could not serve it and says why in the device conditions.
 	stray := memoryClaim("stray-mem-2k9xw", "default", "rc-stray", "2Gi")
+	stray.Status = resourcev1.ResourceClaimStatus{
+		Allocation: &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{{
+			Request: "memory", Driver: dra.DriverName, Pool: "node-2", Device: "cxl-a",
+			ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: gi(2)},
+		}}}},
+		ReservedFor: []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "stray", UID: "pod-stray"}},
+		Devices: []resourcev1.AllocatedDeviceStatus{{
+			Driver: dra.DriverName, Pool: "node-2", Device: "cxl-a",
+			Conditions: []metav1.Condition{
+				{Type: "Online", Status: metav1.ConditionFalse, Reason: "PoolExhausted", LastTransitionTime: ago(time.Minute),
+					Message: `pod stray, placed by scheduler "default-scheduler" without a reservation: 2Gi does not fit in pool cxl-a on node node-2`},
+				{Type: "ProvisioningFailed", Status: metav1.ConditionTrue, Reason: "PoolExhausted", LastTransitionTime: ago(time.Minute),
+					Message: `pod stray, placed by scheduler "default-scheduler" without a reservation: 2Gi does not fit in pool cxl-a on node node-2`},
+			},
+		}},
+	}
 	big := memoryClaim("big-mem-7fvzq", "shop", "rc-big", "200Gi")
 	plain := &resourcev1.ResourceClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: "plain-gpu", Namespace: "default", UID: "rc-plain"},
@@ -222,7 +240,7 @@ func fixturePods() []*corev1.Pod {
 	web0 := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "shop", UID: "pod-web-0", CreationTimestamp: ago(11 * time.Minute)},
 		Spec: corev1.PodSpec{
-			SchedulerName:  SchedulerName,
+			SchedulerName:  "dynamic-memory-scheduler",
 			NodeName:       "node-1",
 			ResourceClaims: []corev1.PodResourceClaim{{Name: "mem", ResourceClaimTemplateName: ptr.To("mem-16g")}},
 		},
@@ -235,7 +253,7 @@ func fixturePods() []*corev1.Pod {
 	big := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: "shop", UID: "pod-big", CreationTimestamp: ago(2 * time.Minute)},
 		Spec: corev1.PodSpec{
-			SchedulerName: SchedulerName,
+			SchedulerName: "dynamic-memory-scheduler",
 			ResourceClaims: []corev1.PodResourceClaim{
 				{Name: "mem", ResourceClaimTemplateName: ptr.To("mem-200g")},
 				{Name: "scratch", ResourceClaimTemplateName: ptr.To("mem-1g")},
@@ -263,7 +281,7 @@ func fixturePods() []*corev1.Pod {
 	web1 := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop", UID: "pod-web-1", CreationTimestamp: ago(8 * time.Second)},
 		Spec: corev1.PodSpec{
-			SchedulerName:  SchedulerName,
+			SchedulerName:  "dynamic-memory-scheduler",
 			ResourceClaims: []corev1.PodResourceClaim{{Name: "mem", ResourceClaimTemplateName: ptr.To("mem-8g")}},
 		},
 		Status: corev1.PodStatus{
@@ -271,11 +289,12 @@ func fixturePods() []*corev1.Pod {
 			ResourceClaimStatuses: []corev1.PodResourceClaimStatus{{Name: "mem", ResourceClaimName: ptr.To("web-1-mem-q9d4s")}},
 		},
 	}
-	// stray asks for dynamic memory but forgot the scheduler name.
+	// stray asks for dynamic memory and was placed by another scheduler.
 	stray := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "stray", Namespace: "default", UID: "pod-stray", CreationTimestamp: ago(time.Minute)},
 		Spec: corev1.PodSpec{
 			SchedulerName:  corev1.DefaultSchedulerName,
+			NodeName:       "node-2",
 			ResourceClaims: []corev1.PodResourceClaim{{Name: "mem", ResourceClaimName: ptr.To("stray-mem-2k9xw")}},
 		},
 		Status: corev1.PodStatus{Phase: corev1.PodPending},

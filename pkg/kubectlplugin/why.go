@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -182,9 +183,6 @@ func writeWhy(w io.Writer, pod *corev1.Pod, claims []podClaim, events []corev1.E
 		fmt.Fprintf(w, "Pod %s is %s on node %s.\n", name, pod.Status.Phase, pod.Spec.NodeName)
 	}
 	fmt.Fprintf(w, "Scheduler: %s\n", pod.Spec.SchedulerName)
-	if wantsMemory && pod.Spec.SchedulerName != SchedulerName {
-		fmt.Fprintf(w, "  Warning: only schedulerName %q provisions dynamic memory; this pod uses %q.\n", SchedulerName, pod.Spec.SchedulerName)
-	}
 	for _, cond := range pod.Status.Conditions {
 		if cond.Type == corev1.PodScheduled && cond.Status != corev1.ConditionTrue {
 			fmt.Fprintf(w, "Scheduling: %s (%s ago): %s\n", orDash(cond.Reason), age(now, cond.LastTransitionTime), orDash(cond.Message))
@@ -314,15 +312,37 @@ func writePodClaim(w io.Writer, c podClaim) {
 }
 
 // verdict sums up, in one sentence, where the pod's dynamic memory stands.
+// provisioningFailed is a device condition ProvisioningFailed=True of the claim's
+// devices of the driver: the memory service or the node agent could not serve it.
+func provisioningFailed(rc *resourcev1.ResourceClaim) *metav1.Condition {
+	if rc == nil {
+		return nil
+	}
+	for _, d := range rc.Status.Devices {
+		if d.Driver != dra.DriverName {
+			continue
+		}
+		if c := meta.FindStatusCondition(d.Conditions, dra.ConditionProvisioningFailed); c != nil && c.Status == metav1.ConditionTrue {
+			return c
+		}
+	}
+	return nil
+}
+
 func verdict(pod *corev1.Pod, claims []podClaim, now time.Time) string {
 	var online, pending []v1alpha1.DynamicMemoryClaim
 	for _, c := range claims {
 		if c.requested == 0 {
 			continue
 		}
-		if len(c.dynamic) == 0 && c.claim != nil && c.claim.Status.Allocation != nil && pod.Spec.NodeName != "" {
-			// Allocated and bound without a reservation: nothing provisions it.
-			return fmt.Sprintf("ResourceClaim %s is allocated but holds no pool memory: was the pod scheduled by %s?", c.claim.Name, SchedulerName)
+		if failed := provisioningFailed(c.claim); failed != nil {
+			return fmt.Sprintf("the memory of ResourceClaim %s cannot be provisioned (%s): %s", c.claim.Name, orDash(failed.Reason), orDash(failed.Message))
+		}
+		if len(c.dynamic) == 0 && c.claim != nil && c.claim.Status.Allocation != nil {
+			// Allocated by a scheduler without the DynamicMemory plugin: the memory
+			// service provisions it next.
+			return fmt.Sprintf("ResourceClaim %s is allocated without a reservation (scheduler %s); the memory service provisions it next (see the events)",
+				c.claim.Name, pod.Spec.SchedulerName)
 		}
 		for _, d := range c.dynamic {
 			switch d.Status.Phase {
@@ -358,8 +378,6 @@ func verdict(pod *corev1.Pod, claims []podClaim, now time.Time) string {
 		}
 		slices.Sort(names)
 		return fmt.Sprintf("it got %s of dynamic memory on node %s from pool %s", formatBytes(total), pod.Spec.NodeName, strings.Join(names, ", "))
-	case pod.Spec.SchedulerName != SchedulerName:
-		return fmt.Sprintf("no pool memory is reserved because the pod is not scheduled by %s", SchedulerName)
 	case pod.Spec.NodeName == "":
 		for _, cond := range pod.Status.Conditions {
 			if cond.Type == corev1.PodScheduled && cond.Reason == corev1.PodReasonUnschedulable {

@@ -71,77 +71,13 @@ func podDemands(claims fwk.ResourceClaimTracker, pod *v1.Pod) ([]demand, *fwk.St
 	return out, nil
 }
 
-// claimDemand reads a claim's request for dynamic memory. One request per claim is
-// supported: a reservation is keyed by the claim UID.
+// claimDemand reads a claim's request for dynamic memory (dra.ClaimDemand).
 func claimDemand(claim *resourceapi.ResourceClaim) (demand, bool, error) {
-	ref := klog.KObj(claim)
-	var d demand
-	found := false
-	for _, req := range claim.Spec.Devices.Requests {
-		for _, sub := range req.FirstAvailable {
-			if sub.DeviceClassName == dra.DeviceClassName {
-				return d, false, fmt.Errorf("ResourceClaim %s request %q: firstAvailable with DeviceClass %s is not supported; use exactly",
-					ref, req.Name, dra.DeviceClassName)
-			}
-		}
-		if req.Exactly == nil || req.Exactly.DeviceClassName != dra.DeviceClassName {
-			continue
-		}
-		if found {
-			return d, false, fmt.Errorf("ResourceClaim %s asks DeviceClass %s in requests %q and %q; use one request per claim",
-				ref, dra.DeviceClassName, d.request, req.Name)
-		}
-		ex := req.Exactly
-		if ex.AllocationMode == resourceapi.DeviceAllocationModeAll || ex.Count > 1 {
-			return d, false, fmt.Errorf("ResourceClaim %s request %q must ask for one device (one pool); set capacity.requests.%s for the size",
-				ref, req.Name, dra.CapacityMemory)
-		}
-		var q resource.Quantity
-		if ex.Capacity != nil {
-			q = ex.Capacity.Requests[dra.CapacityMemory]
-		}
-		if q.Sign() <= 0 {
-			return d, false, fmt.Errorf("ResourceClaim %s request %q sets no size: set exactly.capacity.requests.%s, for example 16Gi",
-				ref, req.Name, dra.CapacityMemory)
-		}
-		d = demand{claim: claim, request: req.Name, bytes: q.Value()}
-		found = true
+	d, found, err := dra.ClaimDemand(claim)
+	if err != nil || !found {
+		return demand{}, false, err
 	}
-	if found && claim.Status.Allocation != nil {
-		d.allocated = true
-		d.node = allocatedNode(claim.Status.Allocation)
-		d.pool = allocatedPool(claim.Status.Allocation, d.request)
-	}
-	return d, found, nil
-}
-
-// allocatedPool is the pool DynamicResources allocated a request from: our devices
-// are named after their pool.
-func allocatedPool(alloc *resourceapi.AllocationResult, request string) string {
-	if alloc == nil {
-		return ""
-	}
-	for _, r := range alloc.Devices.Results {
-		if r.Driver == dra.DriverName && resourceclaim.BaseRequestRef(r.Request) == request {
-			return r.Device
-		}
-	}
-	return ""
-}
-
-// allocatedNode is the node an allocation is bound to, if its node selector names one.
-func allocatedNode(alloc *resourceapi.AllocationResult) string {
-	if alloc.NodeSelector == nil {
-		return ""
-	}
-	for _, term := range alloc.NodeSelector.NodeSelectorTerms {
-		for _, f := range term.MatchFields {
-			if f.Key == "metadata.name" && f.Operator == v1.NodeSelectorOpIn && len(f.Values) == 1 {
-				return f.Values[0]
-			}
-		}
-	}
-	return ""
+	return demand{claim: claim, request: d.Request, bytes: d.Bytes, allocated: d.Allocated, node: d.Node, pool: d.Pool}, true, nil
 }
 
 // formatBytes prints a size the way users write it (16Gi, 1536Mi).

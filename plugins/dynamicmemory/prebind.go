@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 )
 
@@ -71,7 +72,7 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 // devices are named after their pool), else the pool reserved in this cycle.
 func (pl *DynamicMemory) provisionPool(s *stateData, d demand) string {
 	if claim, err := pl.handle.SharedDRAManager().ResourceClaims().Get(d.claim.Namespace, d.claim.Name); err == nil && claim.UID == d.claim.UID {
-		if pool := allocatedPool(claim.Status.Allocation, d.request); pool != "" {
+		if pool := dra.AllocatedPool(claim.Status.Allocation, d.request); pool != "" {
 			return pool
 		}
 	}

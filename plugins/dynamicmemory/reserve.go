@@ -7,6 +7,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
 // Reserve reserves each new demand's memory for the node, from the pool
@@ -32,7 +34,7 @@ func (pl *DynamicMemory) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1
 		if d.allocated {
 			continue
 		}
-		pool, from := allocatedPool(claims.GetPendingAllocation(d.claim.UID), d.request), "allocation"
+		pool, from := dra.AllocatedPool(claims.GetPendingAllocation(d.claim.UID), d.request), "allocation"
 		if pool == "" {
 			from = "plugin"
 			if own == nil {

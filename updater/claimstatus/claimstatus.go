@@ -13,15 +13,11 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
-	resourceac "k8s.io/client-go/applyconfigurations/resource/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -39,14 +35,6 @@ const (
 	uidIndex = "uid"
 )
 
-// desired is the condition state wanted for one claim.
-type desired struct {
-	online  bool
-	reason  string
-	message string
-	since   time.Time
-}
-
 // Writer keeps the device conditions of the claims on its node as the agent last
 // reported them. A report for a claim the informer has not seen allocated yet is
 // kept and written when the claim shows up.
@@ -59,7 +47,7 @@ type Writer struct {
 	queue    workqueue.TypedRateLimitingInterface[string]
 
 	mu      sync.Mutex
-	desired map[string]desired
+	desired map[string]dra.DeviceState
 }
 
 // New returns a writer for the claims allocated on node. Run starts it.
@@ -84,7 +72,7 @@ func New(client kubernetes.Interface, node string, clk clock.WithTicker) (*Write
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "claim-status", Clock: clk}),
-		desired: map[string]desired{},
+		desired: map[string]dra.DeviceState{},
 	}
 	enqueue := func(obj any) {
 		if claim, ok := obj.(*resourceapi.ResourceClaim); ok {
@@ -134,12 +122,12 @@ func (w *Writer) HasSynced() bool { return w.informer.HasSynced() }
 
 // Online records that the claim's memory is online.
 func (w *Writer) Online(claimUID, message string) {
-	w.set(claimUID, desired{online: true, reason: "MemoryOnline", message: message})
+	w.set(claimUID, dra.DeviceState{Online: true, Reason: "MemoryOnline", Message: message})
 }
 
 // Failed records that onlining the claim's memory failed.
 func (w *Writer) Failed(claimUID, message string) {
-	w.set(claimUID, desired{online: false, reason: "OnlineFailed", message: message})
+	w.set(claimUID, dra.DeviceState{Reason: "OnlineFailed", Message: message})
 }
 
 // Forget stops reporting on a claim (its memory is offline or it is gone).
@@ -149,8 +137,8 @@ func (w *Writer) Forget(claimUID string) {
 	delete(w.desired, claimUID)
 }
 
-func (w *Writer) set(claimUID string, d desired) {
-	d.since = w.clock.Now()
+func (w *Writer) set(claimUID string, d dra.DeviceState) {
+	d.Since = w.clock.Now()
 	w.mu.Lock()
 	w.desired[claimUID] = d
 	w.mu.Unlock()
@@ -188,90 +176,20 @@ func (w *Writer) sync(ctx context.Context, uid string) error {
 		return nil // written when the informer sees the claim
 	}
 	claim := objs[0].(*resourceapi.ResourceClaim)
-	devices := w.ourDevices(claim)
+	devices := dra.Devices(claim, w.node)
 	if len(devices) == 0 {
 		return nil // not allocated (yet) on this node
 	}
-	if w.upToDate(claim, devices, d) {
+	if dra.HasDeviceState(claim, devices, d) {
 		return nil
 	}
-	status := resourceac.ResourceClaimStatus()
-	for _, r := range devices {
-		dev := resourceac.AllocatedDeviceStatus().
-			WithDriver(r.Driver).WithPool(r.Pool).WithDevice(r.Device).
-			WithConditions(w.conditions(claim, d)...)
-		if r.ShareID != nil {
-			dev.WithShareID(string(*r.ShareID))
-		}
-		status.WithDevices(dev)
-	}
-	apply := resourceac.ResourceClaim(claim.Name, claim.Namespace).WithStatus(status)
+	apply := dra.ApplyDeviceState(claim, devices, d)
 	if _, err := w.client.ResourceV1().ResourceClaims(claim.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("write device conditions of claim %s/%s (%s): %w", claim.Namespace, claim.Name, uid, err)
 	}
-	klog.FromContext(ctx).V(3).Info("Wrote claim device conditions", "claim", klog.KObj(claim), "online", d.online, "reason", d.reason)
+	klog.FromContext(ctx).V(3).Info("Wrote claim device conditions", "claim", klog.KObj(claim), "online", d.Online, "reason", d.Reason)
 	return nil
-}
-
-// ourDevices are the claim's allocation results of our driver on this node.
-func (w *Writer) ourDevices(claim *resourceapi.ResourceClaim) []resourceapi.DeviceRequestAllocationResult {
-	if claim.Status.Allocation == nil {
-		return nil
-	}
-	var out []resourceapi.DeviceRequestAllocationResult
-	for _, r := range claim.Status.Allocation.Devices.Results {
-		if r.Driver == dra.DriverName && r.Pool == w.node {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func (w *Writer) conditions(claim *resourceapi.ResourceClaim, d desired) []*metav1ac.ConditionApplyConfiguration {
-	online, failed := metav1.ConditionFalse, metav1.ConditionTrue
-	if d.online {
-		online, failed = metav1.ConditionTrue, metav1.ConditionFalse
-	}
-	at := metav1.NewTime(d.since)
-	return []*metav1ac.ConditionApplyConfiguration{
-		metav1ac.Condition().WithType(dra.ConditionOnline).WithStatus(online).WithReason(d.reason).
-			WithMessage(d.message).WithLastTransitionTime(at).WithObservedGeneration(claim.Generation),
-		metav1ac.Condition().WithType(dra.ConditionProvisioningFailed).WithStatus(failed).WithReason(d.reason).
-			WithMessage(d.message).WithLastTransitionTime(at).WithObservedGeneration(claim.Generation),
-	}
-}
-
-// upToDate tells whether every device already carries the desired conditions.
-func (w *Writer) upToDate(claim *resourceapi.ResourceClaim, devices []resourceapi.DeviceRequestAllocationResult, d desired) bool {
-	want := metav1.ConditionFalse
-	if d.online {
-		want = metav1.ConditionTrue
-	}
-	for _, r := range devices {
-		found := false
-		for _, s := range claim.Status.Devices {
-			if s.Driver != r.Driver || s.Pool != r.Pool || s.Device != r.Device || !sameShare(s.ShareID, r.ShareID) {
-				continue
-			}
-			for _, c := range s.Conditions {
-				if c.Type == dra.ConditionOnline && c.Status == want && c.Reason == d.reason && c.Message == d.message {
-					found = true
-				}
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
-
-func sameShare(status *string, result *types.UID) bool {
-	if status == nil || result == nil {
-		return status == nil && result == nil
-	}
-	return *status == string(*result)
 }

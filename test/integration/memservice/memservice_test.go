@@ -216,7 +216,10 @@ func (e *env) runAgent(c *client.Client, node string) {
 	}()
 }
 
-// createClaim makes an allocated ResourceClaim of our driver and returns its ref.
+// createClaim makes an allocated ResourceClaim of our driver and returns its ref. It
+// is not reserved for a pod, so provisioning it is left to the test's AddMemory (the
+// service provisions a claim reserved for a pod without a reservation on its own:
+// adopt_test.go).
 func (e *env) createClaim(name string) *memservicev1.ClaimRef {
 	e.t.Helper()
 	rc := &resourcev1.ResourceClaim{
@@ -230,7 +233,6 @@ func (e *env) createClaim(name string) *memservicev1.ClaimRef {
 	created.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{
 		Results: []resourcev1.DeviceRequestAllocationResult{{Request: "mem", Driver: dra.DriverName, Pool: "node1", Device: "cxl-a"}},
 	}}
-	created.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod-" + name, UID: types.UID("0b7c3f6e-0000-4c5b-8e9f-000000000001")}}
 	_, err = e.kube.ResourceV1().ResourceClaims("default").UpdateStatus(e.ctx, created, metav1.UpdateOptions{})
 	require.NoError(e.t, err)
 	return &memservicev1.ClaimRef{Uid: string(created.UID), Namespace: "default", Name: name}

@@ -38,7 +38,8 @@ const (
 // measures from each pod's creation until it is Running (its memory online), then
 // deletes them all and measures until every pool is whole again. It runs twice on
 // the same system: profile=default-scheduler is the baseline (the claims allocated
-// by DRA alone, no memory provisioned), profile=dynamic-memory-scheduler the project.
+// by DynamicResources alone; the memory service provisions them afterwards, without a
+// reservation, and nothing waits for it), profile=dynamic-memory-scheduler the project.
 //
 // Metrics: running-p50-s and running-p99-s (pod created → Running), with the steps
 // on the way: claimed-p50-s (created → its ResourceClaim made from the template by
@@ -79,8 +80,8 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	}()
 	mon := sys.StartMonitor(ctx)
 
-	// The baseline first: the same pods and claims, allocated by DRA alone
-	// (default-scheduler), with no memory provisioned.
+	// The baseline first: the same pods and claims, allocated by DynamicResources
+	// alone (default-scheduler); nothing waits for their memory.
 	for _, profile := range []string{corev1.DefaultSchedulerName, system.SchedulerName} {
 		b.Run("profile="+profile, func(b *testing.B) {
 			var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64

@@ -1,0 +1,250 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
+)
+
+// Adoption: a claim of the driver that a scheduler allocated without the DynamicMemory
+// plugin (the stock kube-scheduler, or a profile without the plugin) has no
+// reservation. The service reserves and provisions its memory on the node and pool
+// the allocation names, as the plugin would have; the node agent then sets the
+// device condition Online. When the pool cannot serve it, the service sets
+// ProvisioningFailed with the reason: a scheduler waiting on the devices' binding
+// conditions gives the claim up and schedules the pod again, and the DRA plugin's
+// Prepare refuses the claim in any case. The ledger decides as for every other
+// reservation, so nothing is promised twice whichever scheduler asks.
+
+// FieldManager owns the device conditions the memory service writes.
+const FieldManager = "dynamicmemory.io/memservice"
+
+// Reasons of the device conditions the service sets on a claim it cannot serve.
+const (
+	ReasonPoolExhausted      = "PoolExhausted"
+	ReasonNotServed          = "NotServed"
+	ReasonInvalidClaim       = "InvalidClaim"
+	ReasonProvisioningFailed = "ProvisioningFailed"
+)
+
+// Event reasons on the ResourceClaim.
+const (
+	EventAdopted         = "ProvisioningWithoutReservation"
+	EventAdoptionRefused = "ProvisioningRefused"
+	resultProvisioning   = "provisioning"
+	resultRefused        = "refused"
+	resultFailed         = "failed"
+	claimAPIVersion      = "resource.k8s.io/v1"
+	podResource          = "pods"
+	unknownSchedulerName = "unknown"
+)
+
+// Provisioner starts provisioning a claim (provision.Manager).
+type Provisioner interface {
+	StartProvisioning(req ledger.Request) (ledger.Reservation, <-chan struct{}, error)
+}
+
+// adoptKey names a claim to look at; the UID tells a recreated claim apart.
+type adoptKey struct {
+	namespace, name string
+	uid             types.UID
+}
+
+// notice queues an allocated claim of the driver that has no reservation. A claim
+// whose devices say ProvisioningFailed already waits for its scheduler to give it up,
+// or for the retry (RefusalRetryInterval): its own status update is not news.
+func (r *Reconciler) notice(c *resourcev1.ResourceClaim) {
+	if r.adoptions == nil || !needsAdoption(c) || provisioningFailed(c) || !r.unreserved(string(c.UID)) {
+		return
+	}
+	r.adoptions.Add(adoptKey{namespace: c.Namespace, name: c.Name, uid: c.UID})
+}
+
+// provisioningFailed: a device of the driver carries ProvisioningFailed=True.
+func provisioningFailed(c *resourcev1.ResourceClaim) bool {
+	for _, d := range c.Status.Devices {
+		if d.Driver == dra.DriverName && meta.IsStatusConditionTrue(d.Conditions, dra.ConditionProvisioningFailed) {
+			return true
+		}
+	}
+	return false
+}
+
+// needsAdoption: allocated by the driver, for a pod.
+func needsAdoption(c *resourcev1.ResourceClaim) bool {
+	return ours(c) && len(c.Status.ReservedFor) > 0
+}
+
+// unreserved: the ledger holds nothing for the claim, and no record of it was set aside.
+func (r *Reconciler) unreserved(uid string) bool {
+	if res, ok := r.cfg.Ledger.Get(uid); ok && res.State != v1alpha1.PhaseReleased {
+		return false
+	}
+	return !r.cfg.Ledger.IsSetAside(uid)
+}
+
+// runAdoptions works the queue until ctx ends.
+func (r *Reconciler) runAdoptions(ctx context.Context) {
+	for {
+		key, shutdown := r.adoptions.Get()
+		if shutdown {
+			return
+		}
+		if err := r.adopt(ctx, key); err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, "Provisioning a claim allocated without a reservation failed, will retry",
+				"claim", klog.KRef(key.namespace, key.name))
+			r.adoptions.AddRateLimited(key)
+		} else {
+			r.adoptions.Forget(key)
+		}
+		r.adoptions.Done(key)
+	}
+}
+
+// adopt provisions the memory of one claim allocated without a reservation, or says
+// in its device conditions why it cannot.
+func (r *Reconciler) adopt(ctx context.Context, key adoptKey) error {
+	claim, err := r.cfg.Client.ResourceV1().ResourceClaims(key.namespace).Get(ctx, key.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get ResourceClaim %s/%s: %w", key.namespace, key.name, err)
+	}
+	// Read live: only a claim that still is allocated for a pod, still without a
+	// reservation, is provisioned.
+	if claim.UID != key.uid || !needsAdoption(claim) || !r.unreserved(string(claim.UID)) {
+		return nil
+	}
+	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim), "claimUID", claim.UID)
+	pod, scheduler := r.podOf(ctx, claim)
+	d, found, err := dra.ClaimDemand(claim)
+	if err == nil && !found {
+		err = fmt.Errorf("ResourceClaim %s/%s is allocated devices of driver %s without asking DeviceClass %s", claim.Namespace, claim.Name, dra.DriverName, dra.DeviceClassName)
+	}
+	if err != nil {
+		return r.refuse(ctx, claim, ReasonInvalidClaim, err.Error())
+	}
+	node := d.Node
+	if node == "" {
+		node = dra.Devices(claim, "")[0].Pool // the driver's DRA pools are named after their node
+	}
+	req := ledger.Request{
+		Claim: ledger.ClaimRef{UID: string(claim.UID), Namespace: claim.Namespace, Name: claim.Name},
+		Pod:   pod, Node: node, Pool: d.Pool, Bytes: d.Bytes,
+	}
+	res, settled, err := r.cfg.Provisioner.StartProvisioning(req)
+	if err != nil {
+		reason := ReasonNotServed
+		if ledger.CodeOf(err) == ledger.CodeExhausted {
+			reason = ReasonPoolExhausted
+		}
+		if err := r.refuse(ctx, claim, reason, fmt.Sprintf("pod %s, placed by scheduler %q without a reservation: %v", pod.Name, scheduler, err)); err != nil {
+			return err
+		}
+		// A pod already bound (or a scheduler that does not wait on binding
+		// conditions) keeps its claim: it gets the memory once the pool has room.
+		r.adoptions.AddAfter(key, r.cfg.RefusalRetryInterval)
+		return nil
+	}
+	logger.Info("Provisioning memory for a claim allocated without a reservation", "node", res.Node, "pool", res.Pool, "bytes", res.Bytes, "pod", pod.Name, "scheduler", scheduler)
+	r.adopted(resultProvisioning)
+	r.event(claim, corev1.EventTypeNormal, EventAdopted, "Provisioning %s of pool %s on node %s for pod %s, placed by scheduler %q without a reservation",
+		ledger.FormatBytes(res.Bytes), res.Pool, res.Node, pod.Name, scheduler)
+	if settled != nil {
+		go r.awaitAdopted(ctx, claim, settled)
+	}
+	return nil
+}
+
+// awaitAdopted sets ProvisioningFailed on the claim if its provisioning fails.
+func (r *Reconciler) awaitAdopted(ctx context.Context, claim *resourcev1.ResourceClaim, settled <-chan struct{}) {
+	select {
+	case <-settled:
+	case <-ctx.Done():
+		return
+	}
+	res, ok := r.cfg.Ledger.Get(string(claim.UID))
+	if !ok || res.State != v1alpha1.PhaseFailed {
+		return
+	}
+	r.adopted(resultFailed)
+	if err := r.writeFailed(ctx, claim, ReasonProvisioningFailed, res.Message); err != nil {
+		klog.FromContext(ctx).Error(err, "Setting ProvisioningFailed", "claim", klog.KObj(claim))
+	}
+}
+
+// refuse says on the claim why its memory is not provisioned: device condition
+// ProvisioningFailed with the reason, and a Warning event.
+func (r *Reconciler) refuse(ctx context.Context, claim *resourcev1.ResourceClaim, reason, message string) error {
+	klog.FromContext(ctx).Info("Not provisioning a claim allocated without a reservation", "claim", klog.KObj(claim), "reason", reason, "message", message)
+	if err := r.writeFailed(ctx, claim, reason, message); err != nil {
+		return err
+	}
+	r.adopted(resultRefused)
+	r.event(claim, corev1.EventTypeWarning, EventAdoptionRefused, "%s: %s", reason, message)
+	return nil
+}
+
+func (r *Reconciler) writeFailed(ctx context.Context, claim *resourcev1.ResourceClaim, reason, message string) error {
+	state := dra.DeviceState{Reason: reason, Message: ledger.Cut(message, v1alpha1.ConditionMessageMaxLength), Since: r.cfg.Clock.Now()}
+	devices := dra.Devices(claim, "")
+	if dra.HasDeviceState(claim, devices, state) {
+		return nil
+	}
+	apply := dra.ApplyDeviceState(claim, devices, state)
+	_, err := r.cfg.Client.ResourceV1().ResourceClaims(claim.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("set %s on ResourceClaim %s/%s: %w", dra.ConditionProvisioningFailed, claim.Namespace, claim.Name, err)
+	}
+	return nil
+}
+
+// podOf is the pod a claim is reserved for and the scheduler that placed it.
+func (r *Reconciler) podOf(ctx context.Context, claim *resourcev1.ResourceClaim) (ledger.PodRef, string) {
+	for _, c := range claim.Status.ReservedFor {
+		if c.Resource != podResource || c.APIGroup != "" {
+			continue
+		}
+		ref := ledger.PodRef{Name: c.Name, UID: string(c.UID)}
+		pod, err := r.cfg.Client.CoreV1().Pods(claim.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
+		if err != nil || pod.UID != c.UID {
+			return ref, unknownSchedulerName
+		}
+		return ref, pod.Spec.SchedulerName
+	}
+	return ledger.PodRef{}, unknownSchedulerName
+}
+
+func (r *Reconciler) adopted(result string) {
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.ClaimsAdopted.WithLabelValues(result).Inc()
+	}
+}
+
+func (r *Reconciler) event(claim *resourcev1.ResourceClaim, kind, reason, format string, args ...any) {
+	if r.cfg.Events == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: claimAPIVersion, Kind: "ResourceClaim", Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID}
+	r.cfg.Events.Eventf(ref, kind, reason, format, args...)
+}
+
+// newAdoptionQueue is the queue of claims to look at.
+func newAdoptionQueue() workqueue.TypedRateLimitingInterface[adoptKey] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[adoptKey](),
+		workqueue.TypedRateLimitingQueueConfig[adoptKey]{Name: "adoptions"})
+}
