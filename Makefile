@@ -21,12 +21,14 @@ ETCD           := $(BIN)/etcd
 KUBE_APISERVER := $(BIN)/kube-apiserver
 KUBE_CM        := $(BIN)/kube-controller-manager
 KWOK           := $(BIN)/kwok
+# The stock kube-scheduler, for the compatibility mode (make demo SCHEDULER=stock, e2e).
+STOCK_SCHEDULER:= $(BIN)/stock-kube-scheduler
 CONTROLLER_GEN := $(BIN)/controller-gen
 BUF            := $(BIN)/buf
 PROTOC_GEN_GO  := $(BIN)/protoc-gen-go
 PROTOC_GEN_GRPC:= $(BIN)/protoc-gen-go-grpc
 CLIENT_GENS    := $(BIN)/client-gen $(BIN)/lister-gen $(BIN)/informer-gen
-CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK)
+CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK) $(STOCK_SCHEDULER)
 CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) $(CLIENT_GENS)
 
 # The project's own binaries.
@@ -65,7 +67,7 @@ $(BIN)/local-cluster:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./local/cmd/local-cluster
 
 .PHONY: cluster-bins
-cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-manager and kwok (once).
+cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-manager, kwok and the stock kube-scheduler (once).
 
 $(ETCD): tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && GOWORK=off $(GO) build -o $@ .
@@ -73,6 +75,8 @@ $(KUBE_APISERVER): go.mod
 	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 $(KUBE_CM): go.mod
 	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+$(STOCK_SCHEDULER): go.mod
+	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-scheduler
 $(KWOK): tools/kwok/go.mod
 	cd tools/kwok && GOWORK=off $(GO) build -o $@ sigs.k8s.io/kwok/cmd/kwok
 
@@ -132,8 +136,8 @@ cluster-down: $(BIN)/local-cluster ## Stop the local cluster and everything it s
 	$(BIN)/local-cluster down --dir $(RUN_DIR)
 
 .PHONY: demo
-demo: build ## Run the demo scenario on the local cluster (KEEP=1 leaves it running).
-	$(BIN)/local-cluster demo --dir $(RUN_DIR) $(if $(KEEP),--keep)
+demo: build ## Run the demo scenario on the local cluster (KEEP=1 leaves it running; SCHEDULER=stock: the stock kube-scheduler).
+	$(BIN)/local-cluster demo --dir $(RUN_DIR) $(if $(KEEP),--keep) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 # The full suite (100 runs) writes docs/reliability.md; shorter ones, e.g. one seed
 # run again (SEED=7 RUNS=1), write their report in the run directory.

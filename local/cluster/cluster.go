@@ -70,9 +70,10 @@ const DefaultNodePrefix = "dm-node-"
 // KwokNodeAnnotation marks the nodes kwok manages.
 const KwokNodeAnnotation = "kwok.x-k8s.io/node"
 
-// featureGates are set on kube-apiserver and kube-controller-manager. They are on by
-// default in 1.37; set explicitly because the design depends on them.
-const featureGates = "DRAConsumableCapacity=true,DRADeviceBindingConditions=true"
+// FeatureGates are set on kube-apiserver, kube-controller-manager and a stock
+// kube-scheduler. They are on by default in 1.37; set explicitly because the design
+// depends on them.
+const FeatureGates = "DRAConsumableCapacity=true,DRADeviceBindingConditions=true"
 
 // ErrAlreadyRunning is returned by Start when the run directory has a live cluster.
 var ErrAlreadyRunning = errors.New("local cluster already running")

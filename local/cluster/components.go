@@ -50,7 +50,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, port int) erro
 		"--allow-privileged=true",
 		// The "kubernetes" Service cannot point at a loopback address.
 		"--endpoint-reconciler-type=none",
-		"--feature-gates="+featureGates,
+		"--feature-gates="+FeatureGates,
 		"--profiling=false",
 	)
 	if err != nil {
@@ -93,7 +93,7 @@ func (c *Cluster) startControllerManager(ctx context.Context, bin string, port i
 		// the pod's status per pod. Clusters running DRA workloads raise it likewise.
 		"--kube-api-qps=100",
 		"--kube-api-burst=200",
-		"--feature-gates="+featureGates,
+		"--feature-gates="+FeatureGates,
 		"--profiling=false",
 	)
 	if err != nil {

@@ -27,6 +27,8 @@ type DemoOptions struct {
 	Dir string
 	// Keep leaves the cluster and the components running when the demo ends.
 	Keep bool
+	// Scheduler places the pods (Options.Scheduler).
+	Scheduler string
 	// Out receives the progress and the end state.
 	Out io.Writer
 }
@@ -36,7 +38,7 @@ type DemoOptions struct {
 // shows the memory coming back, and stops everything unless o.Keep.
 func RunDemo(ctx context.Context, o DemoOptions) (err error) {
 	p := NewProgress(o.Out, clock.RealClock{})
-	sys, err := Start(ctx, Options{Dir: o.Dir, Detach: o.Keep, Progress: p, Pools: DefaultPools(nodeNames(4), 100*time.Millisecond)})
+	sys, err := Start(ctx, Options{Dir: o.Dir, Detach: o.Keep, Progress: p, Scheduler: o.Scheduler, Pools: DefaultPools(nodeNames(4), 100*time.Millisecond)})
 	if err != nil {
 		return err
 	}

@@ -180,6 +180,9 @@ func (s *System) CreatePods(ctx context.Context, namespace string, ws []Workload
 		wg.Go(func() {
 			for i := range next {
 				w := ws[i]
+				if w.SchedulerName == "" {
+					w.SchedulerName = s.PodSchedulerName()
+				}
 				if _, err := s.kube.CoreV1().Pods(namespace).Create(ctx, PodFor(namespace, w), metav1.CreateOptions{}); err != nil {
 					errs[i] = fmt.Errorf("create pod %s/%s: %w", namespace, w.Name, err)
 					continue
@@ -251,7 +254,8 @@ func (s *System) WaitRunning(ctx context.Context, namespace string, names []stri
 }
 
 // WaitUnschedulable waits until the scheduler has marked the pod unschedulable for
-// a reason naming one of the pools, and returns that reason.
+// a reason naming one of the pools (the stock scheduler: for any reason), and returns
+// that reason.
 func (s *System) WaitUnschedulable(ctx context.Context, namespace, name string, timeout time.Duration) (string, error) {
 	var msg string
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
@@ -265,10 +269,16 @@ func (s *System) WaitUnschedulable(ctx context.Context, namespace, name string, 
 		if pod.Spec.NodeName != "" {
 			return false, fmt.Errorf("pod %s/%s was scheduled to %s, expected it to stay Pending", namespace, name, pod.Spec.NodeName)
 		}
+		unschedulable := false
 		for _, c := range pod.Status.Conditions {
 			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-				msg = c.Message
+				msg, unschedulable = c.Message, c.Reason == corev1.PodReasonUnschedulable
 			}
+		}
+		if s.opts.Scheduler == SchedulerStock {
+			// The stock scheduler knows no pools: DynamicResources finds no device
+			// with room (the devices shrink as their pool fills).
+			return unschedulable, nil
 		}
 		return slices.ContainsFunc(s.Pools, func(p v1alpha1.DynamicMemoryPool) bool { return strings.Contains(msg, p.Name) }), nil
 	})
@@ -477,7 +487,7 @@ func (s *System) Placements(ctx context.Context, namespace string, names []strin
 				return nil, fmt.Errorf("get ResourceClaim %s/%s of pod %s: %w", namespace, p.Claim, name, err)
 			}
 			p.ClaimUID = string(rc.UID)
-			p.AllocatedNode = AllocatedNode(rc)
+			p.AllocatedNode = dra.AllocatedNode(rc.Status.Allocation)
 			if m, ok := byUID[p.ClaimUID]; ok {
 				p.MemoryPhase, p.MemoryNode, p.MemoryPool, p.MemorySize = m.Status.Phase, m.Spec.Node, m.Spec.Pool, m.Spec.Size
 			}
@@ -485,22 +495,6 @@ func (s *System) Placements(ctx context.Context, namespace string, names []strin
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// AllocatedNode is the node a claim's allocation is limited to ("" when it is not
-// allocated or not limited to one node).
-func AllocatedNode(rc *resourcev1.ResourceClaim) string {
-	if rc.Status.Allocation == nil || rc.Status.Allocation.NodeSelector == nil {
-		return ""
-	}
-	for _, term := range rc.Status.Allocation.NodeSelector.NodeSelectorTerms {
-		for _, f := range term.MatchFields {
-			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
-				return f.Values[0]
-			}
-		}
-	}
-	return ""
 }
 
 func formatBytes(n int64) string {

@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -97,31 +96,6 @@ func TestPodAndTemplate(t *testing.T) {
 	assert.Equal(t, dra.DeviceClassName, req.DeviceClassName)
 	got := req.Capacity.Requests[dra.CapacityMemory]
 	assert.Equal(t, 12*gi, got.Value())
-}
-
-func TestAllocatedNode(t *testing.T) {
-	onNode := func(values ...string) *resourcev1.ResourceClaim {
-		return &resourcev1.ResourceClaim{Status: resourcev1.ResourceClaimStatus{Allocation: &resourcev1.AllocationResult{
-			NodeSelector: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
-				MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: values}},
-			}}},
-		}}}
-	}
-	tests := []struct {
-		name  string
-		claim *resourcev1.ResourceClaim
-		want  string
-	}{
-		{"an unallocated claim has no node", &resourcev1.ResourceClaim{}, ""},
-		{"an allocation without a node selector has no node", &resourcev1.ResourceClaim{Status: resourcev1.ResourceClaimStatus{Allocation: &resourcev1.AllocationResult{}}}, ""},
-		{"an allocation for one node names it", onNode("n1"), "n1"},
-		{"an allocation for several nodes names none", onNode("n1", "n2"), ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, AllocatedNode(tt.claim))
-		})
-	}
 }
 
 func TestProgress(t *testing.T) {

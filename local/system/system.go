@@ -24,11 +24,15 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	componentbaseconfigv1alpha1 "k8s.io/component-base/config/v1alpha1"
 	"k8s.io/klog/v2"
+	schedv1 "k8s.io/kube-scheduler/config/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
@@ -50,6 +54,18 @@ const SchedulerName = schedconfig.DynamicMemoryProfile
 const (
 	Memservice = "memservice"
 	Scheduler  = "kube-scheduler"
+)
+
+// Schedulers the system can run (Options.Scheduler).
+const (
+	// SchedulerDynamicMemory is this project's kube-scheduler (bin/kube-scheduler):
+	// profiles default-scheduler and dynamic-memory-scheduler.
+	SchedulerDynamicMemory = "dynamic-memory"
+	// SchedulerStock is the stock kube-scheduler (bin/stock-kube-scheduler, built from
+	// the pinned k8s.io/kubernetes) with the DRA plugins publishing binding
+	// conditions: the compatibility mode of clusters whose scheduler cannot change.
+	// Pods name default-scheduler; the memory service provisions their claims.
+	SchedulerStock = "stock"
 )
 
 // AgentName is the process name of node's agent.
@@ -79,6 +95,8 @@ type Options struct {
 	// ProvisionTimeout bounds the scheduler's wait for memory to come online
 	// (default: the plugin's default).
 	ProvisionTimeout time.Duration
+	// Scheduler is SchedulerDynamicMemory (the default) or SchedulerStock.
+	Scheduler string
 }
 
 func (o *Options) complete() error {
@@ -99,7 +117,22 @@ func (o *Options) complete() error {
 	if o.Verbosity == 0 {
 		o.Verbosity = 2
 	}
+	switch o.Scheduler {
+	case "":
+		o.Scheduler = SchedulerDynamicMemory
+	case SchedulerDynamicMemory, SchedulerStock:
+	default:
+		return fmt.Errorf("system options: Scheduler %q: use %q or %q", o.Scheduler, SchedulerDynamicMemory, SchedulerStock)
+	}
 	return nil
+}
+
+// schedulerBinary is the file in bin/ of the scheduler o runs.
+func (o *Options) schedulerBinary() string {
+	if o.Scheduler == SchedulerStock {
+		return "stock-kube-scheduler"
+	}
+	return "kube-scheduler"
 }
 
 // component is how a process of the system is started (again).
@@ -142,7 +175,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if o.Pools == nil {
 		o.Pools = DefaultPools(nodeNames(o.Nodes), 0)
 	}
-	bins, err := binaries()
+	bins, err := binaries(o.schedulerBinary())
 	if err != nil {
 		return nil, err
 	}
@@ -231,14 +264,14 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 }
 
 // binaries finds the project's binaries in the repository's bin/.
-func binaries() (map[string]string, error) {
+func binaries(scheduler string) (map[string]string, error) {
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
 	bins := map[string]string{}
 	var missing []string
-	for _, name := range []string{"memservice", "kube-scheduler", "node-agent", "dra-plugin"} {
+	for _, name := range []string{"memservice", scheduler, "node-agent", "dra-plugin"} {
 		path := filepath.Join(root, "bin", name)
 		if st, err := os.Stat(path); err != nil || st.IsDir() {
 			missing = append(missing, path)
@@ -300,34 +333,42 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 	}
 
 	schedFile := filepath.Join(s.opts.Dir, "scheduler-config.yaml")
-	args := &pluginconfig.DynamicMemoryArgs{
-		Address:  s.memserviceAddr,
-		CAFile:   s.Bundle.CAFile(),
-		CertFile: s.Bundle.CertFile(string(pki.RoleScheduler)),
-		KeyFile:  s.Bundle.KeyFile(string(pki.RoleScheduler)),
-	}
-	if s.opts.ProvisionTimeout > 0 {
-		args.ProvisionTimeout = &metav1.Duration{Duration: s.opts.ProvisionTimeout}
-	}
-	if err := schedconfig.Write(schedFile, schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: args}); err != nil {
-		return err
+	schedArgs := []string{}
+	if s.opts.Scheduler == SchedulerStock {
+		if err := writeStockSchedulerConfig(schedFile, kubeconfig); err != nil {
+			return err
+		}
+		schedArgs = append(schedArgs, "--feature-gates="+cluster.FeatureGates)
+	} else {
+		args := &pluginconfig.DynamicMemoryArgs{
+			Address:  s.memserviceAddr,
+			CAFile:   s.Bundle.CAFile(),
+			CertFile: s.Bundle.CertFile(string(pki.RoleScheduler)),
+			KeyFile:  s.Bundle.KeyFile(string(pki.RoleScheduler)),
+		}
+		if s.opts.ProvisionTimeout > 0 {
+			args.ProvisionTimeout = &metav1.Duration{Duration: s.opts.ProvisionTimeout}
+		}
+		if err := schedconfig.Write(schedFile, schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: args}); err != nil {
+			return err
+		}
 	}
 	schedAddr := next()
 	host, port, _ := net.SplitHostPort(schedAddr)
 	s.components[Scheduler] = component{
-		bin: bins["kube-scheduler"],
-		args: []string{
-			"--config=" + schedFile,
-			"--bind-address=" + host,
-			"--secure-port=" + port,
-			"--authentication-kubeconfig=" + kubeconfig,
-			"--authorization-kubeconfig=" + kubeconfig,
+		bin: bins[s.opts.schedulerBinary()],
+		args: append(schedArgs,
+			"--config="+schedFile,
+			"--bind-address="+host,
+			"--secure-port="+port,
+			"--authentication-kubeconfig="+kubeconfig,
+			"--authorization-kubeconfig="+kubeconfig,
 			// The apiserver has no front proxy, so there is no request-header CA to look up.
 			"--authentication-skip-lookup=true",
 			// Metrics for anyone on the loopback address, like the other components'.
 			"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 			v,
-		},
+		),
 		ready:   cluster.HTTPReady("https://" + schedAddr + "/readyz"),
 		metrics: "https://" + schedAddr + "/metrics",
 	}
@@ -377,6 +418,9 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--plugin-data-dir=" + filepath.Join(dir, "plugin"),
 				"--registrar-dir=" + filepath.Join(dir, "registry"),
 				"--metrics-address=" + pluginMetrics,
+				// The stock scheduler waits on the devices' binding conditions for
+				// the memory to be online.
+				"--binding-conditions=" + strconv.FormatBool(s.opts.Scheduler == SchedulerStock),
 				v,
 			},
 			ready:   s.slicePublished(n),
@@ -393,6 +437,39 @@ func (s *System) clientConfig(member string) client.Config {
 		CertFile: s.Bundle.CertFile(member),
 		KeyFile:  s.Bundle.KeyFile(member),
 	}
+}
+
+// writeStockSchedulerConfig writes the configuration of a stock kube-scheduler: its
+// default profile, the given kubeconfig, no leader election, and the client limits of
+// this project's scheduler (scheduler-config.yaml), so that the two compare.
+func writeStockSchedulerConfig(file, kubeconfig string) error {
+	var shipped schedv1.KubeSchedulerConfiguration
+	if err := yaml.Unmarshal(schedconfig.YAML, &shipped); err != nil {
+		return fmt.Errorf("parse the shipped scheduler configuration: %w", err)
+	}
+	cfg := schedv1.KubeSchedulerConfiguration{
+		TypeMeta:         metav1.TypeMeta{APIVersion: schedv1.SchemeGroupVersion.String(), Kind: "KubeSchedulerConfiguration"},
+		ClientConnection: shipped.ClientConnection,
+		LeaderElection:   componentbaseconfigv1alpha1.LeaderElectionConfiguration{LeaderElect: ptr.To(false)},
+	}
+	cfg.ClientConnection.Kubeconfig = kubeconfig
+	data, err := yaml.Marshal(&cfg)
+	if err != nil {
+		return fmt.Errorf("encode the stock scheduler's configuration: %w", err)
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		return fmt.Errorf("write the stock scheduler's configuration: %w", err)
+	}
+	return nil
+}
+
+// PodSchedulerName is the schedulerName of the workloads' pods that name none: this
+// project's profile, or default-scheduler with the stock scheduler.
+func (s *System) PodSchedulerName() string {
+	if s.opts.Scheduler == SchedulerStock {
+		return corev1.DefaultSchedulerName
+	}
+	return SchedulerName
 }
 
 // MemserviceAddress is host:port of the memory service's gRPC endpoint.

@@ -19,15 +19,19 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 )
 
-// Adoption: a claim of the driver that a scheduler allocated without the DynamicMemory
-// plugin (the stock kube-scheduler, or a profile without the plugin) has no
-// reservation. The service reserves and provisions its memory on the node and pool
-// the allocation names, as the plugin would have; the node agent then sets the
-// device condition Online. When the pool cannot serve it, the service sets
-// ProvisioningFailed with the reason: a scheduler waiting on the devices' binding
-// conditions gives the claim up and schedules the pod again, and the DRA plugin's
-// Prepare refuses the claim in any case. The ledger decides as for every other
-// reservation, so nothing is promised twice whichever scheduler asks.
+// Adoption: a claim of the driver allocated for a pod is provisioned as soon as the
+// service sees the allocation, on the node and pool the allocation names. For a
+// claim that a scheduler allocated without the DynamicMemory plugin (the stock
+// kube-scheduler, or a profile without the plugin) there is no reservation: the
+// service reserves it first, as the plugin would have. For a claim the plugin
+// reserved, this starts the provisioning that the plugin's PreBind then waits for
+// (with binding conditions, DynamicResources' PreBind waits for the memory before the
+// plugin's PreBind runs). The node agent then sets the device condition Online. When
+// the pool cannot serve the claim, the service sets ProvisioningFailed with the
+// reason: a scheduler waiting on the devices' binding conditions gives the claim up
+// and schedules the pod again, and the DRA plugin's Prepare refuses the claim in any
+// case. The ledger decides as for every other reservation, so nothing is promised
+// twice whichever scheduler asks.
 
 // FieldManager owns the device conditions the memory service writes.
 const FieldManager = "dynamicmemory.io/memservice"
@@ -63,11 +67,11 @@ type adoptKey struct {
 	uid             types.UID
 }
 
-// notice queues an allocated claim of the driver that has no reservation. A claim
-// whose devices say ProvisioningFailed already waits for its scheduler to give it up,
-// or for the retry (RefusalRetryInterval): its own status update is not news.
+// notice queues an allocated claim of the driver whose memory is not provisioned. A
+// claim whose devices say ProvisioningFailed already waits for its scheduler to give
+// it up, or for the retry (RefusalRetryInterval): its own status update is not news.
 func (r *Reconciler) notice(c *resourcev1.ResourceClaim) {
-	if r.adoptions == nil || !needsAdoption(c) || provisioningFailed(c) || !r.unreserved(string(c.UID)) {
+	if r.adoptions == nil || !needsAdoption(c) || provisioningFailed(c) || !r.unprovisioned(string(c.UID)) {
 		return
 	}
 	r.adoptions.Add(adoptKey{namespace: c.Namespace, name: c.Name, uid: c.UID})
@@ -88,12 +92,19 @@ func needsAdoption(c *resourcev1.ResourceClaim) bool {
 	return ours(c) && len(c.Status.ReservedFor) > 0
 }
 
-// unreserved: the ledger holds nothing for the claim, and no record of it was set aside.
-func (r *Reconciler) unreserved(uid string) bool {
-	if res, ok := r.cfg.Ledger.Get(uid); ok && res.State != v1alpha1.PhaseReleased {
+// unprovisioned: the ledger holds no memory for the claim (nothing, or a reservation
+// not provisioned yet), and no record of it was set aside.
+func (r *Reconciler) unprovisioned(uid string) bool {
+	if res, ok := r.cfg.Ledger.Get(uid); ok && res.State != v1alpha1.PhaseReleased && res.State != v1alpha1.PhaseReserved {
 		return false
 	}
 	return !r.cfg.Ledger.IsSetAside(uid)
+}
+
+// reserved: the scheduler plugin reserved the claim's memory.
+func (r *Reconciler) reserved(uid string) bool {
+	res, ok := r.cfg.Ledger.Get(uid)
+	return ok && res.State == v1alpha1.PhaseReserved
 }
 
 // runAdoptions works the queue until ctx ends.
@@ -124,13 +135,20 @@ func (r *Reconciler) adopt(ctx context.Context, key adoptKey) error {
 	if err != nil {
 		return fmt.Errorf("get ResourceClaim %s/%s: %w", key.namespace, key.name, err)
 	}
-	// Read live: only a claim that still is allocated for a pod, still without a
-	// reservation, is provisioned.
-	if claim.UID != key.uid || !needsAdoption(claim) || !r.unreserved(string(claim.UID)) {
+	// Read live: only a claim that still is allocated for a pod, its memory still not
+	// provisioned, is provisioned.
+	if claim.UID != key.uid || !needsAdoption(claim) || !r.unprovisioned(string(claim.UID)) {
 		return nil
 	}
+	how := "reserved by the scheduler"
+	reserved := r.reserved(string(claim.UID))
 	logger := klog.FromContext(ctx).WithValues("claim", klog.KObj(claim), "claimUID", claim.UID)
-	pod, scheduler := r.podOf(ctx, claim)
+	pod := podOf(claim)
+	scheduler := ""
+	if !reserved {
+		scheduler = r.schedulerOf(ctx, claim.Namespace, pod)
+		how = fmt.Sprintf("placed by scheduler %q without a reservation", scheduler)
+	}
 	d, found, err := dra.ClaimDemand(claim)
 	if err == nil && !found {
 		err = fmt.Errorf("ResourceClaim %s/%s is allocated devices of driver %s without asking DeviceClass %s", claim.Namespace, claim.Name, dra.DriverName, dra.DeviceClassName)
@@ -152,7 +170,7 @@ func (r *Reconciler) adopt(ctx context.Context, key adoptKey) error {
 		if ledger.CodeOf(err) == ledger.CodeExhausted {
 			reason = ReasonPoolExhausted
 		}
-		if err := r.refuse(ctx, claim, reason, fmt.Sprintf("pod %s, placed by scheduler %q without a reservation: %v", pod.Name, scheduler, err)); err != nil {
+		if err := r.refuse(ctx, claim, reason, fmt.Sprintf("pod %s, %s: %v", pod.Name, how, err)); err != nil {
 			return err
 		}
 		// A pod already bound (or a scheduler that does not wait on binding
@@ -160,10 +178,14 @@ func (r *Reconciler) adopt(ctx context.Context, key adoptKey) error {
 		r.adoptions.AddAfter(key, r.cfg.RefusalRetryInterval)
 		return nil
 	}
-	logger.Info("Provisioning memory for a claim allocated without a reservation", "node", res.Node, "pool", res.Pool, "bytes", res.Bytes, "pod", pod.Name, "scheduler", scheduler)
-	r.adopted(resultProvisioning)
-	r.event(claim, corev1.EventTypeNormal, EventAdopted, "Provisioning %s of pool %s on node %s for pod %s, placed by scheduler %q without a reservation",
-		ledger.FormatBytes(res.Bytes), res.Pool, res.Node, pod.Name, scheduler)
+	if reserved {
+		logger.V(2).Info("Provisioning a reserved claim as soon as it is allocated", "node", res.Node, "pool", res.Pool, "bytes", res.Bytes, "pod", pod.Name)
+	} else {
+		logger.Info("Provisioning memory for a claim allocated without a reservation", "node", res.Node, "pool", res.Pool, "bytes", res.Bytes, "pod", pod.Name, "scheduler", scheduler)
+		r.adopted(resultProvisioning)
+		r.event(claim, corev1.EventTypeNormal, EventAdopted, "Provisioning %s of pool %s on node %s for pod %s, %s",
+			ledger.FormatBytes(res.Bytes), res.Pool, res.Node, pod.Name, how)
+	}
 	if settled != nil {
 		go r.awaitAdopted(ctx, claim, settled)
 	}
@@ -213,20 +235,26 @@ func (r *Reconciler) writeFailed(ctx context.Context, claim *resourcev1.Resource
 	return nil
 }
 
-// podOf is the pod a claim is reserved for and the scheduler that placed it.
-func (r *Reconciler) podOf(ctx context.Context, claim *resourcev1.ResourceClaim) (ledger.PodRef, string) {
+// podOf is the pod a claim is reserved for.
+func podOf(claim *resourcev1.ResourceClaim) ledger.PodRef {
 	for _, c := range claim.Status.ReservedFor {
-		if c.Resource != podResource || c.APIGroup != "" {
-			continue
+		if c.Resource == podResource && c.APIGroup == "" {
+			return ledger.PodRef{Name: c.Name, UID: string(c.UID)}
 		}
-		ref := ledger.PodRef{Name: c.Name, UID: string(c.UID)}
-		pod, err := r.cfg.Client.CoreV1().Pods(claim.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
-		if err != nil || pod.UID != c.UID {
-			return ref, unknownSchedulerName
-		}
-		return ref, pod.Spec.SchedulerName
 	}
-	return ledger.PodRef{}, unknownSchedulerName
+	return ledger.PodRef{}
+}
+
+// schedulerOf is the scheduler that placed the pod, as its spec names it.
+func (r *Reconciler) schedulerOf(ctx context.Context, namespace string, ref ledger.PodRef) string {
+	if ref.Name == "" {
+		return unknownSchedulerName
+	}
+	pod, err := r.cfg.Client.CoreV1().Pods(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil || string(pod.UID) != ref.UID {
+		return unknownSchedulerName
+	}
+	return pod.Spec.SchedulerName
 }
 
 func (r *Reconciler) adopted(result string) {

@@ -38,8 +38,9 @@ const logLines = 40
 
 // startSystem starts the whole system (local cluster, memory service, scheduler, a
 // node agent and DRA plugin per node) as `make demo` does, with the demo's pools whose
-// simulated devices take addLatency to add extents. It is stopped when the test ends.
-func startSystem(t *testing.T, addLatency time.Duration) *system.System {
+// simulated devices take addLatency to add extents, and the given scheduler
+// (system.Options.Scheduler). It is stopped when the test ends.
+func startSystem(t *testing.T, addLatency time.Duration, scheduler string) *system.System {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig())), 5*time.Minute)
 	defer cancel()
@@ -55,8 +56,9 @@ func startSystem(t *testing.T, addLatency time.Duration) *system.System {
 	sys, err := system.Start(ctx, system.Options{
 		Dir:      dir,
 		Nodes:    len(nodes),
-		Pools:    system.DefaultPools(nodes, addLatency),
-		Progress: system.NewProgress(&testWriter{t: t}, clock.RealClock{}),
+		Pools:     system.DefaultPools(nodes, addLatency),
+		Progress:  system.NewProgress(&testWriter{t: t}, clock.RealClock{}),
+		Scheduler: scheduler,
 	})
 	require.NoError(t, err, "start the system")
 	t.Cleanup(func() {
@@ -77,7 +79,7 @@ func startSystem(t *testing.T, addLatency time.Duration) *system.System {
 // each component killed in the middle of the work, and bad input. A monitor checks
 // throughout that no pool is ever over-committed.
 func TestScenario(t *testing.T) {
-	sys := startSystem(t, 200*time.Millisecond)
+	sys := startSystem(t, 200*time.Millisecond, system.SchedulerDynamicMemory)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	mon := sys.StartMonitor(ctx)

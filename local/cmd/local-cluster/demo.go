@@ -8,6 +8,7 @@ import (
 
 func newDemoCommand(g *globalOptions) *cobra.Command {
 	var keep bool
+	var scheduler string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the dynamic memory demo: the cluster, every component and a scenario of pods asking for pool memory",
@@ -15,6 +16,8 @@ func newDemoCommand(g *globalOptions) *cobra.Command {
 the scheduler, and a node agent and a DRA plugin per node; create pods with claims of
 various sizes and one that cannot fit; print the pools and claims; delete the pods and
 wait until every pool is full again. Everything is stopped at the end unless --keep.
+With --scheduler=stock the stock kube-scheduler places the pods (compatibility mode:
+the DRA plugins publish binding conditions, the memory service provisions the claims).
 Build the binaries first ('make demo' does).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -23,9 +26,11 @@ Build the binaries first ('make demo' does).`,
 				return err
 			}
 			defer closeLog()
-			return system.RunDemo(ctx, system.DemoOptions{Dir: g.dir, Keep: keep, Out: cmd.OutOrStdout()})
+			return system.RunDemo(ctx, system.DemoOptions{Dir: g.dir, Keep: keep, Scheduler: scheduler, Out: cmd.OutOrStdout()})
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the cluster and the components running at the end (stop them with 'make cluster-down')")
+	cmd.Flags().StringVar(&scheduler, "scheduler", system.SchedulerDynamicMemory,
+		"the scheduler that places the pods: "+system.SchedulerDynamicMemory+" (this project's) or "+system.SchedulerStock+" (the stock kube-scheduler, bin/stock-kube-scheduler)")
 	return cmd
 }
