@@ -54,8 +54,8 @@ func startSystem(t *testing.T, addLatency time.Duration, scheduler string) *syst
 		dir = t.TempDir()
 	}
 	sys, err := system.Start(ctx, system.Options{
-		Dir:      dir,
-		Nodes:    len(nodes),
+		Dir:       dir,
+		Nodes:     len(nodes),
 		Pools:     system.DefaultPools(nodes, addLatency),
 		Progress:  system.NewProgress(&testWriter{t: t}, clock.RealClock{}),
 		Scheduler: scheduler,
