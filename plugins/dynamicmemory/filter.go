@@ -46,7 +46,7 @@ func (pl *DynamicMemory) PostFilter(_ context.Context, cs fwk.CycleState, pod *v
 		rejected := s.capacityRejected
 		s.mu.Unlock()
 		if rejected {
-			pl.rejected.add(pod, newDemandBytes(s.demands))
+			pl.rejected.add(pod, newDemandBytes(s.demands), s.view)
 		}
 	}
 	return nil, fwk.NewStatus(fwk.Unschedulable)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -307,6 +308,20 @@ func (v *cacheView) maxFree() int64 {
 		}
 	}
 	return best
+}
+
+// connectedAgents is how many nodes attached to a pool have their agent connected.
+func (v *cacheView) connectedAgents() int {
+	if v.index == nil {
+		return 0
+	}
+	n := 0
+	for _, ss := range v.index.shares {
+		if slices.ContainsFunc(ss, func(s share) bool { return s.node.GetAgentConnected() }) {
+			n++
+		}
+	}
+	return n
 }
 
 // blockRounded is bytes rounded up to pool's block size, as the memory service

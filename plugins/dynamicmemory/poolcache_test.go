@@ -121,3 +121,46 @@ func TestInflightReservationsLastUntilALaterSnapshot(t *testing.T) {
 	assert.False(t, c.view().connected)
 	assert.EqualError(t, c.view().lastErr, "stream broke")
 }
+
+// A pod turned down because the nodes' agents were not connected is tried again when
+// they connect, even if what is free then is less than it needs: the reason it waits
+// with must be the numbers, not an outage that is over (chaos seed 54).
+func TestAPodRejectedWhileAgentsWereDownIsTriedAgainWhenTheyConnect(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	nodes := []string{"n1", "n2", "n3", "n4"}
+	fs.change(func() {
+		for i, n := range nodes {
+			pool := []string{"pool-a", "pool-a", "pool-b", "pool-b"}[i]
+			fs.reservations["x-"+n] = &memservicev1.Reservation{Claim: &memservicev1.ClaimRef{Uid: "x-" + n}, Node: n, Pool: pool, Bytes: fs.pools[pool].window - 4*gi}
+			if fs.pools[pool].disconnected == nil {
+				fs.pools[pool].disconnected = map[string]bool{}
+			}
+			fs.pools[pool].disconnected[n] = true
+		}
+	})
+	pod := memPod("p", "c1")
+	h := newFakeHandle(t, ctx, pod)
+	h.dra.claims.set(memClaim("c1", "6Gi"))
+	pl := newTestPlugin(t, ctx, fs, h, nil)
+	waitRevision(t, pl, fs)
+
+	cs, _, st := preFilter(t, ctx, pl, pod)
+	require.True(t, st.IsSuccess(), "PreFilter: %v", st)
+	for _, n := range nodes {
+		st = pl.Filter(ctx, cs, pod, nodeInfo(n))
+		require.Equal(t, "the node's dynamic memory agent is not connected to the memory service", st.Message())
+	}
+	_, st = pl.PostFilter(ctx, cs, pod, nil)
+	require.Equal(t, fwk.Unschedulable, st.Code())
+	require.Equal(t, 1, pl.rejected.len())
+
+	fs.change(func() {
+		for _, p := range fs.pools {
+			p.disconnected = nil
+		}
+	})
+	require.Eventually(t, func() bool { return len(h.activatedPods()) > 0 }, 5*time.Second, 5*time.Millisecond,
+		"the pod is tried again once the agents are back (4Gi free a node: it will wait, with the numbers)")
+	assert.Equal(t, []string{"default/p"}, h.activatedPods())
+}

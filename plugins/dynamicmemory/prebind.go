@@ -59,7 +59,7 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 				// A claim allocated in an earlier cycle keeps its node and pool, and that
 				// pool is full now: the pod waits, with the numbers, until the pool
 				// cache sees capacity come back (not a scheduler error retried forever).
-				pl.rejected.add(pod, d.bytes)
+				pl.rejected.add(pod, d.bytes, pl.cache.view())
 				return fwk.NewStatus(fwk.Unschedulable, err.Error())
 			}
 			return fwk.AsStatus(err)

@@ -41,7 +41,7 @@ func (pl *DynamicMemory) PreFilter(ctx context.Context, cs fwk.CycleState, pod *
 	logger := klog.FromContext(ctx)
 	view := pl.cache.view()
 	if !view.connected {
-		pl.rejected.add(pod, 0)
+		pl.rejected.add(pod, 0, nil)
 		msg := "the scheduler has no pool state from the memory service"
 		if view.lastErr != nil {
 			msg += " (" + view.lastErr.Error() + ")"
@@ -50,7 +50,7 @@ func (pl *DynamicMemory) PreFilter(ctx context.Context, cs fwk.CycleState, pod *
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg+"; dynamic-memory pods wait until it is back")
 	}
 	if msg := view.unservable(demands); msg != "" {
-		pl.rejected.add(pod, newDemandBytes(demands))
+		pl.rejected.add(pod, newDemandBytes(demands), view)
 		logger.V(4).Info("Rejecting pod: no pool can serve it", "pod", klog.KObj(pod), "reason", msg)
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
 	}

@@ -25,16 +25,24 @@ type rejectedPod struct {
 	pod *v1.Pod
 	// need is the smallest new demand of the pod (0: any change may help).
 	need int64
+	// agents is how many nodes had their agent connected when the pod was turned
+	// down: more later may change the verdict (or at least its reason).
+	agents int
 }
 
 func newRejectedPods(h fwk.Handle) *rejectedPods {
 	return &rejectedPods{handle: h, pods: map[types.UID]rejectedPod{}}
 }
 
-func (r *rejectedPods) add(pod *v1.Pod, need int64) {
+// add lists a pod turned down for view (nil: with no pool state at all).
+func (r *rejectedPods) add(pod *v1.Pod, need int64, v *cacheView) {
+	agents := 0
+	if v != nil {
+		agents = v.connectedAgents()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pods[pod.UID] = rejectedPod{pod: pod, need: need}
+	r.pods[pod.UID] = rejectedPod{pod: pod, need: need, agents: agents}
 }
 
 func (r *rejectedPods) forget(uid types.UID) {
@@ -49,14 +57,15 @@ func (r *rejectedPods) len() int {
 	return len(r.pods)
 }
 
-// activate moves the rejected pods that the view may now admit to the active queue.
-// Pods that were deleted or bound meanwhile are forgotten.
+// activate moves the rejected pods that the view may now admit to the active queue:
+// those it has the capacity for, and those turned down while fewer nodes had their
+// agent connected. Pods that were deleted or bound meanwhile are forgotten.
 func (r *rejectedPods) activate(logger klog.Logger, v *cacheView) {
 	if !v.connected {
 		return
 	}
 	lister := r.handle.SharedInformerFactory().Core().V1().Pods().Lister()
-	free := v.maxFree()
+	free, agents := v.maxFree(), v.connectedAgents()
 	ready := map[string]*v1.Pod{}
 	r.mu.Lock()
 	for uid, rp := range r.pods {
@@ -65,13 +74,13 @@ func (r *rejectedPods) activate(logger klog.Logger, v *cacheView) {
 			delete(r.pods, uid)
 			continue
 		}
-		if rp.need <= free {
+		if rp.need <= free || agents > rp.agents {
 			ready[rp.pod.Namespace+"/"+rp.pod.Name] = rp.pod
 		}
 	}
 	r.mu.Unlock()
 	if len(ready) > 0 {
-		logger.V(3).Info("Pool capacity freed, activating rejected pods", "pods", len(ready), "maxFree", formatBytes(free))
+		logger.V(3).Info("Pool capacity freed or agents connected, activating rejected pods", "pods", len(ready), "maxFree", formatBytes(free), "agentsConnected", agents)
 		r.handle.Activate(logger, ready)
 	}
 }

@@ -162,7 +162,7 @@ func (m *reservations) Permit(r *podReservation) (*fwk.Status, time.Duration) {
 // refused is the Permit status of a refused reservation. The pod is rejected until
 // pool capacity comes back: the pool cache activates it then.
 func (m *reservations) refused(pod *v1.Pod, err error) *fwk.Status {
-	m.rejected.add(pod, 0)
+	m.rejected.add(pod, 0, nil)
 	return fwk.NewStatus(fwk.Unschedulable, err.Error())
 }
 
