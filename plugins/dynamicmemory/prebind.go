@@ -37,7 +37,8 @@ func (pl *DynamicMemory) PreBindPreFlight(_ context.Context, cs fwk.CycleState, 
 // the node — from the pool DynamicResources allocated — and waits, bounded by the
 // provision timeout, until the node agent reports it online. On failure the
 // framework unreserves (releasing the memory) and retries the pod; an event on the
-// pod says why. A pool without room for the claim makes the pod unschedulable, with
+// pod says why. Once it succeeded the pod's memory is never released by Unreserve:
+// the bind that follows may land although the scheduler saw it fail. A pool without room for the claim makes the pod unschedulable, with
 // the numbers, until the pool cache sees capacity come back.
 func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
 	s := lookupState(cs)
@@ -64,6 +65,9 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 			}
 			return fwk.AsStatus(err)
 		}
+	}
+	if s.reservation != nil {
+		s.reservation.online()
 	}
 	return nil
 }

@@ -68,6 +68,16 @@ type podReservation struct {
 	held bool
 	// canceled is set by Cancel: nobody takes the answer any more.
 	canceled bool
+	// isOnline is set when PreBind saw every claim's memory online: the pod goes
+	// to Bind, which may land even when the scheduler sees it fail.
+	isOnline bool
+}
+
+// online notes that PreBind saw the pod's memory online.
+func (r *podReservation) online() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.isOnline = true
 }
 
 // pool is the pool reserved for claim uid in this cycle ("" when none).
@@ -200,6 +210,7 @@ func (m *reservations) Cancel(ctx context.Context, r *podReservation) {
 	released := m.releases.begin(r.items)
 	r.mu.Lock()
 	r.canceled = true
+	online := r.isOnline
 	r.mu.Unlock()
 	r.cancel()
 	go func() {
@@ -208,6 +219,15 @@ func (m *reservations) Cancel(ctx context.Context, r *podReservation) {
 		logger := klog.FromContext(ctx)
 		for _, item := range r.items {
 			uid := item.demand.claim.UID
+			if online {
+				// A bind the scheduler saw fail (its request canceled, a timeout) may
+				// have landed: the pod may run on the memory. The memory service
+				// releases it once the claim is deallocated or deleted.
+				logger.V(2).Info("Leaving online dynamic memory to its claim: the failed bind may have landed",
+					"pod", klog.KObj(r.pod), "claim", klog.KObj(item.demand.claim), "node", item.node)
+				m.cache.dropInflight(logger, uid)
+				continue
+			}
 			if err := m.release(ctx, uid); err != nil {
 				logger.Error(err, "Release dynamic memory; the memory service releases it when its reservation expires",
 					"pod", klog.KObj(r.pod), "claim", klog.KObj(item.demand.claim), "node", item.node)

@@ -363,3 +363,30 @@ func TestPermitHoldBound(t *testing.T) {
 		})
 	}
 }
+
+// Once PreBind saw the memory online the pod goes to Bind, and a bind the scheduler
+// sees fail may have landed (the scheduler stopped while the request was sent: chaos
+// seed 67, where the pod then ran without its memory). Unreserve after that leaves
+// the memory to the claim; the memory service releases it when the claim goes.
+func TestUnreserveAfterTheMemoryWasOnlineReleasesNothing(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	claim := memClaim("c1", "4Gi")
+	pod := memPod("p", "c1")
+	h := newFakeHandle(t, ctx, pod)
+	h.dra.claims.set(claim)
+	pl := newTestPlugin(t, ctx, fs, h, nil)
+	cs, _, st := preFilter(t, ctx, pl, pod)
+	require.True(t, st.IsSuccess())
+	h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
+	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+	require.NoError(t, lookupState(cs).reservation.outcome(ctx))
+	h.dra.claims.set(allocated(claim, "n3", "pool-b"))
+	require.True(t, pl.PreBind(ctx, cs, pod, "n3").IsSuccess())
+
+	fs.change(func() { fs.calls = nil })
+	pl.Unreserve(ctx, cs, pod, "n3") // the framework, after Bind returned an error
+	pl.reservations.(*reservations).releases.await(ctx, claim.UID)
+	assert.Empty(t, fs.callLog(), "no RemoveMemory")
+	assert.Empty(t, pl.cache.view().nodeUsed, "nothing left in flight in the pool cache")
+}
