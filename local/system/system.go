@@ -41,6 +41,7 @@ import (
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/driver"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
@@ -671,27 +672,35 @@ var insecureClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &t
 // every pool the node is attached to.
 func (s *System) slicePublished(node string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		slices, err := s.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
+		published, err := s.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
 			FieldSelector: "spec.nodeName=" + node + ",spec.driver=" + dra.DriverName,
 		})
 		if err != nil {
 			return err
 		}
-		have := map[string]bool{}
-		for _, sl := range slices.Items {
+		var have []string
+		for _, sl := range published.Items {
 			for _, d := range sl.Spec.Devices {
-				have[d.Name] = true
+				have = append(have, d.Name)
 			}
 		}
-		for _, pool := range s.Pools {
-			if attached(pool, node) && !have[pool.Name] {
-				return fmt.Errorf("ResourceSlice of node %s has no device for pool %s yet", node, pool.Name)
-			}
+		// What the node's pools give it now: a pool with less than a block left for
+		// the node has no device on it.
+		pools, err := s.dm.DynamicMemoryV1alpha1().DynamicMemoryPools().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		devices, _ := driver.Devices(pools.Items, node, s.opts.Scheduler == SchedulerStock)
+		want := make([]string, 0, len(devices))
+		for _, d := range devices {
+			want = append(want, d.Name)
+		}
+		slices.Sort(have)
+		slices.Sort(want)
+		if !slices.Equal(have, want) {
+			return fmt.Errorf("ResourceSlice of node %s has devices %v, its pools give it %v", node, have, want)
 		}
 		return nil
 	}
 }
 
-func attached(pool v1alpha1.DynamicMemoryPool, node string) bool {
-	return slices.ContainsFunc(pool.Spec.Nodes, func(n v1alpha1.PoolNode) bool { return n.Name == node })
-}
