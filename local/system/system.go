@@ -703,4 +703,3 @@ func (s *System) slicePublished(node string) func(context.Context) error {
 		return nil
 	}
 }
-
