@@ -256,7 +256,11 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	step.Done()
 
-	step = p.Step("Starting the scheduler (profiles default-scheduler and %s)", SchedulerName)
+	if s.opts.Scheduler == SchedulerStock {
+		step = p.Step("Starting the stock kube-scheduler (compatibility mode: DRA binding conditions)")
+	} else {
+		step = p.Step("Starting the scheduler (profiles default-scheduler and %s)", SchedulerName)
+	}
 	if err := s.StartComponent(ctx, Scheduler); err != nil {
 		return nil, err
 	}
