@@ -272,7 +272,9 @@ func startMemservice(ctx context.Context, t *testing.T, cl *cluster.Cluster, bun
 }
 
 // createAllocatedClaim makes a ResourceClaim allocated from the node's device the way
-// the scheduler's DynamicResources plugin would (consumable capacity, a share ID).
+// the scheduler's DynamicResources plugin would (consumable capacity, a share ID). It
+// is reserved for no pod yet, so the memory service does not start provisioning it on
+// its own: the test decides when its memory is added.
 func createAllocatedClaim(ctx context.Context, t *testing.T, kube kubernetes.Interface, node, size string) *resourcev1.ResourceClaim {
 	t.Helper()
 	rc := &resourcev1.ResourceClaim{
@@ -293,7 +295,6 @@ func createAllocatedClaim(ctx context.Context, t *testing.T, kube kubernetes.Int
 			ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{"memory": resource.MustParse(size)},
 		}},
 	}}
-	created.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod-1", UID: "0b7c3f6e-0000-4c5b-8e9f-000000000001"}}
 	updated, err := kube.ResourceV1().ResourceClaims("default").UpdateStatus(ctx, created, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	return updated
