@@ -17,6 +17,10 @@ const (
 	MemoryServiceName = "memservice"
 	// MemoryServicePort is the memory service's gRPC port (mutual TLS).
 	MemoryServicePort = 8443
+	// NodeLabel, with the value "true", marks the nodes attached to a CXL memory
+	// pool: the node agent and DRA plugin DaemonSets run there only
+	// (manifests/node; docs/operations.md has a Node Feature Discovery rule for it).
+	NodeLabel = "dynamicmemory.io/cxl-attached"
 )
 
 // MemoryServiceAddress is the memory service's gRPC address inside the cluster.

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 )
 
 // Metric names, all with the project's dynamic_memory_ prefix.
@@ -25,7 +27,7 @@ func Names() []string {
 	return []string{
 		PrepareClaimsName, PrepareErrorsName, PrepareDurationName,
 		UnprepareClaimsName, UnprepareErrorsName, UnprepareDurationName,
-		PublishedDevicesName,
+		PublishedDevicesName, pki.ExpiryMetric,
 	}
 }
 
@@ -88,7 +90,7 @@ func New() *Metrics {
 	}
 	m.registry.MustRegister(
 		m.PrepareClaims, m.PrepareErrors, m.PrepareDuration,
-		m.UnprepareClaims, m.UnprepareErrors, m.UnprepareDuration, m.PublishedDevices,
+		m.UnprepareClaims, m.UnprepareErrors, m.UnprepareDuration, m.PublishedDevices, pki.NewExpiryCollector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	// Every series exists from the start, at zero, so rates and alerts see it.

@@ -7,9 +7,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki/pkitest"
 )
 
 func TestNamesAreServed(t *testing.T) {
+	pkitest.LoadCertificate(t)
 	m := New() // nothing observed yet: every series is there at zero
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

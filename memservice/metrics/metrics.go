@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 )
 
@@ -52,6 +53,7 @@ var Names = []string{
 	Reservations, AgentConnected, WatchSubscribers, Leader, StatusWritesTotal,
 	StatusWriteErrorsTotal, ReconcileReleasesTotal, ReconcileOrphanExtentsTotal,
 	ClaimsSetAside, PoolWithheldBytes, ClaimsReleaseBlocked, ClaimsAdoptedTotal,
+	pki.ExpiryMetric,
 }
 
 // Metrics holds the service's collectors.
@@ -160,7 +162,7 @@ func New(state State, connected func() []string) *Metrics {
 		m.Provisioning, m.Release, m.BackendOp, m.BackendErrors, m.AgentCommand,
 		m.GRPCRequests, m.GRPCDuration, m.WatchSubs, m.IsLeader, m.StatusWrites,
 		m.StatusWriteErrors, m.ReconcileReleases, m.OrphanExtents, m.ReleasesBlocked,
-		m.ClaimsAdopted, &stateCollector{state: state, connected: connected},
+		m.ClaimsAdopted, &stateCollector{state: state, connected: connected}, pki.NewExpiryCollector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m

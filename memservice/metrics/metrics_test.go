@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki/pkitest"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
 )
@@ -24,6 +25,7 @@ func TestEveryNameIsExported(t *testing.T) {
 	require.NoError(t, err)
 	_, ok := l.SetAside(ledger.Reservation{Claim: ledger.ClaimRef{UID: "lost"}, Node: "n1", Pool: "a", Bytes: 1 << 27}, "could not be restored")
 	require.True(t, ok)
+	pkitest.LoadCertificate(t)
 	m := metrics.New(l, func() []string { return []string{"n1"} })
 
 	m.Allocations.WithLabelValues("a").Inc()

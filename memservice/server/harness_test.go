@@ -118,6 +118,8 @@ type harness struct {
 	// as the service does.
 	sessions *session.Registry
 	serving  atomic.Bool
+	// helloTimeout is the server's bound of the wait for an agent's Hello.
+	helloTimeout time.Duration
 }
 
 var testPool = ledger.Pool{Name: "cxl-a", Capacity: 64 * gi, BlockSize: 128 * mi, HostWindow: 32 * gi, Nodes: []string{"node1", "node2"}}
@@ -131,7 +133,7 @@ func newHarness(t testing.TB) *harness {
 		logger = ktesting.NewLogger(tt, ktesting.NewConfig(ktesting.Verbosity(1)))
 	}
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logger))
-	h := &harness{t: t, ev: &events{}}
+	h := &harness{t: t, ev: &events{}, helloTimeout: 500 * time.Millisecond}
 	h.serving.Store(true)
 	h.store = &memStore{ev: h.ev, records: map[string]ledger.Reservation{}}
 	var err error
@@ -158,7 +160,7 @@ func newHarness(t testing.TB) *harness {
 		AgentCommandTimeout: 5 * time.Second, RetryInterval: 10 * time.Millisecond,
 	})
 	mgr.Start(ctx)
-	srv, err = server.New(server.Config{TLS: tlsConfig, Ledger: h.ledger, Manager: mgr, Sessions: sessions, Metrics: h.metrics, Serving: h.serving.Load})
+	srv, err = server.New(server.Config{TLS: tlsConfig, Ledger: h.ledger, Manager: mgr, Sessions: sessions, Metrics: h.metrics, Serving: h.serving.Load, HelloTimeout: h.helloTimeout})
 	require.NoError(t, err)
 	sessions.OnChange = srv.Notify
 	sessions.OnProgress = func(node string, p *memservicev1.CommandProgress) { // as service.New wires it

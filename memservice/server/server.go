@@ -10,8 +10,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -46,7 +49,28 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// Serving tells whether this instance serves requests (the leader); nil: always.
 	Serving func() bool
+	// HelloTimeout bounds the wait for an agent's Hello (0: HelloTimeout).
+	HelloTimeout time.Duration
 }
+
+// Bounds of what a client may make the server do.
+const (
+	// MaxConcurrentStreams bounds the calls in flight on one connection (the
+	// scheduler's background Reserve calls share its connection; more wait at the
+	// client).
+	MaxConcurrentStreams = 256
+	// MaxRecvMessageBytes bounds a request: the largest is an agent's Hello with
+	// MaxHostClaims claims online (TestLargestHelloFits).
+	MaxRecvMessageBytes = 3 << 20
+	// HelloTimeout is the default bound of the wait for an agent's Hello once it
+	// opened its session (Config.HelloTimeout).
+	HelloTimeout = 10 * time.Second
+	// SessionOpensPerNode and SessionOpenBurst bound how often one node may open a
+	// session (each Hello costs the service a reconcile of the node's host state): a
+	// node over it is told to retry later.
+	SessionOpensPerNode = rate.Limit(0.5)
+	SessionOpenBurst    = 5
+)
 
 // DefaultSnapshotInterval is the default least time between two WatchPools snapshots.
 // Watchers account for the reservations they made since a snapshot by its
@@ -67,6 +91,12 @@ type Server struct {
 	health   *health.Server
 	grpc     *grpc.Server
 	stopping chan struct{} // closed when Serve's context ends: streams return
+	// helloTimeout bounds the wait for an agent's Hello.
+	helloTimeout time.Duration
+
+	// opens bounds each node's session opens (SessionOpensPerNode).
+	opensMu sync.Mutex
+	opens   map[string]*rate.Limiter
 }
 
 // New builds the gRPC server with its credentials, interceptors and health service.
@@ -80,10 +110,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SnapshotInterval == 0 {
 		cfg.SnapshotInterval = DefaultSnapshotInterval
 	}
+	if cfg.HelloTimeout == 0 {
+		cfg.HelloTimeout = HelloTimeout
+	}
 	s := &Server{
 		ledger: cfg.Ledger, manager: cfg.Manager, sessions: cfg.Sessions, metrics: cfg.Metrics,
 		clock: cfg.Clock, serving: cfg.Serving, health: health.NewServer(),
-		stopping: make(chan struct{}),
+		stopping: make(chan struct{}), helloTimeout: cfg.HelloTimeout,
+		opens: map[string]*rate.Limiter{},
 	}
 	s.hub = newHub(s.snapshot, cfg.Clock, cfg.SnapshotInterval, func(n int) {
 		if s.metrics != nil {
@@ -98,6 +132,8 @@ func New(cfg Config) (*Server, error) {
 			MinTime: client.KeepaliveTime / 3, PermitWithoutStream: true,
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(MaxRecvMessageBytes),
 	)
 	memservicev1.RegisterMemoryServiceServer(s.grpc, s)
 	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
@@ -159,7 +195,12 @@ func (s *Server) GetCapacity(ctx context.Context, req *memservicev1.GetCapacityR
 		if req.GetNode() != "" && !attached(p, req.GetNode()) {
 			continue
 		}
-		out = append(out, poolToProto(p, connected))
+		pool := poolToProto(p, connected)
+		if id.Role.NodeBound() {
+			// A node sees the pool and its own share, not what the others hold.
+			pool.Nodes = slices.DeleteFunc(pool.Nodes, func(n *memservicev1.NodeShare) bool { return n.GetNode() != id.Node })
+		}
+		out = append(out, pool)
 	}
 	return &memservicev1.GetCapacityResponse{Pools: out}, nil
 }
@@ -217,13 +258,10 @@ func (s *Server) GetReservation(ctx context.Context, req *memservicev1.GetReserv
 		return nil, toStatus(err)
 	}
 	r, ok := s.ledger.Get(req.GetClaimUid())
-	if !ok {
+	// A node learns nothing of another node's claims: it gets the answer of a claim
+	// nobody holds.
+	if id := identityFrom(ctx); !ok || (id.Role.NodeBound() && r.Node != id.Node) {
 		return nil, status.Errorf(codes.NotFound, "claim_uid: no reservation for claim %s", req.GetClaimUid())
-	}
-	if id := identityFrom(ctx); id.Role.NodeBound() {
-		if err := checkNode(id, r.Node); err != nil {
-			return nil, err
-		}
 	}
 	return &memservicev1.GetReservationResponse{Reservation: reservationToProto(r)}, nil
 }
@@ -232,7 +270,7 @@ func (s *Server) GetReservation(ctx context.Context, req *memservicev1.GetReserv
 // certificate; then commands go out and results, progress and host state come in.
 func (s *Server) AgentSession(stream memservicev1.MemoryService_AgentSessionServer) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	first, err := s.recvHello(stream)
 	if err != nil {
 		return err
 	}
@@ -242,6 +280,10 @@ func (s *Server) AgentSession(stream memservicev1.MemoryService_AgentSessionServ
 	}
 	if err := checkNode(identityFrom(ctx), hello.GetNode()); err != nil {
 		return err
+	}
+	if !s.mayOpen(hello.GetNode()) {
+		return status.Errorf(codes.ResourceExhausted, "node %s opens sessions too often (at most %d at once, then one every %s): retry later",
+			hello.GetNode(), SessionOpenBurst, time.Duration(float64(time.Second)/float64(SessionOpensPerNode)))
 	}
 	logger := klog.FromContext(ctx).WithValues("node", hello.GetNode(), "agentVersion", hello.GetVersion())
 	sess := s.sessions.Open(hello.GetNode(), hello)
@@ -285,6 +327,38 @@ func (s *Server) AgentSession(stream memservicev1.MemoryService_AgentSessionServ
 			return nil
 		}
 	}
+}
+
+// recvHello waits at most helloTimeout for the session's first message. (Returning
+// ends the stream, which ends the Recv left behind.)
+func (s *Server) recvHello(stream memservicev1.MemoryService_AgentSessionServer) (*memservicev1.AgentMessage, error) {
+	type received struct {
+		msg *memservicev1.AgentMessage
+		err error
+	}
+	ch := make(chan received, 1)
+	go func() {
+		msg, err := stream.Recv()
+		ch <- received{msg, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.msg, r.err
+	case <-time.After(s.helloTimeout):
+		return nil, status.Errorf(codes.DeadlineExceeded, "hello: no Hello within %s of opening the session", s.helloTimeout)
+	}
+}
+
+// mayOpen takes one of node's session opens, if it has one left.
+func (s *Server) mayOpen(node string) bool {
+	s.opensMu.Lock()
+	defer s.opensMu.Unlock()
+	l, ok := s.opens[node]
+	if !ok {
+		l = rate.NewLimiter(SessionOpensPerNode, SessionOpenBurst)
+		s.opens[node] = l
+	}
+	return l.AllowN(s.clock.Now(), 1)
 }
 
 // onItsNode tells whether an agent's message may touch the claim it names: a progress

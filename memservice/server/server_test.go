@@ -316,7 +316,10 @@ func TestCertificatesAreRequiredAndBoundToTheirNode(t *testing.T) {
 		_, err := h.dial("scheduler").Reserve(ctx, &memservicev1.ReserveRequest{Claim: claim(7), Node: "node2", Bytes: gi})
 		require.NoError(t, err)
 		_, err = h.dial("draplugin-node1").GetReservation(ctx, &memservicev1.GetReservationRequest{ClaimUid: uid(7)})
-		assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+		_, unknown := h.dial("draplugin-node1").GetReservation(ctx, &memservicev1.GetReservationRequest{ClaimUid: uid(8)})
+		assert.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+		assert.Equal(t, strings.Replace(unknown.Error(), uid(8), uid(7), 1), err.Error(),
+			"another node's claim gets the answer of a claim nobody holds")
 		resp, err := h.dial("draplugin-node2").GetReservation(ctx, &memservicev1.GetReservationRequest{ClaimUid: uid(7)})
 		require.NoError(t, err)
 		assert.Equal(t, "node2", resp.GetReservation().GetNode())

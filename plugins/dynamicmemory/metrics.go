@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 )
 
 const (
@@ -88,7 +90,7 @@ func MetricNames() []string {
 	for i, n := range names {
 		names[i] = metrics.BuildFQName(metricsNamespace, metricsSubsystem, n)
 	}
-	return names
+	return append(names, pki.ExpiryMetric)
 }
 
 var registerMetrics sync.Once
@@ -99,7 +101,7 @@ func RegisterMetrics() {
 	registerMetrics.Do(func() {
 		legacyregistry.MustRegister(reserveAttempts, reserveFailures, provisioningDuration,
 			poolCacheConnected, poolCacheRevision)
-		legacyregistry.RawMustRegister(poolCacheStale)
+		legacyregistry.RawMustRegister(poolCacheStale, pki.NewExpiryCollector())
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -79,7 +80,8 @@ func (a *applier) apply(ctx context.Context, obj *unstructured.Unstructured, dry
 // (SubjectAccessReview), and that the node policies confine the node components to
 // their own node.
 func TestManifestsOnLocalCluster(t *testing.T) {
-	c := clustertest.Start(t, cluster.Options{InstallCRDs: true})
+	// kube-controller-manager aggregates the user roles into view, edit and admin.
+	c := clustertest.Start(t, cluster.Options{InstallCRDs: true, ControllerManager: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	a := newApplier(t, c)
@@ -129,6 +131,53 @@ func TestManifestsOnLocalCluster(t *testing.T) {
 	t.Run("node components act only for their own node", func(t *testing.T) {
 		testNodeRestriction(ctx, t, c)
 	})
+	t.Run("namespace users read their claims and the pools", func(t *testing.T) {
+		testUserRoles(ctx, t, c.Client())
+	})
+}
+
+// testUserRoles binds a user to the built-in view (and another to edit) in one
+// namespace: they read that namespace's DynamicMemoryClaims and every pool, write
+// neither, and read no other namespace's claims.
+func testUserRoles(ctx context.Context, t *testing.T, client kubernetes.Interface) {
+	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: userNS}}, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		require.NoError(t, err)
+	}
+	groups := []string{"system:authenticated"}
+	for user, role := range map[string]string{"viewer": "view", "editor": "edit"} {
+		_, err := client.RbacV1().RoleBindings(userNS).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		// The aggregation controller and the authorizer's informers: wait for the grants.
+		for _, a := range []access{
+			{verb: "list", group: dm, resource: "dynamicmemoryclaims", namespace: userNS},
+			{verb: "watch", group: dm, resource: "dynamicmemoryclaims", namespace: userNS},
+			{verb: "get", group: dm, resource: "dynamicmemoryclaims", namespace: userNS, name: "claim-1"},
+			{verb: "list", group: dm, resource: "dynamicmemorypools"},
+			{verb: "get", group: dm, resource: "dynamicmemorypools", name: "cxl-a"},
+		} {
+			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+				return reviewAs(ctx, client, user, groups, a)
+			})
+			assert.NoError(t, err, "%s (%s in %s) can %s", user, role, userNS, a)
+		}
+		for _, a := range []access{
+			{verb: "list", group: dm, resource: "dynamicmemoryclaims", namespace: "other"},
+			{verb: "update", group: dm, resource: "dynamicmemoryclaims", namespace: userNS, name: "claim-1"},
+			{verb: "delete", group: dm, resource: "dynamicmemoryclaims", namespace: userNS, name: "claim-1"},
+			{verb: "patch", group: dm, resource: "dynamicmemoryclaims", subresource: "status", namespace: userNS, name: "claim-1"},
+			{verb: "update", group: dm, resource: "dynamicmemorypools", name: "cxl-a"},
+			{verb: "create", group: dm, resource: "dynamicmemorypools"},
+		} {
+			allowed, err := reviewAs(ctx, client, user, groups, a)
+			require.NoError(t, err)
+			assert.False(t, allowed, "%s (%s in %s) must not be able to %s", user, role, userNS, a)
+		}
+	}
 }
 
 func createDefaultServiceAccount(ctx context.Context, t *testing.T, client kubernetes.Interface, ns string) {
@@ -297,10 +346,15 @@ func serviceAccountUser(name string) string {
 	return fmt.Sprintf("system:serviceaccount:%s:%s", systemNamespace, name)
 }
 
+// review asks whether a ServiceAccount of the system namespace may do a.
 func review(ctx context.Context, client kubernetes.Interface, user string, a access) (bool, error) {
+	return reviewAs(ctx, client, user, []string{"system:serviceaccounts", "system:serviceaccounts:" + systemNamespace, "system:authenticated"}, a)
+}
+
+func reviewAs(ctx context.Context, client kubernetes.Interface, user string, groups []string, a access) (bool, error) {
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User:   user,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + systemNamespace, "system:authenticated"},
+		Groups: groups,
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
 			Namespace: a.namespace, Verb: a.verb, Group: a.group, Resource: a.resource,
 			Subresource: a.subresource, Name: a.name,

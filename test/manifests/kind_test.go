@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 )
 
 // kindCluster is the part of kind's v1alpha4 Cluster that kind/cluster.yaml uses;
@@ -26,8 +28,9 @@ type kindCluster struct {
 }
 
 type kindNode struct {
-	Role  string `json:"role"`
-	Image string `json:"image"`
+	Role   string            `json:"role"`
+	Image  string            `json:"image"`
+	Labels map[string]string `json:"labels"`
 }
 
 func TestKindClusterConfig(t *testing.T) {
@@ -50,6 +53,7 @@ func TestKindClusterConfig(t *testing.T) {
 		assert.Contains(t, []string{"control-plane", "worker"}, n.Role, "nodes[%d].role", i)
 		assert.True(t, strings.HasPrefix(n.Image, "kindest/node:v1.37."), "nodes[%d].image %s is a 1.37 node image", i, n.Image)
 		if n.Role == "worker" {
+			assert.Equal(t, "true", n.Labels[deploy.NodeLabel], "nodes[%d] is attached to the pools: the node DaemonSets run there", i)
 			// kind names workers <cluster>-worker, <cluster>-worker2, ...
 			name := c.Name + "-worker"
 			if len(workers) > 0 {

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 )
 
 // Metric names, all with the project's dynamic_memory_ prefix.
@@ -28,7 +30,7 @@ func Names() []string {
 	return []string{
 		OnlineBytesName, CommandsName, CommandErrorsName, OnlineDurationName,
 		OfflineDurationName, OfflineBusyRetriesName, SessionConnectedName,
-		SessionReconnectsName, KubepodsLimitName, CheckpointCorruptName,
+		SessionReconnectsName, KubepodsLimitName, CheckpointCorruptName, pki.ExpiryMetric,
 	}
 }
 
@@ -107,6 +109,7 @@ func New() *Metrics {
 	m.registry.MustRegister(
 		m.OnlineBytes, m.Commands, m.CommandErrors, m.OnlineDuration, m.OfflineDuration,
 		m.OfflineBusyRetries, m.SessionConnected, m.SessionReconnects, m.KubepodsLimit, m.CheckpointCorrupt,
+		pki.NewExpiryCollector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	// Every series exists from the start, at zero, so rates and alerts see it.

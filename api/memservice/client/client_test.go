@@ -143,7 +143,7 @@ func TestDialValidatesTheConfig(t *testing.T) {
 		{name: "no certificate", mutate: func(c *client.Config) { c.CertFile = "" }, wantErr: "certFile is required"},
 		{name: "no key", mutate: func(c *client.Config) { c.KeyFile = " " }, wantErr: "keyFile is required"},
 		{name: "negative timeout", mutate: func(c *client.Config) { c.CallTimeout = -time.Second }, wantErr: "callTimeout must not be negative"},
-		{name: "missing certificate file", mutate: func(c *client.Config) { c.CertFile = "/nonexistent.crt" }, wantErr: "load client certificate"},
+		{name: "missing certificate file", mutate: func(c *client.Config) { c.CertFile = "/nonexistent.crt" }, wantErr: "client certificate: load certificate /nonexistent.crt"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
