@@ -15,6 +15,7 @@
 #   SCHED_FILTER   scheduler_perf label filter (default: performance).
 #   SCHED_FLAGS    extra flags for the scheduler_perf benchmark (e.g. -perf-cpuprofile;
 #                  profiles land in .run/bench/scheduler_perf/).
+#   PROGRESS_EVERY seconds between two progress lines of a running benchmark (default 30).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +26,7 @@ BENCH_ONLY="${BENCH_ONLY:-scheduler memservice e2e}"
 SCHED_COUNT="${SCHED_COUNT:-1}"
 SCHED_FILTER="${SCHED_FILTER:-performance}"
 SCHED_FLAGS="${SCHED_FLAGS:-}"
+PROGRESS_EVERY="${PROGRESS_EVERY:-30}"
 
 cd "${ROOT}"
 export PATH="${ROOT}/bin:${PATH}"
@@ -44,6 +46,16 @@ start() {
   rm -f "${OUT}/$2.txt" "${LOGS}/$2.log"
 }
 
+# wait_for PID SECONDS: true once PID has exited, false if it still runs after SECONDS.
+wait_for() {
+  local i
+  for ((i = 0; i < $2; i++)); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 1
+  done
+  ! kill -0 "$1" 2>/dev/null
+}
+
 # run SUITE CMD...: runs CMD; its result lines go to the suite's results after a
 # "# command: CMD" line (shown relative to the repository root), its whole output to
 # the suite's log. A failing command is recorded ("# failed: ...") and makes the
@@ -57,8 +69,15 @@ run() {
   local results="${OUT}/${suite}.txt" log="${LOGS}/${suite}.log" out
   out="$(mktemp)"
   echo "bench: ${shown} (full output: .run/bench/${suite}.log)" >&2
-  local rc=0
-  "$@" >"${out}" 2>&1 || rc=$?
+  local rc=0 pid begin=${SECONDS}
+  "$@" >"${out}" 2>&1 &
+  pid=$!
+  # Live progress: every PROGRESS_EVERY seconds, the elapsed time and the benchmark
+  # the output last named (scheduler_perf and the e2e benchmarks log for minutes).
+  while ! wait_for "${pid}" "${PROGRESS_EVERY}"; do
+    echo "bench: ${suite}: $((SECONDS - begin))s, at $(grep -oE 'Benchmark[A-Za-z0-9_/=.-]+' "${out}" | tail -n1 || true)" >&2
+  done
+  wait "${pid}" || rc=$?
   { echo "# command: ${shown}"; cat "${out}"; } >>"${log}"
   echo "# command: ${shown}" >>"${results}"
   grep -E '^(goos|goarch|pkg|cpu|Benchmark|--- FAIL|PASS|FAIL|ok |[[:space:]]+[0-9]+[[:space:]]+[0-9.]+ )' "${out}" |

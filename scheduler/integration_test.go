@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	v1 "k8s.io/api/core/v1"
@@ -58,7 +59,9 @@ type testPool struct {
 // TestSchedulingWithRealAPIServer runs the scheduler in-process with both profiles
 // against a real kube-apiserver (local cluster: etcd, kube-apiserver,
 // kube-controller-manager, kwok), the memory service in-process with simulated
-// pools, node agents with simulated hosts and the DRA driver's ResourceSlices.
+// pools, node agents with simulated hosts and the DRA driver's ResourceSlices. Pods
+// with claims name either profile: both run the plugin, share one pool cache, and
+// fill the pools together without promising anything twice.
 func TestSchedulingWithRealAPIServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real kube-apiserver and etcd")
@@ -101,11 +104,13 @@ func TestSchedulingWithRealAPIServer(t *testing.T) {
 	plain, err := kube.CoreV1().Pods("default").Create(ctx, pod("plain", v1.DefaultSchedulerName, ""), metav1.CreateOptions{})
 	require.NoError(t, err)
 
-	// Fill both pools to exactly their capacity: 4 × 2Gi in pool-a, 2 × 2Gi in pool-b.
+	// Fill both pools to exactly their capacity: 4 × 2Gi in pool-a, 2 × 2Gi in pool-b,
+	// half of the pods through each profile.
+	profiles := []string{schedconfig.DynamicMemoryProfile, schedconfig.DefaultProfile}
 	var filled []string
 	for i := range 6 {
 		name := fmt.Sprintf("mem-%d", i)
-		_, err := kube.CoreV1().Pods("default").Create(ctx, pod(name, schedconfig.DynamicMemoryProfile, "memory-2gi"), metav1.CreateOptions{})
+		_, err := kube.CoreV1().Pods("default").Create(ctx, pod(name, profiles[i%2], "memory-2gi"), metav1.CreateOptions{})
 		require.NoError(t, err)
 		filled = append(filled, name)
 	}
@@ -127,9 +132,10 @@ func TestSchedulingWithRealAPIServer(t *testing.T) {
 	for _, name := range filled {
 		assertEvent(t, ctx, kube, name, "DynamicMemoryOnline", "online on node "+placed[name])
 	}
+	assert.Equal(t, 1.0, testutil.ToFloat64(svc.Metrics().WatchSubs), "the two profiles share one WatchPools stream")
 
 	// One more pod stays Pending and says why.
-	_, err = kube.CoreV1().Pods("default").Create(ctx, pod("mem-pending", schedconfig.DynamicMemoryProfile, "memory-2gi"), metav1.CreateOptions{})
+	_, err = kube.CoreV1().Pods("default").Create(ctx, pod("mem-pending", schedconfig.DefaultProfile, "memory-2gi"), metav1.CreateOptions{})
 	require.NoError(t, err)
 	msg := waitUnschedulable(t, ctx, kube, "mem-pending")
 	// PreFilter says it pool-wide ("no dynamic memory pool can serve claim ..., which
@@ -158,7 +164,7 @@ func TestSchedulingWithRealAPIServer(t *testing.T) {
 		return p.GetFreeBytes() == 0 && p.GetOnlineBytes() == p.GetCapacityBytes()
 	}, "both pools full again")
 
-	// The stock profile never ran the plugin: no dynamic memory event on its pod.
+	// A plain pod pays nothing: the plugin skipped it, no dynamic memory event.
 	events, err := kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + plain.Name})
 	require.NoError(t, err)
 	for _, e := range events.Items {

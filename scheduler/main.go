@@ -1,7 +1,8 @@
 // Command kube-scheduler is the Kubernetes scheduler with the DynamicMemory plugin
 // compiled in. One binary serves both profiles of manifests/scheduler/scheduler-config.yaml:
-// default-scheduler (stock) and dynamic-memory-scheduler (stock plus DynamicMemory),
-// so that a single scheduler allocates DRA claims.
+// default-scheduler and dynamic-memory-scheduler, both the stock plugins plus
+// DynamicMemory, so that a single scheduler allocates DRA claims and every pod with a
+// dynamic memory claim gets its memory.
 package main
 
 import (

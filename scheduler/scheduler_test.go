@@ -64,28 +64,40 @@ func TestShippedConfiguration(t *testing.T) {
 	require.Len(t, cfg.Profiles, 2)
 	assert.Equal(t, schedconfig.DefaultProfile, cfg.Profiles[0].SchedulerName)
 	assert.Equal(t, schedconfig.DynamicMemoryProfile, cfg.Profiles[1].SchedulerName)
-	assert.Nil(t, pluginArgs(t, cfg, schedconfig.DefaultProfile), "the stock profile has no DynamicMemory")
 
-	enabled := func(set schedulerapi.PluginSet) []string {
-		var names []string
-		for _, p := range set.Enabled {
-			names = append(names, p.Name)
-		}
-		return names
+	// Both profiles run DynamicMemory after DynamicResources (multiPoint appends it
+	// to the defaults), with the same args.
+	for _, p := range cfg.Profiles {
+		names := enabledPlugins(p.Plugins.MultiPoint)
+		require.Contains(t, names, pluginconfig.PluginName, "profile %s", p.SchedulerName)
+		require.Contains(t, names, "DynamicResources", "profile %s", p.SchedulerName)
+		assert.Greater(t, indexOf(names, pluginconfig.PluginName), indexOf(names, "DynamicResources"), "profile %s", p.SchedulerName)
 	}
-	stock, dm := cfg.Profiles[0].Plugins, cfg.Profiles[1].Plugins
-	assert.NotContains(t, enabled(stock.MultiPoint), pluginconfig.PluginName)
-	assert.Contains(t, enabled(stock.MultiPoint), "DynamicResources", "DRA is on in the stock profile too")
-	// DynamicMemory runs after DynamicResources: multiPoint appends it to the defaults.
-	names := enabled(dm.MultiPoint)
-	require.Contains(t, names, pluginconfig.PluginName)
-	require.Contains(t, names, "DynamicResources")
-	assert.Greater(t, indexOf(names, pluginconfig.PluginName), indexOf(names, "DynamicResources"))
-
 	args := pluginArgs(t, cfg, schedconfig.DynamicMemoryProfile)
 	require.NotNil(t, args)
+	assert.Equal(t, args, pluginArgs(t, cfg, schedconfig.DefaultProfile), "both profiles have the same args")
 	assert.Equal(t, deploy.MemoryServiceAddress, args.Address, "the scheduler reaches the memservice Service of manifests/memservice")
 	assert.Equal(t, pluginconfig.MostAllocated, args.ScoringStrategy.Type)
+}
+
+func TestRenderAddsTheBaselineProfile(t *testing.T) {
+	data, err := schedconfig.Render(schedconfig.Options{Baseline: true})
+	require.NoError(t, err)
+	cfg := loadConfig(t, data)
+	require.Len(t, cfg.Profiles, 3)
+	assert.Equal(t, schedconfig.BaselineProfile, cfg.Profiles[2].SchedulerName)
+	names := enabledPlugins(cfg.Profiles[2].Plugins.MultiPoint)
+	assert.NotContains(t, names, pluginconfig.PluginName)
+	assert.Contains(t, names, "DynamicResources")
+	assert.Nil(t, pluginArgs(t, cfg, schedconfig.BaselineProfile))
+}
+
+func enabledPlugins(set schedulerapi.PluginSet) []string {
+	var names []string
+	for _, p := range set.Enabled {
+		names = append(names, p.Name)
+	}
+	return names
 }
 
 func TestRenderPointsTheConfigurationElsewhere(t *testing.T) {
@@ -124,7 +136,7 @@ current-context: c
 	for _, f := range []string{"ca.crt", "s.crt", "s.key"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600))
 	}
-	const prefix = "profiles[dynamic-memory-scheduler].pluginConfig[DynamicMemory].args"
+	const prefix = "profiles[default-scheduler].pluginConfig[DynamicMemory].args"
 	tests := []struct {
 		name    string
 		edit    func(string) string

@@ -6,13 +6,15 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
-// Profiles of the scheduler_perf workloads: every size runs once per profile, and the
-// default profile is the baseline.
+// Profiles of the scheduler_perf workloads: every size runs once per profile; the
+// baseline is the profile of the stock plugins alone.
 const (
-	baselineProfile = "default-scheduler"
-	pluginProfile   = "dynamic-memory-scheduler"
+	baselineProfile = schedconfig.BaselineProfile
+	pluginProfile   = schedconfig.DefaultProfile
 )
 
 // schedulerTargets are the least throughput, as a share of the baseline's from the
@@ -21,8 +23,8 @@ var schedulerTargets = []struct {
 	testCase, baseline string
 	ratio              float64
 }{
-	{"NonDynamicPods", "default-scheduler", 0.97},
-	{"DynamicMemoryClaims", "DRA only (default-scheduler)", 0.90},
+	{"NonDynamicPods", "the stock plugins (" + baselineProfile + ")", 0.97},
+	{"DynamicMemoryClaims", "DRA only (" + baselineProfile + ")", 0.90},
 }
 
 // benchTarget is a target on one metric of a Go benchmark.
@@ -56,13 +58,13 @@ var memserviceTargets = []benchTarget{
 var endToEndTargets = []benchTarget{
 	{
 		what: "e2e (zero backend latency): p50 pod created → Running ≤ 1.5 s",
-		name: regexp.MustCompile(`profile=dynamic-memory-scheduler$`), unit: regexp.MustCompile(`(?i)^(running-)?p50-(s|ms)$`),
+		name: regexp.MustCompile(`^BenchmarkPodsToRunning/profile=dynamic-memory-scheduler$`), unit: regexp.MustCompile(`(?i)^(running-)?p50-(s|ms)$`),
 		limit: 1.5, atMost: true, show: func(v float64) string { return fmt.Sprintf("p50 %.2f s", v) },
-		baseline: regexp.MustCompile(`profile=default-scheduler$`),
+		baseline: regexp.MustCompile(`^BenchmarkPodsToRunning/profile=` + schedconfig.BaselineProfile + `$`),
 	},
 	{
 		what: "e2e: pools full again ≤ 30 s after deletion",
-		name: regexp.MustCompile(`profile=dynamic-memory-scheduler$`), unit: regexp.MustCompile(`(?i)^(pools-full|pools-full-again|release)-(s|ms)$`),
+		name: regexp.MustCompile(`^BenchmarkPodsToRunning/profile=dynamic-memory-scheduler$`), unit: regexp.MustCompile(`(?i)^(pools-full|pools-full-again|release)-(s|ms)$`),
 		limit: 30, atMost: true, show: func(v float64) string { return fmt.Sprintf("%.1f s", v) },
 	},
 }
@@ -285,9 +287,13 @@ func (r *report) markdown() string {
 		"The ledger benchmark runs on one core (`-cpu 1`).", r.memservice)
 	benchSection(w, "End to end", "Pods on the local cluster (etcd, kube-apiserver, kube-controller-manager, kwok, the\n"+
 		"scheduler, the memory service with simulated devices at zero latency, node agents). The same pods run\n"+
-		"twice on one system: `profile=default-scheduler` is the baseline (their claims allocated by DRA alone,\n"+
-		"no memory provisioned), `profile=dynamic-memory-scheduler` the project. The steps of a pod: its claim\n"+
-		"made from the template (`claimed`), bound, Running.", r.endToEnd)
+		"twice on one system: `profile=without-dynamic-memory` is the baseline (a profile of the stock plugins: their\n"+
+		"claims allocated by DRA alone, nothing waits for their memory), `profile=dynamic-memory-scheduler` the\n"+
+		"project. The steps of a pod: its claim\n"+
+		"made from the template (`claimed`), bound, Running. `BenchmarkSchedulers` compares, for 50 pods, the\n"+
+		"schedulers a pod may meet: this project's two profiles (both run DynamicMemory; on one system, in\n"+
+		"the order A B B A) and the stock kube-scheduler in compatibility mode (`scheduler=stock`, on a\n"+
+		"system of its own: binding conditions, polled every 5 s by its PreBind).", r.endToEnd)
 	return b.String()
 }
 
@@ -295,11 +301,12 @@ func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps [
 	w("## Scheduler throughput (scheduler_perf)\n\n")
 	w("Upstream's scheduler_perf (`test/perf/schedulerperf`, test cases in\n")
 	w("[`performance-config.yaml`](../test/perf/schedulerperf/performance-config.yaml)): a real kube-apiserver and\n")
-	w("etcd, the scheduler in-process with the shipped configuration (both profiles), the memory\n")
+	w("etcd, the scheduler in-process with the shipped configuration (both profiles run DynamicMemory)\n")
+	w("plus the profile `without-dynamic-memory` (the stock plugins alone), the memory\n")
 	w("service in-process (simulated devices at zero latency) and a simulated node agent per node.\n")
 	w("`NonDynamicPods` creates plain pods, `DynamicMemoryClaims` pods with a 1Gi–4Gi claim of the\n")
-	w("dynamic memory DeviceClass; each size runs for `default-scheduler` (the baseline: for claims that\n")
-	w("is DRA only, DynamicResources without DynamicMemory) and for `dynamic-memory-scheduler`.\n")
+	w("dynamic memory DeviceClass; each size runs for `without-dynamic-memory` (the baseline: for claims\n")
+	w("that is DRA only, DynamicResources without DynamicMemory) and for `default-scheduler`.\n")
 	w("Throughput is scheduler_perf's `SchedulingThroughput` (pods bound per second, sampled each\n")
 	w("second while the measured pods are scheduled); the duration is the time to schedule all of them.\n\n")
 	for _, c := range r.schedulerRun.commands {
@@ -349,7 +356,7 @@ func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps [
 	}
 	w("Average duration of the scheduling framework's extension points (ms, all plugins of the\n")
 	w("profile; `scheduler_framework_extension_point_duration_seconds`). PreBind of\n")
-	w("`dynamic-memory-scheduler` includes the wait until the node agent reports the memory online;\n")
+	w("`%s` includes the wait until the node agent reports the memory online;\n", pluginProfile)
 	w("it runs in the binding goroutine, not in the scheduling cycle.\n\n")
 	w("| Test case | Size | Profile | %s |\n| --- | --- | --- |%s\n", strings.Join(eps, " | "), strings.Repeat(" ---: |", len(eps)))
 	for _, p := range ps {

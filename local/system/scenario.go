@@ -26,9 +26,10 @@ import (
 type Workload struct {
 	Name   string
 	Memory resource.Quantity
-	// SchedulerName schedules the pod; empty: the dynamic memory scheduler. With
-	// the default-scheduler profile the claim is allocated by DynamicResources alone,
-	// and the memory service provisions it afterwards, without a reservation.
+	// SchedulerName schedules the pod; empty: the system's scheduler profile
+	// (System.PodSchedulerName). A profile without the DynamicMemory plugin (the
+	// benchmarks' baseline) has the claim allocated by DynamicResources alone, and the
+	// memory service provisions it afterwards, without a reservation.
 	SchedulerName string
 }
 
@@ -275,7 +276,7 @@ func (s *System) WaitUnschedulable(ctx context.Context, namespace, name string, 
 				msg, unschedulable = c.Message, c.Reason == corev1.PodReasonUnschedulable
 			}
 		}
-		if s.opts.Scheduler == SchedulerStock {
+		if s.opts.Scheduler != SchedulerDynamicMemory {
 			// The stock scheduler knows no pools: DynamicResources finds no device
 			// with room (the devices shrink as their pool fills).
 			return unschedulable, nil

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -55,6 +56,9 @@ const SchedulerName = schedconfig.DynamicMemoryProfile
 const (
 	Memservice = "memservice"
 	Scheduler  = "kube-scheduler"
+	// StockScheduler is the stock kube-scheduler that runs beside ours
+	// (SchedulerBoth).
+	StockScheduler = "stock-kube-scheduler"
 )
 
 // Schedulers the system can run (Options.Scheduler).
@@ -67,7 +71,15 @@ const (
 	// conditions: the compatibility mode of clusters whose scheduler cannot change.
 	// Pods name default-scheduler; the memory service provisions their claims.
 	SchedulerStock = "stock"
+	// SchedulerBoth runs this project's scheduler and, beside it, the stock
+	// kube-scheduler with the profile StockProfile, both placing pods into the same
+	// pools; the DRA plugins publish binding conditions for the stock one.
+	SchedulerBoth = "both"
 )
+
+// StockProfile is the profile of the stock kube-scheduler beside ours (SchedulerBoth):
+// default-scheduler is our scheduler's.
+const StockProfile = "stock-scheduler"
 
 // AgentName is the process name of node's agent.
 func AgentName(node string) string { return "node-agent-" + node }
@@ -96,8 +108,12 @@ type Options struct {
 	// ProvisionTimeout bounds the scheduler's wait for memory to come online
 	// (default: the plugin's default).
 	ProvisionTimeout time.Duration
-	// Scheduler is SchedulerDynamicMemory (the default) or SchedulerStock.
+	// Scheduler is SchedulerDynamicMemory (the default), SchedulerStock or
+	// SchedulerBoth.
 	Scheduler string
+	// Baseline adds to this project's scheduler the profile without-dynamic-memory
+	// (schedconfig.BaselineProfile), the stock plugins alone: the benchmarks' baseline.
+	Baseline bool
 }
 
 func (o *Options) complete() error {
@@ -121,20 +137,27 @@ func (o *Options) complete() error {
 	switch o.Scheduler {
 	case "":
 		o.Scheduler = SchedulerDynamicMemory
-	case SchedulerDynamicMemory, SchedulerStock:
+	case SchedulerDynamicMemory, SchedulerStock, SchedulerBoth:
 	default:
-		return fmt.Errorf("system options: Scheduler %q: use %q or %q", o.Scheduler, SchedulerDynamicMemory, SchedulerStock)
+		return fmt.Errorf("system options: Scheduler %q: use %q, %q or %q", o.Scheduler, SchedulerDynamicMemory, SchedulerStock, SchedulerBoth)
 	}
 	return nil
 }
 
-// schedulerBinary is the file in bin/ of the scheduler o runs.
-func (o *Options) schedulerBinary() string {
-	if o.Scheduler == SchedulerStock {
-		return "stock-kube-scheduler"
+// schedulerBinaries are the files in bin/ of the schedulers o runs, by component.
+func (o *Options) schedulerBinaries() map[string]string {
+	switch o.Scheduler {
+	case SchedulerStock:
+		return map[string]string{Scheduler: "stock-kube-scheduler"}
+	case SchedulerBoth:
+		return map[string]string{Scheduler: "kube-scheduler", StockScheduler: "stock-kube-scheduler"}
 	}
-	return "kube-scheduler"
+	return map[string]string{Scheduler: "kube-scheduler"}
 }
+
+// bindingConditions tells whether the DRA plugins publish devices with binding
+// conditions: for a stock kube-scheduler, which waits on them.
+func (o *Options) bindingConditions() bool { return o.Scheduler != SchedulerDynamicMemory }
 
 // component is how a process of the system is started (again).
 type component struct {
@@ -176,7 +199,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if o.Pools == nil {
 		o.Pools = DefaultPools(nodeNames(o.Nodes), 0)
 	}
-	bins, err := binaries(o.schedulerBinary())
+	bins, err := binaries(slices.Collect(maps.Values(o.schedulerBinaries())))
 	if err != nil {
 		return nil, err
 	}
@@ -256,12 +279,17 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	step.Done()
 
-	if s.opts.Scheduler == SchedulerStock {
+	schedulers := []string{Scheduler}
+	switch s.opts.Scheduler {
+	case SchedulerStock:
 		step = p.Step("Starting the stock kube-scheduler (compatibility mode: DRA binding conditions)")
-	} else {
+	case SchedulerBoth:
+		step = p.Step("Starting the scheduler (profiles default-scheduler and %s) and the stock kube-scheduler (profile %s) beside it", SchedulerName, StockProfile)
+		schedulers = append(schedulers, StockScheduler)
+	default:
 		step = p.Step("Starting the scheduler (profiles default-scheduler and %s)", SchedulerName)
 	}
-	if err := s.StartComponent(ctx, Scheduler); err != nil {
+	if err := s.startAll(ctx, schedulers); err != nil {
 		return nil, err
 	}
 	step.Done()
@@ -269,14 +297,14 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 }
 
 // binaries finds the project's binaries in the repository's bin/.
-func binaries(scheduler string) (map[string]string, error) {
+func binaries(schedulers []string) (map[string]string, error) {
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
 	bins := map[string]string{}
 	var missing []string
-	for _, name := range []string{"memservice", scheduler, "node-agent", "dra-plugin"} {
+	for _, name := range append([]string{"memservice", "node-agent", "dra-plugin"}, schedulers...) {
 		path := filepath.Join(root, "bin", name)
 		if st, err := os.Stat(path); err != nil || st.IsDir() {
 			missing = append(missing, path)
@@ -302,7 +330,9 @@ func nodeNames(n int) []string {
 func (s *System) defineComponents(bins map[string]string, nodes []string) error {
 	kubeconfig := s.Cluster.Kubeconfig()
 	v := "-v=" + strconv.Itoa(s.opts.Verbosity)
-	ports, err := cluster.FreePorts(3 + 2*len(nodes))
+	// The memory service (gRPC, metrics), each scheduler, and per node an agent and a
+	// DRA plugin (metrics).
+	ports, err := cluster.FreePorts(2 + len(s.opts.schedulerBinaries()) + 2*len(nodes))
 	if err != nil {
 		return err
 	}
@@ -337,45 +367,51 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 		metrics: "http://" + memMetrics + "/metrics",
 	}
 
-	schedFile := filepath.Join(s.opts.Dir, "scheduler-config.yaml")
-	schedArgs := []string{}
-	if s.opts.Scheduler == SchedulerStock {
-		if err := writeStockSchedulerConfig(schedFile, kubeconfig); err != nil {
-			return err
+	for name, bin := range s.opts.schedulerBinaries() {
+		schedFile := filepath.Join(s.opts.Dir, name+"-config.yaml")
+		schedArgs := []string{}
+		if bin == "stock-kube-scheduler" {
+			profile := corev1.DefaultSchedulerName
+			if s.opts.Scheduler == SchedulerBoth {
+				profile = StockProfile
+			}
+			if err := writeStockSchedulerConfig(schedFile, kubeconfig, profile); err != nil {
+				return err
+			}
+			schedArgs = append(schedArgs, "--feature-gates="+cluster.FeatureGates)
+		} else {
+			args := &pluginconfig.DynamicMemoryArgs{
+				Address:  s.memserviceAddr,
+				CAFile:   s.Bundle.CAFile(),
+				CertFile: s.Bundle.CertFile(string(pki.RoleScheduler)),
+				KeyFile:  s.Bundle.KeyFile(string(pki.RoleScheduler)),
+			}
+			if s.opts.ProvisionTimeout > 0 {
+				args.ProvisionTimeout = &metav1.Duration{Duration: s.opts.ProvisionTimeout}
+			}
+			if err := schedconfig.Write(schedFile, schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: args, Baseline: s.opts.Baseline}); err != nil {
+				return err
+			}
 		}
-		schedArgs = append(schedArgs, "--feature-gates="+cluster.FeatureGates)
-	} else {
-		args := &pluginconfig.DynamicMemoryArgs{
-			Address:  s.memserviceAddr,
-			CAFile:   s.Bundle.CAFile(),
-			CertFile: s.Bundle.CertFile(string(pki.RoleScheduler)),
-			KeyFile:  s.Bundle.KeyFile(string(pki.RoleScheduler)),
+		schedAddr := next()
+		host, port, _ := net.SplitHostPort(schedAddr)
+		s.components[name] = component{
+			bin: bins[bin],
+			args: append(schedArgs,
+				"--config="+schedFile,
+				"--bind-address="+host,
+				"--secure-port="+port,
+				"--authentication-kubeconfig="+kubeconfig,
+				"--authorization-kubeconfig="+kubeconfig,
+				// The apiserver has no front proxy, so there is no request-header CA to look up.
+				"--authentication-skip-lookup=true",
+				// Metrics for anyone on the loopback address, like the other components'.
+				"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+				v,
+			),
+			ready:   cluster.HTTPReady("https://" + schedAddr + "/readyz"),
+			metrics: "https://" + schedAddr + "/metrics",
 		}
-		if s.opts.ProvisionTimeout > 0 {
-			args.ProvisionTimeout = &metav1.Duration{Duration: s.opts.ProvisionTimeout}
-		}
-		if err := schedconfig.Write(schedFile, schedconfig.Options{Kubeconfig: kubeconfig, LeaderElect: ptr.To(false), Args: args}); err != nil {
-			return err
-		}
-	}
-	schedAddr := next()
-	host, port, _ := net.SplitHostPort(schedAddr)
-	s.components[Scheduler] = component{
-		bin: bins[s.opts.schedulerBinary()],
-		args: append(schedArgs,
-			"--config="+schedFile,
-			"--bind-address="+host,
-			"--secure-port="+port,
-			"--authentication-kubeconfig="+kubeconfig,
-			"--authorization-kubeconfig="+kubeconfig,
-			// The apiserver has no front proxy, so there is no request-header CA to look up.
-			"--authentication-skip-lookup=true",
-			// Metrics for anyone on the loopback address, like the other components'.
-			"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-			v,
-		),
-		ready:   cluster.HTTPReady("https://" + schedAddr + "/readyz"),
-		metrics: "https://" + schedAddr + "/metrics",
 	}
 
 	for _, n := range nodes {
@@ -425,7 +461,7 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--metrics-address=" + pluginMetrics,
 				// The stock scheduler waits on the devices' binding conditions for
 				// the memory to be online.
-				"--binding-conditions=" + strconv.FormatBool(s.opts.Scheduler == SchedulerStock),
+				"--binding-conditions=" + strconv.FormatBool(s.opts.bindingConditions()),
 				v,
 			},
 			ready:   s.slicePublished(n),
@@ -444,10 +480,11 @@ func (s *System) clientConfig(member string) client.Config {
 	}
 }
 
-// writeStockSchedulerConfig writes the configuration of a stock kube-scheduler: its
-// default profile, the given kubeconfig, no leader election, and the client limits of
-// this project's scheduler (scheduler-config.yaml), so that the two compare.
-func writeStockSchedulerConfig(file, kubeconfig string) error {
+// writeStockSchedulerConfig writes the configuration of a stock kube-scheduler: one
+// profile of the stock plugins named profile, the given kubeconfig, no leader
+// election, and the client limits of this project's scheduler (scheduler-config.yaml),
+// so that the two compare.
+func writeStockSchedulerConfig(file, kubeconfig, profile string) error {
 	var shipped schedv1.KubeSchedulerConfiguration
 	if err := yaml.Unmarshal(schedconfig.YAML, &shipped); err != nil {
 		return fmt.Errorf("parse the shipped scheduler configuration: %w", err)
@@ -456,6 +493,7 @@ func writeStockSchedulerConfig(file, kubeconfig string) error {
 		TypeMeta:         metav1.TypeMeta{APIVersion: schedv1.SchemeGroupVersion.String(), Kind: "KubeSchedulerConfiguration"},
 		ClientConnection: shipped.ClientConnection,
 		LeaderElection:   componentbaseconfigv1alpha1.LeaderElectionConfiguration{LeaderElect: ptr.To(false)},
+		Profiles:         []schedv1.KubeSchedulerProfile{{SchedulerName: ptr.To(profile)}},
 	}
 	cfg.ClientConnection.Kubeconfig = kubeconfig
 	data, err := yaml.Marshal(&cfg)
@@ -694,7 +732,7 @@ func (s *System) slicePublished(node string) func(context.Context) error {
 		if err != nil {
 			return err
 		}
-		devices, _ := driver.Devices(pools.Items, node, s.opts.Scheduler == SchedulerStock)
+		devices, _ := driver.Devices(pools.Items, node, s.opts.bindingConditions())
 		want := make([]string, 0, len(devices))
 		for _, d := range devices {
 			want = append(want, d.Name)

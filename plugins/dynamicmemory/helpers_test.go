@@ -180,7 +180,10 @@ func newTestPlugin(t *testing.T, ctx context.Context, fs *fakeService, h *fakeHa
 	if mutate != nil {
 		mutate(args)
 	}
-	pl := newPlugin(h, args, fs.client(t), clock.RealClock{})
+	conn := newConnection(fs.client(t), clock.RealClock{})
+	rejected := newRejectedPods(h)
+	conn.addRejected(rejected)
+	pl := newPlugin(h, args, conn, rejected, clock.RealClock{})
 	pl.cache.backoff.Duration = 10 * time.Millisecond
 	pl.cache.backoff.Cap = 50 * time.Millisecond
 	ctx, cancel := context.WithCancel(ctx)

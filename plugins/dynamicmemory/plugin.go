@@ -31,7 +31,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/utils/clock"
 
@@ -72,8 +71,9 @@ type DynamicMemory struct {
 	reservations reserver
 }
 
-// New is the plugin factory: it reads the args, connects to the memory service and
-// starts the pool cache, which runs until ctx ends.
+// New is the plugin factory: it reads the args and connects to the memory service,
+// sharing the connection and pool cache with the scheduler's other profiles that name
+// the same service (connection.go), until ctx ends.
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
 	path := field.NewPath("profiles").Key(h.ProfileName()).Child("pluginConfig").Key(Name).Child("args")
 	args, err := decodeArgs(path, obj)
@@ -83,53 +83,42 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err := checkFiles(path, args).ToAggregate(); err != nil {
 		return nil, fmt.Errorf("invalid %s args: %w", Name, err)
 	}
+	RegisterMetrics()
+	rejected := newRejectedPods(h)
 	// Every unary call of the plugin sets its own deadline (reserveTimeout,
 	// releaseTimeout, provisionTimeout): the client's default bound never applies.
-	c, err := client.Dial(ctx, client.Config{
+	conn, err := connections.acquire(ctx, client.Config{
 		Address:    args.Address,
 		CAFile:     args.CAFile,
 		CertFile:   args.CertFile,
 		KeyFile:    args.KeyFile,
 		ServerName: args.ServerName,
-	})
+	}, rejected)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	RegisterMetrics()
-	pl := newPlugin(h, args, c, clock.RealClock{})
-	logger := klog.FromContext(ctx).WithValues("plugin", Name)
-	logger.Info("Watching the memory service's pools", "address", args.Address)
-	go func() {
-		pl.cache.run(klog.NewContext(ctx, logger))
-		if err := c.Close(); err != nil {
-			logger.Error(err, "Close the memory service connection")
-		}
-	}()
-	return pl, nil
+	return newPlugin(h, args, conn, rejected, clock.RealClock{}), nil
 }
 
-// newPlugin wires a plugin to a memory service client. The caller runs pl.cache.
-// args are defaulted and valid.
-func newPlugin(h fwk.Handle, args *config.DynamicMemoryArgs, c memservicev1.MemoryServiceClient, clk clock.Clock) *DynamicMemory {
-	cache := newPoolCache(c, clk)
-	rejected := newRejectedPods(h)
-	cache.onFreed = rejected.activate
+// newPlugin wires a plugin of handle h to a connection to the memory service, whose
+// cache activates rejected. The caller runs conn.cache. args are defaulted and valid.
+func newPlugin(h fwk.Handle, args *config.DynamicMemoryArgs, conn *connection, rejected *rejectedPods, clk clock.Clock) *DynamicMemory {
 	var permitTimeout time.Duration
 	if args.PermitTimeout != nil {
 		permitTimeout = args.PermitTimeout.Duration
 	}
 	return &DynamicMemory{
 		handle:           h,
-		client:           c,
-		cache:            cache,
+		client:           conn.client,
+		cache:            conn.cache,
 		scorer:           scorer{strategy: args.ScoringStrategy.Type, localityWeight: int64(args.ScoringStrategy.LocalityWeight)},
 		provisionTimeout: args.ProvisionTimeout.Duration,
 		clock:            clk,
 		rejected:         rejected,
 		reservations: &reservations{
 			handle:         h,
-			client:         c,
-			cache:          cache,
+			client:         conn.client,
+			cache:          conn.cache,
 			rejected:       rejected,
 			reserveTimeout: args.ReserveTimeout.Duration,
 			releaseTimeout: args.ReleaseTimeout.Duration,

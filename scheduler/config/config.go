@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	configv1 "k8s.io/kube-scheduler/config/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/manifests"
@@ -21,6 +22,10 @@ import (
 const (
 	DefaultProfile       = "default-scheduler"
 	DynamicMemoryProfile = "dynamic-memory-scheduler"
+	// BaselineProfile is the profile the benchmarks add (Options.Baseline): the
+	// stock plugins without DynamicMemory, what the shipped profiles are measured
+	// against.
+	BaselineProfile = "without-dynamic-memory"
 )
 
 // YAML is the configuration as shipped: manifests/scheduler/scheduler-config.yaml.
@@ -35,6 +40,8 @@ type Options struct {
 	// Args replaces the DynamicMemory plugin's args. An empty apiVersion and kind
 	// are filled in.
 	Args *pluginconfig.DynamicMemoryArgs
+	// Baseline adds the profile BaselineProfile.
+	Baseline bool
 }
 
 // Render returns the shipped configuration with o applied, as YAML.
@@ -70,6 +77,9 @@ func Render(o Options) ([]byte, error) {
 		if !found {
 			return nil, fmt.Errorf("scheduler-config.yaml has no pluginConfig for %s", pluginconfig.PluginName)
 		}
+	}
+	if o.Baseline {
+		cfg.Profiles = append(cfg.Profiles, configv1.KubeSchedulerProfile{SchedulerName: ptr.To(BaselineProfile)})
 	}
 	out, err := yaml.Marshal(&cfg)
 	if err != nil {

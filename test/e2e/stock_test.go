@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,8 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
+	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
 // TestStockScheduler runs the demo's scenario with the stock kube-scheduler
@@ -23,36 +27,36 @@ import (
 // over-committed; once the pods are deleted every pool is whole again.
 func TestStockScheduler(t *testing.T) {
 	sys := startSystem(t, 200*time.Millisecond, system.SchedulerStock)
+	runScenarioBoundAfterOnline(t, sys, "stock", "")
+}
+
+// TestDefaultSchedulerProfile runs the same scenario with this project's scheduler,
+// every pod naming default-scheduler (as a pod that names no scheduler does): that
+// profile runs the DynamicMemory plugin too, with the same outcome.
+func TestDefaultSchedulerProfile(t *testing.T) {
+	sys := startSystem(t, 200*time.Millisecond, system.SchedulerDynamicMemory)
+	runScenarioBoundAfterOnline(t, sys, "default-profile", schedconfig.DefaultProfile)
+}
+
+// runScenarioBoundAfterOnline runs the demo's scenario in namespace, its pods naming
+// scheduler (empty: the system's), and checks that every pod that fits runs with its
+// memory online and was bound after it was, that the oversize pod stays Pending with
+// nothing held, that no pool was ever over-committed, and that the pools are whole
+// once the pods are deleted.
+func runScenarioBoundAfterOnline(t *testing.T, sys *system.System, namespace, scheduler string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	mon := sys.StartMonitor(ctx)
 
-	sc := system.DefaultScenario("stock")
+	sc := system.DefaultScenario(namespace)
+	for i := range sc.Fitting {
+		sc.Fitting[i].SchedulerName = scheduler
+	}
+	sc.Oversize.SchedulerName = scheduler
 	require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, sc.Fitting, nil))
 	require.NoError(t, sys.WaitRunning(ctx, sc.Namespace, system.Names(sc.Fitting), runTimeout))
 	assertPlaced(ctx, t, sys, sc.Namespace, sc.Fitting)
-	claims, err := sys.ListClaims(ctx, sc.Namespace)
-	require.NoError(t, err)
-	pods, err := sys.Cluster.Client().CoreV1().Pods(sc.Namespace).List(ctx, metav1.ListOptions{})
-	require.NoError(t, err)
-	boundAt := map[string]time.Time{}
-	for _, p := range pods.Items {
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionTrue {
-				boundAt[p.Name] = c.LastTransitionTime.Time
-			}
-		}
-	}
-	require.Len(t, claims, len(sc.Fitting))
-	for _, c := range claims {
-		require.NotNil(t, c.Spec.PodRef, "claim %s names its pod", c.Name)
-		require.NotNil(t, c.Status.OnlineAt, "claim %s is online", c.Name)
-		bound, ok := boundAt[c.Spec.PodRef.Name]
-		require.True(t, ok, "pod %s is bound", c.Spec.PodRef.Name)
-		// Both times are in whole seconds.
-		assert.False(t, bound.Before(c.Status.OnlineAt.Truncate(time.Second)),
-			"pod %s was bound at %s, before its memory was online at %s", c.Spec.PodRef.Name, bound, c.Status.OnlineAt)
-	}
+	assertBoundAfterOnline(ctx, t, sys, sc.Namespace, len(sc.Fitting))
 
 	require.NoError(t, sys.CreateWorkloads(ctx, sc.Namespace, []system.Workload{sc.Oversize}, nil))
 	reason, err := sys.WaitUnschedulable(ctx, sc.Namespace, sc.Oversize.Name, pendingTimeout)
@@ -67,4 +71,95 @@ func TestStockScheduler(t *testing.T) {
 	deleteAndCheckReturned(ctx, t, sys, sc.Namespace, append(system.Names(sc.Fitting), sc.Oversize.Name))
 	violations, _, _ := mon.Stop()
 	assert.Empty(t, violations, "no pool was over-committed")
+}
+
+// TestBothSchedulers runs this project's scheduler and the stock kube-scheduler side
+// by side (system.SchedulerBoth), placing pods into the same pools at the same time,
+// with more pods than the pools hold: half name dynamic-memory-scheduler, half the
+// stock scheduler's profile. No pool is ever over-committed; the pools fill up; every
+// pod that runs has its memory online on its node and was bound after it was; the
+// others stay Pending and unbound; once deleted, the pools are whole again.
+func TestBothSchedulers(t *testing.T) {
+	sys := startSystem(t, 200*time.Millisecond, system.SchedulerBoth)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	mon := sys.StartMonitor(ctx)
+
+	const namespace, podGiB = "both", 8
+	var capacity int64
+	for _, p := range sys.Pools {
+		capacity += p.Spec.Capacity.Value()
+	}
+	fit := int(capacity / (podGiB << 30))
+	var ws []system.Workload
+	for i := range fit + 8 {
+		w := system.NewWorkload(fmt.Sprintf("pod-%02d", i), podGiB)
+		w.SchedulerName = []string{system.SchedulerName, system.StockProfile}[i%2]
+		ws = append(ws, w)
+	}
+	require.NoError(t, sys.CreateWorkloads(ctx, namespace, ws, nil))
+
+	var placements []system.Placement
+	running := 0
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, runTimeout, true, func(ctx context.Context) (bool, error) {
+		var err error
+		if placements, err = sys.Placements(ctx, namespace, system.Names(ws)); err != nil {
+			return false, nil
+		}
+		running = 0
+		for _, p := range placements {
+			if p.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == fit, nil
+	})
+	require.NoError(t, err, "the pools fill up: %d of %d pods running, %d fit", running, len(ws), fit)
+	ran := map[string]int{}
+	for i, p := range placements {
+		if p.Phase != corev1.PodRunning {
+			assert.Empty(t, p.Node, "pod %s is not running: it is not bound", p.Pod)
+			continue
+		}
+		ran[ws[i].SchedulerName]++
+		assert.Equal(t, v1alpha1.PhaseOnline, p.MemoryPhase, "pod %s runs with its memory online", p.Pod)
+		assert.Equal(t, p.Node, p.MemoryNode, "the memory of pod %s is on its node", p.Pod)
+		assert.Equal(t, p.Node, p.AllocatedNode, "the claim of pod %s is allocated on its node", p.Pod)
+	}
+	t.Logf("pods running by scheduler: %v", ran)
+	assert.Positive(t, ran[system.SchedulerName], "pods of %s run", system.SchedulerName)
+	assert.Positive(t, ran[system.StockProfile], "pods of %s run", system.StockProfile)
+	assertBoundAfterOnline(ctx, t, sys, namespace, fit)
+
+	deleteAndCheckReturned(ctx, t, sys, namespace, system.Names(ws))
+	violations, _, _ := mon.Stop()
+	assert.Empty(t, violations, "no pool was over-committed")
+}
+
+// assertBoundAfterOnline checks that the namespace has want DynamicMemoryClaims, each
+// online, and that each one's pod was bound no earlier than its memory was online.
+func assertBoundAfterOnline(ctx context.Context, t *testing.T, sys *system.System, namespace string, want int) {
+	t.Helper()
+	claims, err := sys.ListClaims(ctx, namespace)
+	require.NoError(t, err)
+	pods, err := sys.Cluster.Client().CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	boundAt := map[string]time.Time{}
+	for _, p := range pods.Items {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionTrue {
+				boundAt[p.Name] = c.LastTransitionTime.Time
+			}
+		}
+	}
+	require.Len(t, claims, want)
+	for _, c := range claims {
+		require.NotNil(t, c.Spec.PodRef, "claim %s names its pod", c.Name)
+		require.NotNil(t, c.Status.OnlineAt, "claim %s is online", c.Name)
+		bound, ok := boundAt[c.Spec.PodRef.Name]
+		require.True(t, ok, "pod %s is bound", c.Spec.PodRef.Name)
+		// Both times are in whole seconds.
+		assert.False(t, bound.Before(c.Status.OnlineAt.Truncate(time.Second)),
+			"pod %s was bound at %s, before its memory was online at %s", c.Spec.PodRef.Name, bound, c.Status.OnlineAt)
+	}
 }

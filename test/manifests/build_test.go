@@ -181,6 +181,16 @@ func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
 	assert.NotContains(t, args, "--manage-cgroup=true")
 }
 
+// TestNodeComponentsRunOnAttachedNodesOnly checks that the node DaemonSets select the
+// nodes labelled as attached to a CXL pool (TestKindClusterConfig: kind's workers are).
+func TestNodeComponentsRunOnAttachedNodesOnly(t *testing.T) {
+	for _, name := range []string{"node-agent", "dra-plugin"} {
+		var ds appsv1.DaemonSet
+		require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(find(t, build(t, "manifests"), "DaemonSet", name).Object, &ds))
+		assert.Equal(t, "true", ds.Spec.Template.Spec.NodeSelector[deploy.NodeLabel], "DaemonSet %s runs where %s=true", name, deploy.NodeLabel)
+	}
+}
+
 // TestSchedulerConfigMounted checks that the scheduler Deployment runs with the one
 // shipped configuration, manifests/scheduler/scheduler-config.yaml (which the Go code
 // embeds as manifests.SchedulerConfig): kustomize puts that file, unchanged, into the
@@ -212,12 +222,12 @@ func TestSchedulerConfigMounted(t *testing.T) {
 	for _, p := range cfg.Profiles {
 		for _, pc := range p.PluginConfig {
 			if pc.Name == pluginconfig.PluginName {
-				assert.Equal(t, "dynamic-memory-scheduler", p.SchedulerName)
 				args = append(args, pc.Args)
 			}
 		}
 	}
-	require.Len(t, args, 1, "one profile configures %s", pluginconfig.PluginName)
+	require.Len(t, args, 2, "both profiles configure %s", pluginconfig.PluginName)
+	assert.Equal(t, args[0], args[1], "with the same args")
 	assert.Equal(t, deploy.MemoryServiceAddress, args[0].Address,
 		"the Deployment's scheduler reaches the memservice Service of manifests/memservice")
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/system"
+	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
 // The workload: pods of podGiB each, created at once from createParallel goroutines.
@@ -37,9 +39,10 @@ const (
 // of simulated devices at zero latency, creates 200 pods asking 1Gi each at once, and
 // measures from each pod's creation until it is Running (its memory online), then
 // deletes them all and measures until every pool is whole again. It runs twice on
-// the same system: profile=default-scheduler is the baseline (the claims allocated
-// by DynamicResources alone; the memory service provisions them afterwards, without a
-// reservation, and nothing waits for it), profile=dynamic-memory-scheduler the project.
+// the same system: profile=without-dynamic-memory is the baseline (a profile of the
+// stock plugins the benchmark adds: the claims allocated by DynamicResources alone;
+// the memory service provisions them afterwards, without a reservation, and nothing
+// waits for it), profile=dynamic-memory-scheduler the project.
 //
 // Metrics: running-p50-s and running-p99-s (pod created → Running), with the steps
 // on the way: claimed-p50-s (created → its ResourceClaim made from the template by
@@ -49,44 +52,16 @@ const (
 // status and the DynamicMemoryClaims all say every pool is whole).
 func BenchmarkPodsToRunning(b *testing.B) {
 	ctx := klog.NewContext(context.Background(), ktesting.NewLogger(b, ktesting.NewConfig()))
-	nodes := make([]string, nodeCount)
-	for i := range nodes {
-		nodes[i] = cluster.NodeName(cluster.DefaultNodePrefix, i)
-	}
-	// 384Gi in all: pool a split in node windows of 32Gi, pool b shared (each node may
-	// hold 128Gi of its 256Gi).
-	pools := []system.PoolSpec{
-		{Name: system.PoolA, Capacity: "128Gi", HostWindow: "32Gi", LatencyClass: "low"},
-		{Name: system.PoolB, Capacity: "256Gi", HostWindow: "128Gi", LatencyClass: "medium"},
-	}
-	// E2E_BENCH_DIR keeps the run directory (component logs) for a look afterwards.
-	dir := os.Getenv("E2E_BENCH_DIR")
-	if dir == "" {
-		dir = b.TempDir()
-	}
-	sys, err := system.Start(ctx, system.Options{Dir: dir, Nodes: nodeCount, Pools: system.NewPools(pools, nodes, 0), Verbosity: 1})
-	if err != nil {
-		b.Fatalf("start the system: %v", err)
-	}
-	defer func() {
-		if b.Failed() {
-			for _, p := range sys.Cluster.Processes() {
-				b.Logf("---- last 30 lines of %s ----\n%s", p.LogFile, p.LogTail(30))
-			}
-		}
-		if err := sys.Stop(); err != nil {
-			b.Errorf("stop the system: %v", err)
-		}
-	}()
+	sys := startSystem(ctx, b, system.SchedulerDynamicMemory)
 	mon := sys.StartMonitor(ctx)
 
 	// The baseline first: the same pods and claims, allocated by DynamicResources
-	// alone (default-scheduler); nothing waits for their memory.
-	for _, profile := range []string{corev1.DefaultSchedulerName, system.SchedulerName} {
+	// alone; nothing waits for their memory.
+	for _, profile := range []string{schedconfig.BaselineProfile, system.SchedulerName} {
 		b.Run("profile="+profile, func(b *testing.B) {
 			var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64
 			for i := range b.N {
-				r := runOnce(ctx, b, sys, profile, fmt.Sprintf("%s-%d", profile, i))
+				r := runOnce(ctx, b, sys, profile, fmt.Sprintf("%s-%d", profile, i), pods)
 				claimedP50 = append(claimedP50, percentile(r.claimed, 50))
 				boundP50 = append(boundP50, percentile(r.bound, 50))
 				p50 = append(p50, percentile(r.running, 50))
@@ -111,14 +86,104 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	}
 }
 
+// sideBySidePods is the number of pods of each run of BenchmarkSchedulers.
+const sideBySidePods = 50
+
+// BenchmarkSchedulers compares the schedulers a pod with a dynamic memory claim may
+// meet: 50 pods asking 1Gi each, created at once, measured from creation until
+// Running. On one system, this project's scheduler with its two profiles,
+// profile=dynamic-memory-scheduler and profile=default-scheduler (both run
+// DynamicMemory), run in the order A B B A so that neither profits from going
+// second; on a system of its own, scheduler=stock is the stock kube-scheduler in
+// compatibility mode (binding conditions: the memory service provisions each claim
+// once it is allocated, and the scheduler's PreBind polls the device condition every
+// 5 s). Metrics: running-p50-s and bound-p50-s, the mean of the runs.
+func BenchmarkSchedulers(b *testing.B) {
+	ctx := klog.NewContext(context.Background(), ktesting.NewLogger(b, ktesting.NewConfig()))
+	type measured struct{ running, bound []float64 }
+	report := func(name string, m *measured) {
+		b.Run(name, func(b *testing.B) {
+			b.ReportMetric(mean(m.running), "running-p50-s")
+			b.ReportMetric(mean(m.bound), "bound-p50-s")
+		})
+	}
+	measure := func(sys *system.System, profile, namespace string, m *measured) {
+		r := runOnce(ctx, b, sys, profile, namespace, sideBySidePods)
+		m.running = append(m.running, percentile(r.running, 50))
+		m.bound = append(m.bound, percentile(r.bound, 50))
+	}
+
+	sys := startSystem(ctx, b, system.SchedulerDynamicMemory)
+	profiles := map[string]*measured{system.SchedulerName: {}, corev1.DefaultSchedulerName: {}}
+	for i, profile := range []string{system.SchedulerName, corev1.DefaultSchedulerName, corev1.DefaultSchedulerName, system.SchedulerName} {
+		measure(sys, profile, fmt.Sprintf("%s-%d", profile, i), profiles[profile])
+	}
+	if err := sys.Stop(); err != nil {
+		b.Fatalf("stop the system: %v", err)
+	}
+	for _, profile := range []string{system.SchedulerName, corev1.DefaultSchedulerName} {
+		report("profile="+profile, profiles[profile])
+	}
+
+	stock := &measured{}
+	sys = startSystem(ctx, b, system.SchedulerStock)
+	for i := range 2 {
+		measure(sys, corev1.DefaultSchedulerName, fmt.Sprintf("stock-%d", i), stock)
+	}
+	report("scheduler=stock", stock)
+}
+
+// startSystem starts the whole system (as `make demo` does) with the given scheduler,
+// two pools of simulated devices at zero latency, and this project's scheduler with
+// the baseline profile too. It is stopped when the benchmark ends.
+func startSystem(ctx context.Context, b *testing.B, scheduler string) *system.System {
+	nodes := make([]string, nodeCount)
+	for i := range nodes {
+		nodes[i] = cluster.NodeName(cluster.DefaultNodePrefix, i)
+	}
+	// 384Gi in all: pool a split in node windows of 32Gi, pool b shared (each node may
+	// hold 128Gi of its 256Gi).
+	pools := []system.PoolSpec{
+		{Name: system.PoolA, Capacity: "128Gi", HostWindow: "32Gi", LatencyClass: "low"},
+		{Name: system.PoolB, Capacity: "256Gi", HostWindow: "128Gi", LatencyClass: "medium"},
+	}
+	// E2E_BENCH_DIR keeps the run directory (component logs) for a look afterwards.
+	dir := os.Getenv("E2E_BENCH_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	} else {
+		dir = filepath.Join(dir, scheduler)
+	}
+	sys, err := system.Start(ctx, system.Options{
+		Dir: dir, Nodes: nodeCount, Pools: system.NewPools(pools, nodes, 0), Verbosity: 1,
+		Scheduler: scheduler, Baseline: scheduler == system.SchedulerDynamicMemory,
+	})
+	if err != nil {
+		b.Fatalf("start the system: %v", err)
+	}
+	b.Cleanup(func() {
+		if b.Failed() {
+			for _, p := range sys.Cluster.Processes() {
+				b.Logf("---- last 30 lines of %s ----\n%s", p.LogFile, p.LogTail(30))
+			}
+		}
+		if err := sys.Stop(); err != nil {
+			b.Errorf("stop the system: %v", err)
+		}
+	})
+	return sys
+}
+
 type result struct {
 	steps
 	ledgerFree time.Duration
 	poolsFull  time.Duration
 }
 
-func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, namespace string) result {
-	ws := make([]system.Workload, pods)
+// runOnce creates count pods naming profile at once, waits until they run, deletes
+// them and waits until the pools are whole again.
+func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, namespace string, count int) result {
+	ws := make([]system.Workload, count)
 	for i := range ws {
 		ws[i] = system.NewWorkload(fmt.Sprintf("pod-%03d", i), podGiB)
 		ws[i].SchedulerName = profile
@@ -139,9 +204,9 @@ func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, nam
 		if err := sys.CheckComponents(); err != nil {
 			return false, err
 		}
-		return rec.running() == pods, nil
+		return rec.running() == count, nil
 	}); err != nil {
-		b.Fatalf("wait for %d pods to run (%d running): %v", pods, rec.running(), err)
+		b.Fatalf("wait for %d pods to run (%d running): %v", count, rec.running(), err)
 	}
 	var r result
 	r.steps = rec.steps(start)

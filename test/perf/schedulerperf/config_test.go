@@ -9,8 +9,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	configv1 "k8s.io/kube-scheduler/config/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
 	schedulerconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
@@ -34,11 +36,11 @@ func TestPerformanceConfigPairsProfiles(t *testing.T) {
 	var cases []testCase
 	require.NoError(t, yaml.Unmarshal(data, &cases))
 	require.Len(t, cases, 2)
-	profiles := []string{schedulerconfig.DefaultProfile, schedulerconfig.DynamicMemoryProfile}
+	profiles := []string{schedulerconfig.BaselineProfile, schedulerconfig.DefaultProfile}
 
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			assert.FileExists(t, tc.SchedulerConfigPath)
+			assert.Empty(t, tc.SchedulerConfigPath, "the benchmark sets schedulerConfigPath")
 			type size struct {
 				labels   []string
 				params   map[string]any
@@ -72,5 +74,35 @@ func TestPerformanceConfigPairsProfiles(t *testing.T) {
 			assert.True(t, labelled["integration-test"], "no integration-test workloads: make test would not run this test case")
 			assert.True(t, labelled["performance"], "no performance workloads: make bench would not run this test case")
 		})
+	}
+}
+
+// TestBenchmarkConfigurationHasBothProfiles checks what the benchmark runs: every test
+// case points at a scheduler configuration with the shipped profiles, which run
+// DynamicMemory, and the baseline profile, which does not.
+func TestBenchmarkConfigurationHasBothProfiles(t *testing.T) {
+	file, err := writeTestCases(t.TempDir())
+	require.NoError(t, err)
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	var cases []testCase
+	require.NoError(t, yaml.Unmarshal(data, &cases))
+	require.Len(t, cases, 2)
+	for _, tc := range cases {
+		require.FileExists(t, tc.SchedulerConfigPath, "test case %s", tc.Name)
+		cfg, err := os.ReadFile(tc.SchedulerConfigPath)
+		require.NoError(t, err)
+		var sched configv1.KubeSchedulerConfiguration
+		require.NoError(t, yaml.UnmarshalStrict(cfg, &sched))
+		plugin := map[string]bool{}
+		for _, p := range sched.Profiles {
+			plugin[*p.SchedulerName] = p.Plugins != nil && p.Plugins.MultiPoint.Enabled != nil &&
+				slices.ContainsFunc(p.Plugins.MultiPoint.Enabled, func(e configv1.Plugin) bool { return e.Name == dynamicmemory.Name })
+		}
+		assert.Equal(t, map[string]bool{
+			schedulerconfig.DefaultProfile:       true,
+			schedulerconfig.DynamicMemoryProfile: true,
+			schedulerconfig.BaselineProfile:      false,
+		}, plugin, "which profiles run DynamicMemory")
 	}
 }

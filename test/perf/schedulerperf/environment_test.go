@@ -188,7 +188,7 @@ func (e *environment) prepare(tCtx ktesting.TContext) error {
 		return err
 	}
 	// The scheduler started before the service: wait until its pool cache has
-	// reconnected (one WatchPools stream: one profile enables the plugin) and every
+	// reconnected (one WatchPools stream: the profiles that run the plugin share it) and every
 	// agent holds its session, so that measuring starts from a steady state.
 	err = wait.PollUntilContextTimeout(tCtx, 100*time.Millisecond, readyTimeout, true, func(context.Context) (bool, error) {
 		for _, a := range agents {

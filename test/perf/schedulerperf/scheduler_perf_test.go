@@ -17,13 +17,16 @@ package schedulerperf
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	_ "k8s.io/component-base/logs/json/register"
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 	perf "k8s.io/kubernetes/test/integration/scheduler_perf"
+	"sigs.k8s.io/yaml"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory"
+	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
 // configFile holds the test cases.
@@ -42,10 +45,46 @@ func TestMain(m *testing.M) {
 }
 
 func BenchmarkPerfScheduling(b *testing.B) {
+	cases, err := writeTestCases(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
 	env := &environment{}
 	registry := frameworkruntime.Registry{dynamicmemory.Name: env.pluginFactory}
-	perf.RunBenchmarkPerfScheduling(b, configFile, topic, registry,
+	perf.RunBenchmarkPerfScheduling(b, cases, topic, registry,
 		perf.WithPreRunFn(env.preRun),
 		perf.WithPrepareFn(env.prepare),
 	)
+}
+
+// writeTestCases writes into dir the shipped scheduler configuration plus the
+// baseline profile (without-dynamic-memory), and the test cases of configFile pointed at it; it returns the
+// test cases' file. Paths in the test cases stay relative to this directory.
+func writeTestCases(dir string) (string, error) {
+	schedFile := filepath.Join(dir, "scheduler-config.yaml")
+	if err := schedconfig.Write(schedFile, schedconfig.Options{Baseline: true}); err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(configFile)
+	if err != nil {
+		return "", err
+	}
+	var cases []map[string]any
+	if err := yaml.Unmarshal(data, &cases); err != nil {
+		return "", fmt.Errorf("parse %s: %w", configFile, err)
+	}
+	for _, tc := range cases {
+		if _, set := tc["schedulerConfigPath"]; set {
+			return "", fmt.Errorf("%s: test case %v sets schedulerConfigPath; the benchmark sets it", configFile, tc["name"])
+		}
+		tc["schedulerConfigPath"] = schedFile
+	}
+	if data, err = yaml.Marshal(cases); err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, configFile)
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		return "", err
+	}
+	return file, nil
 }
