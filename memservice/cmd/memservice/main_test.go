@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -96,4 +98,36 @@ func TestFlagDefaults(t *testing.T) {
 	certs, _, err := cmd.Find([]string{"certs"})
 	require.NoError(t, err)
 	assert.Equal(t, "memservice,memservice.dynamic-memory-system.svc,localhost,127.0.0.1", certs.Flags().Lookup("server-names").DefValue)
+}
+
+// TestLeaderIdentityIsUniquePerProcess: two instances on one host (a crashed one and
+// the one started after it) must not share a leader identity, or the new one would
+// take the Lease at once while a write of the crashed one may still land (the chaos
+// suite saw it land after the new one rebuilt from the records).
+func TestLeaderIdentityIsUniquePerProcess(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+	identity := func() string {
+		o := newOptions()
+		o.kube.Kubeconfig = kubeconfig
+		require.NoError(t, o.complete())
+		return o.cfg.LeaderElection.Identity
+	}
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	first, second := identity(), identity()
+	assert.NotEqual(t, first, second)
+	assert.True(t, strings.HasPrefix(first, host+"_"), "%q names the host", first)
+
+	o := newOptions()
+	o.kube.Kubeconfig = kubeconfig
+	o.cfg.LeaderElection.Identity = "given"
+	require.NoError(t, o.complete())
+	assert.Equal(t, "given", o.cfg.LeaderElection.Identity, "--leader-elect-identity is kept")
 }
