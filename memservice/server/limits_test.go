@@ -38,6 +38,7 @@ func TestLargestHelloFits(t *testing.T) {
 	hello := largestHello()
 	require.NoError(t, server.Validate(hello), "the largest valid Hello")
 	size := proto.Size(&memservicev1.AgentMessage{Message: &memservicev1.AgentMessage_Hello{Hello: hello}})
+	t.Logf("the largest valid Hello is %d bytes; the limit is %d", size, server.MaxRecvMessageBytes)
 	assert.Less(t, size, server.MaxRecvMessageBytes, "the largest valid Hello (%d bytes) is received", size)
 	assert.Greater(t, size, server.MaxRecvMessageBytes/2, "the limit is fitted to the largest request, not far above it")
 }
