@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -246,4 +248,46 @@ func TestSchedulerConfigMounted(t *testing.T) {
 	require.NotEmpty(t, mountedAt, "the Deployment mounts the generated ConfigMap %s", cm.GetName())
 	assert.Contains(t, d.Spec.Template.Spec.Containers[0].Command, "--config="+mountedAt+"/scheduler-config.yaml",
 		"the scheduler reads the mounted file")
+}
+
+// TestNetworkPolicies checks that every component's pods have an ingress policy, that
+// only the project's clients reach the memory service's gRPC port, and that only the
+// monitoring namespace reaches any other port.
+func TestNetworkPolicies(t *testing.T) {
+	objs := build(t, "manifests")
+	var policies []networkingv1.NetworkPolicy
+	for _, o := range objs {
+		if o.GetKind() == "NetworkPolicy" {
+			var np networkingv1.NetworkPolicy
+			require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &np))
+			policies = append(policies, np)
+		}
+	}
+	monitoring := networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}}}
+	covered := map[string]bool{}
+	for _, np := range policies {
+		name := np.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"]
+		require.NotEmpty(t, name, "NetworkPolicy %s selects a component's pods by name", np.Name)
+		covered[name] = true
+		assert.Equal(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, np.Spec.PolicyTypes, np.Name)
+		for i, rule := range np.Spec.Ingress {
+			require.NotEmpty(t, rule.From, "NetworkPolicy %s rule %d is open to everyone", np.Name, i)
+			require.Len(t, rule.Ports, 1, "NetworkPolicy %s rule %d", np.Name, i)
+			if np.Name == "memservice" && rule.Ports[0].Port.String() == "grpc" {
+				require.Len(t, rule.From, 1)
+				require.NotNil(t, rule.From[0].PodSelector)
+				assert.ElementsMatch(t, []string{"dynamic-memory-scheduler", "node-agent", "dra-plugin"},
+					rule.From[0].PodSelector.MatchExpressions[0].Values, "the memory service's gRPC clients")
+				continue
+			}
+			assert.Equal(t, []networkingv1.NetworkPolicyPeer{monitoring}, rule.From,
+				"NetworkPolicy %s: port %s only from the monitoring namespace", np.Name, rule.Ports[0].Port)
+		}
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" || o.GetKind() == "DaemonSet" {
+			name, _, _ := unstructured.NestedString(o.Object, "spec", "template", "metadata", "labels", "app.kubernetes.io/name")
+			assert.True(t, covered[name], "%s %s has an ingress NetworkPolicy", o.GetKind(), o.GetName())
+		}
+	}
 }
