@@ -10,6 +10,10 @@ import (
 	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
 )
 
+// reversedSuffix marks a workload's size in the round run in the opposite order
+// (test/perf/schedulerperf: A B B A).
+const reversedSuffix = "-reversed"
+
 // Profiles of the scheduler_perf workloads: every size runs once per profile; the
 // baseline is the profile of the stock plugins alone.
 const (
@@ -83,6 +87,9 @@ type report struct {
 // schedRun is one scheduler_perf workload: a size of a test case for one profile.
 type schedRun struct {
 	testCase, size, profile string
+	// rounds are the average throughputs of each run, in run order, by round ("" for
+	// the first order, "reversed" for the pair run the other way round).
+	rounds map[string][]float64
 	// throughput buckets (Average, Perc50, ...) in pods/s, medians over runs.
 	throughput map[string]float64
 	// duration of the measured pods' scheduling, s.
@@ -111,11 +118,15 @@ func (r *report) schedulerRuns() []*schedRun {
 		if !ok {
 			continue
 		}
+		round := ""
+		if s, reversed := strings.CutSuffix(size, reversedSuffix); reversed {
+			size, round = s, "reversed"
+		}
 		key := testCase + "/" + size + "_" + profile
 		a, seen := byKey[key]
 		if !seen {
 			a = &acc{
-				run:        &schedRun{testCase: testCase, size: size, profile: profile, throughput: map[string]float64{}, extensionPoints: map[string]float64{}},
+				run:        &schedRun{testCase: testCase, size: size, profile: profile, throughput: map[string]float64{}, extensionPoints: map[string]float64{}, rounds: map[string][]float64{}},
 				throughput: map[string][]float64{},
 				ext:        map[string][]float64{},
 				plugins:    map[string]map[string][]float64{},
@@ -128,6 +139,7 @@ func (r *report) schedulerRuns() []*schedRun {
 			for bucket, v := range item.Data {
 				a.throughput[bucket] = append(a.throughput[bucket], v)
 			}
+			a.run.rounds[round] = append(a.run.rounds[round], item.Data["Average"])
 		case "SchedulingDuration":
 			a.duration = append(a.duration, item.Data["Duration"])
 		case "scheduler_framework_extension_point_duration_seconds":
@@ -200,11 +212,44 @@ type pair struct {
 	baseline, plugin *schedRun
 }
 
+// ratios are the plugin's average throughput over the baseline's of each pair of runs
+// (the n-th run of each profile in the same round).
+func (p pair) ratios() []float64 {
+	if p.baseline == nil || p.plugin == nil {
+		return nil
+	}
+	var out []float64
+	for round, base := range p.baseline.rounds {
+		for i, b := range base {
+			if i < len(p.plugin.rounds[round]) && b > 0 {
+				out = append(out, p.plugin.rounds[round][i]/b)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ratio is the median of the pairs' ratios.
 func (p pair) ratio() (float64, bool) {
-	if p.baseline == nil || p.plugin == nil || p.baseline.throughput["Average"] == 0 {
+	rs := p.ratios()
+	if len(rs) == 0 {
 		return 0, false
 	}
-	return p.plugin.throughput["Average"] / p.baseline.throughput["Average"], true
+	return median(rs), true
+}
+
+// spread says how far the pairs' ratios lie apart, and in how many orders they ran.
+func (p pair) spread() string {
+	rs := p.ratios()
+	if len(rs) < 2 {
+		return "one pair"
+	}
+	orders := "one order"
+	if len(p.baseline.rounds) > 1 {
+		orders = "both orders"
+	}
+	return fmt.Sprintf("%d pairs in %s, %.3f–%.3f", len(rs), orders, rs[0], rs[len(rs)-1])
 }
 
 func pairs(runs []*schedRun) []pair {
@@ -258,8 +303,8 @@ func (r *report) markdown() string {
 				continue
 			}
 			found = true
-			w("| `%s` %s: %s throughput ≥ %.2f × %s | %.3f (%.1f vs %.1f pods/s) | %s |\n",
-				t.testCase, p.size, pluginProfile, t.ratio, t.baseline, ratio,
+			w("| `%s` %s: %s throughput ≥ %.2f × %s (median of pairs) | %.3f (%s; medians %.1f vs %.1f pods/s) | %s |\n",
+				t.testCase, p.size, pluginProfile, t.ratio, t.baseline, ratio, p.spread(),
 				p.plugin.throughput["Average"], p.baseline.throughput["Average"], status(ratio >= t.ratio))
 		}
 		if !found {
@@ -308,7 +353,10 @@ func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps [
 	w("dynamic memory DeviceClass; each size runs for `without-dynamic-memory` (the baseline: for claims\n")
 	w("that is DRA only, DynamicResources without DynamicMemory) and for `default-scheduler`.\n")
 	w("Throughput is scheduler_perf's `SchedulingThroughput` (pods bound per second, sampled each\n")
-	w("second while the measured pods are scheduled); the duration is the time to schedule all of them.\n\n")
+	w("second while the measured pods are scheduled); the duration is the time to schedule all of them.\n")
+	w("Each pair runs twice, A B then B A (the second round's sizes end in `-reversed`), so that\n")
+	w("neither profile gains from its place; a profile's figures are the medians of its runs, and the\n")
+	w("ratio is the median of the pairs' ratios (the targets give their spread).\n\n")
 	for _, c := range r.schedulerRun.commands {
 		w("Command: `%s`%s\n\n", c, failure(r.schedulerRun, c))
 	}

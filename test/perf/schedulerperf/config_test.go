@@ -104,5 +104,17 @@ func TestBenchmarkConfigurationHasBothProfiles(t *testing.T) {
 			schedulerconfig.DynamicMemoryProfile: true,
 			schedulerconfig.BaselineProfile:      false,
 		}, plugin, "which profiles run DynamicMemory")
+
+		// The performance workloads run A B B A: their second round, reversed.
+		var order []string
+		for _, w := range tc.Workloads {
+			if slices.Contains(w.Labels, "performance") {
+				order = append(order, w.Name)
+			}
+		}
+		assert.Equal(t, []string{
+			"500Nodes_" + schedulerconfig.BaselineProfile, "500Nodes_" + schedulerconfig.DefaultProfile,
+			"500Nodes" + reversedSuffix + "_" + schedulerconfig.DefaultProfile, "500Nodes" + reversedSuffix + "_" + schedulerconfig.BaselineProfile,
+		}, order, "test case %s", tc.Name)
 	}
 }

@@ -16,8 +16,11 @@ package schedulerperf
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	_ "k8s.io/component-base/logs/json/register"
@@ -57,6 +60,48 @@ func BenchmarkPerfScheduling(b *testing.B) {
 	)
 }
 
+// reversedSuffix marks the size of a workload's second round, run in the opposite
+// order (hack/benchreport pairs the rounds).
+const reversedSuffix = "-reversed"
+
+// withReversedRounds appends to a test case's workloads those labelled performance
+// again, in reverse order and with reversedSuffix after their size: each pair then
+// runs A B B A, so that neither profile profits from its place (the scheduler, API
+// server and etcd start anew for each workload, the test process does not).
+func withReversedRounds(workloads any) any {
+	list, ok := workloads.([]any)
+	if !ok {
+		return workloads
+	}
+	out := slices.Clone(list)
+	for _, w := range slices.Backward(list) {
+		m, ok := w.(map[string]any)
+		if !ok || !slices.Contains(toStrings(m["labels"]), "performance") {
+			continue
+		}
+		name, _ := m["name"].(string)
+		size, profile, found := strings.Cut(name, "_")
+		if !found {
+			continue
+		}
+		c := maps.Clone(m)
+		c["name"] = size + reversedSuffix + "_" + profile
+		out = append(out, c)
+	}
+	return out
+}
+
+func toStrings(v any) []string {
+	list, _ := v.([]any)
+	var out []string
+	for _, x := range list {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // writeTestCases writes into dir the shipped scheduler configuration plus the
 // baseline profile (without-dynamic-memory), and the test cases of configFile pointed at it; it returns the
 // test cases' file. Paths in the test cases stay relative to this directory.
@@ -78,6 +123,7 @@ func writeTestCases(dir string) (string, error) {
 			return "", fmt.Errorf("%s: test case %v sets schedulerConfigPath; the benchmark sets it", configFile, tc["name"])
 		}
 		tc["schedulerConfigPath"] = schedFile
+		tc["workloads"] = withReversedRounds(tc["workloads"])
 	}
 	if data, err = yaml.Marshal(cases); err != nil {
 		return "", err
