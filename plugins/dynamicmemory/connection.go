@@ -75,6 +75,8 @@ type sharedConnection struct {
 // acquire returns the connection for cfg, dialing it and starting its cache for the
 // first user, and adds r to the pods it activates. Both last until ctx ends.
 func (s *connectionSet) acquire(ctx context.Context, cfg client.Config, r *rejectedPods) (*connection, error) {
+	// The pool cache reports into the plugin's metrics: registered before it runs.
+	RegisterMetrics()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	shared, ok := s.open[cfg]

@@ -194,6 +194,20 @@ func newTestPlugin(t *testing.T, ctx context.Context, fs *fakeService, h *fakeHa
 	return pl
 }
 
+// prefilteredPod makes pod "p" with a 4Gi claim "c1", a plugin against fs (args
+// changed by mutate) and runs PreFilter, which must pass.
+func prefilteredPod(t *testing.T, ctx context.Context, fs *fakeService, mutate func(*config.DynamicMemoryArgs)) (*DynamicMemory, *fakeHandle, *v1.Pod, *resourceapi.ResourceClaim, *framework.CycleState) {
+	t.Helper()
+	claim := memClaim("c1", "4Gi")
+	pod := memPod("p", "c1")
+	h := newFakeHandle(t, ctx, pod)
+	h.dra.claims.set(claim)
+	pl := newTestPlugin(t, ctx, fs, h, mutate)
+	cs, _, st := preFilter(t, ctx, pl, pod)
+	require.True(t, st.IsSuccess(), "PreFilter: %v", st)
+	return pl, h, pod, claim, cs
+}
+
 func waitConnected(t *testing.T, pl *DynamicMemory, connected bool) {
 	t.Helper()
 	require.Eventually(t, func() bool { return pl.cache.view().connected == connected }, 5*time.Second, 5*time.Millisecond,

@@ -96,7 +96,7 @@ func MetricNames() []string {
 var registerMetrics sync.Once
 
 // RegisterMetrics registers the plugin's metrics with the component-base legacy
-// registry, which the scheduler serves on /metrics. It is idempotent; New calls it.
+// registry, which the scheduler serves on /metrics. It is idempotent; acquiring a connection (New) calls it before its pool cache runs.
 func RegisterMetrics() {
 	registerMetrics.Do(func() {
 		legacyregistry.MustRegister(reserveAttempts, reserveFailures, provisioningDuration,

@@ -83,7 +83,6 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err := checkFiles(path, args).ToAggregate(); err != nil {
 		return nil, fmt.Errorf("invalid %s args: %w", Name, err)
 	}
-	RegisterMetrics()
 	rejected := newRejectedPods(h)
 	// Every unary call of the plugin sets its own deadline (reserveTimeout,
 	// releaseTimeout, provisionTimeout): the client's default bound never applies.

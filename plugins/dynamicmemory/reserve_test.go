@@ -154,13 +154,7 @@ func TestPermitAfterTheAnswer(t *testing.T) {
 			ctx := testContext(t)
 			fs := newFakeService(t, twoPools()...)
 			fs.change(func() { fs.reserveErr = tc.reserveErr })
-			claim := memClaim("c1", "4Gi")
-			pod := memPod("p", "c1")
-			h := newFakeHandle(t, ctx, pod)
-			h.dra.claims.set(claim)
-			pl := newTestPlugin(t, ctx, fs, h, nil)
-			cs, _, st := preFilter(t, ctx, pl, pod)
-			require.True(t, st.IsSuccess())
+			pl, h, pod, _, cs := prefilteredPod(t, ctx, fs, nil)
 			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
 			s := lookupState(cs)
 			<-s.reservation.done
@@ -185,17 +179,10 @@ func TestUnreserveWhileReserving(t *testing.T) {
 	fs := newFakeService(t, twoPools()...)
 	gate := make(chan struct{})
 	fs.change(func() { fs.reserveGate = gate })
-	claim := memClaim("c1", "4Gi")
-	pod := memPod("p", "c1")
-	h := newFakeHandle(t, ctx, pod)
-	h.dra.claims.set(claim)
+	pl, h, pod, claim, cs := prefilteredPod(t, ctx, fs, nil)
 	h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
-	pl := newTestPlugin(t, ctx, fs, h, nil)
-
-	cs, _, st := preFilter(t, ctx, pl, pod)
-	require.True(t, st.IsSuccess())
 	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
-	st, _ = pl.Permit(ctx, cs, pod, "n3")
+	st, _ := pl.Permit(ctx, cs, pod, "n3")
 	require.Equal(t, fwk.Wait, st.Code())
 	first := lookupState(cs).reservation
 	require.Eventually(t, func() bool { return len(fs.callLog()) == 1 }, 5*time.Second, time.Millisecond, "the Reserve call is running")
@@ -300,18 +287,12 @@ func TestPreBind(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testContext(t)
 			fs := newFakeService(t, twoPools()...)
-			claim := memClaim("c1", "4Gi")
-			pod := memPod("p", "c1")
-			h := newFakeHandle(t, ctx, pod)
-			h.dra.claims.set(claim)
-			pl := newTestPlugin(t, ctx, fs, h, func(a *config.DynamicMemoryArgs) {
+			pl, h, pod, claim, cs := prefilteredPod(t, ctx, fs, func(a *config.DynamicMemoryArgs) {
 				a.ProvisionTimeout = &metav1.Duration{Duration: 10 * time.Second}
 				if tc.provisionTimeout != 0 {
 					a.ProvisionTimeout.Duration = tc.provisionTimeout
 				}
 			})
-			cs, _, st := preFilter(t, ctx, pl, pod)
-			require.True(t, st.IsSuccess())
 			// DynamicResources reserves pool-b on n3, then (PreBind) writes it to the claim.
 			h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
 			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
@@ -371,13 +352,7 @@ func TestPermitHoldBound(t *testing.T) {
 func TestUnreserveAfterTheMemoryWasOnlineReleasesNothing(t *testing.T) {
 	ctx := testContext(t)
 	fs := newFakeService(t, twoPools()...)
-	claim := memClaim("c1", "4Gi")
-	pod := memPod("p", "c1")
-	h := newFakeHandle(t, ctx, pod)
-	h.dra.claims.set(claim)
-	pl := newTestPlugin(t, ctx, fs, h, nil)
-	cs, _, st := preFilter(t, ctx, pl, pod)
-	require.True(t, st.IsSuccess())
+	pl, h, pod, claim, cs := prefilteredPod(t, ctx, fs, nil)
 	h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
 	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
 	require.NoError(t, lookupState(cs).reservation.outcome(ctx))
