@@ -14,6 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=dynamic-memory
 NAMESPACE=dynamic-memory-system
+NODE_NAMESPACE=dynamic-memory-node
 DEMO_NS=dynamic-memory-demo
 REPO=ghcr.io/dynamicmemory
 TAG=dev
@@ -60,28 +61,21 @@ step "binaries: memservice (for certificates) and the kubectl plugin"
 (cd "$ROOT" && go build -o bin/memservice ./memservice/cmd/memservice &&
   go build -o bin/kubectl-dynamic_memory ./cmd/kubectl-dynamic_memory)
 
-step "certificates (mutual TLS between the components and the memory service)"
-nodes_csv=$(IFS=,; echo "${NODES[*]}")
-"$ROOT/bin/memservice" certs --dir "$CERTS" \
-  --server-names "memservice,memservice.$NAMESPACE,memservice.$NAMESPACE.svc,memservice.$NAMESPACE.svc.cluster.local" \
-  --nodes "$nodes_csv"
+step "the memory service's CA (it signs the components' PodCertificateRequests)"
+# The components' identities come from PodCertificateRequests the memory service signs
+# with this CA; only the memory service mounts it (of what certs writes, only ca.crt and
+# ca.key are used).
+"$ROOT/bin/memservice" certs --dir "$CERTS"
 k apply --server-side -k "$ROOT/manifests/namespace"
-secret() { # name files...
-  local name=$1; shift
-  local args=()
-  for f in "$@"; do args+=(--from-file="$f"); done
-  k -n "$NAMESPACE" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | k apply --server-side -f -
-}
-secret memservice-server-tls "$CERTS/ca.crt" "$CERTS/server.crt" "$CERTS/server.key"
-secret scheduler-memservice-tls "$CERTS/ca.crt" "$CERTS/scheduler.crt" "$CERTS/scheduler.key"
-secret node-memservice-tls "$CERTS/ca.crt" "$CERTS"/agent-*.crt "$CERTS"/agent-*.key "$CERTS"/draplugin-*.crt "$CERTS"/draplugin-*.key
+k -n "$NAMESPACE" create secret generic memservice-ca --from-file="$CERTS/ca.crt" --from-file="$CERTS/ca.key" \
+  --dry-run=client -o yaml | k apply --server-side -f -
 
 step "install (kubectl apply -k kind/overlay)"
 k apply --server-side -k "$ROOT/kind/overlay"
 # Only the leader of the memory service is ready (the standby stays 0/1 by design).
 k -n "$NAMESPACE" wait deployment/memservice --for=jsonpath='{.status.readyReplicas}'=1 --timeout "${TIMEOUT}s"
-k -n "$NAMESPACE" rollout status daemonset/node-agent --timeout "${TIMEOUT}s"
-k -n "$NAMESPACE" rollout status daemonset/dra-plugin --timeout "${TIMEOUT}s"
+k -n "$NODE_NAMESPACE" rollout status daemonset/node-agent --timeout "${TIMEOUT}s"
+k -n "$NODE_NAMESPACE" rollout status daemonset/dra-plugin --timeout "${TIMEOUT}s"
 k -n "$NAMESPACE" rollout status deployment/dynamic-memory-scheduler --timeout "${TIMEOUT}s"
 
 step "hand scheduling over to the dynamic memory scheduler"

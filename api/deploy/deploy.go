@@ -10,9 +10,22 @@ import (
 )
 
 const (
-	// Namespace holds the memory service, the scheduler and the node components
-	// (manifests/namespace).
+	// Namespace holds the memory service and the scheduler, under the restricted Pod
+	// Security level (manifests/namespace).
 	Namespace = "dynamic-memory-system"
+	// NodeNamespace holds the node agent and the DRA plugin, which need host access:
+	// the privileged Pod Security level, kept apart from the other components.
+	NodeNamespace = "dynamic-memory-node"
+	// The ServiceAccounts of the memory service's clients (manifests/rbac): the
+	// scheduler's in Namespace, the node components' in NodeNamespace. The memory
+	// service's certificate signer gives their pods the matching identity.
+	SchedulerServiceAccount = "scheduler"
+	NodeAgentServiceAccount = "node-agent"
+	DRAPluginServiceAccount = "dra-plugin"
+	// SignerName is the memory service's PodCertificateRequest signer: pods of the
+	// ServiceAccounts above mount a podCertificate volume of it, and its CA reaches
+	// them as ClusterTrustBundles of this signer (a clusterTrustBundle volume).
+	SignerName = "dynamicmemory.io/memservice"
 	// MemoryServiceName is the memory service's Service and its Lease.
 	MemoryServiceName = "memservice"
 	// MemoryServicePort is the memory service's gRPC port (mutual TLS).

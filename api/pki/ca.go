@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -98,12 +99,29 @@ func (ca *CA) Pair() Pair { return Pair{CertPEM: ca.CertPEM, KeyPEM: ca.keyPEM} 
 
 // IssueServer issues a serving certificate for the given DNS names and IPs.
 func (ca *CA) IssueServer(commonName string, dnsNames []string, ips []net.IP) (Pair, error) {
-	return ca.issue(&x509.Certificate{
+	return ca.issue(serverTemplate(commonName, dnsNames, ips))
+}
+
+// splitNames sorts a serving certificate's names into DNS names and IP addresses.
+func splitNames(names []string) (dns []string, ips []net.IP) {
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	return dns, ips
+}
+
+// serverTemplate is a serving certificate for the names.
+func serverTemplate(commonName string, dnsNames []string, ips []net.IP) *x509.Certificate {
+	return &x509.Certificate{
 		Subject:     pkix.Name{CommonName: commonName},
 		DNSNames:    dnsNames,
 		IPAddresses: ips,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+	}
 }
 
 // IssueClient issues a client certificate that names the identity.
@@ -111,14 +129,7 @@ func (ca *CA) IssueClient(id Identity) (Pair, error) {
 	if err := id.Validate(); err != nil {
 		return Pair{}, err
 	}
-	cn := id.Node
-	if cn == "" {
-		cn = string(id.Role)
-	}
-	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: cn, Organization: []string{orgPrefix + string(id.Role)}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
+	return ca.issue(clientTemplate(id))
 }
 
 // IssueUser issues a client certificate for a Kubernetes user: the common name is
@@ -136,13 +147,11 @@ func (ca *CA) issue(tmpl *x509.Certificate) (Pair, error) {
 		return Pair{}, fmt.Errorf("generate key: %w", err)
 	}
 	now := time.Now()
-	tmpl.SerialNumber = serial()
 	tmpl.NotBefore = now.Add(-time.Hour)
 	tmpl.NotAfter = now.Add(DefaultValidity)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := sign(tmpl, ca.cert, ca.key, &key.PublicKey)
 	if err != nil {
-		return Pair{}, fmt.Errorf("sign certificate %q: %w", tmpl.Subject.CommonName, err)
+		return Pair{}, err
 	}
 	keyPEM, err := encodeKey(key)
 	if err != nil {
@@ -211,15 +220,7 @@ func WriteBundle(dir string, serverNames, nodes []string) (Bundle, error) {
 	if err != nil {
 		return b, err
 	}
-	var dns []string
-	var ips []net.IP
-	for _, n := range serverNames {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip)
-		} else {
-			dns = append(dns, n)
-		}
-	}
+	dns, ips := splitNames(serverNames)
 	server, err := ca.IssueServer("memservice", dns, ips)
 	if err != nil {
 		return b, err
@@ -241,6 +242,29 @@ func WriteBundle(dir string, serverNames, nodes []string) (Bundle, error) {
 		}
 	}
 	return b, nil
+}
+
+// sign signs tmpl (its validity set) for pub with the CA's certificate and key.
+func sign(tmpl, caCert *x509.Certificate, caKey crypto.Signer, pub crypto.PublicKey) ([]byte, error) {
+	tmpl.SerialNumber = serial()
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, pub, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate %q: %w", tmpl.Subject.CommonName, err)
+	}
+	return der, nil
+}
+
+// clientTemplate is the certificate that names the identity.
+func clientTemplate(id Identity) *x509.Certificate {
+	cn := id.Node
+	if cn == "" {
+		cn = string(id.Role)
+	}
+	return &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn, Organization: []string{orgPrefix + string(id.Role)}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
 }
 
 func serial() *big.Int {

@@ -116,6 +116,8 @@ type source struct {
 type material struct {
 	cert tls.Certificate
 	pool *x509.CertPool
+	// bundlePEM is the CA bundle file as read.
+	bundlePEM []byte
 }
 
 type fileStamp struct {
@@ -180,7 +182,7 @@ func (s *source) load() (*material, error) {
 	if !pool.AppendCertsFromPEM(data) {
 		return nil, fmt.Errorf("CA bundle %s holds no PEM certificate", s.caFile)
 	}
-	return &material{cert: cert, pool: pool}, nil
+	return &material{cert: cert, pool: pool, bundlePEM: data}, nil
 }
 
 // notAfter is when the certificate in use expires.

@@ -19,17 +19,23 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// tlsServer accepts connections with ServerTLSConfig of the bundle's server files and
-// reports the subject of each client's certificate.
+// tlsServer accepts connections with a server TLS config, reports each client's
+// certificate (its serial number, or what the test's report gives) and echoes.
 type tlsServer struct {
 	addr    string
 	clients chan string
 }
 
+// startTLSServer serves with ServerTLSConfig of the bundle's server files.
 func startTLSServer(t *testing.T, b Bundle) *tlsServer {
 	t.Helper()
 	cfg, err := ServerTLSConfig(b.CertFile("server"), b.KeyFile("server"), b.CAFile())
 	require.NoError(t, err)
+	return serveTLS(t, cfg, func(c *x509.Certificate) string { return c.SerialNumber.String() })
+}
+
+func serveTLS(t *testing.T, cfg *tls.Config, report func(*x509.Certificate) string) *tlsServer {
+	t.Helper()
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = lis.Close() })
@@ -46,7 +52,7 @@ func startTLSServer(t *testing.T, b Bundle) *tlsServer {
 				if tc.Handshake() != nil {
 					return
 				}
-				s.clients <- tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+				s.clients <- report(tc.ConnectionState().PeerCertificates[0])
 				buf := make([]byte, 1)
 				for {
 					if _, err := tc.Read(buf); err != nil {

@@ -60,6 +60,9 @@ type Options struct {
 	// namespace, RBAC and admission policies, which hold a component that runs with
 	// ServiceAccountKubeconfig as they hold its pod in a real cluster.
 	InstallRBAC bool
+	// AuditLog makes kube-apiserver write every request (metadata only) as a JSON
+	// line to AuditLogPath: who asked what, for the benchmarks' request counts.
+	AuditLog bool
 	// Detach lets the processes outlive the caller (own session), for the CLI.
 	Detach bool
 }
@@ -254,7 +257,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err := c.startEtcd(ctx, bins[Etcd], etcdPeerPort); err != nil {
 		return nil, err
 	}
-	if err := c.startAPIServer(ctx, bins[KubeAPIServer], apiPort); err != nil {
+	if err := c.startAPIServer(ctx, bins[KubeAPIServer], apiPort, o.AuditLog); err != nil {
 		return nil, err
 	}
 	if o.InstallCRDs {
@@ -413,6 +416,9 @@ func (c *Cluster) Client() kubernetes.Interface { return c.client }
 
 // Dir is the run directory.
 func (c *Cluster) Dir() string { return c.dir }
+
+// AuditLogPath is where kube-apiserver writes its audit log (Options.AuditLog).
+func (c *Cluster) AuditLogPath() string { return c.path("logs", "audit.log") }
 
 // Server is the apiserver URL.
 func (c *Cluster) Server() string { return c.state.Server }

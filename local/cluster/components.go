@@ -31,28 +31,53 @@ func (c *Cluster) startEtcd(ctx context.Context, bin string, peerPort int) error
 	return p.WaitReady(ctx, readyTimeout, HTTPReady(c.state.EtcdURL+"/health"))
 }
 
-// startAPIServer starts kube-apiserver on 127.0.0.1:port and waits for /readyz.
-func (c *Cluster) startAPIServer(ctx context.Context, bin string, port int) error {
+// auditPolicy records every request with its metadata (user, user agent, verb,
+// resource), once, when its response is complete.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted, Panic]
+rules:
+- level: Metadata
+`
+
+// startAPIServer starts kube-apiserver on 127.0.0.1:port and waits for /readyz; with
+// audit, it writes its audit log to AuditLogPath.
+func (c *Cluster) startAPIServer(ctx context.Context, bin string, port int, audit bool) error {
 	pki := c.pki()
-	p, err := c.StartProcess(ctx, KubeAPIServer, bin,
-		"--etcd-servers="+c.state.EtcdURL,
+	var auditFlags []string
+	if audit {
+		policy := c.path("audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return fmt.Errorf("write audit policy: %w", err)
+		}
+		auditFlags = []string{
+			"--audit-policy-file=" + policy, "--audit-log-path=" + c.AuditLogPath(), "--audit-log-format=json",
+			// Batched, so that writing the log does not hold requests up.
+			"--audit-log-mode=batch", "--audit-log-maxsize=0",
+		}
+	}
+	p, err := c.StartProcess(ctx, KubeAPIServer, bin, append([]string{
+		"--etcd-servers=" + c.state.EtcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(port),
-		"--tls-cert-file="+pki.servingCert(),
-		"--tls-private-key-file="+pki.servingKey(),
-		"--client-ca-file="+pki.caCert(),
-		"--service-account-key-file="+pki.saPublicKey(),
-		"--service-account-signing-key-file="+pki.saPrivateKey(),
+		"--secure-port=" + strconv.Itoa(port),
+		"--tls-cert-file=" + pki.servingCert(),
+		"--tls-private-key-file=" + pki.servingKey(),
+		"--client-ca-file=" + pki.caCert(),
+		"--service-account-key-file=" + pki.saPublicKey(),
+		"--service-account-signing-key-file=" + pki.saPrivateKey(),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--authorization-mode=Node,RBAC",
+		// As every production cluster: a kubelet may only ask for what concerns its
+		// own node (PodCertificateRequests of its pods included).
+		"--enable-admission-plugins=NodeRestriction",
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
 		// The "kubernetes" Service cannot point at a loopback address.
 		"--endpoint-reconciler-type=none",
-		"--feature-gates="+FeatureGates,
+		"--feature-gates=" + FeatureGates,
 		"--profiling=false",
-	)
+	}, auditFlags...)...)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ package system
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -114,6 +113,8 @@ type Options struct {
 	// Baseline adds to this project's scheduler the profile without-dynamic-memory
 	// (schedconfig.BaselineProfile), the stock plugins alone: the benchmarks' baseline.
 	Baseline bool
+	// AuditLog makes kube-apiserver log every request (cluster.Options.AuditLog).
+	AuditLog bool
 }
 
 func (o *Options) complete() error {
@@ -182,6 +183,9 @@ type System struct {
 	dm             versioned.Interface
 	memserviceAddr string
 	admin          *client.Client
+	// metrics reads the components' /metrics with a token allowed to
+	// (cluster.MetricsClient).
+	metrics *http.Client
 
 	mu         sync.Mutex
 	components map[string]component
@@ -214,6 +218,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		Kwok:              true,
 		InstallCRDs:       true,
 		InstallRBAC:       true,
+		AuditLog:          o.AuditLog,
 		Detach:            o.Detach,
 	})
 	if err != nil {
@@ -236,6 +241,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}()
 	if s.dm, err = versioned.NewForConfig(c.RESTConfig()); err != nil {
 		return nil, fmt.Errorf("create dynamicmemory.io client: %w", err)
+	}
+	if s.metrics, err = c.MetricsClient(ctx); err != nil {
+		return nil, err
 	}
 	nodes := c.Nodes()
 
@@ -363,8 +371,8 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 			"--leader-elect=true",
 			v,
 		},
-		ready:   cluster.HTTPReady("http://" + memMetrics + "/readyz"),
-		metrics: "http://" + memMetrics + "/metrics",
+		ready:   cluster.HTTPReady("https://" + memMetrics + "/readyz"),
+		metrics: "https://" + memMetrics + "/metrics",
 	}
 
 	for name, bin := range s.opts.schedulerBinaries() {
@@ -405,8 +413,9 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--authorization-kubeconfig="+kubeconfig,
 				// The apiserver has no front proxy, so there is no request-header CA to look up.
 				"--authentication-skip-lookup=true",
-				// Metrics for anyone on the loopback address, like the other components'.
-				"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+				// The probes for anyone, like the other components'; /metrics needs
+				// a token allowed to get it (MetricsClient).
+				"--authorization-always-allow-paths=/healthz,/readyz,/livez",
 				v,
 			),
 			ready:   cluster.HTTPReady("https://" + schedAddr + "/readyz"),
@@ -441,8 +450,8 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--heartbeat-interval=2s",
 				v,
 			},
-			ready:   cluster.HTTPReady("http://" + agentMetrics + "/readyz"),
-			metrics: "http://" + agentMetrics + "/metrics",
+			ready:   cluster.HTTPReady("https://" + agentMetrics + "/readyz"),
+			metrics: "https://" + agentMetrics + "/metrics",
 		}
 		pluginMember := pki.MemberName(pki.Identity{Role: pki.RoleDRAPlugin, Node: n})
 		pluginMetrics := next()
@@ -465,7 +474,7 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				v,
 			},
 			ready:   s.slicePublished(n),
-			metrics: "http://" + pluginMetrics + "/metrics",
+			metrics: "https://" + pluginMetrics + "/metrics",
 		}
 	}
 	return nil
@@ -622,7 +631,7 @@ func (s *System) Metrics(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	resp, err := insecureClient.Do(req)
+	resp, err := s.metrics.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("get metrics of %s: %w", name, err)
 	}
@@ -705,10 +714,6 @@ func findPool(pools []*memservicev1.PoolStatus, name string) *memservicev1.PoolS
 	}
 	return nil
 }
-
-// insecureClient reads the components' metrics; the scheduler serves them with a
-// self-signed certificate.
-var insecureClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // loopback metrics
 
 // slicePublished is ready once node's ResourceSlice of our driver lists a device for
 // every pool the node is attached to.

@@ -42,6 +42,7 @@ const (
 	PoolWithheldBytes           = "dynamic_memory_pool_withheld_bytes"
 	ClaimsReleaseBlocked        = "dynamic_memory_claims_release_blocked"
 	ClaimsAdoptedTotal          = "dynamic_memory_claims_adopted_total"
+	CertificateRequestsTotal    = "dynamic_memory_certificate_requests_total"
 )
 
 // Names lists every metric the service exports, for dashboards and tests.
@@ -53,7 +54,7 @@ var Names = []string{
 	Reservations, AgentConnected, WatchSubscribers, Leader, StatusWritesTotal,
 	StatusWriteErrorsTotal, ReconcileReleasesTotal, ReconcileOrphanExtentsTotal,
 	ClaimsSetAside, PoolWithheldBytes, ClaimsReleaseBlocked, ClaimsAdoptedTotal,
-	pki.ExpiryMetric,
+	CertificateRequestsTotal, pki.ExpiryMetric,
 }
 
 // Metrics holds the service's collectors.
@@ -79,7 +80,8 @@ type Metrics struct {
 	ReconcileReleases   *prometheus.CounterVec // reason
 	ClaimsAdopted       *prometheus.CounterVec // result
 	OrphanExtents       prometheus.Counter
-	ReleasesBlocked     *prometheus.GaugeVec // pool, node
+	ReleasesBlocked     *prometheus.GaugeVec   // pool, node
+	CertificateRequests *prometheus.CounterVec // result, reason
 }
 
 // State is what the gauges are read from at scrape time.
@@ -145,7 +147,7 @@ func New(state State, connected func() []string) *Metrics {
 			Name: StatusWriteErrorsTotal, Help: "DynamicMemoryPool status updates that failed.",
 		}),
 		ReconcileReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: ReconcileReleasesTotal, Help: "Releases started by the reconciler, by reason (deallocated, deleted, not-reserved-for-pod).",
+			Name: ReconcileReleasesTotal, Help: "Releases started by the reconciler, by reason (deallocated, deleted, reallocated, not-reserved-for-pod).",
 		}, []string{"reason"}),
 		OrphanExtents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: ReconcileOrphanExtentsTotal, Help: "Extents found on a device with no claim, released at start.",
@@ -156,13 +158,16 @@ func New(state State, connected func() []string) *Metrics {
 		ClaimsAdopted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ClaimsAdoptedTotal, Help: "Claims allocated by another scheduler (no reservation) that the service provisioned, by result (provisioning, refused, failed).",
 		}, []string{"result"}),
+		CertificateRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: CertificateRequestsTotal, Help: "PodCertificateRequests of the memory service's signer answered, by result (issued, denied, failed) and reason.",
+		}, []string{"result", "reason"}),
 	}
 	m.Registry.MustRegister(
 		m.Allocations, m.AllocationErrors, m.ReservationsMade, m.ReservationsExpired, m.Releases,
 		m.Provisioning, m.Release, m.BackendOp, m.BackendErrors, m.AgentCommand,
 		m.GRPCRequests, m.GRPCDuration, m.WatchSubs, m.IsLeader, m.StatusWrites,
 		m.StatusWriteErrors, m.ReconcileReleases, m.OrphanExtents, m.ReleasesBlocked,
-		m.ClaimsAdopted, &stateCollector{state: state, connected: connected}, pki.NewExpiryCollector(),
+		m.ClaimsAdopted, m.CertificateRequests, &stateCollector{state: state, connected: connected}, pki.NewExpiryCollector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m

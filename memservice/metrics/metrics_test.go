@@ -42,6 +42,7 @@ func TestEveryNameIsExported(t *testing.T) {
 	m.ReconcileReleases.WithLabelValues("deleted").Inc()
 	m.ReleasesBlocked.WithLabelValues("a", "n1").Inc()
 	m.ClaimsAdopted.WithLabelValues("provisioning").Inc()
+	m.CertificateRequests.WithLabelValues("issued", "Issued").Inc()
 
 	families, err := m.Registry.Gather()
 	require.NoError(t, err)

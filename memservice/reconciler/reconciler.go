@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	resourcelisters "k8s.io/client-go/listers/resource/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -70,6 +71,8 @@ const DefaultRefusalRetryInterval = 30 * time.Second
 type Reconciler struct {
 	cfg       Config
 	adoptions workqueue.TypedRateLimitingInterface[adoptKey] // nil without a Provisioner
+	// claims is the informer's cache of ResourceClaims (set by Run).
+	claims resourcelisters.ResourceClaimLister
 }
 
 // New makes a reconciler.
@@ -102,6 +105,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	ctx = klog.NewContext(ctx, logger)
 	factory := informers.NewSharedInformerFactory(r.cfg.Client, 0)
 	inf := factory.Resource().V1().ResourceClaims().Informer()
+	r.claims = factory.Resource().V1().ResourceClaims().Lister()
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if c, ok := obj.(*resourcev1.ResourceClaim); ok {
@@ -216,31 +220,56 @@ func (r *Reconciler) check(ctx context.Context, uid string) {
 	}
 }
 
-// verdict says whether (and why) a reservation's memory should be released.
+// verdict says whether (and why) a reservation's memory should be released. The
+// informer's copy of the claim answers first: nearly always it says the memory is
+// still needed, and reading every provisioned claim live on each sweep made these
+// reads the API server's most frequent request of the service. A release is only
+// ever decided on the claim read live.
 func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation) (reason, why string, err error) {
+	if r.claims != nil {
+		if cached, err := r.claims.ResourceClaims(res.Claim.Namespace).Get(res.Claim.Name); err == nil {
+			if reason, _ := judge(cached, res, r.cfg.Clock, r.cfg.ProvisionGracePeriod); reason == "" {
+				return "", "", nil
+			}
+		}
+	}
 	claim, err := r.cfg.Client.ResourceV1().ResourceClaims(res.Claim.Namespace).Get(ctx, res.Claim.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted", res.Claim.Namespace, res.Claim.Name), nil
 	case err != nil:
 		return "", "", fmt.Errorf("get ResourceClaim %s/%s: %w", res.Claim.Namespace, res.Claim.Name, err)
+	}
+	reason, why = judge(claim, res, r.cfg.Clock, r.cfg.ProvisionGracePeriod)
+	return reason, why, nil
+}
+
+// judge says whether the memory of res is still needed by claim, which exists.
+func judge(claim *resourcev1.ResourceClaim, res ledger.Reservation, clk clock.PassiveClock, gracePeriod time.Duration) (reason, why string) {
+	switch {
 	case string(claim.UID) != res.Claim.UID:
-		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted (a new claim of that name has UID %s)", res.Claim.Namespace, res.Claim.Name, claim.UID), nil
+		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted (a new claim of that name has UID %s)", res.Claim.Namespace, res.Claim.Name, claim.UID)
 	case claim.DeletionTimestamp != nil:
-		return "deleted", fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name), nil
+		return "deleted", fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name)
 	}
 	if res.State == v1alpha1.PhaseReserved {
-		return "", "", nil // not allocated yet is normal: the TTL decides
+		return "", "" // not allocated yet is normal: the TTL decides
 	}
 	if !ours(claim) {
-		return "deallocated", fmt.Sprintf("ResourceClaim %s/%s is no longer allocated by %s", res.Claim.Namespace, res.Claim.Name, dra.DriverName), nil
+		return "deallocated", fmt.Sprintf("ResourceClaim %s/%s is no longer allocated by %s", res.Claim.Namespace, res.Claim.Name, dra.DriverName)
+	}
+	// Deallocated and allocated again elsewhere between two looks: the memory is on
+	// the old node or pool, the pod will run where the new allocation says.
+	if d, _, err := dra.ClaimDemand(claim); err == nil && d.Allocated && (d.Node != "" && d.Node != res.Node || d.Pool != "" && d.Pool != res.Pool) {
+		return "reallocated", fmt.Sprintf("ResourceClaim %s/%s is now allocated on node %s, pool %s; its memory is on node %s, pool %s",
+			res.Claim.Namespace, res.Claim.Name, d.Node, d.Pool, res.Node, res.Pool)
 	}
 	since := res.OnlineAt
 	if since.IsZero() {
 		since = res.ProvisioningAt
 	}
-	if len(claim.Status.ReservedFor) == 0 && !since.IsZero() && r.cfg.Clock.Since(since) >= r.cfg.ProvisionGracePeriod {
-		return "not-reserved-for-pod", fmt.Sprintf("no pod was reserved for ResourceClaim %s/%s within %s of provisioning", res.Claim.Namespace, res.Claim.Name, r.cfg.ProvisionGracePeriod), nil
+	if len(claim.Status.ReservedFor) == 0 && !since.IsZero() && clk.Since(since) >= gracePeriod {
+		return "not-reserved-for-pod", fmt.Sprintf("no pod was reserved for ResourceClaim %s/%s within %s of provisioning", res.Claim.Namespace, res.Claim.Name, gracePeriod)
 	}
-	return "", "", nil
+	return "", ""
 }

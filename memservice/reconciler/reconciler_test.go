@@ -8,12 +8,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
@@ -240,4 +243,70 @@ func TestOnlyClaimsAllocatedForAPodWithoutAReservationAreProvisioned(t *testing.
 	assert.Len(t, prov.got(), 2, "no other claim is provisioned")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// The sweep reads the claims from the informer's cache: a claim whose memory its
+// cached copy says is needed costs the API server nothing. Where the cache says to
+// release, the claim is read live first, and a cache that lags (here: the claim was
+// allocated again since) releases nothing.
+func TestSweepReadsLiveOnlyToConfirmARelease(t *testing.T) {
+	e := newEnv(t,
+		resourceClaim("in-use", "u-in-use", true, true),
+		resourceClaim("lagging", "u-lagging", false, false),
+	)
+	e.provision(t, "in-use", "u-in-use", true)
+	e.provision(t, "lagging", "u-lagging", true)
+	// Read live, the lagging claim is allocated for its pod.
+	e.client.PrependReactor("get", "resourceclaims", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.(k8stesting.GetAction).GetName() == "lagging" {
+			return true, resourceClaim("lagging", "u-lagging", true, true), nil
+		}
+		return false, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.rec.Run(ctx) }()
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+
+	gets := func() []string {
+		var names []string
+		for _, a := range e.client.Actions() {
+			if a.Matches("get", "resourceclaims") {
+				names = append(names, a.(k8stesting.GetAction).GetName())
+			}
+		}
+		return names
+	}
+	e.clock.Step(10 * time.Second) // the next sweep (the first may still be under way)
+	require.Eventually(t, func() bool { return len(gets()) >= 2 }, 5*time.Second, time.Millisecond)
+	assert.NotContains(t, gets(), "in-use", "only the claim the cache says to release is read live")
+	assert.Empty(t, e.rel.got(), "the live claim needs its memory")
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// A claim deallocated and allocated again on another node between two looks: its
+// memory is on the old node, so it is released (and then provisioned where the claim
+// now is).
+func TestAClaimAllocatedElsewhereHasItsMemoryReleased(t *testing.T) {
+	moved := resourceClaim("moved", "u-moved", true, true)
+	moved.Spec.Devices.Requests = []resourcev1.DeviceRequest{{Name: "mem", Exactly: &resourcev1.ExactDeviceRequest{
+		DeviceClassName: dra.DeviceClassName,
+		Capacity:        &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{dra.CapacityMemory: resource.MustParse("1Gi")}},
+	}}}
+	moved.Status.Allocation.NodeSelector = &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+		MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{"n2"}}},
+	}}}
+	stays := moved.DeepCopy()
+	stays.Name, stays.UID = "stays", "u-stays"
+	stays.Status.Allocation.NodeSelector.NodeSelectorTerms[0].MatchFields[0].Values = []string{"n1"}
+	e := newEnv(t, moved, stays)
+	e.provision(t, "moved", "u-moved", true)
+	e.provision(t, "stays", "u-stays", true)
+
+	e.rec.Sweep(context.Background())
+	assert.Equal(t, []string{"u-moved"}, e.rel.got())
+	r, _ := e.ledger.Get("u-moved")
+	assert.Contains(t, r.Message, "ResourceClaim default/moved is now allocated on node n2, pool cxl-a; its memory is on node n1, pool cxl-a")
 }

@@ -6,10 +6,10 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +30,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 	dminformers "github.com/dynamicmemory/kube-dynamic-memory/api/client/informers/externalversions"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
@@ -38,6 +39,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/server"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/session"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/signer"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/store"
 )
 
@@ -65,12 +67,25 @@ type Config struct {
 	RESTConfig *rest.Config
 	// ListenAddress of the gRPC server ("127.0.0.1:0" picks a free port; see Addr).
 	ListenAddress string
-	// MetricsAddress serves /metrics, /healthz and /readyz over HTTP (empty: none).
-	MetricsAddress string
+	// Metrics serves /metrics over HTTPS to callers allowed by the API server, and
+	// /healthz and /readyz (Address empty: none; package metricsserver).
+	Metrics metricsserver.Options
 	// TLS files of the gRPC server (mutual TLS: clients must present a certificate
 	// signed by CAFile).
 	TLS struct {
 		CAFile, CertFile, KeyFile string
+	}
+	// Signer, when its CA files are set, makes the service hold the CA of its clients:
+	// instead of TLS files it serves with a certificate it issues itself (for
+	// ServingNames), and while leading it signs the PodCertificateRequests of its
+	// clients' pods and publishes the CA as a ClusterTrustBundle (package signer).
+	Signer struct {
+		// CAFile and CAKeyFile hold the CA (its file may hold the previous CA after
+		// it during a rotation: both are trusted).
+		CAFile, CAKeyFile string
+		// ServingNames are the DNS names and IPs of the serving certificate.
+		ServingNames []string
+		signer.Config
 	}
 	// ReservationTTL: a Reserved entry not provisioned within it is dropped
 	// (default ledger.DefaultReservationTTL).
@@ -112,8 +127,13 @@ func (c *Config) validate() error {
 	if c.ListenAddress == "" {
 		errs = append(errs, errors.New("listenAddress is required, for example :8443 or 127.0.0.1:0"))
 	}
-	if c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
-		errs = append(errs, errors.New("tls.caFile, tls.certFile and tls.keyFile are required (make a dev bundle with: memservice certs)"))
+	switch tls, sig := c.TLS.CAFile != "" || c.TLS.CertFile != "" || c.TLS.KeyFile != "", c.Signer.CAFile != "" || c.Signer.CAKeyFile != ""; {
+	case tls && sig:
+		errs = append(errs, errors.New("give either tls (files of a certificate bundle) or signer (a CA the service issues from), not both"))
+	case sig && (c.Signer.CAFile == "" || c.Signer.CAKeyFile == "" || len(c.Signer.ServingNames) == 0):
+		errs = append(errs, errors.New("signer.caFile, signer.caKeyFile and signer.servingNames are required to sign"))
+	case !sig && (c.TLS.CAFile == "" || c.TLS.CertFile == "" || c.TLS.KeyFile == ""):
+		errs = append(errs, errors.New("tls.caFile, tls.certFile and tls.keyFile are required (make a dev bundle with: memservice certs), or signer's CA files"))
 	}
 	for _, d := range []struct {
 		name string
@@ -149,10 +169,11 @@ type Service struct {
 	metrics  *metrics.Metrics
 	server   *server.Server
 	listener net.Listener
-	httpLis  net.Listener
+	httpSrv  *metricsserver.Server // nil without Metrics.Address
 	pools    *registry
 	status   *statusWriter
 	lease    *leaseHold // nil without leader election
+	signer   *signer.Signer
 	events   record.EventBroadcaster
 
 	serving atomic.Bool
@@ -186,7 +207,19 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s client: %w", v1alpha1.SchemeGroupVersion, err)
 	}
-	tlsConfig, err := pki.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile)
+	var tlsConfig *tls.Config
+	var authority *pki.Authority
+	if cfg.Signer.CAFile != "" {
+		if authority, err = pki.NewAuthority(cfg.Signer.CAFile, cfg.Signer.CAKeyFile); err == nil {
+			lifetime := cfg.Signer.Lifetime
+			if lifetime == 0 {
+				lifetime = signer.DefaultLifetime
+			}
+			tlsConfig, err = authority.ServerTLSConfig(cfg.Signer.ServingNames, lifetime)
+		}
+	} else {
+		tlsConfig, err = pki.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("memory service TLS: %w", err)
 	}
@@ -234,6 +267,14 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if authority != nil {
+		sc := cfg.Signer.Config
+		sc.Client, sc.Authority, sc.Metrics, sc.Clock = kube, authority, s.metrics, cfg.Clock
+		sc.Events = s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"})
+		if s.signer, err = signer.New(sc); err != nil {
+			return nil, err
+		}
+	}
 	s.sessions.OnChange = s.changed
 	s.sessions.OnOpen = s.reconcileHost
 	s.sessions.OnProgress = func(node string, p *memservicev1.CommandProgress) {
@@ -244,21 +285,30 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddress, err)
 	}
 	s.listener = lis
-	if cfg.MetricsAddress != "" {
-		if s.httpLis, err = net.Listen("tcp", cfg.MetricsAddress); err != nil {
+	if cfg.Metrics.Address != "" {
+		if s.httpSrv, err = metricsserver.New(metricsserver.Config{
+			Options: cfg.Metrics, Kube: kube,
+			Metrics: promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}),
+			Ready: func() error {
+				if !s.serving.Load() {
+					return errors.New("not serving: standby or starting")
+				}
+				return nil
+			},
+		}); err != nil {
 			_ = lis.Close()
-			return nil, fmt.Errorf("listen on %s: %w", cfg.MetricsAddress, err)
+			return nil, err
 		}
 	}
 	return s, nil
 }
 
-// MetricsAddr is the address of /metrics, /healthz and /readyz ("" without MetricsAddress).
+// MetricsAddr is the address of /metrics, /healthz and /readyz ("" without Metrics.Address).
 func (s *Service) MetricsAddr() string {
-	if s.httpLis == nil {
+	if s.httpSrv == nil {
 		return ""
 	}
-	return s.httpLis.Addr().String()
+	return s.httpSrv.Addr()
 }
 
 // Addr is the gRPC server's address (host:port).
@@ -309,8 +359,8 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 	}
 	run("grpc server", func(ctx context.Context) error { return s.server.Serve(ctx, s.listener) })
-	if s.httpLis != nil {
-		run("metrics server", s.serveHTTP)
+	if s.httpSrv != nil {
+		run("metrics server", s.httpSrv.Serve)
 	}
 	run("pools", s.pools.run)
 	defer func() {
@@ -395,9 +445,12 @@ func (s *Service) lead(ctx context.Context) error {
 		Client: s.kube, Ledger: s.ledger, Releaser: s.manager, Provisioner: s.manager, Events: events, Metrics: s.metrics, Clock: s.cfg.Clock,
 		ProvisionGracePeriod: s.cfg.ProvisionGracePeriod,
 	})
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- rec.Run(ctx) }()
 	go func() { errc <- s.status.run(ctx) }()
+	if s.signer != nil {
+		go func() { errc <- s.signer.Run(ctx) }()
+	}
 
 	s.serving.Store(true)
 	s.metrics.IsLeader.Set(1)
@@ -418,28 +471,6 @@ func (s *Service) lead(ctx context.Context) error {
 		}
 		return err
 	}
-}
-
-func (s *Service) serveHTTP(ctx context.Context) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.serving.Load() {
-			http.Error(w, "not serving: standby or starting", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	if err := srv.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // reconcileHost compares what a node agent reports online with the ledger when its

@@ -74,8 +74,8 @@ func TestEveryRecordWriteNamesTheLeader(t *testing.T) {
 
 			want := []string{
 				"create : " + tc.manager, "patch status: " + tc.manager, // Create
-				"update status: " + tc.manager,                          // SetAside
-				"patch status: " + tc.manager, "update : " + tc.manager, // Released: status, then the finalizer
+				"update status: " + tc.manager,                         // SetAside
+				"patch status: " + tc.manager, "patch : " + tc.manager, // Released: status, then the finalizer
 				"create : " + tc.manager, "create : " + tc.manager, "patch status: " + tc.manager, // Create over the released record (deleted in between)
 			}
 			assert.Equal(t, want, w.got)

@@ -165,3 +165,29 @@ func TestARecordThatHoldsMemoryIsNotOverwrittenByAnotherReservationOfItsClaim(t 
 	held.State = v1alpha1.PhaseProvisioning
 	require.NoError(t, s.Create(ctx, held), "the same reservation again")
 }
+
+// Releasing a record costs the API server two writes and no read: the status write
+// returns the record, and the finalizer write tests what it read there.
+func TestReleasingARecordIsTwoWritesAndNoRead(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewSimpleClientset()
+	s := store.New(cs.DynamicMemoryV1alpha1(), "")
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
+		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib,
+		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
+	}
+	require.NoError(t, s.Create(ctx, r))
+	cs.ClearActions()
+	r.State = v1alpha1.PhaseReleased
+	require.NoError(t, s.Released(ctx, r))
+	var verbs []string
+	for _, a := range cs.Actions() {
+		verbs = append(verbs, a.GetVerb()+" "+a.GetSubresource())
+	}
+	assert.Equal(t, []string{"patch status", "patch "}, verbs)
+	obj, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, v1alpha1.PhaseReleased, obj.Status.Phase)
+	assert.Empty(t, obj.Finalizers)
+}

@@ -256,10 +256,46 @@ func (s *Store) Update(ctx context.Context, r ledger.Reservation) error {
 }
 
 // Released records the release and removes the finalizer, so the object goes with
-// its ResourceClaim.
-// A record of the same name that belongs to another claim means this claim's record
-// is gone already: nothing is left to do, and the other record is left alone.
+// its ResourceClaim: two writes, each of which tests the record's claim UID, and no
+// read (the status write returns the record, whose finalizers the second write
+// tests). A record of the same name that belongs to another claim means this claim's
+// record is gone already: nothing is left to do, and the other record is left alone.
 func (s *Store) Released(ctx context.Context, r ledger.Reservation) error {
+	obj, err := s.patchStatus(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID, Status(r))
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		// The test failed (the record is another claim's), or the write failed: read
+		// the record to tell.
+		return s.releasedSlowly(ctx, r)
+	}
+	i := slices.Index(obj.Finalizers, v1alpha1.Finalizer)
+	if i < 0 {
+		return nil
+	}
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": claimUIDPointer, "value": r.Claim.UID},
+		{"op": "test", "path": fmt.Sprintf("/metadata/finalizers/%d", i), "value": v1alpha1.Finalizer},
+		{"op": "remove", "path": fmt.Sprintf("/metadata/finalizers/%d", i)},
+	})
+	if err != nil {
+		return err
+	}
+	_, err = s.client.DynamicMemoryClaims(r.Claim.Namespace).Patch(ctx, r.Claim.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager})
+	if err != nil && !apierrors.IsNotFound(err) {
+		// The finalizers changed since the status write (or the write failed): remove
+		// ours by reading them.
+		err = s.dropFinalizer(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID)
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove finalizer of DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, fenced(err))
+	}
+	return nil
+}
+
+// releasedSlowly is Released reading the record first.
+func (s *Store) releasedSlowly(ctx context.Context, r ledger.Reservation) error {
 	obj, err := s.client.DynamicMemoryClaims(r.Claim.Namespace).Get(ctx, r.Claim.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || err == nil && !belongsTo(obj, r.Claim.UID) {
 		return nil
@@ -361,15 +397,21 @@ var claimUIDPointer = "/metadata/labels/" + strings.NewReplacer("~", "~0", "/", 
 // writeStatus replaces a record's status if the record is claim uid's: the JSON patch
 // tests the claim UID label in the same request.
 func (s *Store) writeStatus(ctx context.Context, namespace, name, uid string, st v1alpha1.DynamicMemoryClaimStatus) error {
+	_, err := s.patchStatus(ctx, namespace, name, uid, st)
+	return err
+}
+
+// patchStatus is writeStatus returning the record written.
+func (s *Store) patchStatus(ctx context.Context, namespace, name, uid string, st v1alpha1.DynamicMemoryClaimStatus) (*v1alpha1.DynamicMemoryClaim, error) {
 	patch, err := json.Marshal([]map[string]any{
 		{"op": "test", "path": claimUIDPointer, "value": uid},
 		{"op": "add", "path": "/status", "value": st},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager}, "status")
-	return fenced(err)
+	obj, err := s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager}, "status")
+	return obj, fenced(err)
 }
 
 // dropFinalizer removes the finalizer of claim uid's record; the update carries the

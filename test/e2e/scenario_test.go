@@ -116,6 +116,17 @@ func TestScenario(t *testing.T) {
 		deleteAndCheckReturned(ctx, t, sys, sc.Namespace, append(system.Names(sc.Fitting), sc.Oversize.Name))
 	})
 
+	step("every component's metrics are read with the metrics reader's token", func(t *testing.T) {
+		// Over HTTPS with a token the API server lets get /metrics (the local cluster's
+		// ServiceAccount bound to dynamic-memory:metrics-reader), as Prometheus reads them.
+		for _, name := range sys.Components() {
+			text, err := sys.Metrics(ctx, name)
+			if assert.NoError(t, err, name) {
+				assert.Contains(t, text, "# TYPE dynamic_memory_", "%s serves the project's metrics", name)
+			}
+		}
+	})
+
 	step("memory service killed while provisioning", func(t *testing.T) {
 		ws := workloads("memservice-", 12, 4)
 		require.NoError(t, sys.CreateWorkloads(ctx, "fault-memservice", ws, nil))

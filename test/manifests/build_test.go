@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -129,7 +130,8 @@ func TestTopLevelHoldsEveryComponent(t *testing.T) {
 		{"CustomResourceDefinition", "dynamicmemorypools.dynamicmemory.io"},
 		{"CustomResourceDefinition", "dynamicmemoryclaims.dynamicmemory.io"},
 		{"DeviceClass", "dynamic-memory.dynamicmemory.io"},
-		{"Namespace", "dynamic-memory-system"},
+		{"Namespace", deploy.Namespace},
+		{"Namespace", deploy.NodeNamespace},
 		{"Deployment", "memservice"},
 		{"NetworkPolicy", "memservice"},
 		{"Deployment", "dynamic-memory-scheduler"},
@@ -141,11 +143,82 @@ func TestTopLevelHoldsEveryComponent(t *testing.T) {
 	} {
 		find(t, objs, want.kind, want.name)
 	}
+	// The node components, which need host access, apart from the others.
 	for _, o := range objs {
 		if o.GetKind() == "Deployment" || o.GetKind() == "DaemonSet" || o.GetKind() == "ServiceAccount" || o.GetKind() == "Service" {
-			assert.Equal(t, "dynamic-memory-system", o.GetNamespace(), "%s %s", o.GetKind(), o.GetName())
+			want := deploy.Namespace
+			if o.GetName() == deploy.NodeAgentServiceAccount || o.GetName() == deploy.DRAPluginServiceAccount {
+				want = deploy.NodeNamespace
+			}
+			assert.Equal(t, want, o.GetNamespace(), "%s %s", o.GetKind(), o.GetName())
 		}
 	}
+	for ns, level := range map[string]string{deploy.Namespace: "restricted", deploy.NodeNamespace: "privileged"} {
+		assert.Equal(t, level, find(t, objs, "Namespace", ns).GetLabels()["pod-security.kubernetes.io/enforce"], "Pod Security level of %s", ns)
+	}
+}
+
+// TestIdentitiesComeFromTheSigner checks that no Secret holds a client's key: the
+// scheduler, node agents and DRA plugins mount their certificate from a podCertificate
+// volume of the memory service's signer and its CA from the signer's
+// ClusterTrustBundle, and their flags (or plugin args) name the files of that volume;
+// the memory service mounts the CA it signs with.
+func TestIdentitiesComeFromTheSigner(t *testing.T) {
+	objs := build(t, "manifests")
+	wantFiles := []string{"/etc/dynamic-memory/identity/ca.crt", "/etc/dynamic-memory/identity/tls.crt", "/etc/dynamic-memory/identity/tls.key"}
+	for _, c := range []struct{ kind, name, serviceAccount string }{
+		{"Deployment", "dynamic-memory-scheduler", deploy.SchedulerServiceAccount},
+		{"DaemonSet", "node-agent", deploy.NodeAgentServiceAccount},
+		{"DaemonSet", "dra-plugin", deploy.DRAPluginServiceAccount},
+	} {
+		spec := podSpec(t, find(t, objs, c.kind, c.name))
+		assert.Equal(t, c.serviceAccount, spec.ServiceAccountName, "%s runs as the ServiceAccount the signer signs for", c.name)
+		var identity *corev1.ProjectedVolumeSource
+		for _, v := range spec.Volumes {
+			assert.Nil(t, v.Secret, "%s mounts no Secret (volume %s)", c.name, v.Name)
+			if v.Name == "identity" {
+				identity = v.Projected
+			}
+		}
+		require.NotNil(t, identity, "%s has a projected volume named identity", c.name)
+		require.Len(t, identity.Sources, 2, c.name)
+		pc, ctb := identity.Sources[0].PodCertificate, identity.Sources[1].ClusterTrustBundle
+		require.NotNil(t, pc, "%s: a podCertificate source", c.name)
+		require.NotNil(t, ctb, "%s: a clusterTrustBundle source", c.name)
+		assert.Equal(t, deploy.SignerName, pc.SignerName, c.name)
+		assert.Equal(t, "tls.crt", pc.CertificateChainPath, c.name)
+		assert.Equal(t, "tls.key", pc.KeyPath, c.name)
+		assert.Equal(t, deploy.SignerName, *ctb.SignerName, c.name)
+		assert.Equal(t, "ca.crt", ctb.Path, c.name)
+		mounted := false
+		for _, m := range spec.Containers[0].VolumeMounts {
+			mounted = mounted || (m.Name == "identity" && m.MountPath == "/etc/dynamic-memory/identity")
+		}
+		assert.True(t, mounted, "%s mounts the identity volume at /etc/dynamic-memory/identity", c.name)
+		if c.kind == "DaemonSet" {
+			args := spec.Containers[0].Args
+			for i, flag := range []string{"--memservice-ca=", "--memservice-cert=", "--memservice-key="} {
+				assert.Contains(t, args, flag+wantFiles[i], c.name)
+			}
+		}
+	}
+	for _, args := range pluginArgs(t, string(shipped.SchedulerConfig)) {
+		assert.Equal(t, wantFiles, []string{args.CAFile, args.CertFile, args.KeyFile}, "the scheduler plugin reads the identity volume")
+	}
+
+	spec := podSpec(t, find(t, objs, "Deployment", "memservice"))
+	assert.Equal(t, "memservice-ca", spec.Volumes[0].Secret.SecretName)
+	assert.Contains(t, spec.Containers[0].Args, "--signer-ca-dir=/etc/dynamic-memory/ca")
+}
+
+func podSpec(t *testing.T, o *unstructured.Unstructured) corev1.PodSpec {
+	t.Helper()
+	raw, found, err := unstructured.NestedMap(o.Object, "spec", "template", "spec")
+	require.NoError(t, err)
+	require.True(t, found, "%s %s has a pod template", o.GetKind(), o.GetName())
+	var spec corev1.PodSpec
+	require.NoError(t, k8sruntime.DefaultUnstructuredConverter.FromUnstructured(raw, &spec))
+	return spec
 }
 
 func TestMemserviceDeployment(t *testing.T) {
@@ -155,8 +228,6 @@ func TestMemserviceDeployment(t *testing.T) {
 	assert.Equal(t, int32(2), *d.Spec.Replicas, "two replicas: one leader, one standby")
 	args := d.Spec.Template.Spec.Containers[0].Args
 	assert.Contains(t, args, "--leader-elect=true")
-	// The TLS files named in the args are in the mounted secret.
-	assert.Equal(t, "memservice-server-tls", d.Spec.Template.Spec.Volumes[0].Secret.SecretName)
 }
 
 func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
@@ -210,24 +281,7 @@ func TestSchedulerConfigMounted(t *testing.T) {
 	data, _, _ := unstructured.NestedString(cm.Object, "data", "scheduler-config.yaml")
 	assert.Equal(t, string(shipped.SchedulerConfig), data, "the ConfigMap holds the embedded configuration unchanged")
 
-	var cfg struct {
-		Profiles []struct {
-			SchedulerName string `json:"schedulerName"`
-			PluginConfig  []struct {
-				Name string                         `json:"name"`
-				Args pluginconfig.DynamicMemoryArgs `json:"args"`
-			} `json:"pluginConfig"`
-		} `json:"profiles"`
-	}
-	require.NoError(t, yaml.Unmarshal([]byte(data), &cfg))
-	var args []pluginconfig.DynamicMemoryArgs
-	for _, p := range cfg.Profiles {
-		for _, pc := range p.PluginConfig {
-			if pc.Name == pluginconfig.PluginName {
-				args = append(args, pc.Args)
-			}
-		}
-	}
+	args := pluginArgs(t, data)
 	require.Len(t, args, 2, "both profiles configure %s", pluginconfig.PluginName)
 	assert.Equal(t, args[0], args[1], "with the same args")
 	assert.Equal(t, deploy.MemoryServiceAddress, args[0].Address,
@@ -248,6 +302,30 @@ func TestSchedulerConfigMounted(t *testing.T) {
 	require.NotEmpty(t, mountedAt, "the Deployment mounts the generated ConfigMap %s", cm.GetName())
 	assert.Contains(t, d.Spec.Template.Spec.Containers[0].Command, "--config="+mountedAt+"/scheduler-config.yaml",
 		"the scheduler reads the mounted file")
+}
+
+// pluginArgs are the DynamicMemory args of each profile of a scheduler configuration.
+func pluginArgs(t *testing.T, data string) []pluginconfig.DynamicMemoryArgs {
+	t.Helper()
+	var cfg struct {
+		Profiles []struct {
+			SchedulerName string `json:"schedulerName"`
+			PluginConfig  []struct {
+				Name string                         `json:"name"`
+				Args pluginconfig.DynamicMemoryArgs `json:"args"`
+			} `json:"pluginConfig"`
+		} `json:"profiles"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(data), &cfg))
+	var args []pluginconfig.DynamicMemoryArgs
+	for _, p := range cfg.Profiles {
+		for _, pc := range p.PluginConfig {
+			if pc.Name == pluginconfig.PluginName {
+				args = append(args, pc.Args)
+			}
+		}
+	}
+	return args
 }
 
 // TestNetworkPolicies checks that every component's pods have an ingress policy, that
@@ -274,10 +352,13 @@ func TestNetworkPolicies(t *testing.T) {
 			require.NotEmpty(t, rule.From, "NetworkPolicy %s rule %d is open to everyone", np.Name, i)
 			require.Len(t, rule.Ports, 1, "NetworkPolicy %s rule %d", np.Name, i)
 			if np.Name == "memservice" && rule.Ports[0].Port.String() == "grpc" {
-				require.Len(t, rule.From, 1)
-				require.NotNil(t, rule.From[0].PodSelector)
-				assert.ElementsMatch(t, []string{"dynamic-memory-scheduler", "node-agent", "dra-plugin"},
-					rule.From[0].PodSelector.MatchExpressions[0].Values, "the memory service's gRPC clients")
+				// The scheduler in the service's namespace, the node components in theirs.
+				require.Len(t, rule.From, 2)
+				assert.Equal(t, &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "dynamic-memory-scheduler"}}, rule.From[0].PodSelector)
+				assert.Nil(t, rule.From[0].NamespaceSelector)
+				assert.Equal(t, &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": deploy.NodeNamespace}}, rule.From[1].NamespaceSelector)
+				require.NotNil(t, rule.From[1].PodSelector)
+				assert.ElementsMatch(t, []string{"node-agent", "dra-plugin"}, rule.From[1].PodSelector.MatchExpressions[0].Values, "the memory service's node clients")
 				continue
 			}
 			assert.Equal(t, []networkingv1.NetworkPolicyPeer{monitoring}, rule.From,

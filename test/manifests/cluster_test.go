@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
 )
@@ -99,7 +100,7 @@ func TestManifestsOnLocalCluster(t *testing.T) {
 		}
 		// Pods need their ServiceAccount; without kube-controller-manager nobody
 		// creates the namespaces' default one.
-		for _, ns := range []string{systemNamespace, "dynamic-memory-demo"} {
+		for _, ns := range []string{deploy.Namespace, deploy.NodeNamespace, "dynamic-memory-demo"} {
 			createDefaultServiceAccount(ctx, t, c.Client(), ns)
 		}
 		var skipped []string
@@ -124,6 +125,31 @@ func TestManifestsOnLocalCluster(t *testing.T) {
 			require.NoError(t, a.apply(ctx, o, false), "apply %s %s", o.GetKind(), o.GetName())
 		}
 	}
+
+	t.Run("every pod passes its namespace's Pod Security level", func(t *testing.T) {
+		// Pod Security enforces on pods, not on their controllers: dry-run each
+		// workload's pod template as a pod in its namespace (with its ServiceAccount,
+		// which the RBAC manifests create).
+		podOf := func(o *unstructured.Unstructured, ns string) *corev1.Pod {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.GetName() + "-pod-security", Namespace: ns}, Spec: podSpec(t, o)}
+			pod.Spec.NodeName = ""
+			return pod
+		}
+		for _, o := range build(t, "manifests") {
+			if o.GetKind() != "Deployment" && o.GetKind() != "DaemonSet" {
+				continue
+			}
+			_, err := c.Client().CoreV1().Pods(o.GetNamespace()).Create(ctx, podOf(o, o.GetNamespace()), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			assert.NoError(t, err, "a pod of %s %s in %s", o.GetKind(), o.GetName(), o.GetNamespace())
+		}
+		// The levels are enforced: the node agent's pod is refused where the memory
+		// service runs.
+		misplaced := podOf(find(t, build(t, "manifests"), "DaemonSet", "node-agent"), deploy.Namespace)
+		misplaced.Spec.ServiceAccountName = deploy.MemoryServiceName
+		_, err := c.Client().CoreV1().Pods(deploy.Namespace).Create(ctx, misplaced, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		require.Error(t, err, "a privileged pod in the restricted namespace")
+		assert.Contains(t, err.Error(), `violates PodSecurity "restricted:latest"`)
+	})
 
 	t.Run("each ServiceAccount can do what it needs and nothing more", func(t *testing.T) {
 		testRBAC(ctx, t, c.Client())
@@ -216,6 +242,7 @@ const (
 	dm       = "dynamicmemory.io"
 	dra      = "resource.k8s.io"
 	coord    = "coordination.k8s.io"
+	certs    = "certificates.k8s.io"
 	driver   = "dcd.dynamicmemory.io"
 	userNS   = "shop"
 	kubeSys  = "kube-system"
@@ -241,6 +268,16 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "create", group: "events.k8s.io", resource: "events", namespace: userNS},
 				{verb: "create", group: coord, resource: "leases", namespace: systemNamespace},
 				{verb: "update", group: coord, resource: "leases", namespace: systemNamespace, name: "memservice"},
+				// The signer of its clients' identities.
+				{verb: "watch", group: certs, resource: "podcertificaterequests"},
+				{verb: "update", group: certs, resource: "podcertificaterequests", subresource: "status", namespace: deploy.NodeNamespace},
+				{verb: "sign", group: certs, resource: "signers", name: deploy.SignerName},
+				{verb: "attest", group: certs, resource: "signers", name: deploy.SignerName},
+				{verb: "create", group: certs, resource: "clustertrustbundles"},
+				{verb: "get", resource: "pods", namespace: deploy.NodeNamespace, name: "node-agent-x"},
+				// Delegated authentication and authorization of /metrics.
+				{verb: "create", group: "authentication.k8s.io", resource: "tokenreviews"},
+				{verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews"},
 			},
 			cannot: []access{
 				{verb: "update", group: dm, resource: "dynamicmemorypools", name: "cxl-a"},
@@ -251,6 +288,10 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "update", group: coord, resource: "leases", namespace: systemNamespace, name: "other"},
 				{verb: "patch", resource: "nodes", subresource: "status", name: someNode},
 				{verb: "create", resource: "pods", namespace: userNS},
+				{verb: "sign", group: certs, resource: "signers", name: "kubernetes.io/kube-apiserver-client"},
+				{verb: "attest", group: certs, resource: "signers", name: "example.com/other"},
+				{verb: "create", group: certs, resource: "podcertificaterequests", namespace: deploy.NodeNamespace},
+				{verb: "get", resource: "secrets", namespace: deploy.NodeNamespace},
 			},
 		},
 		{
@@ -273,6 +314,8 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "patch", resource: "nodes", subresource: "status", name: someNode},
 				{verb: "create", group: dra, resource: "resourceslices"},
 				{verb: "associated-node:update", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
+				{verb: "sign", group: certs, resource: "signers", name: deploy.SignerName},
+				{verb: "update", group: certs, resource: "podcertificaterequests", subresource: "status", namespace: deploy.NodeNamespace},
 			},
 		},
 		{
@@ -284,6 +327,9 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "patch", group: dra, resource: "resourceclaims", subresource: "status", namespace: userNS},
 				{verb: "associated-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
 				{verb: "associated-node:update", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
+				// Delegated authentication and authorization of /metrics.
+				{verb: "create", group: "authentication.k8s.io", resource: "tokenreviews"},
+				{verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews"},
 			},
 			cannot: []access{
 				{verb: "arbitrary-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
@@ -297,6 +343,9 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "update", group: dm, resource: "dynamicmemoryclaims", subresource: "status", namespace: userNS},
 				{verb: "list", resource: "nodes"},
 				{verb: "create", resource: "events", namespace: userNS},
+				{verb: "sign", group: certs, resource: "signers", name: deploy.SignerName},
+				{verb: "create", group: certs, resource: "clustertrustbundles"},
+				{verb: "create", group: certs, resource: "podcertificaterequests", namespace: deploy.NodeNamespace},
 			},
 		},
 		{
@@ -309,6 +358,9 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "get", group: dra, resource: "resourceclaims", namespace: userNS, name: "claim-1"},
 				{verb: "get", resource: "nodes", name: someNode},
 				{verb: "watch", group: dm, resource: "dynamicmemorypools"},
+				// Delegated authentication and authorization of /metrics.
+				{verb: "create", group: "authentication.k8s.io", resource: "tokenreviews"},
+				{verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews"},
 			},
 			cannot: []access{
 				{verb: "list", group: dra, resource: "resourceclaims", namespace: userNS},
@@ -317,24 +369,25 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "list", resource: "secrets", namespace: systemNamespace},
 				{verb: "update", group: dm, resource: "dynamicmemorypools", subresource: "status", name: "cxl-a"},
 				{verb: "associated-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
+				{verb: "sign", group: certs, resource: "signers", name: deploy.SignerName},
+				{verb: "get", resource: "secrets", namespace: deploy.Namespace, name: "memservice-ca"},
 			},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.serviceAccount, func(t *testing.T) {
-			user := serviceAccountUser(tc.serviceAccount)
 			// RBAC reaches the authorizer through informers: wait for the first grant.
 			for _, a := range tc.can {
 				var allowed bool
 				err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 					var err error
-					allowed, err = review(ctx, client, user, a)
+					allowed, err = review(ctx, client, tc.serviceAccount, a)
 					return allowed, err
 				})
 				assert.NoError(t, err, "%s can %s", tc.serviceAccount, a)
 			}
 			for _, a := range tc.cannot {
-				allowed, err := review(ctx, client, user, a)
+				allowed, err := review(ctx, client, tc.serviceAccount, a)
 				require.NoError(t, err)
 				assert.False(t, allowed, "%s must not be able to %s", tc.serviceAccount, a)
 			}
@@ -342,13 +395,26 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 	}
 }
 
-func serviceAccountUser(name string) string {
-	return fmt.Sprintf("system:serviceaccount:%s:%s", systemNamespace, name)
+// namespaceOf is the namespace of a component's ServiceAccount: the node components
+// have their own.
+func namespaceOf(serviceAccount string) string {
+	if serviceAccount == deploy.NodeAgentServiceAccount || serviceAccount == deploy.DRAPluginServiceAccount {
+		return deploy.NodeNamespace
+	}
+	return deploy.Namespace
 }
 
-// review asks whether a ServiceAccount of the system namespace may do a.
-func review(ctx context.Context, client kubernetes.Interface, user string, a access) (bool, error) {
-	return reviewAs(ctx, client, user, []string{"system:serviceaccounts", "system:serviceaccounts:" + systemNamespace, "system:authenticated"}, a)
+func serviceAccountUser(name string) string {
+	return fmt.Sprintf("system:serviceaccount:%s:%s", namespaceOf(name), name)
+}
+
+func serviceAccountGroups(name string) []string {
+	return []string{"system:serviceaccounts", "system:serviceaccounts:" + namespaceOf(name), "system:authenticated"}
+}
+
+// review asks whether a component's ServiceAccount may do a.
+func review(ctx context.Context, client kubernetes.Interface, serviceAccount string, a access) (bool, error) {
+	return reviewAs(ctx, client, serviceAccountUser(serviceAccount), serviceAccountGroups(serviceAccount), a)
 }
 
 func reviewAs(ctx context.Context, client kubernetes.Interface, user string, groups []string, a access) (bool, error) {
@@ -373,7 +439,7 @@ func impersonate(t *testing.T, c *cluster.Cluster, serviceAccount, node string) 
 	config := c.RESTConfig()
 	config.Impersonate = rest.ImpersonationConfig{
 		UserName: serviceAccountUser(serviceAccount),
-		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + systemNamespace, "system:authenticated"},
+		Groups:   serviceAccountGroups(serviceAccount),
 		Extra:    map[string][]string{nodeNameExtra: {node}},
 	}
 	client, err := kubernetes.NewForConfig(config)

@@ -82,9 +82,17 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between session attempts, and
 	// between node status write attempts. Defaults 1s, 30s.
 	MinBackoff, MaxBackoff time.Duration
+	// NodeStatusInterval is the least time between two node status writes; the
+	// changes made meanwhile are written together. Default DefaultNodeStatusInterval;
+	// negative: each change is written as it comes.
+	NodeStatusInterval time.Duration
 	// Version is reported in the hello.
 	Version string
 }
+
+// DefaultNodeStatusInterval is the default Config.NodeStatusInterval: the node
+// status is for people and monitoring, and a second is soon enough for them.
+const DefaultNodeStatusInterval = time.Second
 
 // Agent is the node agent.
 type Agent struct {
@@ -141,6 +149,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
+	if cfg.NodeStatusInterval == 0 {
+		cfg.NodeStatusInterval = DefaultNodeStatusInterval
+	}
 	cp, err := loadCheckpoint(cfg.CheckpointFile)
 	var corrupt error
 	if errors.Is(err, errCorrupt) {
@@ -158,7 +169,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, cp: cp, corrupt: corrupt, queue: claimQueue{tails: map[string]chan struct{}{}}}
 	if cfg.NodeStatus != nil {
-		a.status = newStatusWriter(cfg.NodeStatus, cfg.Clock, cfg.MinBackoff, cfg.MaxBackoff)
+		a.status = newStatusWriter(cfg.NodeStatus, cfg.Clock, cfg.NodeStatusInterval, cfg.MinBackoff, cfg.MaxBackoff)
 	}
 	return a, nil
 }

@@ -279,6 +279,8 @@ func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simul
 	a, err := New(Config{
 		Node: "node-1", Client: client, Host: backend, NodeStatus: h.node, Limiter: h.limiter, Claims: h.claims,
 		Metrics: h.metrics, Clock: h.clock, CheckpointFile: cpFile, HeartbeatInterval: 10 * time.Second, Version: "test",
+		// Node status writes as they come: the fake clock does not move on its own.
+		NodeStatusInterval: -1,
 	})
 	require.NoError(t, err)
 	h.agent = a

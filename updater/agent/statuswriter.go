@@ -12,12 +12,18 @@ import (
 
 // statusWriter writes the node status in the background, so that a command is
 // acknowledged without waiting for the API server. Only the newest status is
-// kept: the changes made while a write is in flight end in one write. A failed
-// write is retried after a backoff, or sooner at the next change.
+// kept, and two writes are at least interval apart: the changes made while a
+// write is in flight, or within interval of the last one, end in one write (a
+// burst of pods starting costs the API server one node write, not one per pod). A
+// failed write is retried after a backoff, or sooner at the next change.
 type statusWriter struct {
 	node                   NodeStatus
 	clock                  clock.Clock
+	interval               time.Duration
 	minBackoff, maxBackoff time.Duration
+	// lastWrite is when the last successful write ended (zero: none yet; used by
+	// run only).
+	lastWrite time.Time
 	// kick wakes the writer; it holds at most one wake-up.
 	kick chan struct{}
 
@@ -28,8 +34,8 @@ type statusWriter struct {
 	written *nodestatus.Status
 }
 
-func newStatusWriter(node NodeStatus, clk clock.Clock, minBackoff, maxBackoff time.Duration) *statusWriter {
-	return &statusWriter{node: node, clock: clk, minBackoff: minBackoff, maxBackoff: maxBackoff, kick: make(chan struct{}, 1)}
+func newStatusWriter(node NodeStatus, clk clock.Clock, interval, minBackoff, maxBackoff time.Duration) *statusWriter {
+	return &statusWriter{node: node, clock: clk, interval: interval, minBackoff: minBackoff, maxBackoff: maxBackoff, kick: make(chan struct{}, 1)}
 }
 
 // set makes s the status to write, replacing any not written yet, and returns
@@ -57,6 +63,13 @@ func (w *statusWriter) run(ctx context.Context) {
 		case <-retry:
 		}
 		retry = nil
+		if wait := w.interval - w.clock.Since(w.lastWrite); !w.lastWrite.IsZero() && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return // stopping: Run writes the last status
+			case <-w.clock.After(wait):
+			}
+		}
 		if err := w.write(ctx); err != nil {
 			if ctx.Err() != nil {
 				return // stopping: Run writes the last status
@@ -67,6 +80,7 @@ func (w *statusWriter) run(ctx context.Context) {
 			continue
 		}
 		delay = w.minBackoff
+		w.lastWrite = w.clock.Now()
 	}
 }
 

@@ -126,14 +126,8 @@ func TestStatusWriterRetriesAfterABackoff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := testingclock.NewFakeClock(time.Now())
 			node := &fakeNode{failures: tc.failures}
-			w := newStatusWriter(node, clk, time.Second, 4*time.Second)
-			ctx, cancel := context.WithCancel(context.Background())
-			var run sync.WaitGroup
-			run.Go(func() { w.run(ctx) })
-			t.Cleanup(func() {
-				cancel()
-				run.Wait()
-			})
+			w := newStatusWriter(node, clk, 0, time.Second, 4*time.Second)
+			runWriter(t, w)
 
 			w.set(connectedStatus(128 * mib))
 			for i, d := range tc.delays {
@@ -150,11 +144,42 @@ func TestStatusWriterRetriesAfterABackoff(t *testing.T) {
 
 func TestStatusWriterSkipsTheStatusAlreadyWritten(t *testing.T) {
 	node := &fakeNode{}
-	w := newStatusWriter(node, testingclock.NewFakeClock(time.Now()), time.Second, time.Minute)
+	w := newStatusWriter(node, testingclock.NewFakeClock(time.Now()), time.Second, time.Second, time.Minute)
 	ctx := context.Background()
 	for _, s := range []nodestatus.Status{connectedStatus(0), connectedStatus(0), connectedStatus(128 * mib), connectedStatus(128 * mib)} {
 		w.set(s)
 		require.NoError(t, w.write(ctx))
 	}
 	assert.Equal(t, []nodestatus.Status{connectedStatus(0), connectedStatus(128 * mib)}, node.written(), "a heartbeat does not write the same status again")
+}
+
+// A burst of changes costs one write per interval: the first change is written at
+// once, the ones that follow within the interval together when it has passed.
+func TestStatusWriterHoldsWritesAnIntervalApart(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Now())
+	node := &fakeNode{}
+	w := newStatusWriter(node, clk, time.Second, time.Second, time.Minute)
+	runWriter(t, w)
+
+	w.set(connectedStatus(128 * mib))
+	require.Eventually(t, func() bool { return len(node.written()) == 1 }, 10*time.Second, time.Millisecond, "the first change is written at once")
+	for i := int64(2); i <= 5; i++ {
+		w.set(connectedStatus(i * 128 * mib))
+	}
+	require.Eventually(t, clk.HasWaiters, 10*time.Second, time.Millisecond, "the writer waits out the interval")
+	assert.Len(t, node.written(), 1, "nothing more within the interval")
+	clk.Step(time.Second)
+	require.Eventually(t, func() bool { return len(node.written()) == 2 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, []nodestatus.Status{connectedStatus(128 * mib), connectedStatus(5 * 128 * mib)}, node.written(), "the changes of the interval in one write")
+}
+
+// runWriter runs w until the test ends.
+func runWriter(t *testing.T, w *statusWriter) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { w.run(ctx) })
+	t.Cleanup(func() {
+		cancel()
+		run.Wait()
+	})
 }

@@ -4,11 +4,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
@@ -18,6 +15,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/driver"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 )
@@ -71,24 +69,15 @@ func (o *options) Run(ctx context.Context) error {
 	}
 	defer d.Stop()
 
-	if o.metricsAddress != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		srv := &http.Server{Addr: o.metricsAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		errs := make(chan error, 1)
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("serve --metrics-address %s: %w", o.metricsAddress, err)
-			}
-		}()
-		defer func() { _ = srv.Close() }()
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			return err
+	if o.metrics.Address != "" {
+		srv, err := metricsserver.New(metricsserver.Config{Options: o.metrics, Kube: kube, Metrics: m.Handler()})
+		if err != nil {
+			return fmt.Errorf("--metrics-address: %w", err)
 		}
+		if err := srv.Serve(ctx); err != nil {
+			return fmt.Errorf("serve --metrics-address %s: %w", o.metrics.Address, err)
+		}
+		return nil
 	}
 	<-ctx.Done()
 	return nil

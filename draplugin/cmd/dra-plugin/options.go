@@ -12,6 +12,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 )
 
 // options are every flag of the DRA plugin.
@@ -23,25 +24,25 @@ type options struct {
 	pluginDataDir     string
 	registrarDir      string
 	bindingConditions bool
-	metricsAddress    string
+	metrics           metricsserver.Options
 }
 
 func newOptions() *options {
 	return &options{
 		nodeName: os.Getenv("NODE_NAME"),
 		// The plugin writes little: client-go's defaults.
-		kube:           command.KubeClient{QPS: rest.DefaultQPS, Burst: rest.DefaultBurst},
-		cdiDir:         kubeletplugin.DefaultCDIDir,
-		pluginDataDir:  kubeletplugin.KubeletPluginsDir + "/" + dra.DriverName,
-		registrarDir:   kubeletplugin.KubeletRegistryDir,
-		metricsAddress: ":9466",
+		kube:          command.KubeClient{QPS: rest.DefaultQPS, Burst: rest.DefaultBurst},
+		cdiDir:        kubeletplugin.DefaultCDIDir,
+		pluginDataDir: kubeletplugin.KubeletPluginsDir + "/" + dra.DriverName,
+		registrarDir:  kubeletplugin.KubeletRegistryDir,
+		metrics:       metricsserver.Options{Address: ":9466"},
 	}
 }
 
 func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs := fss.FlagSet("node")
 	fs.StringVar(&o.nodeName, "node-name", o.nodeName, "Kubernetes node this plugin runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
-	fs.StringVar(&o.metricsAddress, "metrics-address", o.metricsAddress, "address serving /metrics and /healthz; empty disables.")
+	o.metrics.AddFlags(fs, "metrics-address")
 
 	o.memservice.AddFlags(fss.FlagSet("memservice"), "draplugin")
 
@@ -69,6 +70,9 @@ func (o *options) validate() error {
 	}
 	if o.cdiDir == "" {
 		errs = append(errs, errors.New("--cdi-dir is required"))
+	}
+	if err := o.metrics.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -46,6 +46,7 @@ func TestOptionsValidate(t *testing.T) {
 			"--plugin-data-dir=/nonexistent: must be an existing directory",
 		}},
 		{"empty CDI dir", append(append([]string{}, valid...), "--cdi-dir="), []string{"--cdi-dir is required"}},
+		{"certificate without key", append(append([]string{}, valid...), "--metrics-tls-cert-file=tls.crt"), []string{"give both --metrics-tls-cert-file and --metrics-tls-key-file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

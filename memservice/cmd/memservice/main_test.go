@@ -78,6 +78,8 @@ func TestFlagDefaults(t *testing.T) {
 	for flag, want := range map[string]string{
 		"listen":                 ":8443",
 		"metrics":                ":8080",
+		"metrics-tls-cert-file":  "",
+		"metrics-tls-key-file":   "",
 		"reservation-ttl":        "1m0s",
 		"provision-grace-period": "5m0s",
 		"agent-command-timeout":  "2m0s",
@@ -95,6 +97,14 @@ func TestFlagDefaults(t *testing.T) {
 			assert.Equal(t, want, f.DefValue, "--%s", flag)
 		}
 	}
+	for flag, want := range map[string]string{
+		"signer-name":                 "dynamicmemory.io/memservice",
+		"signer-service-accounts":     "[scheduler=dynamic-memory-system/scheduler,agent=dynamic-memory-node/node-agent,draplugin=dynamic-memory-node/dra-plugin]",
+		"signer-certificate-lifetime": "6h0m0s",
+		"serving-names":               "[memservice,memservice.dynamic-memory-system.svc,localhost,127.0.0.1]",
+	} {
+		assert.Equal(t, want, cmd.Flags().Lookup(flag).DefValue, "--%s: the manifests rely on it", flag)
+	}
 	certs, _, err := cmd.Find([]string{"certs"})
 	require.NoError(t, err)
 	assert.Equal(t, "memservice,memservice.dynamic-memory-system.svc,localhost,127.0.0.1", certs.Flags().Lookup("server-names").DefValue)
@@ -105,14 +115,7 @@ func TestFlagDefaults(t *testing.T) {
 // take the Lease at once while a write of the crashed one may still land (the chaos
 // suite saw it land after the new one rebuilt from the records).
 func TestLeaderIdentityIsUniquePerProcess(t *testing.T) {
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600))
+	kubeconfig := unreachableKubeconfig(t)
 	identity := func() string {
 		o := newOptions()
 		o.kube.Kubeconfig = kubeconfig
@@ -130,4 +133,46 @@ current-context: c
 	o.cfg.LeaderElection.Identity = "given"
 	require.NoError(t, o.complete())
 	assert.Equal(t, "given", o.cfg.LeaderElection.Identity, "--leader-elect-identity is kept")
+}
+
+func TestSignerFlagsAreValidated(t *testing.T) {
+	caDir := t.TempDir()
+	_, err := run(t, "certs", "--dir", caDir)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"a pair without a namespace", []string{"--signer-service-accounts=agent=node-agent"},
+			`--signer-service-accounts: "agent=node-agent" is not role=namespace/serviceaccount`},
+		{"the admin role", []string{"--signer-service-accounts=admin=ops/kubectl"},
+			`ServiceAccount ops/kubectl: role "admin" cannot be given to pods`},
+		{"a lifetime the API server refuses", []string{"--signer-certificate-lifetime=10m"},
+			"certificate lifetime must be at least 1h0m0s"},
+		{"a CA directory and a TLS bundle", []string{"--tls-dir=" + caDir},
+			"give either tls (files of a certificate bundle) or signer (a CA the service issues from), not both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--kubeconfig", unreachableKubeconfig(t), "--leader-elect=false", "--listen=127.0.0.1:0", "--signer-ca-dir=" + caDir}, tc.args...)
+			_, err := run(t, args...)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.wantErr)
+		})
+	}
+}
+
+// unreachableKubeconfig is a kubeconfig of an API server nobody serves: enough for
+// the flags to be completed.
+func unreachableKubeconfig(t *testing.T) string {
+	t.Helper()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+	return kubeconfig
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/term"
@@ -19,6 +20,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/signer"
 )
 
 const userAgent = "memservice"
@@ -43,12 +45,15 @@ type options struct {
 	cfg    service.Config
 	kube   command.KubeClient
 	tlsDir string
+
+	signerCADir           string
+	signerServiceAccounts []string
 }
 
 func newOptions() *options {
 	o := &options{kube: command.KubeClient{QPS: 200, Burst: 400}}
 	o.cfg.ListenAddress = ":8443"
-	o.cfg.MetricsAddress = ":8080"
+	o.cfg.Metrics.Address = ":8080"
 	o.cfg.ReservationTTL = ledger.DefaultReservationTTL
 	o.cfg.ProvisionGracePeriod = reconciler.DefaultProvisionGracePeriod
 	o.cfg.AgentCommandTimeout = provision.DefaultAgentCommandTimeout
@@ -56,19 +61,40 @@ func newOptions() *options {
 	o.cfg.LeaderElection.Enabled = true
 	o.cfg.LeaderElection.Namespace = deploy.Namespace
 	o.cfg.LeaderElection.Name = deploy.MemoryServiceName
+	o.cfg.Signer.Name = deploy.SignerName
+	o.cfg.Signer.Lifetime = signer.DefaultLifetime
+	o.cfg.Signer.ServingNames = serverNames
+	o.signerServiceAccounts = []string{
+		string(pki.RoleScheduler) + "=" + deploy.Namespace + "/" + deploy.SchedulerServiceAccount,
+		string(pki.RoleAgent) + "=" + deploy.NodeNamespace + "/" + deploy.NodeAgentServiceAccount,
+		string(pki.RoleDRAPlugin) + "=" + deploy.NodeNamespace + "/" + deploy.DRAPluginServiceAccount,
+	}
 	return o
+}
+
+// serverNames are the names the memory service is reached by: the Service's, and
+// the loopback ones for a port-forward.
+var serverNames = []string{
+	deploy.MemoryServiceName, deploy.MemoryServiceName + "." + deploy.Namespace + ".svc", "localhost", "127.0.0.1",
 }
 
 func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs := fss.FlagSet("serving")
 	fs.StringVar(&o.cfg.ListenAddress, "listen", o.cfg.ListenAddress, "gRPC listen address.")
-	fs.StringVar(&o.cfg.MetricsAddress, "metrics", o.cfg.MetricsAddress, "HTTP address of /metrics, /healthz and /readyz (empty: off).")
+	o.cfg.Metrics.AddFlags(fs, "metrics")
 
 	fs = fss.FlagSet("TLS")
 	fs.StringVar(&o.tlsDir, "tls-dir", o.tlsDir, "directory of a bundle written by \"memservice certs\" (sets --tls-ca, --tls-cert, --tls-key).")
 	fs.StringVar(&o.cfg.TLS.CAFile, "tls-ca", o.cfg.TLS.CAFile, "CA bundle that signs client certificates.")
 	fs.StringVar(&o.cfg.TLS.CertFile, "tls-cert", o.cfg.TLS.CertFile, "server certificate.")
 	fs.StringVar(&o.cfg.TLS.KeyFile, "tls-key", o.cfg.TLS.KeyFile, "server key.")
+
+	fs = fss.FlagSet("certificate signer")
+	fs.StringVar(&o.signerCADir, "signer-ca-dir", o.signerCADir, "directory holding the CA of the memory service's clients as ca.crt and ca.key (\"memservice certs --dir\" writes them; mount them from a Secret). The service then signs the PodCertificateRequests of its clients' pods, publishes the CA as a ClusterTrustBundle and serves with a certificate it issues itself, instead of --tls-*. A ca.crt holding the previous CA after the new one keeps certificates of both trusted during a rotation.")
+	fs.StringVar(&o.cfg.Signer.Name, "signer-name", o.cfg.Signer.Name, "signer name of the PodCertificateRequests this service signs.")
+	fs.StringSliceVar(&o.signerServiceAccounts, "signer-service-accounts", o.signerServiceAccounts, "role=namespace/serviceaccount pairs: the pods of each ServiceAccount get a certificate of the role (scheduler, agent or draplugin; agent and draplugin certificates name the pod's node). Requests of other ServiceAccounts are denied.")
+	fs.DurationVar(&o.cfg.Signer.Lifetime, "signer-certificate-lifetime", o.cfg.Signer.Lifetime, "lifetime of the certificates signed (at least 1h; the kubelet renews them from half of it on), and of the serving certificate.")
+	fs.StringSliceVar(&o.cfg.Signer.ServingNames, "serving-names", o.cfg.Signer.ServingNames, "DNS names and IPs of the serving certificate the service issues itself with --signer-ca-dir.")
 
 	fs = fss.FlagSet("memory")
 	fs.DurationVar(&o.cfg.ReservationTTL, "reservation-ttl", o.cfg.ReservationTTL, "how long a Reserved entry lives unless provisioned.")
@@ -90,6 +116,15 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 func (o *options) complete() error {
 	if o.cfg.PoolStatusInterval < service.MinPoolStatusInterval {
 		return fmt.Errorf("--pool-status-interval must be at least %s, got %s", service.MinPoolStatusInterval, o.cfg.PoolStatusInterval)
+	}
+	if o.signerCADir != "" {
+		b := pki.Bundle{Dir: o.signerCADir}
+		o.cfg.Signer.CAFile, o.cfg.Signer.CAKeyFile = b.CAFile(), b.KeyFile("ca")
+		accounts, err := parseServiceAccounts(o.signerServiceAccounts)
+		if err != nil {
+			return err
+		}
+		o.cfg.Signer.ServiceAccounts = accounts
 	}
 	if o.tlsDir != "" {
 		b := pki.Bundle{Dir: o.tlsDir}
@@ -140,10 +175,8 @@ func setDefault(dst *string, v string) {
 func newCertsCommand() *cobra.Command {
 	var (
 		dir         = "certs"
-		serverNames = strings.Join([]string{
-			deploy.MemoryServiceName, deploy.MemoryServiceName + "." + deploy.Namespace + ".svc", "localhost", "127.0.0.1",
-		}, ",")
-		nodes string
+		serverNames = strings.Join(serverNames, ",")
+		nodes       string
 	)
 	cmd := &cobra.Command{
 		Use:   "certs",
@@ -172,6 +205,20 @@ certificate per node) into a directory. An existing CA there is reused.`,
 	cols, _, _ := term.TerminalSize(cmd.OutOrStdout())
 	cliflag.SetUsageAndHelpFunc(cmd, fss, cols)
 	return cmd
+}
+
+// parseServiceAccounts reads --signer-service-accounts.
+func parseServiceAccounts(pairs []string) (map[types.NamespacedName]pki.Role, error) {
+	out := map[types.NamespacedName]pki.Role{}
+	for _, p := range pairs {
+		role, sa, ok := strings.Cut(p, "=")
+		ns, name, ok2 := strings.Cut(sa, "/")
+		if !ok || !ok2 || ns == "" || name == "" {
+			return nil, fmt.Errorf("--signer-service-accounts: %q is not role=namespace/serviceaccount", p)
+		}
+		out[types.NamespacedName{Namespace: ns, Name: name}] = pki.Role(role)
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {

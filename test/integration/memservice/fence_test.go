@@ -159,13 +159,17 @@ func TestTheAPIServerRefusesTheRecordWritesOfALeaderThatLostItsLease(t *testing.
 // startAsServiceAccount starts an instance that runs as the memory service's
 // ServiceAccount and elects itself on the Lease the manifests name: as installed, so
 // the API server fences its record writes.
-func (e *env) startAsServiceAccount(identity string) (svc *service.Service, finished <-chan error) {
+// Each change, if any, is made to the instance's configuration.
+func (e *env) startAsServiceAccount(identity string, changes ...func(*service.Config)) (svc *service.Service, finished <-chan error) {
 	e.t.Helper()
 	kubeconfig, err := e.cl.ServiceAccountKubeconfig(deploy.Namespace, deploy.MemoryServiceName)
 	require.NoError(e.t, err)
 	restConfig, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	require.NoError(e.t, err)
 	cfg := e.config(restConfig, "127.0.0.1:0")
+	for _, change := range changes {
+		change(&cfg)
+	}
 	cfg.LeaderElection.Enabled = true
 	cfg.LeaderElection.Namespace, cfg.LeaderElection.Name, cfg.LeaderElection.Identity = deploy.Namespace, deploy.MemoryServiceName, identity
 	svc, cancel, ran := e.run(cfg)

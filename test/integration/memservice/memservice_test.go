@@ -31,6 +31,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
@@ -160,7 +161,7 @@ func (e *env) startInstance(listen, identity string) (svc *service.Service, stop
 
 // config is an instance's configuration: the test's device, its certificates.
 func (e *env) config(restConfig *rest.Config, listen string) service.Config {
-	cfg := service.Config{RESTConfig: restConfig, ListenAddress: listen, MetricsAddress: "127.0.0.1:0",
+	cfg := service.Config{RESTConfig: restConfig, ListenAddress: listen, Metrics: metricsserver.Options{Address: "127.0.0.1:0"},
 		ReservationTTL: time.Minute, ProvisionGracePeriod: time.Hour, AgentCommandTimeout: 30 * time.Second}
 	cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile = e.bundle.CAFile(), e.bundle.CertFile("server"), e.bundle.KeyFile("server")
 	cfg.NewBackend = func(*v1alpha1.DynamicMemoryPool) (provision.Backend, error) { return e.dev, nil }
@@ -385,10 +386,12 @@ func TestOnlyTheLeaderServes(t *testing.T) {
 	req := &memservicev1.ReserveRequest{Claim: &memservicev1.ClaimRef{Uid: "0b7c3f6e-1d2a-4c5b-8e9f-000000000001", Namespace: "default", Name: "c"}, Node: "node1", Bytes: gi}
 	_, err := e.dial(leader.Addr(), "scheduler").Reserve(e.ctx, req)
 	require.NoError(t, err, "the leader serves")
-	assert.Equal(t, http.StatusOK, httpStatus(t, "http://"+leader.MetricsAddr()+"/readyz"))
-	assert.Equal(t, http.StatusServiceUnavailable, httpStatus(t, "http://"+standby.MetricsAddr()+"/readyz"))
-	assert.Equal(t, http.StatusOK, httpStatus(t, "http://"+standby.MetricsAddr()+"/healthz"))
-	resp, err := http.Get("http://" + leader.MetricsAddr() + "/metrics")
+	metrics, err := e.cl.MetricsClient(e.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, httpStatus(t, metrics, "https://"+leader.MetricsAddr()+"/readyz"))
+	assert.Equal(t, http.StatusServiceUnavailable, httpStatus(t, metrics, "https://"+standby.MetricsAddr()+"/readyz"))
+	assert.Equal(t, http.StatusOK, httpStatus(t, metrics, "https://"+standby.MetricsAddr()+"/healthz"))
+	resp, err := metrics.Get("https://" + leader.MetricsAddr() + "/metrics")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -412,9 +415,9 @@ func TestOnlyTheLeaderServes(t *testing.T) {
 	require.NoError(t, err, "the new leader serves")
 }
 
-func httpStatus(t *testing.T, url string) int {
+func httpStatus(t *testing.T, c *http.Client, url string) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := c.Get(url)
 	require.NoError(t, err)
 	resp.Body.Close()
 	return resp.StatusCode

@@ -30,10 +30,11 @@ import (
 // TestNodeBinariesAgainstTheLocalCluster runs bin/memservice, bin/node-agent and
 // bin/dra-plugin as processes, wired by their flags the way the node DaemonSet wires
 // them: the agent connects and shows on the node, the plugin publishes the slice,
-// both serve /metrics and /healthz, and a provisioned claim ends up online and
-// prepared. It needs the binaries (make build).
+// both serve /metrics (HTTPS, to a token allowed to read them) and /healthz, and a
+// provisioned claim ends up online and prepared. It needs the binaries (make build).
 func TestNodeBinariesAgainstTheLocalCluster(t *testing.T) {
-	cl := clustertest.Start(t, cluster.Options{InstallCRDs: true, Kwok: true, Nodes: 1})
+	// The installation's RBAC: its metrics-reader role reads the metrics.
+	cl := clustertest.Start(t, cluster.Options{InstallCRDs: true, InstallRBAC: true, Kwok: true, Nodes: 1})
 	bins := map[string]string{}
 	for _, name := range []string{"memservice", "node-agent", "dra-plugin"} {
 		bins[name] = filepath.Join(cl.BinDir(), name)
@@ -81,14 +82,16 @@ func TestNodeBinariesAgainstTheLocalCluster(t *testing.T) {
 		return err == nil && len(list.Items) == 1 && len(list.Items[0].Spec.Devices) == 1
 	}, 2*time.Minute, 200*time.Millisecond, "the plugin publishes the node's slice")
 
+	metrics, err := cl.MetricsClient(ctx)
+	require.NoError(t, err)
 	for addr, names := range map[string][]string{agentMetrics: agentmetrics.Names(), pluginMetrics: drametrics.Names()} {
-		assert.Equal(t, "ok\n", get(t, "http://"+addr+"/healthz"))
-		body := get(t, "http://"+addr+"/metrics")
+		assert.Equal(t, "ok\n", get(t, metrics, "https://"+addr+"/healthz"))
+		body := get(t, metrics, "https://"+addr+"/metrics")
 		for _, name := range names {
 			assert.True(t, strings.Contains(body, "# TYPE "+name+" "), "%s does not serve %s", addr, name)
 		}
 	}
-	assert.Equal(t, "ok\n", get(t, "http://"+agentMetrics+"/readyz"))
+	assert.Equal(t, "ok\n", get(t, metrics, "https://"+agentMetrics+"/readyz"))
 
 	sched, err := client.Dial(ctx, client.Config{Address: grpcAddr, CAFile: bundle.CAFile(), CertFile: bundle.CertFile("scheduler"), KeyFile: bundle.KeyFile("scheduler")})
 	require.NoError(t, err)
@@ -104,7 +107,7 @@ func TestNodeBinariesAgainstTheLocalCluster(t *testing.T) {
 		q := n.Status.Capacity[nodestatus.ResourceName]
 		return err == nil && q.Value() == 3*gi
 	}, time.Minute, 200*time.Millisecond, "node status shows 3Gi online")
-	assert.Contains(t, get(t, "http://"+agentMetrics+"/metrics"), agentmetrics.OnlineBytesName+" 3.221225472e+09")
+	assert.Contains(t, get(t, metrics, "https://"+agentMetrics+"/metrics"), agentmetrics.OnlineBytesName+" 3.221225472e+09")
 
 	prepared := prepare(ctx, t, pluginDir, rc)
 	require.Empty(t, prepared.Claims[string(rc.UID)].Error)
@@ -123,11 +126,11 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-func get(t *testing.T, url string) string {
+func get(t *testing.T, c *http.Client, url string) string {
 	t.Helper()
 	var body string
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(url)
+		resp, err := c.Get(url)
 		if err != nil {
 			return false
 		}

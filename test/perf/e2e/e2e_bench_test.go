@@ -59,7 +59,7 @@ func BenchmarkPodsToRunning(b *testing.B) {
 	// alone; nothing waits for their memory.
 	for _, profile := range []string{schedconfig.BaselineProfile, system.SchedulerName} {
 		b.Run("profile="+profile, func(b *testing.B) {
-			var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull []float64
+			var claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull, k8sRequests, projectRequests, sliceWrites []float64
 			for i := range b.N {
 				r := runOnce(ctx, b, sys, profile, fmt.Sprintf("%s-%d", profile, i), pods)
 				claimedP50 = append(claimedP50, percentile(r.claimed, 50))
@@ -69,12 +69,20 @@ func BenchmarkPodsToRunning(b *testing.B) {
 				allRunning = append(allRunning, r.allRunning.Seconds())
 				ledgerFree = append(ledgerFree, r.ledgerFree.Seconds())
 				poolsFull = append(poolsFull, r.poolsFull.Seconds())
+				k8sRequests = append(k8sRequests, r.api.kubernetes)
+				projectRequests = append(projectRequests, r.api.project)
+				sliceWrites = append(sliceWrites, r.api.sliceWrites)
+				// On stdout: a benchmark's log is cut short.
+				fmt.Printf("API requests per pod, run %d of profile %s (creation to the pools whole again; watches not counted):\n%s\n", i, profile, r.api.table)
 			}
 			b.ReportMetric(mean(claimedP50), "claimed-p50-s")
 			b.ReportMetric(mean(boundP50), "bound-p50-s")
 			b.ReportMetric(mean(p50), "running-p50-s")
 			b.ReportMetric(mean(p99), "running-p99-s")
 			b.ReportMetric(mean(allRunning), "all-running-s")
+			b.ReportMetric(mean(k8sRequests), "k8s-requests/pod")
+			b.ReportMetric(mean(projectRequests), "project-requests/pod")
+			b.ReportMetric(mean(sliceWrites), "slice-writes/pod")
 			if profile == system.SchedulerName {
 				b.ReportMetric(mean(ledgerFree), "ledger-free-s")
 				b.ReportMetric(mean(poolsFull), "pools-full-s")
@@ -158,7 +166,7 @@ func startSystem(ctx context.Context, b *testing.B, scheduler string) *system.Sy
 	}
 	sys, err := system.Start(ctx, system.Options{
 		Dir: dir, Nodes: nodeCount, Pools: system.NewPools(pools, nodes, 0), Verbosity: 1,
-		Scheduler: scheduler, Baseline: scheduler == system.SchedulerDynamicMemory,
+		Scheduler: scheduler, Baseline: scheduler == system.SchedulerDynamicMemory, AuditLog: true,
 	})
 	if err != nil {
 		b.Fatalf("start the system: %v", err)
@@ -180,6 +188,8 @@ type result struct {
 	steps
 	ledgerFree time.Duration
 	poolsFull  time.Duration
+	// api is what the run cost the API server, creation to the pools whole again.
+	api apiCost
 }
 
 // runOnce creates count pods naming profile at once, waits until they run, deletes
@@ -196,6 +206,7 @@ func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, nam
 	}
 	rec := watchRunning(ctx, b, sys, namespace)
 	defer rec.stop()
+	audit := startAuditWindow(b, sys)
 	b.StartTimer()
 
 	start := time.Now()
@@ -231,6 +242,9 @@ func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, nam
 		b.Fatalf("wait for the pools to be whole again (%v): %v", sys.CheckQuiescent(ctx), err)
 	}
 	r.poolsFull = time.Since(deleted)
+	b.StopTimer()
+	r.api = costOf(audit.counts(ctx, b), count)
+	b.StartTimer()
 	return r
 }
 

@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/version"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/agent"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
@@ -120,15 +119,19 @@ func (o *options) Run(ctx context.Context) error {
 			errs <- nil
 		}()
 	}
-	if o.metricsAddress != "" {
-		srv := &http.Server{Addr: o.metricsAddress, Handler: mux(cfg.Metrics, a), ReadHeaderTimeout: 10 * time.Second}
+	if o.metrics.Address != "" {
+		srv, err := metricsserver.New(metricsserver.Config{Options: o.metrics, Kube: kube, Metrics: cfg.Metrics.Handler(), Ready: func() error {
+			if !a.Connected() {
+				return errors.New("no session with the memory service")
+			}
+			return nil
+		}})
+		if err != nil {
+			return fmt.Errorf("--metrics-address: %w", err)
+		}
 		go func() {
-			<-ctx.Done()
-			_ = srv.Close()
-		}()
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("serve --metrics-address %s: %w", o.metricsAddress, err)
+			if err := srv.Serve(ctx); err != nil {
+				errs <- fmt.Errorf("serve --metrics-address %s: %w", o.metrics.Address, err)
 			}
 		}()
 	}
@@ -139,22 +142,6 @@ func (o *options) Run(ctx context.Context) error {
 	case err := <-errs:
 		return err
 	}
-}
-
-func mux(m *metrics.Metrics, a *agent.Agent) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", m.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.Connected() {
-			http.Error(w, "no session with the memory service", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
 }
 
 func newHost(ctx context.Context, o *options) (agent.Host, error) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/command"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 )
 
 // options are every flag of the node agent.
@@ -32,7 +33,7 @@ type options struct {
 	cgroupRoot     string
 	kubepodsCgroup string
 	checkpointFile string
-	metricsAddress string
+	metrics        metricsserver.Options
 	heartbeat      time.Duration
 	claimStatus    bool
 }
@@ -50,7 +51,7 @@ func newOptions() *options {
 		manageCgroup:   true,
 		cgroupRoot:     "/sys/fs/cgroup",
 		checkpointFile: "/var/lib/dynamic-memory/node-agent.json",
-		metricsAddress: ":9465",
+		metrics:        metricsserver.Options{Address: ":9465"},
 		heartbeat:      10 * time.Second,
 		claimStatus:    true,
 	}
@@ -62,7 +63,7 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.checkpointFile, "checkpoint-file", o.checkpointFile, "file that keeps the claims online across agent restarts.")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", o.heartbeat, "how often host state is sent to the memory service.")
 	fs.BoolVar(&o.claimStatus, "claim-status", o.claimStatus, "write Online/ProvisioningFailed device conditions on this node's ResourceClaims.")
-	fs.StringVar(&o.metricsAddress, "metrics-address", o.metricsAddress, "address serving /metrics, /healthz and /readyz; empty disables.")
+	o.metrics.AddFlags(fs, "metrics-address")
 
 	o.memservice.AddFlags(fss.FlagSet("memservice"), "agent")
 
@@ -103,6 +104,9 @@ func (o *options) validate() error {
 	}
 	if o.heartbeat <= 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval=%s: must be positive", o.heartbeat))
+	}
+	if err := o.metrics.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -48,6 +48,7 @@ func TestOptionsValidate(t *testing.T) {
 			`--host-backend="qemu": must be sysfs or simulated`,
 			"--offline-attempts=0: must be at least 1", "--heartbeat-interval=0s: must be positive",
 		}},
+		{"certificate without key", append(append([]string{}, valid...), "--metrics-tls-cert-file=tls.crt"), []string{"give both --metrics-tls-cert-file and --metrics-tls-key-file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
