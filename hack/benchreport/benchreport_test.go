@@ -131,7 +131,7 @@ func TestParseWorkloadName(t *testing.T) {
 
 func TestTargetRow(t *testing.T) {
 	results := []benchResult{{
-		Name: "BenchmarkGRPCReserve/clients=64", Metrics: map[string]float64{"p99-µs": 2500}, Units: []string{"p99-µs"},
+		Name: "BenchmarkGRPCReservePaced/clients=64/rate=2000", Metrics: map[string]float64{"p99-µs": 2500}, Units: []string{"p99-µs"},
 	}}
 	assert.Contains(t, memserviceTargets[0].row(results), "**missed**", "p99 2.5 ms > 2 ms")
 	results[0].Metrics["p99-µs"] = 1500
@@ -139,13 +139,19 @@ func TestTargetRow(t *testing.T) {
 	assert.Contains(t, memserviceTargets[1].row(results), "not measured", "no ledger benchmark")
 
 	e2e := []benchResult{
-		{Name: "BenchmarkPodsToRunning/profile=without-dynamic-memory", Metrics: map[string]float64{"p50-ms": 900}, Units: []string{"p50-ms"}},
-		{Name: "BenchmarkPodsToRunning/profile=dynamic-memory-scheduler", Metrics: map[string]float64{"p50-ms": 1200}, Units: []string{"p50-ms"}},
+		{Name: "BenchmarkPodsToRunning/profile=without-dynamic-memory", Metrics: map[string]float64{"running-p50-s": 0.9, "k8s-requests/pod": 15}},
+		{Name: "BenchmarkPodsToRunning/profile=dynamic-memory-scheduler", Metrics: map[string]float64{"running-p50-s": 1.2, "k8s-requests/pod": 16, "project-requests/pod": 2.5}},
 	}
 	row := endToEndTargets[0].row(e2e)
-	assert.Contains(t, row, "p50 1.20 s (`BenchmarkPodsToRunning/profile=dynamic-memory-scheduler`)", "a metric in ms is compared in seconds; the baseline is not the figure")
-	assert.Contains(t, row, "baseline p50 0.90 s (`BenchmarkPodsToRunning/profile=without-dynamic-memory`, same run)")
-	assert.Contains(t, row, "**met**")
+	assert.Contains(t, row, "p50 1.20 s, 1.33 × DRA only's 0.90 s (same run)")
+	assert.Contains(t, row, "**met**", "1.2 s ≤ 1.5 × 0.9 s")
+	row = endToEndTargets[1].row(e2e)
+	assert.Contains(t, row, "18.5 (Kubernetes' components 16.0, this project's 2.5); DRA only 15.0 (same run)")
+	assert.Contains(t, row, "**met**", "18.5 ≤ 15 + 4")
+	e2e[1].Metrics["project-requests/pod"] = 3.5
+	assert.Contains(t, endToEndTargets[1].row(e2e), "**missed**", "19.5 > 15 + 4")
+	delete(e2e[0].Metrics, "running-p50-s")
+	assert.Contains(t, endToEndTargets[0].row(e2e), "not measured", "no baseline")
 }
 
 // TestReportGolden renders testdata/results: the plugin profile reaches 0.98 of the
@@ -166,7 +172,7 @@ func TestReportGolden(t *testing.T) {
 	assert.Contains(t, got, "| `NonDynamicPods` 500Nodes: default-scheduler throughput ≥ 0.97 × the stock plugins (without-dynamic-memory) (median of pairs) | 0.980 (one pair; medians 196.0 vs 200.0 pods/s) | **met** |")
 	assert.Contains(t, got, "| `DynamicMemoryClaims` 500Nodes: default-scheduler throughput ≥ 0.90 × DRA only (without-dynamic-memory) (median of pairs) | 0.850 (one pair; medians 85.0 vs 100.0 pods/s) | **missed** |")
 	assert.Contains(t, got, "| ledger ≥ 200,000 Reserve+Release pairs/s on one core | 1,111,111 pairs/s (`BenchmarkReserveRelease`) | **met** |")
-	assert.Contains(t, got, "| e2e (zero backend latency): p50 pod created → Running ≤ 1.5 s | — | not measured |")
+	assert.Contains(t, got, "| e2e, 200 pods at once (zero backend latency): p50 pod created → Running ≤ 1.5 × DRA only | — | not measured |")
 	assert.Contains(t, got, "## Findings\n\nWritten by hand from the profiles of this run")
 	assert.Contains(t, got, "The plugin's Reserve waits on the memory service inside the scheduling cycle.\n")
 	assert.Contains(t, got, "Command: `go test ./test/perf/e2e/ -run ^$ -bench . -benchtime=1x -timeout 30m` — **failed** (exit status 1;")

@@ -128,14 +128,14 @@ func (r *Reconciler) runAdoptions(ctx context.Context) {
 // adopt provisions the memory of one claim allocated without a reservation, or says
 // in its device conditions why it cannot.
 func (r *Reconciler) adopt(ctx context.Context, key adoptKey) error {
-	claim, err := r.cfg.Client.ResourceV1().ResourceClaims(key.namespace).Get(ctx, key.name, metav1.GetOptions{})
+	claim, err := r.claimToAdopt(ctx, key)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("get ResourceClaim %s/%s: %w", key.namespace, key.name, err)
 	}
-	// Read live: only a claim that still is allocated for a pod, its memory still not
+	// Only a claim that still is allocated for a pod, its memory still not
 	// provisioned, is provisioned.
 	if claim.UID != key.uid || !needsAdoption(claim) || !r.unprovisioned(string(claim.UID)) {
 		return nil
@@ -190,6 +190,20 @@ func (r *Reconciler) adopt(ctx context.Context, key adoptKey) error {
 		go r.awaitAdopted(ctx, claim, settled)
 	}
 	return nil
+}
+
+// claimToAdopt reads the claim to provision. A claim the scheduler plugin reserved
+// is taken from the informer's cache: the reservation is the scheduler's word that
+// the claim is allocated there, and its PreBind provisions it anyway (should the
+// cache lag a deallocation, the reconciler's checks release the memory). Any other
+// claim is read live: the service provisions it on what the claim says alone.
+func (r *Reconciler) claimToAdopt(ctx context.Context, key adoptKey) (*resourcev1.ResourceClaim, error) {
+	if r.claims != nil && r.reserved(string(key.uid)) {
+		if claim, err := r.claims.ResourceClaims(key.namespace).Get(key.name); err == nil && claim.UID == key.uid {
+			return claim, nil
+		}
+	}
+	return r.cfg.Client.ResourceV1().ResourceClaims(key.namespace).Get(ctx, key.name, metav1.GetOptions{})
 }
 
 // awaitAdopted sets ProvisioningFailed on the claim if its provisioning fails.
