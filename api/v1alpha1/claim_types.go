@@ -120,6 +120,27 @@ type DynamicMemoryClaimSpec struct {
 	// +required
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="spec.size must be positive"
 	Size resource.Quantity `json:"size"`
+
+	// Extents are the device ranges reserved for the claim, decided before the record
+	// is written. The record is written once, right before the hardware acts; until
+	// its status is written (when the memory is online, or failed) it is being
+	// provisioned with these (CurrentPhase).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=1024
+	Extents []Extent `json:"extents,omitempty"`
+}
+
+// CurrentPhase is the record's phase: its status's, or Provisioning for a record whose
+// status is not written yet (the memory service creates the record with its extents
+// right before the hardware acts, and writes the status when the memory is online or
+// failed). A record without extents and without status was cut short by an older
+// version between its two writes: nothing was done for it.
+func (c *DynamicMemoryClaim) CurrentPhase() ClaimPhase {
+	if c.Status.Phase == "" && len(c.Spec.Extents) > 0 {
+		return PhaseProvisioning
+	}
+	return c.Status.Phase
 }
 
 // ClaimReference names a ResourceClaim.

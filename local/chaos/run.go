@@ -297,8 +297,8 @@ func (r *run) unsettled(ctx context.Context, pod *corev1.Pod, claims map[types.U
 		if !ok {
 			return fmt.Sprintf("%s runs on %s without a DynamicMemoryClaim for its claim", pod.Name, pod.Spec.NodeName)
 		}
-		if c.Status.Phase != v1alpha1.PhaseOnline || c.Spec.Node != pod.Spec.NodeName {
-			return fmt.Sprintf("%s runs on %s, its memory is %s on %s", pod.Name, pod.Spec.NodeName, c.Status.Phase, c.Spec.Node)
+		if c.CurrentPhase() != v1alpha1.PhaseOnline || c.Spec.Node != pod.Spec.NodeName {
+			return fmt.Sprintf("%s runs on %s, its memory is %s on %s", pod.Name, pod.Spec.NodeName, c.CurrentPhase(), c.Spec.Node)
 		}
 		return ""
 	case corev1.PodPending:

@@ -123,7 +123,7 @@ func (m *Monitor) scanClaims(ctx context.Context) {
 		perNode := map[[2]string]int64{}
 		for _, c := range claims {
 			// Failed claims keep their capacity until released, as in the ledger.
-			if c.Status.Phase == v1alpha1.PhaseReleased {
+			if c.CurrentPhase() == v1alpha1.PhaseReleased {
 				continue
 			}
 			perPool[c.Spec.Pool] += c.Spec.Size.Value()

@@ -420,7 +420,7 @@ func (s *System) CheckQuiescent(ctx context.Context) error {
 		return err
 	}
 	for _, c := range claims {
-		errs = append(errs, fmt.Errorf("DynamicMemoryClaim %s/%s is left (phase %s, node %s, pool %s)", c.Namespace, c.Name, c.Status.Phase, c.Spec.Node, c.Spec.Pool))
+		errs = append(errs, fmt.Errorf("DynamicMemoryClaim %s/%s is left (phase %s, node %s, pool %s)", c.Namespace, c.Name, c.CurrentPhase(), c.Spec.Node, c.Spec.Pool))
 	}
 	return errors.Join(errs...)
 }
@@ -490,7 +490,7 @@ func (s *System) Placements(ctx context.Context, namespace string, names []strin
 			p.ClaimUID = string(rc.UID)
 			p.AllocatedNode = dra.AllocatedNode(rc.Status.Allocation)
 			if m, ok := byUID[p.ClaimUID]; ok {
-				p.MemoryPhase, p.MemoryNode, p.MemoryPool, p.MemorySize = m.Status.Phase, m.Spec.Node, m.Spec.Pool, m.Spec.Size
+				p.MemoryPhase, p.MemoryNode, p.MemoryPool, p.MemorySize = m.CurrentPhase(), m.Spec.Node, m.Spec.Pool, m.Spec.Size
 			}
 		}
 		out = append(out, p)

@@ -79,10 +79,11 @@ func TestRebuildReleasesAnExtentNoClaimOwnsOnlyWhileLeading(t *testing.T) {
 	}
 }
 
-// A record whose creation was cut short before its first status write holds nothing:
-// the hardware acts only after both writes. Restored as a reservation, it held bytes
-// without extents, and a record set aside next to it broke the ledger's invariants:
-// the service crash-looped (chaos seed 2).
+// A record of an older version (its extents in its status only) whose creation was
+// cut short before its first status write holds nothing: that version acted only
+// after both writes. Restored as a reservation, it held bytes without extents, and a
+// record set aside next to it broke the ledger's invariants: the service crash-looped
+// (chaos seed 2).
 func TestRebuildFinishesARecordCutShortBeforeItsFirstStatusWrite(t *testing.T) {
 	claim := func(uid, node string, bytes int64, extents ...v1alpha1.Extent) ledger.Reservation {
 		return ledger.Reservation{
@@ -95,6 +96,7 @@ func TestRebuildFinishesARecordCutShortBeforeItsFirstStatusWrite(t *testing.T) {
 	other := claim("0b7c3f6e-1d2a-4c5b-8e9f-00000000000c", "node2", 4*gi, v1alpha1.Extent{Offset: 12 * gi, Length: 4 * gi})
 	unwritten := store.Object(cutShort)
 	unwritten.Status = v1alpha1.DynamicMemoryClaimStatus{}
+	unwritten.Spec.Extents = nil // an older version's record
 	client := fake.NewSimpleClientset(store.Object(online), unwritten, store.Object(other))
 
 	l := ledger.New(nil, ledger.Options{})
@@ -122,4 +124,48 @@ func TestRebuildFinishesARecordCutShortBeforeItsFirstStatusWrite(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, v1alpha1.PhaseReleased, rec.Status.Phase, "the record says it holds nothing")
 	assert.NotContains(t, rec.Finalizers, v1alpha1.Finalizer, "and goes with its ResourceClaim")
+}
+
+// resumed records the flights a rebuild resumes.
+type resumed struct {
+	noFlights
+	claims []ledger.Reservation
+}
+
+func (r *resumed) Resume(res ledger.Reservation) { r.claims = append(r.claims, res) }
+
+// A record is created with its extents right before the hardware acts, and its
+// status is written only when the memory is online: a record without status may have
+// had its extents added and onlined. The rebuild restores it as Provisioning with
+// those extents, held in the ledger, and resumes its provisioning (adding extents the
+// device holds already is a no-op; the agent onlines what is not online yet).
+func TestRebuildResumesARecordCreatedWithItsExtentsBeforeItsStatus(t *testing.T) {
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "0b7c3f6e-1d2a-4c5b-8e9f-00000000000d", Namespace: "ns", Name: "claim-d"},
+		Node:  "node2", Pool: "cxl-a", Requested: 4 * gi, Bytes: 4 * gi, State: v1alpha1.PhaseProvisioning,
+		Extents: []v1alpha1.Extent{{Offset: 4 * gi, Length: 4 * gi}},
+	}
+	created := store.Object(r)
+	created.Status = v1alpha1.DynamicMemoryClaimStatus{}
+	client := fake.NewSimpleClientset(created)
+	l := ledger.New(nil, ledger.Options{})
+	require.NoError(t, l.SetPool(ledger.Pool{Name: "cxl-a", Capacity: 16 * gi, BlockSize: gi, HostWindow: 8 * gi, Nodes: []string{"node1", "node2"}}))
+	flights := &resumed{}
+	rb := &rebuilder{
+		store: store.New(client.DynamicMemoryV1alpha1(), ""), ledger: l,
+		devices: oneDevice{dev: &listingDevice{held: []backend.HostExtent{{HostID: 1, Tag: r.Claim.UID, Extent: r.Extents[0]}}},
+			hostIDs: map[string]int32{"node1": 0, "node2": 1}},
+		flights: flights, metrics: metrics.New(l, func() []string { return nil }),
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	require.NoError(t, rb.rebuild(ctx))
+
+	got, ok := l.Get(r.Claim.UID)
+	require.True(t, ok)
+	assert.Equal(t, v1alpha1.PhaseProvisioning, got.State)
+	assert.Equal(t, r.Extents, got.Extents, "its extents held")
+	require.Len(t, flights.claims, 1, "its provisioning resumed")
+	assert.Equal(t, r.Claim.UID, flights.claims[0].Claim.UID)
+	assert.Equal(t, 12*gi, l.Snapshot().Pools[0].Free)
+	require.NoError(t, l.CheckInvariants())
 }

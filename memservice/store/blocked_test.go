@@ -29,6 +29,7 @@ func TestAReleaseBlockedByBusyMemoryShowsOnTheRecord(t *testing.T) {
 		State: v1alpha1.PhaseReleasing, Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
 	}
 	require.NoError(t, s.Create(ctx, r))
+	require.NoError(t, s.Update(ctx, r), "the record as it is while releasing")
 	condition := func() *metav1.Condition {
 		obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
 		require.NoError(t, err)

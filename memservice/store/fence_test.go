@@ -73,10 +73,10 @@ func TestEveryRecordWriteNamesTheLeader(t *testing.T) {
 			require.NoError(t, s.Create(ctx, r2), "replaces the released record")
 
 			want := []string{
-				"create : " + tc.manager, "patch status: " + tc.manager, // Create
+				"create : " + tc.manager,                               // Create: one write
 				"update status: " + tc.manager,                         // SetAside
 				"patch status: " + tc.manager, "patch : " + tc.manager, // Released: status, then the finalizer
-				"create : " + tc.manager, "create : " + tc.manager, "patch status: " + tc.manager, // Create over the released record (deleted in between)
+				"create : " + tc.manager, "create : " + tc.manager, // Create over the released record (deleted in between)
 			}
 			assert.Equal(t, want, w.got)
 		})

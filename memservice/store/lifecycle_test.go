@@ -36,7 +36,9 @@ func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
 	require.NoError(t, s.Create(ctx, r))
 	obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
 	require.NoError(t, err)
-	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase, "the record is written before the hardware acts")
+	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.CurrentPhase(), "the record is written before the hardware acts")
+	assert.Equal(t, r.Extents, obj.Spec.Extents, "with the extents the hardware is given")
+	assert.Empty(t, obj.Status.Phase, "in one write: the status follows when the memory is online")
 	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers)
 
 	r.State, r.OnlineAt = v1alpha1.PhaseOnline, at.Add(time.Second)
@@ -61,7 +63,7 @@ func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
 	obj, err = claims.Get(ctx, "claim", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "uid-2", obj.Labels[v1alpha1.LabelClaimUID])
-	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase)
+	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.CurrentPhase())
 }
 
 // Node and pool names may be as long as the API allows (253 characters: FQDN hosts),
@@ -119,8 +121,8 @@ func TestWritesOfAnOldClaimDoNotTouchANewRecordOfTheSameName(t *testing.T) {
 	obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "uid-b", obj.Labels[v1alpha1.LabelClaimUID])
-	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.Status.Phase, "B's status is B's")
-	assert.Equal(t, []v1alpha1.Extent{{Offset: gib, Length: gib}}, obj.Status.Extents)
+	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.CurrentPhase(), "B's status is B's")
+	assert.Equal(t, []v1alpha1.Extent{{Offset: gib, Length: gib}}, obj.Spec.Extents)
 	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers, "B keeps its finalizer")
 }
 

@@ -96,6 +96,7 @@ func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
 			Pool:      r.Pool,
 			Requested: *resource.NewQuantity(r.Requested, resource.BinarySI),
 			Size:      *resource.NewQuantity(r.Bytes, resource.BinarySI),
+			Extents:   slices.Clone(r.Extents),
 		},
 		Status: Status(r),
 	}
@@ -158,19 +159,28 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	if obj.Spec.PodRef != nil {
 		r.Pod = ledger.PodRef{Name: obj.Spec.PodRef.Name, UID: string(obj.Spec.PodRef.UID)}
 	}
-	switch phase := obj.Status.Phase; phase {
+	r.Extents = slices.Clone(obj.Status.Extents)
+	if len(r.Extents) == 0 {
+		r.Extents = slices.Clone(obj.Spec.Extents)
+	}
+	switch phase := obj.CurrentPhase(); phase {
 	case v1alpha1.PhaseReserved, v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline,
 		v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased, v1alpha1.PhaseFailed:
 		r.State = phase
+		if obj.Status.Phase == "" {
+			// Created with its extents, the status not written yet: the hardware may
+			// have acted; provisioning resumes.
+			r.ProvisioningAt = obj.CreationTimestamp.Time
+		}
 	default:
-		// Created, and the service stopped before the first status write: Create
-		// returns only after both writes and the hardware acts only after Create,
-		// so nothing was done yet. Read back as Reserved; a rebuild finishes it
-		// as released (the chaos suite found such records set aside for good while
-		// they held nothing, and, restored, holding bytes no extent backs).
+		// A record of an older version, created without its extents, the service
+		// stopped before its first status write: that version acted only after
+		// both writes, so nothing was done yet. Read back as Reserved; a rebuild
+		// finishes it as released (the chaos suite found such records set aside
+		// for good while they held nothing, and, restored, holding bytes no extent
+		// backs).
 		r.State = v1alpha1.PhaseReserved
 	}
-	r.Extents = slices.Clone(obj.Status.Extents)
 	r.UpdatedAt = obj.CreationTimestamp.Time
 	for _, t := range []struct {
 		dst *time.Time
@@ -196,19 +206,22 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 	return r, nil
 }
 
-// Create records a claim entering Provisioning. An older record of the same name is
-// replaced if it is released (the ResourceClaim was allocated again, or recreated with
-// the same name); a record of the same claim is brought up to date.
+// Create records a claim entering Provisioning: one write, the record with its
+// extents in its spec (CurrentPhase reads it as Provisioning until the status is
+// written). An older record of the same name is replaced if it is released (the
+// ResourceClaim was allocated again, or recreated with the same name); a record of
+// the same reservation (a retry) is taken as it is.
 func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 	obj := Object(r)
-	created, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
+	obj.Status = v1alpha1.DynamicMemoryClaimStatus{} // a subresource: the API server drops it on create
+	_, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
 	if apierrors.IsAlreadyExists(err) {
-		created, err = s.replace(ctx, obj)
+		_, err = s.replace(ctx, obj)
 	}
 	if err != nil {
 		return fmt.Errorf("create DynamicMemoryClaim %s/%s: %w", obj.Namespace, obj.Name, fenced(err))
 	}
-	return s.writeStatus(ctx, created.Namespace, created.Name, r.Claim.UID, obj.Status)
+	return nil
 }
 
 func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (*v1alpha1.DynamicMemoryClaim, error) {
@@ -220,13 +233,13 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 	if sameClaim && old.Status.Phase != v1alpha1.PhaseReleased {
 		if !sameReservation(old, obj) {
 			return nil, fmt.Errorf("the record of claim %s still holds memory (%s, %s of pool %s on node %s, extents %v); retry once it is released",
-				old.Labels[v1alpha1.LabelClaimUID], old.Status.Phase, old.Spec.Size.String(), old.Spec.Pool, old.Spec.Node, old.Status.Extents)
+				old.Labels[v1alpha1.LabelClaimUID], old.CurrentPhase(), old.Spec.Size.String(), old.Spec.Pool, old.Spec.Node, old.Spec.Extents)
 		}
 		return old, nil
 	}
 	if old.Status.Phase != v1alpha1.PhaseReleased && slices.Contains(old.Finalizers, v1alpha1.Finalizer) {
 		return nil, fmt.Errorf("an earlier claim %s of the same name still holds memory (%s); retry once it is released",
-			old.Labels[v1alpha1.LabelClaimUID], old.Status.Phase)
+			old.Labels[v1alpha1.LabelClaimUID], old.CurrentPhase())
 	}
 	if err := s.dropFinalizer(ctx, old.Namespace, old.Name, old.Labels[v1alpha1.LabelClaimUID]); err != nil && !apierrors.IsNotFound(err) {
 		return nil, err
@@ -241,8 +254,12 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 // sameReservation tells whether a record of the claim is the one Create is about to
 // write: a retry after the object was created, before or after its first status write.
 func sameReservation(old, obj *v1alpha1.DynamicMemoryClaim) bool {
+	extents := old.Spec.Extents
+	if len(extents) == 0 && old.Status.Phase != "" { // an older version's record
+		extents = old.Status.Extents
+	}
 	return old.Spec.Node == obj.Spec.Node && old.Spec.Pool == obj.Spec.Pool && old.Spec.Size.Cmp(obj.Spec.Size) == 0 &&
-		(old.Status.Phase == "" || slices.Equal(old.Status.Extents, obj.Status.Extents))
+		(len(extents) == 0 && old.Status.Phase == "" || slices.Equal(extents, obj.Spec.Extents))
 }
 
 // Update records the reservation's state in its object's status. The write is fenced

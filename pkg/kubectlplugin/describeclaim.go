@@ -118,7 +118,7 @@ func writeClaim(w io.Writer, c *v1alpha1.DynamicMemoryClaim, events []corev1.Eve
 	t.row("Pool:", c.Spec.Pool)
 	t.row("Requested:", formatBytes(c.Spec.Requested.Value()))
 	t.row("Size:", formatBytes(c.Spec.Size.Value()))
-	t.row("Phase:", orDash(string(c.Status.Phase)))
+	t.row("Phase:", orDash(string(c.CurrentPhase())))
 	t.row("Provisioning:", formatDuration(c.Status.ProvisioningDuration))
 	t.row("NUMA nodes:", numaList(c.Status.NUMANodes))
 	t.row("Message:", orDash(c.Status.Message))

@@ -117,7 +117,7 @@ func (o *GetClaimsOptions) Run(ctx context.Context) error {
 		if c.Spec.PodRef != nil {
 			pod = c.Spec.PodRef.Name
 		}
-		cells := []string{c.Name, orDash(string(c.Status.Phase)), c.Spec.Node, c.Spec.Pool,
+		cells := []string{c.Name, orDash(string(c.CurrentPhase())), c.Spec.Node, c.Spec.Pool,
 			formatBytes(c.Spec.Size.Value()), pod, formatDuration(c.Status.ProvisioningDuration),
 			age(now, c.CreationTimestamp)}
 		if o.Output == outputWide {

@@ -299,7 +299,7 @@ func writePodClaim(w io.Writer, c podClaim) {
 		fmt.Fprintln(w, "    DynamicMemoryClaim: none (no pool memory reserved for this claim)")
 	}
 	for _, d := range c.dynamic {
-		line := fmt.Sprintf("    DynamicMemoryClaim %s: %s, %s from pool %s on node %s", d.Name, orDash(string(d.Status.Phase)),
+		line := fmt.Sprintf("    DynamicMemoryClaim %s: %s, %s from pool %s on node %s", d.Name, orDash(string(d.CurrentPhase())),
 			formatBytes(d.Spec.Size.Value()), d.Spec.Pool, d.Spec.Node)
 		if d.Status.ProvisioningDuration != nil {
 			line += ", provisioned in " + formatDuration(d.Status.ProvisioningDuration)
@@ -345,7 +345,7 @@ func verdict(pod *corev1.Pod, claims []podClaim, now time.Time) string {
 				c.claim.Name, pod.Spec.SchedulerName)
 		}
 		for _, d := range c.dynamic {
-			switch d.Status.Phase {
+			switch d.CurrentPhase() {
 			case v1alpha1.PhaseFailed:
 				return fmt.Sprintf("provisioning %s from pool %s on node %s failed: %s (the scheduler retries the pod)",
 					formatBytes(d.Spec.Size.Value()), d.Spec.Pool, d.Spec.Node, orDash(d.Status.Message))
@@ -364,7 +364,7 @@ func verdict(pod *corev1.Pod, claims []podClaim, now time.Time) string {
 			since = *d.Status.ProvisioningAt
 		}
 		return fmt.Sprintf("%s of pool %s for node %s is %s (for %s); the pod is bound once its memory is online",
-			formatBytes(d.Spec.Size.Value()), d.Spec.Pool, d.Spec.Node, orDash(string(d.Status.Phase)), age(now, since))
+			formatBytes(d.Spec.Size.Value()), d.Spec.Pool, d.Spec.Node, orDash(string(d.CurrentPhase())), age(now, since))
 	case len(online) > 0 && pod.Spec.NodeName != "":
 		var total int64
 		pools := map[string]bool{}

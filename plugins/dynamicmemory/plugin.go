@@ -64,7 +64,7 @@ type DynamicMemory struct {
 	cache            *poolCache
 	scorer           scorer
 	provisionTimeout time.Duration
-	clock            clock.Clock
+	clock            clock.WithDelayedExecution
 	// rejected are the pods rejected for pool capacity, activated when it comes back.
 	rejected *rejectedPods
 	// reservations reserves and releases the memory of scheduled pods.
@@ -101,7 +101,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 
 // newPlugin wires a plugin of handle h to a connection to the memory service, whose
 // cache activates rejected. The caller runs conn.cache. args are defaulted and valid.
-func newPlugin(h fwk.Handle, args *config.DynamicMemoryArgs, conn *connection, rejected *rejectedPods, clk clock.Clock) *DynamicMemory {
+func newPlugin(h fwk.Handle, args *config.DynamicMemoryArgs, conn *connection, rejected *rejectedPods, clk clock.WithDelayedExecution) *DynamicMemory {
 	var permitTimeout time.Duration
 	if args.PermitTimeout != nil {
 		permitTimeout = args.PermitTimeout.Duration
@@ -119,6 +119,7 @@ func newPlugin(h fwk.Handle, args *config.DynamicMemoryArgs, conn *connection, r
 			client:         conn.client,
 			cache:          conn.cache,
 			rejected:       rejected,
+			clock:          clk,
 			reserveTimeout: args.ReserveTimeout.Duration,
 			releaseTimeout: args.ReleaseTimeout.Duration,
 			permitTimeout:  permitTimeout,

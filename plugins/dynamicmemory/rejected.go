@@ -57,6 +57,24 @@ func (r *rejectedPods) len() int {
 	return len(r.pods)
 }
 
+// retry moves a rejected pod to the active queue if it is still rejected and
+// pending.
+func (r *rejectedPods) retry(logger klog.Logger, pod *v1.Pod) {
+	r.mu.Lock()
+	_, listed := r.pods[pod.UID]
+	r.mu.Unlock()
+	if !listed {
+		return // scheduled again meanwhile, or activated
+	}
+	current, err := r.handle.SharedInformerFactory().Core().V1().Pods().Lister().Pods(pod.Namespace).Get(pod.Name)
+	if err != nil || current.UID != pod.UID || current.Spec.NodeName != "" {
+		r.forget(pod.UID)
+		return
+	}
+	logger.V(3).Info("Trying a pod again that a pool view behind the memory service's turned down", "pod", klog.KObj(pod))
+	r.handle.Activate(logger, map[string]*v1.Pod{pod.Namespace + "/" + pod.Name: pod})
+}
+
 // activate moves the rejected pods that the view may now admit to the active queue:
 // those it has the capacity for, and those turned down while fewer nodes had their
 // agent connected. Pods that were deleted or bound meanwhile are forgotten.

@@ -2,6 +2,7 @@ package dynamicmemory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/utils/clock"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 )
@@ -115,6 +117,7 @@ type reservations struct {
 	client   memservicev1.MemoryServiceClient
 	cache    *poolCache
 	rejected *rejectedPods
+	clock    clock.WithDelayedExecution
 	// reserveTimeout bounds each Reserve call, releaseTimeout each RemoveMemory
 	// call; permitTimeout bounds Permit's hold (0: derived from the other two).
 	reserveTimeout, releaseTimeout, permitTimeout time.Duration
@@ -169,10 +172,27 @@ func (m *reservations) Permit(r *podReservation) (*fwk.Status, time.Duration) {
 	return nil, 0
 }
 
+// staleViewRetry is how long after a refusal caused by a pool view that was behind
+// the pod is tried again: by then the view (and the ResourceSlices the DRA
+// allocator reads) show what the memory service knew.
+const staleViewRetry = 2 * time.Second
+
+// staleViewError is a refusal of the memory service where the scheduler's pool view
+// promised room: the memory went to another claim first.
+type staleViewError struct{ msg string }
+
+func (e *staleViewError) Error() string { return e.msg }
+
 // refused is the Permit status of a refused reservation. The pod is rejected until
-// pool capacity comes back: the pool cache activates it then.
+// pool capacity comes back: the pool cache activates it then. A pod refused because
+// the view was behind is also tried again once the view caught up: another pool or
+// node may have room, and no capacity may ever come back to the one it was refused
+// (the pod waited for the scheduler's periodic flush, minutes, before).
 func (m *reservations) refused(pod *v1.Pod, err error) *fwk.Status {
 	m.rejected.add(pod, 0, nil)
+	if stale := (*staleViewError)(nil); errors.As(err, &stale) {
+		m.clock.AfterFunc(staleViewRetry, func() { m.rejected.retry(klog.Background(), pod) })
+	}
 	return fwk.NewStatus(fwk.Unschedulable, err.Error())
 }
 
@@ -290,7 +310,7 @@ func (m *reservations) reserve(ctx context.Context, pod *v1.Pod, item reservatio
 		switch code {
 		case codes.ResourceExhausted:
 			reserveFailures.WithLabelValues(reasonExhausted).Inc()
-			return nil, fmt.Errorf("the memory service has no room for %s (the scheduler's pool view was behind; retrying): %s", where, status.Convert(err).Message())
+			return nil, &staleViewError{fmt.Sprintf("the memory service has no room for %s (the scheduler's pool view was behind; retrying): %s", where, status.Convert(err).Message())}
 		case codes.Unavailable, codes.DeadlineExceeded:
 			reserveFailures.WithLabelValues(reasonUnavailable).Inc()
 			return nil, fmt.Errorf("reserve %s: the memory service did not answer within %s: %w", where, m.reserveTimeout, err)

@@ -171,6 +171,25 @@ func TestPermitAfterTheAnswer(t *testing.T) {
 	}
 }
 
+// TestAPodRefusedForAStaleViewIsTriedAgain: a pod refused because the pool view
+// promised room the memory service no longer had is tried again once the view caught
+// up, even when no memory is freed (another pool may have room: e2e
+// TestDefaultSchedulerProfile waited minutes for the scheduler's periodic flush).
+func TestAPodRefusedForAStaleViewIsTriedAgain(t *testing.T) {
+	ctx := testContext(t)
+	fs := newFakeService(t, twoPools()...)
+	fs.change(func() { fs.reserveErr = status.Error(codes.ResourceExhausted, "pool pool-b has 0 free") })
+	pl, h, pod, _, cs := prefilteredPod(t, ctx, fs, nil)
+	require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
+	<-lookupState(cs).reservation.done
+	st, _ := pl.Permit(ctx, cs, pod, "n3")
+	require.Equal(t, fwk.Unschedulable, st.Code(), "status: %v", st)
+	assert.Empty(t, h.activatedPods(), "nothing was freed")
+	require.Eventually(t, func() bool { return len(h.activatedPods()) > 0 }, 5*time.Second, 10*time.Millisecond,
+		"tried again after %s", staleViewRetry)
+	assert.Equal(t, []string{pod.Namespace + "/" + pod.Name}, h.activatedPods())
+}
+
 // TestUnreserveWhileReserving: a pod rejected while its Reserve call runs (another
 // plugin's Permit, a Permit timeout, a deleted pod) is released once the call
 // ended, and a new cycle of the same claim reserves only after that release.

@@ -272,7 +272,7 @@ func waitClaimPhase(ctx context.Context, t *testing.T, sys *system.System, names
 			return false, nil
 		}
 		for _, c := range claims {
-			if c.Status.Phase == phase {
+			if c.CurrentPhase() == phase {
 				return true, nil
 			}
 		}

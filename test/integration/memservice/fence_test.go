@@ -121,7 +121,7 @@ func TestTheAPIServerRefusesTheRecordWritesOfALeaderThatLostItsLease(t *testing.
 		after, err := claims.Get(ctx, "claim", metav1.GetOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, before.ResourceVersion, after.ResourceVersion, "the record is unchanged")
-		assert.Equal(t, v1alpha1.PhaseProvisioning, after.Status.Phase)
+		assert.Equal(t, v1alpha1.PhaseProvisioning, after.CurrentPhase())
 		assert.Equal(t, []string{v1alpha1.Finalizer}, after.Finalizers)
 		_, err = claims.Get(ctx, "other", metav1.GetOptions{})
 		assert.True(t, apierrors.IsNotFound(err), "no record created: %v", err)

@@ -63,7 +63,10 @@ func (d *device) Add(ctx context.Context, host int32, tag string, ext []v1alpha1
 	list, err := d.dyn.Resource(claimsGVR).List(context.Background(), metav1.ListOptions{LabelSelector: v1alpha1.LabelClaimUID + "=" + tag})
 	phase := ""
 	if err == nil && len(list.Items) == 1 {
-		phase, _, _ = unstructured.NestedString(list.Items[0].Object, "status", "phase")
+		var rec v1alpha1.DynamicMemoryClaim
+		if runtime.DefaultUnstructuredConverter.FromUnstructured(list.Items[0].Object, &rec) == nil {
+			phase = string(rec.CurrentPhase())
+		}
 	}
 	d.mu.Lock()
 	d.adds = append(d.adds, fmt.Sprintf("%s recorded as %q", tag, phase))
@@ -308,13 +311,13 @@ func TestMemoryServiceWithARealAPIServer(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the device was not asked to add extents")
 		}
-		require.Equal(t, v1alpha1.PhaseProvisioning, e.record("second").Status.Phase)
+		require.Equal(t, v1alpha1.PhaseProvisioning, e.record("second").CurrentPhase())
 
 		// "Kill" the first instance in the middle of the add: its context ends, nothing
 		// more is written; a new instance takes over on the same address.
 		addr := svc.Addr()
 		stopFirst()
-		require.Equal(t, v1alpha1.PhaseProvisioning, e.record("second").Status.Phase, "the crash left the claim Provisioning")
+		require.Equal(t, v1alpha1.PhaseProvisioning, e.record("second").CurrentPhase(), "the crash left the claim Provisioning")
 		e.dev.SetFaults(simulated.Faults{})
 		svc2, _ := e.start(addr)
 		require.Equal(t, addr, svc2.Addr())
