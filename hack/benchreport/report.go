@@ -361,9 +361,11 @@ func (r *report) markdown() string {
 		"The ledger benchmark runs on one core (`-cpu 1`).", r.memservice)
 	benchSection(w, "End to end", "Pods on the local cluster (etcd, kube-apiserver, kube-controller-manager, kwok, the\n"+
 		"scheduler, the memory service with simulated devices at zero latency, node agents). The same pods run\n"+
-		"twice on one system: `profile=without-dynamic-memory` is the baseline (a profile of the stock plugins: their\n"+
+		"four times on one system, in the order A B B A, each profile's figures the mean of its two runs:\n"+
+		"`profile=without-dynamic-memory` is the baseline (a profile of the stock plugins: their\n"+
 		"claims allocated by DRA alone, nothing waits for their memory), `profile=dynamic-memory-scheduler` the\n"+
-		"project. The steps of a pod: its claim\n"+
+		"project. API requests per pod come from the API server's audit log, creation to the pools whole again,\n"+
+		"watches not counted. The steps of a pod: its claim\n"+
 		"made from the template (`claimed`), bound, Running. `BenchmarkSchedulers` compares, for 50 pods, the\n"+
 		"schedulers a pod may meet: this project's two profiles (both run DynamicMemory; on one system, in\n"+
 		"the order A B B A) and the stock kube-scheduler in compatibility mode (`scheduler=stock`, on a\n"+

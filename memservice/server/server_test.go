@@ -138,6 +138,8 @@ func TestAddMemoryRecordsBeforeTheDeviceAndWaitsForTheAgent(t *testing.T) {
 	require.Len(t, r.GetExtents(), 1)
 	assert.Equal(t, 3*gi, r.GetExtents()[0].GetLength())
 	assert.True(t, agent.isOnline(uid(1)))
+	// AddMemory answers once the ledger holds the outcome; the record's status follows.
+	require.Eventually(t, func() bool { return len(h.ev.all()) >= 3 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, []string{
 		"store create " + uid(1) + " Provisioning",
 		"device add " + uid(1),
