@@ -109,7 +109,7 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.cfg.LeaderElection.Name, "leader-elect-name", o.cfg.LeaderElection.Name, "name of the Lease.")
 	fs.StringVar(&o.cfg.LeaderElection.Identity, "leader-elect-identity", o.cfg.LeaderElection.Identity, "this instance's identity in the Lease (default: the host name and a random suffix, unique per process).")
 
-	o.kube.AddFlags(fss.FlagSet("kubernetes"), "a claim costs about three writes to provision, its DynamicMemoryClaim written before the hardware acts, and three to release")
+	o.kube.AddFlags(fss.FlagSet("kubernetes"), "a claim costs two writes to provision, its DynamicMemoryClaim written before the hardware acts, and three to release")
 }
 
 // complete checks the flags and fills in what they leave to defaults.
