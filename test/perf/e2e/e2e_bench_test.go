@@ -54,14 +54,15 @@ const (
 // status and the DynamicMemoryClaims all say every pool is whole); the API requests
 // per pod of Kubernetes' components (k8s-requests/pod) and of this project's
 // (project-requests/pod), and the ResourceSlice writes per pod (slice-writes/pod),
-// from the API server's audit log (requests_test.go).
+// from the API server's audit log, and the watch events it sent per pod, to all
+// watchers (watch-events/pod, its apiserver_watch_events_total; requests_test.go).
 func BenchmarkPodsToRunning(b *testing.B) {
 	ctx := klog.NewContext(context.Background(), ktesting.NewLogger(b, ktesting.NewConfig()))
 	sys := startSystem(ctx, b, system.SchedulerDynamicMemory)
 	mon := sys.StartMonitor(ctx)
 
 	type measured struct {
-		claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull, k8sRequests, projectRequests, sliceWrites []float64
+		claimedP50, boundP50, p50, p99, allRunning, ledgerFree, poolsFull, k8sRequests, projectRequests, sliceWrites, watchEvents []float64
 	}
 	profiles := map[string]*measured{schedconfig.BaselineProfile: {}, system.SchedulerName: {}}
 	for i, profile := range []string{schedconfig.BaselineProfile, system.SchedulerName, system.SchedulerName, schedconfig.BaselineProfile} {
@@ -77,6 +78,7 @@ func BenchmarkPodsToRunning(b *testing.B) {
 		m.k8sRequests = append(m.k8sRequests, r.api.kubernetes)
 		m.projectRequests = append(m.projectRequests, r.api.project)
 		m.sliceWrites = append(m.sliceWrites, r.api.sliceWrites)
+		m.watchEvents = append(m.watchEvents, r.api.watchEvents)
 		// On stdout: a benchmark's log is cut short.
 		fmt.Printf("Run %d, profile %s: running p50 %.2f s. API requests per pod (creation to the pools whole again; watches not counted):\n%s\n",
 			i, profile, percentile(r.running, 50), r.api.table)
@@ -97,6 +99,7 @@ func BenchmarkPodsToRunning(b *testing.B) {
 			b.ReportMetric(mean(m.k8sRequests), "k8s-requests/pod")
 			b.ReportMetric(mean(m.projectRequests), "project-requests/pod")
 			b.ReportMetric(mean(m.sliceWrites), "slice-writes/pod")
+			b.ReportMetric(mean(m.watchEvents), "watch-events/pod")
 			if profile == system.SchedulerName {
 				b.ReportMetric(mean(m.ledgerFree), "ledger-free-s")
 				b.ReportMetric(mean(m.poolsFull), "pools-full-s")
@@ -217,7 +220,7 @@ func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, nam
 	}
 	rec := watchRunning(ctx, b, sys, namespace)
 	defer rec.stop()
-	audit := startAuditWindow(b, sys)
+	audit := startAuditWindow(ctx, b, sys)
 	b.StartTimer()
 
 	start := time.Now()
@@ -254,7 +257,8 @@ func runOnce(ctx context.Context, b *testing.B, sys *system.System, profile, nam
 	}
 	r.poolsFull = time.Since(deleted)
 	b.StopTimer()
-	r.api = costOf(audit.counts(ctx, b), count)
+	counts, events := audit.counts(ctx, b)
+	r.api = costOf(counts, events, count)
 	b.StartTimer()
 	return r
 }

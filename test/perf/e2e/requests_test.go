@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -78,25 +81,58 @@ func isWrite(verb string) bool {
 	return verb == "create" || verb == "update" || verb == "patch" || verb == "delete" || verb == "deletecollection"
 }
 
-// auditWindow reads the API server's audit log between two points of a run.
+// auditWindow reads the API server's audit log between two points of a run, and its
+// count of watch events sent.
 type auditWindow struct {
 	sys    *system.System
 	offset int64
+	// watchEvents are apiserver_watch_events_total by resource at the start.
+	watchEvents map[string]float64
 }
 
-// startAuditWindow remembers where the audit log ends now.
-func startAuditWindow(b *testing.B, sys *system.System) *auditWindow {
+// startAuditWindow remembers where the audit log ends now, and the watch events
+// sent so far.
+func startAuditWindow(ctx context.Context, b *testing.B, sys *system.System) *auditWindow {
 	st, err := os.Stat(sys.Cluster.AuditLogPath())
 	if err != nil {
 		b.Fatalf("the API server's audit log: %v", err)
 	}
-	return &auditWindow{sys: sys, offset: st.Size()}
+	return &auditWindow{sys: sys, offset: st.Size(), watchEvents: watchEvents(ctx, b, sys)}
+}
+
+// watchEvents reads kube-apiserver's apiserver_watch_events_total, summed by resource: the
+// events it sent to every watcher (Kubernetes' components and this project's alike;
+// the API server does not count them by watcher).
+func watchEvents(ctx context.Context, b *testing.B, sys *system.System) map[string]float64 {
+	raw, err := sys.Cluster.Client().CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		b.Fatalf("kube-apiserver metrics: %v", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		b.Fatalf("parse kube-apiserver metrics: %v", err)
+	}
+	out := map[string]float64{}
+	if f, ok := families["apiserver_watch_events_total"]; ok {
+		for _, m := range f.GetMetric() {
+			resource := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "resource" {
+					resource = l.GetValue()
+				}
+			}
+			out[resource] += m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
 
 // counts returns the requests logged since the window started, waiting until the
 // log holds every request made before the call (the log is written in batches): a
-// marker request is made and waited for. Long-running watches are not counted.
-func (w *auditWindow) counts(ctx context.Context, b *testing.B) requestCounts {
+// marker request is made and waited for. Long-running watches are not counted; the
+// watch events sent meanwhile are returned by resource.
+func (w *auditWindow) counts(ctx context.Context, b *testing.B) (requestCounts, map[string]float64) {
 	marker := fmt.Sprintf("audit-marker-%d", time.Now().UnixNano())
 	_, err := w.sys.Cluster.Client().CoreV1().ConfigMaps(metav1.NamespaceDefault).Get(ctx, marker, metav1.GetOptions{})
 	if !apierrors.IsNotFound(err) {
@@ -111,7 +147,11 @@ func (w *auditWindow) counts(ctx context.Context, b *testing.B) requestCounts {
 	if err != nil {
 		b.Fatalf("read the audit log up to the marker %s: %v", marker, err)
 	}
-	return counts
+	events := watchEvents(ctx, b, w.sys)
+	for resource, n := range w.watchEvents {
+		events[resource] -= n
+	}
+	return counts, events
 }
 
 func (w *auditWindow) read(marker string) (requestCounts, bool, error) {
@@ -150,14 +190,15 @@ func (w *auditWindow) read(marker string) (requestCounts, bool, error) {
 // apiCost is what a run cost the API server per pod.
 type apiCost struct {
 	// kubernetes and project are the requests per pod of Kubernetes' components and
-	// of this project's; sliceWrites the ResourceSlice writes per pod.
-	kubernetes, project, sliceWrites float64
-	table                            string
+	// of this project's; sliceWrites the ResourceSlice writes per pod; watchEvents the
+	// watch events the API server sent per pod, to all watchers.
+	kubernetes, project, sliceWrites, watchEvents float64
+	table                                         string
 }
 
-// costOf divides a run's requests by its pods, and tabulates them by component,
-// resource and verb.
-func costOf(counts requestCounts, pods int) apiCost {
+// costOf divides a run's requests and watch events by its pods, and tabulates them by
+// component, resource and verb, and by resource.
+func costOf(counts requestCounts, events map[string]float64, pods int) apiCost {
 	per := func(n int) float64 { return float64(n) / float64(pods) }
 	c := apiCost{
 		kubernetes: per(counts.total(clientKubernetes, nil)),
@@ -175,6 +216,13 @@ func costOf(counts requestCounts, pods int) apiCost {
 	fmt.Fprintf(&sb, "%-10s %-27s %-40s %-8s %s\n", "client", "component", "resource", "verb", "per pod")
 	for _, k := range keys {
 		fmt.Fprintf(&sb, "%-10s %-27s %-40s %-8s %.2f\n", k.group, k.component, k.resource, k.verb, per(counts[k]))
+	}
+	fmt.Fprintf(&sb, "\nwatch events sent (to all watchers), per pod, by resource:\n")
+	for _, resource := range slices.Sorted(maps.Keys(events)) {
+		if events[resource] > 0 {
+			c.watchEvents += events[resource] / float64(pods)
+			fmt.Fprintf(&sb, "%-40s %.2f\n", resource, events[resource]/float64(pods))
+		}
 	}
 	c.table = sb.String()
 	return c
