@@ -217,7 +217,7 @@ func createPools(t *testing.T, ctx context.Context, c *cluster.Cluster, pools []
 func publishSlices(t *testing.T, ctx context.Context, kube kubernetes.Interface, pools []v1alpha1.DynamicMemoryPool, nodes []string) {
 	t.Helper()
 	for _, node := range nodes {
-		devices, errs := driver.Devices(pools, node, false)
+		devices, errs := driver.Devices(pools, node, false, nil)
 		require.Empty(t, errs)
 		if len(devices) == 0 {
 			continue

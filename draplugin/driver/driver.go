@@ -7,24 +7,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
-	"github.com/dynamicmemory/kube-dynamic-memory/api/client/informers/externalversions"
-	listersv1alpha1 "github.com/dynamicmemory/kube-dynamic-memory/api/client/listers/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
-	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	"google.golang.org/grpc"
-	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/dynamic-resource-allocation/resourceslice"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
 
@@ -60,9 +53,6 @@ type Driver struct {
 	helper *kubeletplugin.Helper
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-
-	mu        sync.Mutex
-	published []string // device names last published
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -98,10 +88,7 @@ func Start(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 	d.helper = helper
 	ctx, d.cancel = context.WithCancel(ctx)
-	if err := d.watchPools(ctx); err != nil {
-		d.Stop()
-		return nil, err
-	}
+	d.watchPools(ctx)
 	return d, nil
 }
 
@@ -115,75 +102,22 @@ func (d *Driver) Stop() {
 	d.helper.Stop()
 }
 
-// watchPools publishes the devices again whenever a pool changes.
-func (d *Driver) watchPools(ctx context.Context) error {
-	factory := externalversions.NewSharedInformerFactory(d.cfg.DynamicMemory, 0)
-	pools := factory.DynamicMemory().V1alpha1().DynamicMemoryPools()
-	informer := pools.Informer()
-	// Events during the initial list would publish a partial device list; the
-	// publish after the sync covers them.
-	publish := func(any) {
-		if informer.HasSynced() {
-			d.publish(ctx, pools.Lister())
-		}
+// watchPools publishes the node's devices from the pools until ctx ends.
+func (d *Driver) watchPools(ctx context.Context) {
+	p := &Publisher{
+		Node:              d.cfg.Node,
+		DynamicMemory:     d.cfg.DynamicMemory,
+		BindingConditions: d.cfg.BindingConditions,
+		Publish: func(ctx context.Context, resources resourceslice.DriverResources) error {
+			return d.helper.PublishResources(ctx, resources)
+		},
+		Metrics: d.cfg.Metrics,
 	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    publish,
-		UpdateFunc: func(_, obj any) { publish(obj) },
-		DeleteFunc: publish,
-	}); err != nil {
-		return fmt.Errorf("watch DynamicMemoryPools: %w", err)
-	}
-	factory.Start(ctx.Done())
 	d.wg.Go(func() {
-		<-ctx.Done()
-		factory.Shutdown()
-	})
-	d.wg.Go(func() {
-		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-			// Publish once even when there are no pools, so stale slices go.
-			d.publish(ctx, pools.Lister())
+		if err := p.Run(ctx); err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, "Publishing the node's devices stopped")
 		}
 	})
-	return nil
-}
-
-// publish computes the node's devices from the pools in the informer cache and hands
-// them to the ResourceSlice controller.
-func (d *Driver) publish(ctx context.Context, lister listersv1alpha1.DynamicMemoryPoolLister) {
-	logger := klog.FromContext(ctx)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	cached, err := lister.List(labels.Everything())
-	if err != nil {
-		utilruntime.HandleErrorWithContext(ctx, err, "Listing the cached DynamicMemoryPools failed")
-		return
-	}
-	pools := make([]v1alpha1.DynamicMemoryPool, 0, len(cached))
-	for _, p := range cached {
-		pools = append(pools, *p)
-	}
-	devices, errs := Devices(pools, d.cfg.Node, d.cfg.BindingConditions)
-	for _, err := range errs {
-		utilruntime.HandleErrorWithContext(ctx, err, "Pool not published")
-	}
-	names := make([]string, 0, len(devices))
-	for _, dev := range devices {
-		names = append(names, dev.Name)
-	}
-	resources := resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{}}
-	if len(devices) > 0 {
-		resources.Pools[d.cfg.Node] = resourceslice.Pool{Slices: []resourceslice.Slice{{Devices: devices}}}
-	}
-	if err := d.helper.PublishResources(ctx, resources); err != nil {
-		utilruntime.HandleErrorWithContext(ctx, err, "Publishing the node's ResourceSlice failed")
-		return
-	}
-	d.cfg.Metrics.PublishedDevices.Set(float64(len(devices)))
-	if !slices.Equal(names, d.published) {
-		logger.Info("Publishing devices", "devices", names, "bindingConditions", d.cfg.BindingConditions)
-		d.published = names
-	}
 }
 
 // HandleError logs background errors (ResourceSlice publishing, gRPC server). All

@@ -38,7 +38,7 @@ func TestDevicesOnePerAttachedPool(t *testing.T) {
 		pool("pool-a", "128Mi", "4Gi", nil, "node-1"),
 		pool("pool-c", "1Gi", "16Gi", nil, "node-2"),
 	}
-	devices, errs := Devices(pools, "node-1", false)
+	devices, errs := Devices(pools, "node-1", false, nil)
 	require.Empty(t, errs)
 	require.Len(t, devices, 2, "pool-c is not attached to node-1")
 	assert.Equal(t, resourceapi.Device{
@@ -64,7 +64,7 @@ func TestDevicesOnePerAttachedPool(t *testing.T) {
 }
 
 func TestDevicesWithBindingConditions(t *testing.T) {
-	devices, errs := Devices([]v1alpha1.DynamicMemoryPool{pool("pool-a", "1Gi", "8Gi", nil, "node-1")}, "node-1", true)
+	devices, errs := Devices([]v1alpha1.DynamicMemoryPool{pool("pool-a", "1Gi", "8Gi", nil, "node-1")}, "node-1", true, nil)
 	require.Empty(t, errs)
 	require.Len(t, devices, 1)
 	assert.Equal(t, []string{"Online"}, devices[0].BindingConditions)
@@ -73,7 +73,7 @@ func TestDevicesWithBindingConditions(t *testing.T) {
 }
 
 func TestDevicesWindowOfOneBlockHasNoStep(t *testing.T) {
-	devices, _ := Devices([]v1alpha1.DynamicMemoryPool{pool("pool-a", "1Gi", "1Gi", nil, "node-1")}, "node-1", false)
+	devices, _ := Devices([]v1alpha1.DynamicMemoryPool{pool("pool-a", "1Gi", "1Gi", nil, "node-1")}, "node-1", false, nil)
 	require.Len(t, devices, 1)
 	r := devices[0].Capacity["memory"].RequestPolicy.ValidRange
 	assert.Nil(t, r.Step, "min+step would exceed the capacity, which the API rejects")
@@ -85,7 +85,7 @@ func TestDevicesSkipsPoolsThatCannotBeDeviceNames(t *testing.T) {
 	devices, errs := Devices([]v1alpha1.DynamicMemoryPool{
 		pool("cxl.rack1", "1Gi", "8Gi", nil, "node-1"),
 		pool("pool-a", "1Gi", "8Gi", nil, "node-1"),
-	}, "node-1", false)
+	}, "node-1", false, nil)
 	require.Len(t, devices, 1)
 	assert.Equal(t, "pool-a", devices[0].Name)
 	require.Len(t, errs, 1)
@@ -101,7 +101,7 @@ func TestDevicesShrinkToWhatTheSharedPoolCanStillGive(t *testing.T) {
 	}
 	capacity := func(t *testing.T, p v1alpha1.DynamicMemoryPool) []string {
 		t.Helper()
-		devices, errs := Devices([]v1alpha1.DynamicMemoryPool{p}, "node-1", false)
+		devices, errs := Devices([]v1alpha1.DynamicMemoryPool{p}, "node-1", false, nil)
 		require.Empty(t, errs)
 		var out []string
 		for _, d := range devices {
@@ -123,4 +123,84 @@ func TestDevicesShrinkToWhatTheSharedPoolCanStillGive(t *testing.T) {
 		"less than a block to give: the pool is not offered on this node")
 	assert.Equal(t, []string{"pool-a=16Gi max=16Gi"}, capacity(t, share(base, "node-2", "0", "0")),
 		"another node's share says nothing about this one")
+}
+
+func TestDevicesKeepACapacityWithinAFactorOfTwoOfTheTruth(t *testing.T) {
+	const gi = int64(1) << 30
+	base := pool("pool-a", "1Gi", "16Gi", nil, "node-1", "node-2")
+	capacity := func(t *testing.T, reserved, free string, last int64) int64 {
+		t.Helper()
+		p := base
+		p.Status.Nodes = []v1alpha1.PoolNodeStatus{{Name: "node-1", Reserved: resource.MustParse(reserved), Free: resource.MustParse(free)}}
+		devices, errs := Devices([]v1alpha1.DynamicMemoryPool{p}, "node-1", false, map[string]int64{"pool-a": last})
+		require.Empty(t, errs)
+		if len(devices) == 0 {
+			return 0
+		}
+		c := devices[0].Capacity["memory"]
+		assert.True(t, c.Value.Equal(*c.RequestPolicy.ValidRange.Max), "the largest request is the capacity")
+		return c.Value.Value()
+	}
+	for _, tc := range []struct {
+		name           string
+		reserved, free string
+		last, want     int64
+	}{
+		{"the window, while the pool has room", "4Gi", "12Gi", 16 * gi, 16 * gi},
+		{"kept: offers 6Gi free where 3Gi are (twice)", "4Gi", "3Gi", 10 * gi, 10 * gi},
+		{"written again: the free share fell below half of what is offered", "4Gi", "2Gi", 10 * gi, 6 * gi},
+		{"written again: never below the truth, the pool freed memory", "4Gi", "8Gi", 10 * gi, 12 * gi},
+		{"kept: the node's own claims do not move it (reserved up, free down by as much)", "6Gi", "4Gi", 10 * gi, 10 * gi},
+		{"exact once less than a block is left: the allocator must see the pool full", "4Gi", "512Mi", 6 * gi, 4 * gi},
+		{"exact when the window shrank below what was published", "0", "12Gi", 20 * gi, 12 * gi},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want/gi, capacity(t, tc.reserved, tc.free, tc.last)/gi)
+		})
+	}
+}
+
+// TestDevicesPublishFewCapacitiesWhileASharedPoolFills fills a pool shared by many
+// nodes one block at a time elsewhere, and counts the capacities one node publishes:
+// one each time its free share halves, not one per reservation.
+func TestDevicesPublishFewCapacitiesWhileASharedPoolFills(t *testing.T) {
+	const gi = int64(1) << 30
+	p := pool("pool-a", "1Gi", "64Gi", nil, "node-1", "node-2")
+	var published map[string]int64
+	writes := 0
+	for free := int64(100); free >= 0; free-- {
+		p.Status.Nodes = []v1alpha1.PoolNodeStatus{{Name: "node-1", Reserved: resource.MustParse("2Gi"), Free: *resource.NewQuantity(min(62, free)*gi, resource.BinarySI)}}
+		devices, errs := Devices([]v1alpha1.DynamicMemoryPool{p}, "node-1", false, published)
+		require.Empty(t, errs)
+		require.Len(t, devices, 1)
+		c := devices[0].Capacity["memory"]
+		got := c.Value.Value()
+		truth := (2 + min(62, free)) * gi
+		require.GreaterOrEqual(t, got, truth, "free %dGi: never less than the node can have", free)
+		require.LessOrEqual(t, got-2*gi, 2*min(62, free)*gi, "free %dGi: at most twice the free share", free)
+		if published == nil || published["pool-a"] != got {
+			writes++
+		}
+		published = map[string]int64{"pool-a": got}
+	}
+	// The window first, then each time the free share falls below half of what is
+	// offered (30, 14, 6 and 2 GiB free) and at 0: 6 instead of the 63 changes.
+	assert.Equal(t, 6, writes)
+}
+
+func TestDevicesOfANodeWithSeveralPoolsAreExact(t *testing.T) {
+	a := pool("pool-a", "1Gi", "16Gi", nil, "node-1", "node-2")
+	b := pool("pool-b", "1Gi", "16Gi", nil, "node-1")
+	a.Status.Nodes = []v1alpha1.PoolNodeStatus{{Name: "node-1", Reserved: resource.MustParse("4Gi"), Free: resource.MustParse("3Gi")}}
+	published := map[string]int64{"pool-a": 10 << 30, "pool-b": 16 << 30}
+
+	devices, errs := Devices([]v1alpha1.DynamicMemoryPool{a}, "node-1", false, published)
+	require.Empty(t, errs)
+	c := devices[0].Capacity["memory"]
+	assert.Equal(t, "10Gi", c.Value.String(), "one pool: the published capacity is kept")
+
+	devices, errs = Devices([]v1alpha1.DynamicMemoryPool{a, b}, "node-1", false, published)
+	require.Empty(t, errs)
+	c = devices[0].Capacity["memory"]
+	assert.Equal(t, "7Gi", c.Value.String(), "two pools: pool-a must not offer more than it has, or it takes claims pool-b could serve")
 }

@@ -20,6 +20,7 @@ const (
 	UnprepareErrorsName   = "dynamic_memory_draplugin_unprepare_errors_total"
 	UnprepareDurationName = "dynamic_memory_draplugin_unprepare_duration_seconds"
 	PublishedDevicesName  = "dynamic_memory_draplugin_published_devices"
+	SliceUpdatesName      = "dynamic_memory_draplugin_slice_updates_total"
 )
 
 // Names lists every metric the plugin exports, for dashboards and alert rules.
@@ -27,7 +28,7 @@ func Names() []string {
 	return []string{
 		PrepareClaimsName, PrepareErrorsName, PrepareDurationName,
 		UnprepareClaimsName, UnprepareErrorsName, UnprepareDurationName,
-		PublishedDevicesName, pki.ExpiryMetric,
+		PublishedDevicesName, SliceUpdatesName, pki.ExpiryMetric,
 	}
 }
 
@@ -59,6 +60,9 @@ type Metrics struct {
 	UnprepareDuration prometheus.Histogram
 	// PublishedDevices is the number of devices (attached pools) in the node's ResourceSlice.
 	PublishedDevices prometheus.Gauge
+	// SliceUpdates counts the times the node's devices changed and were handed to
+	// the ResourceSlice controller: each is one ResourceSlice write.
+	SliceUpdates prometheus.Counter
 }
 
 // New creates the metrics and registers them, with the Go and process collectors.
@@ -87,10 +91,13 @@ func New() *Metrics {
 		PublishedDevices: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: PublishedDevicesName, Help: "Devices (pools attached to this node) in the node's ResourceSlice.",
 		}),
+		SliceUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: SliceUpdatesName, Help: "Times the node's devices changed and its ResourceSlice was written again.",
+		}),
 	}
 	m.registry.MustRegister(
 		m.PrepareClaims, m.PrepareErrors, m.PrepareDuration,
-		m.UnprepareClaims, m.UnprepareErrors, m.UnprepareDuration, m.PublishedDevices, pki.NewExpiryCollector(),
+		m.UnprepareClaims, m.UnprepareErrors, m.UnprepareDuration, m.PublishedDevices, m.SliceUpdates, pki.NewExpiryCollector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	// Every series exists from the start, at zero, so rates and alerts see it.

@@ -47,6 +47,19 @@ type benchTarget struct {
 	relative func(results []benchResult) (v, limit float64, shown string, ok bool)
 }
 
+// sharedPoolTargets are on the ResourceSlice writes of scheduler_perf's SharedPool
+// test case (test/perf/schedulerperf/sharedpool_test.go reports them).
+var sharedPoolTargets = []benchTarget{
+	{
+		what: "scheduler_perf `SharedPool`: ResourceSlice writes per provisioned pod ≤ 1 at 100 nodes per pool, filled to 95%",
+		name: regexp.MustCompile(`^BenchmarkPerfScheduling/SharedPool/100Nodes-Fill95_` + pluginProfile + `$`), unit: regexp.MustCompile(`^slice-writes/pod$`),
+		limit: 1, atMost: true, show: func(v float64) string { return fmt.Sprintf("%.2f writes/pod", v) },
+	},
+}
+
+// sharedPoolUnits are the figures of the SharedPool test case beyond throughput.
+var sharedPoolUnits = []string{"slice-writes/pod", "requeues/pod", "attempts/pod"}
+
 var memserviceTargets = []benchTarget{
 	{
 		what: "gRPC Reserve p99 ≤ 2 ms at 2,000/s offered by 64 clients (open loop)",
@@ -340,6 +353,9 @@ func (r *report) markdown() string {
 			w("| `%s`: %s throughput ≥ %.2f × %s | — | not measured |\n", t.testCase, pluginProfile, t.ratio, t.baseline)
 		}
 	}
+	for _, t := range sharedPoolTargets {
+		w("%s", t.row(r.schedulerRun.results))
+	}
 	for _, t := range memserviceTargets {
 		w("%s", t.row(r.memservice.results))
 	}
@@ -455,6 +471,39 @@ func (r *report) schedulerSection(w func(string, ...any), runs []*schedRun, ps [
 	}
 	w("\n")
 	r.pluginTable(w, ps, eps)
+	r.sharedPoolTable(w)
+}
+
+// sharedPoolTable shows, for each run of the SharedPool test case, the
+// ResourceSlice writes, requeues and scheduling attempts per measured pod.
+func (r *report) sharedPoolTable(w func(string, ...any)) {
+	var rows []string
+	for _, res := range r.schedulerRun.results {
+		workload, ok := strings.CutPrefix(res.Name, "BenchmarkPerfScheduling/SharedPool/")
+		if !ok {
+			continue
+		}
+		cells := make([]string, len(sharedPoolUnits))
+		for i, u := range sharedPoolUnits {
+			cells[i] = "—"
+			if v, ok := res.Metrics[u]; ok {
+				cells[i] = fmt.Sprintf("%.2f", v)
+			}
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s |\n", workload, strings.Join(cells, " | ")))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("`SharedPool`: one pool shared by all nodes, filled by the measured pods; each node's\n")
+	w("ResourceSlice is published by the DRA plugin's publisher from the pool status. Per measured\n")
+	w("pod: writes to the ResourceSlices until they are quiet again, the scheduler's requeues by\n")
+	w("cluster events (`scheduler_queue_incoming_pods_total`) and its scheduling attempts.\n\n")
+	w("| Workload | ResourceSlice writes/pod | Requeues/pod | Attempts/pod |\n| --- | ---: | ---: | ---: |\n")
+	for _, row := range rows {
+		w("%s", row)
+	}
+	w("\n")
 }
 
 // pluginTable shows the time of DynamicResources and DynamicMemory at each extension

@@ -737,7 +737,7 @@ func (s *System) slicePublished(node string) func(context.Context) error {
 		if err != nil {
 			return err
 		}
-		devices, _ := driver.Devices(pools.Items, node, s.opts.bindingConditions())
+		devices, _ := driver.Devices(pools.Items, node, s.opts.bindingConditions(), nil)
 		want := make([]string, 0, len(devices))
 		for _, d := range devices {
 			want = append(want, d.Name)

@@ -35,7 +35,7 @@ func TestPerformanceConfigPairsProfiles(t *testing.T) {
 	require.NoError(t, err)
 	var cases []testCase
 	require.NoError(t, yaml.Unmarshal(data, &cases))
-	require.Len(t, cases, 2)
+	require.Len(t, cases, 3)
 	profiles := []string{schedulerconfig.BaselineProfile, schedulerconfig.DefaultProfile}
 
 	for _, tc := range cases {
@@ -87,7 +87,7 @@ func TestBenchmarkConfigurationHasBothProfiles(t *testing.T) {
 	require.NoError(t, err)
 	var cases []testCase
 	require.NoError(t, yaml.Unmarshal(data, &cases))
-	require.Len(t, cases, 2)
+	require.Len(t, cases, 3)
 	for _, tc := range cases {
 		require.FileExists(t, tc.SchedulerConfigPath, "test case %s", tc.Name)
 		cfg, err := os.ReadFile(tc.SchedulerConfigPath)
@@ -106,15 +106,22 @@ func TestBenchmarkConfigurationHasBothProfiles(t *testing.T) {
 		}, plugin, "which profiles run DynamicMemory")
 
 		// The performance workloads run A B B A: their second round, reversed.
-		var order []string
+		var order, want []string
 		for _, w := range tc.Workloads {
 			if slices.Contains(w.Labels, "performance") {
 				order = append(order, w.Name)
 			}
 		}
-		assert.Equal(t, []string{
-			"500Nodes_" + schedulerconfig.BaselineProfile, "500Nodes_" + schedulerconfig.DefaultProfile,
-			"500Nodes" + reversedSuffix + "_" + schedulerconfig.DefaultProfile, "500Nodes" + reversedSuffix + "_" + schedulerconfig.BaselineProfile,
-		}, order, "test case %s", tc.Name)
+		sizes := map[string][]string{"SharedPool": {"100Nodes-Fill50", "100Nodes-Fill95"}}[tc.Name]
+		if sizes == nil {
+			sizes = []string{"500Nodes"}
+		}
+		for _, size := range sizes {
+			want = append(want, size+"_"+schedulerconfig.BaselineProfile, size+"_"+schedulerconfig.DefaultProfile)
+		}
+		for _, size := range slices.Backward(sizes) {
+			want = append(want, size+reversedSuffix+"_"+schedulerconfig.DefaultProfile, size+reversedSuffix+"_"+schedulerconfig.BaselineProfile)
+		}
+		assert.Equal(t, want, order, "test case %s", tc.Name)
 	}
 }

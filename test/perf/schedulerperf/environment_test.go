@@ -36,7 +36,8 @@ import (
 )
 
 // The shape of every pool of the benchmark. templates/resourceslice.yaml publishes
-// the same block size and host window.
+// the same block size and host window (a pool smaller than the window has a window of
+// its capacity).
 var (
 	poolCapacity   = resource.MustParse("1Ti")
 	poolBlockSize  = resource.MustParse("1Gi")
@@ -75,8 +76,16 @@ type environment struct {
 // workloadRun is the environment of one workload.
 type workloadRun struct {
 	nodes, nodesPerPool int
-	address             string
-	bundle              pki.Bundle
+	// poolCapacity is every pool's capacity (param poolCapacityGi, default poolCapacity).
+	poolCapacity resource.Quantity
+	// publishSlices: the environment creates the nodes and publishes their
+	// ResourceSlices with the DRA plugin's publisher, one per node (param
+	// publishSlices: 1), instead of the test case's static slices; measurePods is
+	// then what slice writes and requeues are counted against.
+	publishSlices bool
+	measurePods   int
+	address       string
+	bundle        pki.Bundle
 }
 
 // preRun chooses the memory service's address and writes the certificates of the
@@ -94,6 +103,17 @@ func (e *environment) preRun(tCtx ktesting.TContext, w *perf.Workload) (func(), 
 	if nodes <= 0 || nodesPerPool <= 0 {
 		return nil, fmt.Errorf("workload %s: params nodes (%d) and nodesPerPool (%d) must be positive", w.Name, nodes, nodesPerPool)
 	}
+	run := &workloadRun{nodes: nodes, nodesPerPool: nodesPerPool, poolCapacity: poolCapacity}
+	// Optional params: absent, GetParam says so.
+	if gi, err := w.GetParam("poolCapacityGi"); err == nil {
+		run.poolCapacity = *resource.NewQuantity(int64(gi)<<30, resource.BinarySI)
+	}
+	if publish, err := w.GetParam("publishSlices"); err == nil && publish != 0 {
+		run.publishSlices = true
+		if run.measurePods, err = w.GetParam("measurePods"); err != nil {
+			return nil, fmt.Errorf("workload %s: publishSlices needs measurePods: %w", w.Name, err)
+		}
+	}
 	address, err := freeAddress()
 	if err != nil {
 		return nil, err
@@ -106,8 +126,9 @@ func (e *environment) preRun(tCtx ktesting.TContext, w *perf.Workload) (func(), 
 	if err != nil {
 		return nil, fmt.Errorf("write the memory service's certificates: %w", err)
 	}
+	run.address, run.bundle = address, bundle
 	e.mu.Lock()
-	e.run = &workloadRun{nodes: nodes, nodesPerPool: nodesPerPool, address: address, bundle: bundle}
+	e.run = run
 	e.mu.Unlock()
 	return func() {
 		e.mu.Lock()
@@ -159,6 +180,12 @@ func (e *environment) prepare(tCtx ktesting.TContext) error {
 	if err := run.createPools(tCtx); err != nil {
 		return err
 	}
+	if run.publishSlices {
+		// Before the service: its first pool status is then published like any later one.
+		if err := run.publishNodeSlices(tCtx); err != nil {
+			return err
+		}
+	}
 
 	cfg := service.Config{RESTConfig: tCtx.RESTConfig(), ListenAddress: run.address}
 	cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile = run.bundle.CAFile(), run.bundle.CertFile("server"), run.bundle.KeyFile("server")
@@ -202,6 +229,11 @@ func (e *environment) prepare(tCtx ktesting.TContext) error {
 		return fmt.Errorf("wait for the node agents and the scheduler's pool watch (watchers %v): %w", testutil.ToFloat64(svc.Metrics().WatchSubs), err)
 	}
 	tCtx.Logf("Memory service %s serving %d nodes with %d node agents", run.address, run.nodes, len(agents))
+	if run.publishSlices {
+		// Registered last, so it runs first: while the service, the agents and the
+		// scheduler still run.
+		return run.countSliceWrites(tCtx)
+	}
 	return nil
 }
 
@@ -218,9 +250,9 @@ func (r *workloadRun) createPools(tCtx ktesting.TContext) error {
 				ObjectMeta: metav1.ObjectMeta{Name: name},
 				Spec: v1alpha1.DynamicMemoryPoolSpec{
 					Backend:    v1alpha1.PoolBackend{Type: v1alpha1.BackendSimulated},
-					Capacity:   poolCapacity,
+					Capacity:   r.poolCapacity,
 					BlockSize:  poolBlockSize,
-					HostWindow: poolHostWindow,
+					HostWindow: minQuantity(poolHostWindow, r.poolCapacity),
 					Attributes: map[string]string{v1alpha1.AttributeLatencyClass: "low"},
 				},
 			}
@@ -274,6 +306,14 @@ func (r *workloadRun) startAgents(ctx context.Context, wg *sync.WaitGroup) ([]*a
 		})
 	}
 	return agents, nil
+}
+
+// minQuantity is the smaller of a and b.
+func minQuantity(a, b resource.Quantity) resource.Quantity {
+	if a.Cmp(b) <= 0 {
+		return a
+	}
+	return b
 }
 
 // installCRDs creates the project's CRDs and waits until they are established.
