@@ -42,6 +42,15 @@ const logLines = 40
 // (system.Options.Scheduler). It is stopped when the test ends.
 func startSystem(t *testing.T, addLatency time.Duration, scheduler string) *system.System {
 	t.Helper()
+	return startSystemWithPools(t, scheduler, func(nodes []string) []v1alpha1.DynamicMemoryPool {
+		return system.DefaultPools(nodes, addLatency)
+	})
+}
+
+// startSystemWithPools starts a system of four nodes whose pools pools gives for the
+// nodes' names.
+func startSystemWithPools(t *testing.T, scheduler string, pools func(nodes []string) []v1alpha1.DynamicMemoryPool) *system.System {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(klog.NewContext(context.Background(), ktesting.NewLogger(t, ktesting.NewConfig())), 5*time.Minute)
 	defer cancel()
 	nodes := make([]string, 4)
@@ -56,7 +65,7 @@ func startSystem(t *testing.T, addLatency time.Duration, scheduler string) *syst
 	sys, err := system.Start(ctx, system.Options{
 		Dir:       dir,
 		Nodes:     len(nodes),
-		Pools:     system.DefaultPools(nodes, addLatency),
+		Pools:     pools(nodes),
 		Progress:  system.NewProgress(&testWriter{t: t}, clock.RealClock{}),
 		Scheduler: scheduler,
 	})
