@@ -115,7 +115,9 @@ func TestChartGoldenRenders(t *testing.T) {
 // default values (and monitoring), as make generate writes it: kustomize users and the
 // chart's users get the same objects.
 func TestManifestsAreTheChartsRender(t *testing.T) {
-	key := func(o *unstructured.Unstructured) string { return o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName() }
+	key := func(o *unstructured.Unstructured) string {
+		return o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+	}
 	fromChart := map[string]*unstructured.Unstructured{}
 	for _, o := range render(t, "--set", "monitoring.enabled=true") {
 		fromChart[key(o)] = o
