@@ -69,7 +69,7 @@ step "the memory service's CA (it signs the components' PodCertificateRequests)"
 
 step "install (helm upgrade --install, the chart with kind/values.yaml)"
 "$ROOT/bin/helm" upgrade --install kube-dynamic-memory "$ROOT/charts/kube-dynamic-memory" \
-  --kubeconfig "$KUBECONFIG_FILE" --namespace default -f "$ROOT/kind/values.yaml" \
+  --kubeconfig "$KUBECONFIG_FILE" --namespace kube-system -f "$ROOT/kind/values.yaml" \
   --set-file identity.podCertificate.caCert="$CERTS/ca.crt" --set-file identity.podCertificate.caKey="$CERTS/ca.key"
 # Only the leader of the memory service is ready (the standby stays 0/1 by design).
 k -n "$NAMESPACE" wait deployment/memservice --for=jsonpath='{.status.readyReplicas}'=1 --timeout "${TIMEOUT}s"

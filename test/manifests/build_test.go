@@ -266,9 +266,9 @@ func TestNodeComponentsRunOnAttachedNodesOnly(t *testing.T) {
 }
 
 // TestSchedulerConfigMounted checks that the scheduler Deployment runs with the one
-// shipped configuration, manifests/scheduler/scheduler-config.yaml (which the Go code
-// embeds as manifests.SchedulerConfig): kustomize puts that file, unchanged, into the
-// ConfigMap the Deployment mounts where its --config flag points, and the plugin's
+// shipped configuration (which the Go code embeds as manifests.SchedulerConfig): the
+// rendered ConfigMap manifests/scheduler/configmap.yaml holds it, the Deployment
+// mounts that ConfigMap where its --config flag points, and the plugin's
 // args there reach the memservice Service of manifests/memservice.
 func TestSchedulerConfigMounted(t *testing.T) {
 	objs := build(t, "manifests/scheduler")

@@ -54,9 +54,9 @@ func TestChartOnLocalCluster(t *testing.T) {
 	}
 
 	var kubeconfig string
-	// The release record lives in default; the chart's objects in its own namespaces.
+	// The release record lives in kube-system; the chart's objects in its own namespaces.
 	helmOn := func(args ...string) (string, error) {
-		return helm(t, append(args, "--kubeconfig", kubeconfig, "--namespace", metav1.NamespaceDefault)...)
+		return helm(t, append(args, "--kubeconfig", kubeconfig, "--namespace", metav1.NamespaceSystem)...)
 	}
 	// kwok's nodes are not labelled as attached to a pool: run the node components on
 	// every node, as kwok pods beside the agents and plugins the system runs itself.
