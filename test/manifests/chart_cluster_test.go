@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -58,17 +59,23 @@ func TestChartOnLocalCluster(t *testing.T) {
 	helmOn := func(args ...string) (string, error) {
 		return helm(t, append(args, "--kubeconfig", kubeconfig, "--namespace", metav1.NamespaceSystem)...)
 	}
-	// kwok's nodes are not labelled as attached to a pool: run the node components on
-	// every node, as kwok pods beside the agents and plugins the system runs itself.
-	everyNode := []string{"--set-json", `nodeComponents.nodeSelector={"kubernetes.io/os":"linux"}`}
 	dir := t.TempDir()
 	sys, err := system.Start(ctx, system.Options{
 		Dir:      dir,
 		Nodes:    3,
 		Progress: system.NewProgress(&testWriter{t: t}, clock.RealClock{}),
 		Install: func(ctx context.Context, c *cluster.Cluster) error {
+			// Every node is attached to a pool (docs/operations.md, step 0): the
+			// chart's node components run there, as kwok pods beside the agents and
+			// DRA plugins the system runs itself.
+			for _, node := range c.Nodes() {
+				patch := []byte(`{"metadata":{"labels":{"` + deploy.NodeLabel + `":"true"}}}`)
+				if _, err := c.Client().CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+					return fmt.Errorf("label node %s: %w", node, err)
+				}
+			}
 			kubeconfig = c.Kubeconfig()
-			_, err := helmOn(append([]string{"install", releaseName, packages[0]}, everyNode...)...)
+			_, err := helmOn("install", releaseName, packages[0])
 			return err
 		},
 	})
@@ -91,14 +98,14 @@ func TestChartOnLocalCluster(t *testing.T) {
 	workloads := []system.Workload{system.NewWorkload("held-a", 4), system.NewWorkload("held-b", 8), system.NewWorkload("held-c", 2)}
 	require.NoError(t, sys.CreateWorkloads(ctx, ns, workloads, nil))
 	require.NoError(t, sys.WaitRunning(ctx, ns, system.Names(workloads), 2*time.Minute))
+	waitClaimsOnline(ctx, t, sys, ns, len(workloads))
 	before := snapshotHeld(ctx, t, sys, ns)
 	require.Len(t, before.Claims, len(workloads), "a DynamicMemoryClaim per workload")
 
 	t.Run("upgrade keeps every claim and record", func(t *testing.T) {
 		// Version B adds a pool: the CRD is served now, so the release may hold pools.
-		_, err := helmOn(append([]string{"upgrade", releaseName, packages[1],
-			"--set-json", `pools=[{"name":"chart-pool","spec":{"backend":{"type":"Simulated"},"capacity":"8Gi","blockSize":"1Gi","hostWindow":"4Gi","nodes":[{"name":"` + sys.Cluster.Nodes()[0] + `","hostID":0}]}}]`,
-		}, everyNode...)...)
+		_, err := helmOn("upgrade", releaseName, packages[1],
+			"--set-json", `pools=[{"name":"chart-pool","spec":{"backend":{"type":"Simulated"},"capacity":"8Gi","blockSize":"1Gi","hostWindow":"4Gi","nodes":[{"name":"`+sys.Cluster.Nodes()[0]+`","hostID":0}]}}]`)
 		require.NoError(t, err)
 		// The memory service's Deployment is recreated on an upgrade: its process is
 		// restarted the same way, and rebuilds its ledger from the records.
@@ -115,6 +122,7 @@ func TestChartOnLocalCluster(t *testing.T) {
 		more := []system.Workload{system.NewWorkload("after-upgrade", 2)}
 		require.NoError(t, sys.CreateWorkloads(ctx, ns, more, nil))
 		require.NoError(t, sys.WaitRunning(ctx, ns, system.Names(more), 2*time.Minute))
+		waitClaimsOnline(ctx, t, sys, ns, len(workloads)+len(more))
 		before = snapshotHeld(ctx, t, sys, ns)
 	})
 
@@ -207,6 +215,27 @@ func deploymentDone(d *appsv1.Deployment, tag string) bool {
 	return d.Status.ObservedGeneration == d.Generation && d.Status.UpdatedReplicas == want &&
 		d.Status.Replicas == want && d.Status.AvailableReplicas == want &&
 		strings.HasSuffix(d.Spec.Template.Spec.Containers[0].Image, ":"+tag)
+}
+
+// waitClaimsOnline waits until namespace has n DynamicMemoryClaims, every one Online.
+func waitClaimsOnline(ctx context.Context, t *testing.T, sys *system.System, namespace string, n int) {
+	t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		claims, err := sys.ListClaims(ctx, namespace)
+		if err != nil {
+			return false, err
+		}
+		online := 0
+		for _, c := range claims {
+			if c.CurrentPhase() == v1alpha1.PhaseOnline {
+				online++
+			}
+		}
+		last = fmt.Sprintf("%d of %d claims Online", online, len(claims))
+		return len(claims) == n && online == n, nil
+	})
+	require.NoError(t, err, "%d DynamicMemoryClaims Online in %s: %s", n, namespace, last)
 }
 
 // held is what a claim holds, as the cluster and the memory service record it.

@@ -209,6 +209,9 @@ func TestChartRejectsBadValues(t *testing.T) {
 		"a CA certificate without its key": {
 			args: []string{"--set", "identity.podCertificate.caCert=PEM"}, want: []string{"caKey"},
 		},
+		"certificates without the nodes to issue them for": {
+			args: []string{"--set", "identity.mode=certificates"}, want: []string{"/identity/certificates/nodes", "minItems"},
+		},
 		"a region that is not a CXL region or DAX device": {
 			args: []string{"--set", "nodeAgent.regions.cxl-pool-a=/dev/mem"}, want: []string{"nodeAgent.regions.cxl-pool-a"},
 		},

@@ -3,6 +3,9 @@ The image of a component: (list $ "memservice").
 */}}
 {{- define "dm.image" -}}
 {{- $root := index . 0 -}}
+{{- if eq $root.Values.image.tag "latest" }}
+{{- fail "image.tag: latest is never published; leave it empty for the chart's appVersion, or give a release's tag" }}
+{{- end }}
 {{- printf "%s/%s:%s" $root.Values.image.repository (index . 1) ($root.Values.image.tag | default $root.Chart.AppVersion) -}}
 {{- end }}
 
