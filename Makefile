@@ -72,8 +72,11 @@ cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-man
 
 $(ETCD): tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && GOWORK=off $(GO) build -o $@ .
+# The API server reports the version of its module, as a release build does: Helm
+# checks a chart's kubeVersion against it.
+KUBE_VERSION = $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes)
 $(KUBE_APISERVER): go.mod
-	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+	$(GO) build -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION)' -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 $(KUBE_CM): go.mod
 	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
 $(STOCK_SCHEDULER): go.mod
