@@ -18,15 +18,12 @@ imagePullPolicy: {{ (index . 0).Values.image.pullPolicy }}
 {{- end }}
 
 {{/*
-The pod spec fields every component shares: pull secrets and placement, as
+The pod spec fields every component shares: placement and pull secrets, as
 (dict "root" $ "placement" .Values.<component>), indented by the caller with nindent.
 Empty fields are left out.
 */}}
 {{- define "dm.podFields" -}}
 {{- $lines := list }}
-{{- with .root.Values.imagePullSecrets }}
-{{- $lines = append $lines (printf "imagePullSecrets:\n%s" (toYaml .)) }}
-{{- end }}
 {{- with .placement.nodeSelector }}
 {{- $lines = append $lines (printf "nodeSelector:\n%s" (toYaml . | indent 2)) }}
 {{- end }}
@@ -35,6 +32,9 @@ Empty fields are left out.
 {{- end }}
 {{- with .placement.affinity }}
 {{- $lines = append $lines (printf "affinity:\n%s" (toYaml . | indent 2)) }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+{{- $lines = append $lines (printf "imagePullSecrets:\n%s" (toYaml .)) }}
 {{- end }}
 {{- join "\n" $lines }}
 {{- end }}
