@@ -28,6 +28,7 @@ BUF            := $(BIN)/buf
 PROTOC_GEN_GO  := $(BIN)/protoc-gen-go
 PROTOC_GEN_GRPC:= $(BIN)/protoc-gen-go-grpc
 CLIENT_GENS    := $(BIN)/client-gen $(BIN)/lister-gen $(BIN)/informer-gen
+HELM           := $(BIN)/helm
 CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK) $(STOCK_SCHEDULER)
 CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) $(CLIENT_GENS)
 
@@ -71,14 +72,22 @@ cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-man
 
 $(ETCD): tools/etcd/go.mod tools/etcd/main.go
 	cd tools/etcd && GOWORK=off $(GO) build -o $@ .
+# The API server reports the version of its module, as a release build does: Helm
+# checks a chart's kubeVersion against it.
+KUBE_VERSION = $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes)
 $(KUBE_APISERVER): go.mod
-	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+	$(GO) build -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION)' -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 $(KUBE_CM): go.mod
 	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
 $(STOCK_SCHEDULER): go.mod
 	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-scheduler
 $(KWOK): tools/kwok/go.mod
 	cd tools/kwok && GOWORK=off $(GO) build -o $@ sigs.k8s.io/kwok/cmd/kwok
+$(HELM): tools/helm/go.mod
+	cd tools/helm && GOWORK=off $(GO) build -o $@ helm.sh/helm/v4/cmd/helm
+
+.PHONY: helm
+helm: $(HELM) ## Build helm (once), for the chart's targets and tests.
 
 $(CODEGEN_BINS) &: tools/codegen/go.mod
 	cd tools/codegen && GOWORK=off $(GO) build -o $(BIN)/ \
@@ -89,19 +98,25 @@ $(CODEGEN_BINS) &: tools/codegen/go.mod
 
 ##@ Code generation
 
+CHART     := charts/kube-dynamic-memory
+CHART_CRDS:= $(CHART)/templates/crds
+# What `make generate` writes: checked by `make verify`.
+GENERATED := api $(CHART_CRDS) manifests
+
 .PHONY: generate
-generate: $(CODEGEN_BINS) ## Regenerate deepcopy, CRD YAML, the typed CRD clients and gRPC code.
+generate: $(CODEGEN_BINS) $(HELM) ## Regenerate deepcopy, CRD YAML, the typed CRD clients, gRPC code and manifests/ (the chart's render).
 	cd api && $(CONTROLLER_GEN) object:headerFile=../hack/boilerplate.go.txt paths=./v1alpha1/...
-	rm -f manifests/crds/dynamicmemory.io_*.yaml
-	cd api && $(CONTROLLER_GEN) crd paths=./v1alpha1/... output:crd:dir=../manifests/crds
+	rm -f $(CHART_CRDS)/dynamicmemory.io_*.yaml
+	cd api && $(CONTROLLER_GEN) crd paths=./v1alpha1/... output:crd:dir=../$(CHART_CRDS)
 	hack/update-codegen.sh
 	cd api && $(BUF) generate
+	HELM=$(HELM) hack/render-manifests.sh
 
 .PHONY: verify
 verify: generate ## Check that generated code is current, modules tidy, code formatted and vetted.
-	@git diff --exit-code -- api manifests/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git ls-files --others --exclude-standard -- api manifests/crds)" || { echo "generated files are not committed: $$(git ls-files --others --exclude-standard -- api manifests/crds)"; exit 1; }
-	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen
+	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { echo "generated files are not committed: $$(git ls-files --others --exclude-standard -- $(GENERATED))"; exit 1; }
+	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen tools/helm
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 
@@ -111,7 +126,7 @@ verify: generate ## Check that generated code is current, modules tidy, code for
 RACE_PKGS := ./api/... ./memservice/... ./updater/... ./draplugin/... ./plugins/...
 
 .PHONY: test
-test: verify cluster-bins build qemu-root ## Run every test (what CI runs).
+test: verify cluster-bins build $(HELM) qemu-root ## Run every test (what CI runs).
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /plugins/)
 	$(GO) test ./test/perf/schedulerperf/ -count=1 -timeout 15m -run '^$$' -bench BenchmarkPerfScheduling \
@@ -155,6 +170,15 @@ bench: cluster-bins build ## Run the benchmarks and regenerate docs/benchmarks.m
 	hack/bench.sh
 
 IMAGE_REPO ?= ghcr.io/dynamicmemory
+# The chart's version is VERSION without a leading v (SemVer, as Helm requires); its
+# appVersion, the images' default tag, is VERSION as `make images` tags them.
+CHART_VERSION = $(patsubst v%,%,$(VERSION))
+.PHONY: chart
+chart: $(HELM) ## Package the Helm chart as dist/kube-dynamic-memory-<VERSION>.tgz (VERSION=X.Y.Z).
+	@[[ "$(CHART_VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$ ]] || { echo "make chart: VERSION=$(VERSION) is not a release version: give VERSION=X.Y.Z (SemVer, an optional leading v)"; exit 1; }
+	$(HELM) lint --strict $(CHART)
+	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(VERSION) --destination dist
+
 .PHONY: images
 images: ## Build container images (needs a Docker engine).
 	hack/images.sh $(IMAGE_REPO) $(VERSION)
@@ -165,4 +189,4 @@ kind-demo: ## Run the demo scenario on a kind cluster (needs Docker and kind; CL
 
 .PHONY: clean
 clean: ## Remove build output and run directories (keeps cached third-party binaries).
-	rm -rf $(RUN_DIR) $(addprefix $(BIN)/,$(PROJECT_BINS))
+	rm -rf $(RUN_DIR) dist $(addprefix $(BIN)/,$(PROJECT_BINS))

@@ -5,7 +5,7 @@
 #                           load the images, install, run the scenario, leave it running
 #   CLEANUP=1 kind/demo.sh  delete the kind cluster at the end
 #
-# Needs docker (a running engine), kind, kubectl and go on PATH. Without Docker use the
+# Needs docker (a running engine), kind, kubectl and go on PATH (helm is built into bin/). Without Docker use the
 # local cluster instead: make demo.
 # Environment: KIND_NODE_IMAGE (node image for `kind create cluster --image`), DOCKER,
 # KIND, KUBECTL (alternative commands), TIMEOUT (seconds per wait, default 180).
@@ -57,21 +57,20 @@ for image in "${IMAGES[@]}"; do
   "$KIND" load docker-image --name "$CLUSTER" "$REPO/$image:$TAG"
 done
 
-step "binaries: memservice (for certificates) and the kubectl plugin"
+step "binaries: memservice (for certificates), the kubectl plugin and helm"
 (cd "$ROOT" && go build -o bin/memservice ./memservice/cmd/memservice &&
-  go build -o bin/kubectl-dynamic_memory ./cmd/kubectl-dynamic_memory)
+  go build -o bin/kubectl-dynamic_memory ./cmd/kubectl-dynamic_memory && make --no-print-directory helm)
 
 step "the memory service's CA (it signs the components' PodCertificateRequests)"
 # The components' identities come from PodCertificateRequests the memory service signs
 # with this CA; only the memory service mounts it (of what certs writes, only ca.crt and
 # ca.key are used).
 "$ROOT/bin/memservice" certs --dir "$CERTS"
-k apply --server-side -k "$ROOT/manifests/namespace"
-k -n "$NAMESPACE" create secret generic memservice-ca --from-file="$CERTS/ca.crt" --from-file="$CERTS/ca.key" \
-  --dry-run=client -o yaml | k apply --server-side -f -
 
-step "install (kubectl apply -k kind/overlay)"
-k apply --server-side -k "$ROOT/kind/overlay"
+step "install (helm upgrade --install, the chart with kind/values.yaml)"
+"$ROOT/bin/helm" upgrade --install kube-dynamic-memory "$ROOT/charts/kube-dynamic-memory" \
+  --kubeconfig "$KUBECONFIG_FILE" --namespace kube-system -f "$ROOT/kind/values.yaml" \
+  --set-file identity.podCertificate.caCert="$CERTS/ca.crt" --set-file identity.podCertificate.caKey="$CERTS/ca.key"
 # Only the leader of the memory service is ready (the standby stays 0/1 by design).
 k -n "$NAMESPACE" wait deployment/memservice --for=jsonpath='{.status.readyReplicas}'=1 --timeout "${TIMEOUT}s"
 k -n "$NODE_NAMESPACE" rollout status daemonset/node-agent --timeout "${TIMEOUT}s"

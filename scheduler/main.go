@@ -1,5 +1,5 @@
 // Command kube-scheduler is the Kubernetes scheduler with the DynamicMemory plugin
-// compiled in. One binary serves both profiles of manifests/scheduler/scheduler-config.yaml:
+// compiled in. One binary serves both profiles of the shipped configuration (manifests):
 // default-scheduler and dynamic-memory-scheduler, both the stock plugins plus
 // DynamicMemory, so that a single scheduler allocates DRA claims and every pod with a
 // dynamic memory claim gets its memory.

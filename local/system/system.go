@@ -115,6 +115,10 @@ type Options struct {
 	Baseline bool
 	// AuditLog makes kube-apiserver log every request (cluster.Options.AuditLog).
 	AuditLog bool
+	// Install installs the CRDs, the DeviceClass, the namespaces and the RBAC on the
+	// started cluster in place of the manifests (cluster.Options.InstallCRDs and
+	// InstallRBAC): the chart's tests install the Helm chart. Nil: the manifests.
+	Install func(ctx context.Context, c *cluster.Cluster) error
 }
 
 func (o *Options) complete() error {
@@ -216,8 +220,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		NodeMemory:        o.NodeMemory,
 		ControllerManager: true,
 		Kwok:              true,
-		InstallCRDs:       true,
-		InstallRBAC:       true,
+		InstallCRDs:       o.Install == nil,
+		InstallRBAC:       o.Install == nil,
 		AuditLog:          o.AuditLog,
 		Detach:            o.Detach,
 	})
@@ -239,6 +243,13 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			}
 		}
 	}()
+	if o.Install != nil {
+		step = p.Step("Installing the CRDs, DeviceClass, namespaces and RBAC")
+		if err := o.Install(ctx, c); err != nil {
+			return nil, err
+		}
+		step.Done()
+	}
 	if s.dm, err = versioned.NewForConfig(c.RESTConfig()); err != nil {
 		return nil, fmt.Errorf("create dynamicmemory.io client: %w", err)
 	}

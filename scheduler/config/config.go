@@ -1,5 +1,5 @@
 // Package config renders the scheduler's shipped KubeSchedulerConfiguration
-// (manifests/scheduler/scheduler-config.yaml, the file the Deployment mounts) for other
+// (manifests.SchedulerConfig, the file the Deployment mounts) for other
 // environments: the local cluster and the tests point it at their own kubeconfig,
 // memory service and certificates.
 package config
@@ -28,7 +28,8 @@ const (
 	BaselineProfile = "without-dynamic-memory"
 )
 
-// YAML is the configuration as shipped: manifests/scheduler/scheduler-config.yaml.
+// YAML is the configuration as shipped: the chart's scheduler ConfigMap rendered with
+// its default values (manifests/scheduler/configmap.yaml).
 var YAML = manifests.SchedulerConfig
 
 // Options changes the shipped configuration. Empty fields keep the shipped values.

@@ -1,7 +1,9 @@
-// Package manifests tests the deployment manifests: every kustomization builds, the
-// local cluster accepts the result, RBAC grants each component what it needs and no
-// more, the scheduler Deployment mounts the shipped scheduler configuration, and the kind config is
-// what kind/demo.sh needs.
+// Package manifests tests the Helm chart and the manifests rendered from it: the chart
+// lints and renders its value sets as their golden files, every kustomization builds,
+// the local cluster accepts the result, RBAC grants each component what it needs and
+// no more, the scheduler Deployment mounts the shipped scheduler configuration, the
+// kind config is what kind/demo.sh needs, and the chart installs, upgrades with claims
+// held, and uninstalls on the local cluster.
 package manifests
 
 import (
@@ -40,8 +42,8 @@ func repoRoot(t testing.TB) string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// kustomizations lists every directory under manifests/ and kind/ with a
-// kustomization.yaml, relative to the repository root.
+// kustomizations lists every directory under manifests/ with a kustomization.yaml,
+// relative to the repository root.
 func kustomizations(t testing.TB) []string {
 	t.Helper()
 	root := repoRoot(t)
@@ -59,9 +61,7 @@ func kustomizations(t testing.TB) []string {
 		}
 		return nil
 	}
-	for _, top := range []string{"manifests", "kind"} {
-		require.NoError(t, filepath.WalkDir(filepath.Join(root, top), walk))
-	}
+	require.NoError(t, filepath.WalkDir(filepath.Join(root, "manifests"), walk))
 	return dirs
 }
 
@@ -109,7 +109,7 @@ func TestEveryKustomizationBuilds(t *testing.T) {
 	dirs := kustomizations(t)
 	for _, want := range []string{"manifests", "manifests/crds", "manifests/deviceclass", "manifests/namespace",
 		"manifests/rbac", "manifests/memservice", "manifests/scheduler", "manifests/node",
-		"manifests/monitoring", "manifests/samples", "kind/overlay"} {
+		"manifests/monitoring", "manifests/samples"} {
 		assert.Contains(t, dirs, want, "%s/kustomization.yaml", want)
 	}
 	for _, dir := range dirs {
@@ -230,8 +230,8 @@ func TestMemserviceDeployment(t *testing.T) {
 	assert.Contains(t, args, "--leader-elect=true")
 }
 
-func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
-	objs := build(t, "kind/overlay")
+func TestKindValuesUseLoadedImagesAndSimulatedHost(t *testing.T) {
+	objs := render(t, "-f", valuesFile(t, "kind"))
 	for _, kind := range []string{"Deployment", "DaemonSet"} {
 		for _, o := range objs {
 			if o.GetKind() != kind {
@@ -242,6 +242,7 @@ func TestKindOverlayUsesLoadedImagesAndSimulatedHost(t *testing.T) {
 			for _, c := range containers {
 				image := c.(map[string]any)["image"].(string)
 				assert.True(t, strings.HasSuffix(image, ":dev"), "%s %s runs %s, want the :dev image kind/demo.sh loads", kind, o.GetName(), image)
+				assert.Equal(t, "Never", c.(map[string]any)["imagePullPolicy"], "%s %s: the loaded image, never pulled", kind, o.GetName())
 			}
 		}
 	}
@@ -265,9 +266,9 @@ func TestNodeComponentsRunOnAttachedNodesOnly(t *testing.T) {
 }
 
 // TestSchedulerConfigMounted checks that the scheduler Deployment runs with the one
-// shipped configuration, manifests/scheduler/scheduler-config.yaml (which the Go code
-// embeds as manifests.SchedulerConfig): kustomize puts that file, unchanged, into the
-// ConfigMap the Deployment mounts where its --config flag points, and the plugin's
+// shipped configuration (which the Go code embeds as manifests.SchedulerConfig): the
+// rendered ConfigMap manifests/scheduler/configmap.yaml holds it, the Deployment
+// mounts that ConfigMap where its --config flag points, and the plugin's
 // args there reach the memservice Service of manifests/memservice.
 func TestSchedulerConfigMounted(t *testing.T) {
 	objs := build(t, "manifests/scheduler")

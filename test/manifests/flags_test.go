@@ -14,16 +14,22 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 )
 
-// TestManifestFlagsExistInBinaries runs every binary the manifests start with --help
-// (from bin/, built by make build) and checks that each flag the Deployments and
-// DaemonSets pass is one the binary knows, so that manifests and code cannot drift.
+// TestManifestFlagsExistInBinaries runs every binary the manifests and the chart's
+// value sets start with --help (from bin/, built by make build) and checks that each
+// flag the Deployments and DaemonSets pass is one the binary knows, so that the chart
+// and code cannot drift.
 func TestManifestFlagsExistInBinaries(t *testing.T) {
 	root := repoRoot(t)
-	for _, dir := range []string{"manifests", "kind/overlay"} {
-		for _, o := range build(t, dir) {
+	sets := map[string][]*unstructured.Unstructured{"manifests": build(t, "manifests")}
+	for _, set := range valueSets {
+		sets[set] = render(t, "-f", valuesFile(t, set))
+	}
+	for dir, objs := range sets {
+		for _, o := range objs {
 			if o.GetKind() != "Deployment" && o.GetKind() != "DaemonSet" {
 				continue
 			}

@@ -70,7 +70,7 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 		}
 	}
 
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "manifests", "monitoring", "dashboard.json"))
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), chartDir, "files", "dashboard.json"))
 	require.NoError(t, err)
 	var dashboard struct {
 		Panels []struct {
