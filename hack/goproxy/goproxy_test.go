@@ -117,7 +117,7 @@ func TestPublishRefuses(t *testing.T) {
 			name:    "a version that is not semantic",
 			version: "db1976f",
 			dir:     "api",
-			want:    `-version "db1976f" is not a semantic version such as v0.3.0 (a tag of this repository names one, e.g. api/v0.3.0)`,
+			want:    `-version "db1976f" is not a semantic version: give one such as v0.3.0 (make goproxy VERSION=v0.3.0)`,
 		},
 		{
 			name:    "a module with replace directives",

@@ -29,7 +29,7 @@ type published struct {
 // order given, and returns them.
 func publish(out, version string, t time.Time, dirs []string) ([]published, error) {
 	if !semver.IsValid(version) || semver.Canonical(version) != version {
-		return nil, fmt.Errorf("-version %q is not a semantic version such as v0.3.0 (a tag of this repository names one, e.g. api/v0.3.0)", version)
+		return nil, fmt.Errorf("-version %q is not a semantic version: give one such as v0.3.0 (make goproxy VERSION=v0.3.0)", version)
 	}
 	done := map[string]published{}
 	var all []published
