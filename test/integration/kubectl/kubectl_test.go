@@ -152,6 +152,8 @@ func TestAgainstLocalCluster(t *testing.T) {
 				Pool:      "cxl-a",
 				Requested: resource.MustParse("4Gi"),
 				Size:      resource.MustParse("4Gi"),
+				// As the memory service records a claim before adding its extents.
+				Extents: []v1alpha1.Extent{{Offset: 0, Length: 4 << 30}},
 			},
 		}, metav1.CreateOptions{})
 		require.NoError(t, err)
