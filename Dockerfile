@@ -17,6 +17,7 @@ COPY api/go.mod api/go.sum api/
 COPY memservice/go.mod memservice/go.sum memservice/
 COPY updater/go.mod updater/go.sum updater/
 COPY draplugin/go.mod draplugin/go.sum draplugin/
+COPY cmd/kubectl-dynamic_memory/go.mod cmd/kubectl-dynamic_memory/go.sum cmd/kubectl-dynamic_memory/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \

@@ -11,7 +11,7 @@ RUN_DIR ?= $(ROOT)/.run
 export PATH := $(BIN):$(PATH)
 
 GO      ?= go
-MODULES := . ./api ./memservice ./updater ./draplugin
+MODULES := . ./api ./memservice ./updater ./draplugin ./cmd/kubectl-dynamic_memory
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.2-dynamicmemory-$(VERSION) \
            -X github.com/dynamicmemory/kube-dynamic-memory/api/version.Version=$(VERSION)
@@ -96,6 +96,14 @@ $(CODEGEN_BINS) &: tools/codegen/go.mod
 	  k8s.io/code-generator/cmd/client-gen k8s.io/code-generator/cmd/lister-gen k8s.io/code-generator/cmd/informer-gen
 	touch $(CODEGEN_BINS)
 
+# `go install` of the kubectl plugin from a module proxy directory: the plugin's module
+# and the api module it requires, at VERSION (a semantic version, e.g. v0.3.0).
+GOPROXY_DIR ?= $(ROOT)/dist/goproxy
+.PHONY: goproxy
+goproxy: ## Write a Go module proxy directory (GOPROXY_DIR) with the kubectl plugin at VERSION, for go install.
+	$(GO) run ./hack/goproxy -version $(VERSION) -time $$(git log -1 --format=%cI) -out $(GOPROXY_DIR) \
+	  api cmd/kubectl-dynamic_memory
+
 ##@ Code generation
 
 CHART     := charts/kube-dynamic-memory
@@ -128,7 +136,7 @@ RACE_PKGS := ./api/... ./memservice/... ./updater/... ./draplugin/... ./plugins/
 .PHONY: test
 test: verify cluster-bins build $(HELM) qemu-root ## Run every test (what CI runs).
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /plugins/)
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /plugins/) ./cmd/kubectl-dynamic_memory/...
 	$(GO) test ./test/perf/schedulerperf/ -count=1 -timeout 15m -run '^$$' -bench BenchmarkPerfScheduling \
 	  -benchtime=1x -perf-scheduling-label-filter=integration-test -data-items-dir=$(RUN_DIR)/perf-integration
 

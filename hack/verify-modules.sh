@@ -6,10 +6,56 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Module path and absolute directory of each workspace module.
+workspace=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | while read -r d; do
+	echo "$(cd "$d" && go mod edit -json | sed -n 's/^\t\t"Path": "\(.*\)",\{0,1\}$/\1/p' | head -1) $(cd "$d" && pwd)"
+done)
+
+# replacements prints the -replace flags that tidy_diff adds for module $1.
+replacements() {
+	local m=$1 path dir
+	while read -r path dir; do
+		if grep -Eq "^[[:space:]]*(require[[:space:]]+)?${path//./\\.}[[:space:]]+v" "$m/go.mod" &&
+			! grep -Eq "^[[:space:]]*(replace[[:space:]]+)?${path//./\\.}([[:space:]]+v[^[:space:]]*)?[[:space:]]+=>" "$m/go.mod"; then
+			echo "-replace=$path=$dir"
+		fi
+	done <<<"$workspace"
+}
+
+# tidy_command prints the commands that tidy module $1.
+tidy_command() {
+	local r
+	r=$(replacements "$1")
+	if [[ -z $r ]]; then
+		echo "cd $1 && go mod tidy"
+	else
+		echo "cd $1 && go mod edit $(echo $r) && go mod tidy && go mod edit $(echo "$r" | sed 's/^-replace=\([^=]*\)=.*/-dropreplace=\1/' | paste -sd' ')"
+	fi
+}
+
+# tidy_diff runs `go mod tidy -diff` in module $1. A module that requires another
+# workspace module by version, without a replace (so that `go install` accepts it: the
+# kubectl plugin), is tidied with that module replaced by the workspace's copy, in a
+# temporary go.mod: what tidy would write for the copy in this tree.
+tidy_diff() {
+	local m=$1 replaces
+	mapfile -t replaces < <(replacements "$m")
+	if [[ ${#replaces[@]} -eq 0 ]]; then
+		(cd "$m" && go mod tidy -diff)
+		return
+	fi
+	local tmp
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' RETURN
+	cp "$m/go.mod" "$tmp/go.mod"
+	[[ ! -f $m/go.sum ]] || cp "$m/go.sum" "$tmp/go.sum"
+	(cd "$m" && go mod edit "${replaces[@]}" "$tmp/go.mod" && go mod tidy -diff -modfile="$tmp/go.mod")
+}
+
 failed=0
 for m in "$@"; do
-	if ! out=$(cd "$m" && go mod tidy -diff 2>&1); then
-		echo "module $m is not tidy: run 'cd $m && go mod tidy' and commit" >&2
+	if ! out=$(tidy_diff "$m" 2>&1); then
+		echo "module $m is not tidy: run '$(tidy_command "$m")' and commit" >&2
 		echo "$out" | grep -v '^go: downloading' >&2 || true
 		failed=1
 	fi

@@ -7,6 +7,7 @@ package deploy
 import (
 	"net"
 	"strconv"
+	"strings"
 )
 
 const (
@@ -28,6 +29,9 @@ const (
 	SignerName = "dynamicmemory.io/memservice"
 	// MemoryServiceName is the memory service's Service and its Lease.
 	MemoryServiceName = "memservice"
+	// VersionLabel, on the memory service's Lease, names the version of the instance
+	// holding it: `kubectl dynamic-memory version` reads it with the user's credentials.
+	VersionLabel = "dynamicmemory.io/version"
 	// MemoryServicePort is the memory service's gRPC port (mutual TLS).
 	MemoryServicePort = 8443
 	// NodeLabel, with the value "true", marks the nodes attached to a CXL memory
@@ -38,3 +42,25 @@ const (
 
 // MemoryServiceAddress is the memory service's gRPC address inside the cluster.
 var MemoryServiceAddress = net.JoinHostPort(MemoryServiceName+"."+Namespace+".svc", strconv.Itoa(MemoryServicePort))
+
+// VersionLabelValue is version as the value of VersionLabel. A label value holds at
+// most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or
+// digit: any other character is written as '_' ("api/v0.3.0" as "api_v0.3.0"), and a
+// longer version is cut.
+func VersionLabelValue(version string) string {
+	v := []byte(version)
+	for i, c := range v {
+		if !isAlphanumeric(c) && c != '-' && c != '.' {
+			v[i] = '_'
+		}
+	}
+	s := string(v)
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return strings.Trim(s, "-_.")
+}
+
+func isAlphanumeric(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}

@@ -2,5 +2,17 @@
 // -ldflags "-X github.com/dynamicmemory/kube-dynamic-memory/api/version.Version=...".
 package version
 
-// Version of the binaries; "dev" when not stamped.
+import "runtime/debug"
+
+// Version of the binaries: the stamped value; else, for a binary built by
+// `go install MODULE@VERSION`, the version of its module; else "dev".
 var Version = "dev"
+
+func init() {
+	if Version != "dev" {
+		return
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		Version = info.Main.Version
+	}
+}

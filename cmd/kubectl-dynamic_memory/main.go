@@ -12,7 +12,7 @@ import (
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/dynamicmemory/kube-dynamic-memory/pkg/kubectlplugin"
+	"github.com/dynamicmemory/kube-dynamic-memory/cmd/kubectl-dynamic_memory/kubectlplugin"
 )
 
 func main() {

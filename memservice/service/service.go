@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -29,10 +30,12 @@ import (
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned"
 	dminformers "github.com/dynamicmemory/kube-dynamic-memory/api/client/informers/externalversions"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/version"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision"
@@ -231,10 +234,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	var lease provision.Lease
 	if le := cfg.LeaderElection; le.Enabled {
-		lock, err := resourcelock.New(resourcelock.LeasesResourceLock, le.Namespace, le.Name,
-			kube.CoreV1(), kube.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: le.Identity})
-		if err != nil {
-			return nil, fmt.Errorf("leader election lock: %w", err)
+		// The Lease carries the holder's version, for `kubectl dynamic-memory version`.
+		lock := &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
+			Client:     kube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
+			Labels:     map[string]string{deploy.VersionLabel: deploy.VersionLabelValue(version.Version)},
 		}
 		// Real time, as the leader elector's: the Lease is held in real time.
 		s.lease = newLeaseHold(lock, clock.RealClock{}, leaseDuration)

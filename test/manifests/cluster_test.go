@@ -170,8 +170,9 @@ func TestManifestsOnLocalCluster(t *testing.T) {
 }
 
 // testUserRoles binds a user to the built-in view (and another to edit) in one
-// namespace: they read that namespace's DynamicMemoryClaims and every pool, write
-// neither, and read no other namespace's claims.
+// namespace: they read that namespace's DynamicMemoryClaims, every pool and the memory
+// service's Lease (its version), write none of them, and read no other namespace's
+// claims.
 func testUserRoles(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: userNS}}, metav1.CreateOptions{})
 	if !apierrors.IsAlreadyExists(err) {
@@ -192,6 +193,7 @@ func testUserRoles(ctx context.Context, t *testing.T, client kubernetes.Interfac
 			{verb: "get", group: dm, resource: "dynamicmemoryclaims", namespace: userNS, name: "claim-1"},
 			{verb: "list", group: dm, resource: "dynamicmemorypools"},
 			{verb: "get", group: dm, resource: "dynamicmemorypools", name: "cxl-a"},
+			{verb: "get", group: "coordination.k8s.io", resource: "leases", namespace: deploy.Namespace, name: deploy.MemoryServiceName},
 		} {
 			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 				return reviewAs(ctx, client, user, groups, a)
@@ -205,6 +207,8 @@ func testUserRoles(ctx context.Context, t *testing.T, client kubernetes.Interfac
 			{verb: "patch", group: dm, resource: "dynamicmemoryclaims", subresource: "status", namespace: userNS, name: "claim-1"},
 			{verb: "update", group: dm, resource: "dynamicmemorypools", name: "cxl-a"},
 			{verb: "create", group: dm, resource: "dynamicmemorypools"},
+			{verb: "update", group: "coordination.k8s.io", resource: "leases", namespace: deploy.Namespace, name: deploy.MemoryServiceName},
+			{verb: "list", group: "coordination.k8s.io", resource: "leases", namespace: deploy.Namespace},
 		} {
 			allowed, err := reviewAs(ctx, client, user, groups, a)
 			require.NoError(t, err)

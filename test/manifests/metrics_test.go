@@ -8,10 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	drapluginmetrics "github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	memservicemetrics "github.com/dynamicmemory/kube-dynamic-memory/memservice/metrics"
@@ -95,19 +96,10 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	}
 	assert.Greater(t, queries, 10)
 
-	rule := find(t, build(t, "manifests/monitoring"), "PrometheusRule", "dynamic-memory")
-	groups, _, err := unstructured.NestedSlice(rule.Object, "spec", "groups")
-	require.NoError(t, err)
 	var alerts []string
-	for _, g := range groups {
-		rules, _ := g.(map[string]any)["rules"].([]any)
-		for _, r := range rules {
-			r := r.(map[string]any)
-			alert, _ := r["alert"].(string)
-			expr, _ := r["expr"].(string)
-			check("alert "+alert, expr)
-			alerts = append(alerts, alert)
-		}
+	for _, r := range alertRules(t) {
+		check("alert "+r.Alert, r.Expr)
+		alerts = append(alerts, r.Alert)
 	}
 	for _, want := range []string{"DynamicMemoryAllocationFailures", "DynamicMemoryPoolNearlyFull", "DynamicMemoryProvisioningSlow", "DynamicMemoryAgentDown"} {
 		assert.Contains(t, alerts, want)
@@ -116,6 +108,118 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 	// The seed metrics of the design are on the dashboard.
 	for _, seed := range []string{"dynamic_memory_allocations_total", "dynamic_memory_allocation_errors_total", "dynamic_memory_current_usage_bytes", "dynamic_memory_provisioning_duration_seconds"} {
 		assert.True(t, used[seed], "the dashboard shows %s", seed)
+	}
+}
+
+// alertRule is one rule of the PrometheusRule.
+type alertRule struct {
+	Alert       string            `json:"alert"`
+	Expr        string            `json:"expr"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// alertRules reads the alert rules of manifests/monitoring, as kustomize builds them.
+func alertRules(t *testing.T) []alertRule {
+	t.Helper()
+	rule := find(t, build(t, "manifests/monitoring"), "PrometheusRule", "dynamic-memory")
+	var spec struct {
+		Groups []struct {
+			Rules []alertRule `json:"rules"`
+		} `json:"groups"`
+	}
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(rule.Object["spec"].(map[string]any), &spec))
+	var rules []alertRule
+	for _, g := range spec.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	require.NotEmpty(t, rules)
+	return rules
+}
+
+// runbookURL is where the runbooks are published: docs/runbooks.md of the repository.
+const runbookURL = "https://github.com/dynamicmemory/kube-dynamic-memory/blob/main/docs/runbooks.md"
+
+// markdownSections splits a Markdown document into its level-2 sections, by the anchor
+// GitHub gives each heading.
+func markdownSections(doc string) map[string]string {
+	sections := map[string]string{}
+	anchor := ""
+	for _, line := range strings.Split(doc, "\n") {
+		if heading, ok := strings.CutPrefix(line, "## "); ok {
+			anchor = headingAnchor(heading)
+			sections[anchor] = ""
+			continue
+		}
+		if anchor != "" {
+			sections[anchor] += line + "\n"
+		}
+	}
+	return sections
+}
+
+// headingAnchor is the anchor GitHub gives a Markdown heading: lower case, without
+// punctuation, spaces as hyphens.
+func headingAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// TestAlertsHaveRunbooks checks that every alert links its runbook in docs/runbooks.md:
+// a runbook_url whose anchor is a section there, which names the metrics the alert's
+// query uses and how to confirm it with the kubectl plugin; and that every runbook is
+// an alert's.
+func TestAlertsHaveRunbooks(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "runbooks.md"))
+	require.NoError(t, err)
+	sections := markdownSections(string(data))
+	exported := map[string]bool{}
+	for _, names := range exportedMetrics() {
+		for _, n := range names {
+			exported[n] = true
+		}
+	}
+	linked := map[string]bool{}
+	for _, r := range alertRules(t) {
+		link := r.Annotations["runbook_url"]
+		if !assert.NotEmpty(t, link, "alert %s has a runbook_url annotation", r.Alert) {
+			continue
+		}
+		page, anchor, _ := strings.Cut(link, "#")
+		assert.Equal(t, runbookURL, page, "alert %s: runbook_url points into docs/runbooks.md", r.Alert)
+		assert.Equal(t, headingAnchor(r.Alert), anchor, "alert %s: runbook_url's anchor is the alert's section", r.Alert)
+		section, ok := sections[anchor]
+		if !assert.True(t, ok, "alert %s: docs/runbooks.md has no section %q (a heading \"## %s\")", r.Alert, anchor, r.Alert) {
+			continue
+		}
+		linked[anchor] = true
+		for _, metric := range referencedMetrics(r.Expr, exported) {
+			assert.Contains(t, section, metric, "the runbook of %s says what its metric %s means", r.Alert, metric)
+		}
+		assert.Contains(t, section, "kubectl dynamic-memory", "the runbook of %s says how to confirm it with the kubectl plugin", r.Alert)
+		for _, part := range []string{"**Meaning.**", "**Confirm.**", "**Act.**"} {
+			assert.Contains(t, section, part, "the runbook of %s has its part %s", r.Alert, part)
+		}
+	}
+	for anchor := range sections {
+		assert.True(t, linked[anchor], "docs/runbooks.md section %q is the runbook of no alert", anchor)
+	}
+}
+
+func TestHeadingAnchor(t *testing.T) {
+	for heading, want := range map[string]string{
+		"DynamicMemoryNoLeader":                         "dynamicmemorynoleader",
+		"2. See what you got: `kubectl dynamic-memory`": "2-see-what-you-got-kubectl-dynamic-memory",
+		"Metrics and alerts":                            "metrics-and-alerts",
+	} {
+		assert.Equal(t, want, headingAnchor(heading))
 	}
 }
 

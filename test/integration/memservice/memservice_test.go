@@ -28,12 +28,14 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/memservice/client"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/metricsserver"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/pki"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/version"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/backend/simulated"
@@ -389,6 +391,10 @@ func TestOnlyTheLeaderServes(t *testing.T) {
 	req := &memservicev1.ReserveRequest{Claim: &memservicev1.ClaimRef{Uid: "0b7c3f6e-1d2a-4c5b-8e9f-000000000001", Namespace: "default", Name: "c"}, Node: "node1", Bytes: gi}
 	_, err := e.dial(leader.Addr(), "scheduler").Reserve(e.ctx, req)
 	require.NoError(t, err, "the leader serves")
+	lease, err := e.cl.Client().CoordinationV1().Leases("default").Get(e.ctx, "memservice-test", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, deploy.VersionLabelValue(version.Version), lease.Labels[deploy.VersionLabel],
+		"the Lease names the version of the instance holding it, for kubectl dynamic-memory version")
 	metrics, err := e.cl.MetricsClient(e.ctx)
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, httpStatus(t, metrics, "https://"+leader.MetricsAddr()+"/readyz"))

@@ -106,7 +106,7 @@ func (o *WhyOptions) Run(ctx context.Context) error {
 	}
 	var pools []v1alpha1.DynamicMemoryPool
 	if slices.ContainsFunc(claims, func(c podClaim) bool { return c.requested > 0 }) {
-		if pools, _, err = s.listPools(ctx); err != nil {
+		if pools, _, err = s.listPools(ctx, ""); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,6 +26,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	dmfake "github.com/dynamicmemory/kube-dynamic-memory/api/client/clientset/versioned/fake"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
 
@@ -114,7 +116,7 @@ func assertGolden(t *testing.T, name, got string) {
 		return
 	}
 	want, err := os.ReadFile(path)
-	require.NoError(t, err, "golden file missing: run go test ./pkg/kubectlplugin -update")
+	require.NoError(t, err, "golden file missing: run go test ./cmd/kubectl-dynamic_memory/kubectlplugin -update")
 	assert.Equal(t, string(want), got, "output differs from %s (run with -update to accept)", path)
 }
 
@@ -146,6 +148,68 @@ func TestCommandOutput(t *testing.T) {
 			require.NoError(t, err)
 			assert.Empty(t, errOut)
 			assertGolden(t, tc.golden, out)
+		})
+	}
+}
+
+// TestOutputFormats prints each get and top command in each output format that
+// kubectl get has, with its selection flags.
+func TestOutputFormats(t *testing.T) {
+	commands := []struct {
+		name string
+		args []string
+	}{
+		{"get-claims", []string{"get", "claims", "-A"}},
+		{"get-pools", []string{"get", "pools"}},
+		{"top-nodes", []string{"top", "nodes"}},
+	}
+	formats := []struct {
+		name string
+		args []string
+	}{
+		{"default", nil},
+		{"wide", []string{"-o", "wide"}},
+		{"no-headers", []string{"--no-headers"}},
+		{"show-labels", []string{"--show-labels"}},
+		{"name", []string{"-o", "name"}},
+		{"json", []string{"-o", "json"}},
+		{"yaml", []string{"-o", "yaml"}},
+		{"jsonpath", []string{"-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}"}},
+		{"custom-columns", []string{"-o", "custom-columns=NAME:.metadata.name,KIND:.kind"}},
+	}
+	for _, c := range commands {
+		for _, f := range formats {
+			name := c.name + "-" + f.name
+			t.Run(name, func(t *testing.T) {
+				out, errOut, err := newFakeCluster(t, true).run(t, append(slices.Clone(c.args), f.args...)...)
+				require.NoError(t, err)
+				assert.Empty(t, errOut)
+				assertGolden(t, filepath.Join("formats", name), out)
+			})
+		}
+	}
+}
+
+// TestSelectors checks that -l selects claims, pools and nodes by label.
+func TestSelectors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "claims", "-A", "-l", v1alpha1.LabelPool + "=cxl-a", "-o", "name"},
+			"dynamicmemoryclaim.dynamicmemory.io/web-0-mem-k7x2p\ndynamicmemoryclaim.dynamicmemory.io/web-1-mem-q9d4s\n"},
+		{[]string{"get", "claims", "-n", "shop", "-l", v1alpha1.LabelNode + "=node-2", "-o", "name"},
+			"dynamicmemoryclaim.dynamicmemory.io/web-1-mem-q9d4s\n"},
+		{[]string{"get", "pools", "-l", "example.com/rack", "-o", "name"},
+			"dynamicmemorypool.dynamicmemory.io/cxl-a\n"},
+		{[]string{"top", "nodes", "-l", "!" + deploy.NodeLabel, "-o", "jsonpath={.items[*].metadata.name}"},
+			"node-5"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, _, err := newFakeCluster(t, true).run(t, tc.args...)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, out)
 		})
 	}
 }
@@ -218,9 +282,27 @@ func TestErrorsAreOneClearLine(t *testing.T) {
 		},
 		{
 			name: "unsupported output",
-			args: []string{"get", "pools", "-o", "wide"},
+			args: []string{"top", "nodes", "-o", "table"},
 			crds: true,
-			want: `unsupported output format "wide" for -o: use one of yaml, json`,
+			want: `unsupported output format "table" for -o: use one of json, yaml, kyaml, name, go-template, go-template-file, template, templatefile, jsonpath, jsonpath-as-json, jsonpath-file, custom-columns, custom-columns-file, wide`,
+		},
+		{
+			name: "bad jsonpath",
+			args: []string{"get", "claims", "-o", "jsonpath={.items[*"},
+			crds: true,
+			want: `-o jsonpath={.items[*: error parsing jsonpath {.items[*, unterminated array`,
+		},
+		{
+			name: "bad custom columns",
+			args: []string{"get", "pools", "-o", "custom-columns=NAME"},
+			crds: true,
+			want: `-o custom-columns=NAME: unexpected custom-columns spec: NAME, expected <header>:<json-path-expr>`,
+		},
+		{
+			name: "bad selector",
+			args: []string{"get", "claims", "-l", "a=b=c"},
+			crds: true,
+			want: `-l "a=b=c" is not a label selector (e.g. -l dynamicmemory.io/pool=cxl-a): found '=', expected: ',' or 'end of string'`,
 		},
 		{
 			name: "name with all namespaces",

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 )
@@ -39,6 +40,9 @@ func fixtureNodes() []*corev1.Node {
 				Allocatable: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("16000Mi"), corev1.ResourceCPU: resource.MustParse("8")},
 			},
 		}
+		if name != "node-5" {
+			n.Labels = map[string]string{deploy.NodeLabel: "true"}
+		}
 		if online > 0 {
 			n.Status.Capacity[OnlineMemoryResource] = gi(online)
 			n.Status.Allocatable[OnlineMemoryResource] = gi(online)
@@ -55,7 +59,7 @@ func fixturePools() []*v1alpha1.DynamicMemoryPool {
 	}
 	return []*v1alpha1.DynamicMemoryPool{
 		{
-			ObjectMeta: metav1.ObjectMeta{Name: "cxl-a", CreationTimestamp: ago(3 * time.Hour), Generation: 1},
+			ObjectMeta: metav1.ObjectMeta{Name: "cxl-a", CreationTimestamp: ago(3 * time.Hour), Generation: 1, Labels: map[string]string{"example.com/rack": "r1"}},
 			Spec: v1alpha1.DynamicMemoryPoolSpec{
 				Backend:    v1alpha1.PoolBackend{Type: v1alpha1.BackendSimulated},
 				Capacity:   gi(64),

@@ -65,7 +65,8 @@ static and dynamic memory per node, and why a pod is Pending or what it got.`,
   kubectl dynamic-memory describe claim web-mem-7xk2p -n shop
   kubectl dynamic-memory get pools
   kubectl dynamic-memory top nodes
-  kubectl dynamic-memory why web-0 -n shop`,
+  kubectl dynamic-memory why web-0 -n shop
+  kubectl dynamic-memory version`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations: map[string]string{
@@ -83,7 +84,7 @@ static and dynamic memory per node, and why a pod is Pending or what it got.`,
 	describe.AddCommand(newDescribeClaimCommand(env))
 	top := newGroupCommand("top nodes", "Show static and dynamic memory per node", "nodes")
 	top.AddCommand(newTopNodesCommand(env))
-	root.AddCommand(get, describe, top, newWhyCommand(env))
+	root.AddCommand(get, describe, top, newWhyCommand(env), newVersionCommand(env))
 	return root
 }
 

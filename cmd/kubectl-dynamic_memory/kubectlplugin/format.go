@@ -9,37 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
 )
-
-// Output formats of the get commands.
-const (
-	outputTable = ""
-	outputWide  = "wide"
-	outputYAML  = "yaml"
-	outputJSON  = "json"
-)
-
-// validateOutput checks an -o value against the formats a command supports.
-func validateOutput(output string, allowed ...string) error {
-	for _, a := range allowed {
-		if output == a {
-			return nil
-		}
-	}
-	return oneLine(fmt.Sprintf("unsupported output format %q for -o: use one of %s", output, strings.Join(allowed[1:], ", ")))
-}
-
-// printObject writes obj as YAML or JSON.
-func printObject(output string, obj runtime.Object, w io.Writer) error {
-	var p printers.ResourcePrinter = &printers.JSONPrinter{}
-	if output == outputYAML {
-		p = &printers.YAMLPrinter{}
-	}
-	return p.PrintObj(obj, w)
-}
 
 var binaryUnits = []struct {
 	suffix string
@@ -123,16 +95,6 @@ func eventCount(ev corev1.Event) int32 {
 		return ev.Count
 	}
 	return 1
-}
-
-// conditionStatus returns the status of a condition type, "Unknown" when absent.
-func conditionStatus(conditions []metav1.Condition, condType string) string {
-	for _, c := range conditions {
-		if c.Type == condType {
-			return string(c.Status)
-		}
-	}
-	return "Unknown"
 }
 
 // newTable returns a tab writer with kubectl's column layout.

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
@@ -21,6 +22,20 @@ var (
 	ClaimsResource = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemoryclaims")
 	PoolsResource  = v1alpha1.SchemeGroupVersion.WithResource("dynamicmemorypools")
 )
+
+// Kinds of the project's API group, as the objects -o prints carry them.
+const (
+	claimKind = "DynamicMemoryClaim"
+	poolKind  = "DynamicMemoryPool"
+)
+
+// validateSelector checks a -l value.
+func validateSelector(selector string) error {
+	if _, err := labels.Parse(selector); err != nil {
+		return oneLine(fmt.Sprintf("-l %q is not a label selector (e.g. -l dynamicmemory.io/pool=cxl-a): %v", selector, err))
+	}
+	return nil
+}
 
 // listClaims lists DynamicMemoryClaims in namespace ("" = all namespaces) matching the
 // label selector, sorted by namespace and name, with the list's metadata for -o.
@@ -45,9 +60,10 @@ func (s *session) getClaim(ctx context.Context, namespace, name string) (*v1alph
 	return claim, nil
 }
 
-// listPools lists DynamicMemoryPools sorted by name, with the list's metadata for -o.
-func (s *session) listPools(ctx context.Context) ([]v1alpha1.DynamicMemoryPool, metav1.ListMeta, error) {
-	list, err := s.clients.DynamicMemory.DynamicMemoryV1alpha1().DynamicMemoryPools().List(ctx, metav1.ListOptions{})
+// listPools lists DynamicMemoryPools matching the label selector, sorted by name, with
+// the list's metadata for -o.
+func (s *session) listPools(ctx context.Context, selector string) ([]v1alpha1.DynamicMemoryPool, metav1.ListMeta, error) {
+	list, err := s.clients.DynamicMemory.DynamicMemoryV1alpha1().DynamicMemoryPools().List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		return nil, metav1.ListMeta{}, explain(fmt.Errorf("list DynamicMemoryPools: %w", err), s.server)
 	}
@@ -89,8 +105,8 @@ func compareObjects(a, b metav1.Object) int {
 	return strings.Compare(a.GetName(), b.GetName())
 }
 
-// listOf is objects of kind as the kubectl List that -o yaml|json prints, with the
-// metadata of the list they came from.
+// listOf is objects of kind as the kubectl List that -o prints, with the metadata of
+// the list they came from.
 func listOf[T any](kind string, meta metav1.ListMeta, objects []T) (*unstructured.UnstructuredList, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetAPIVersion("v1")
@@ -99,14 +115,23 @@ func listOf[T any](kind string, meta metav1.ListMeta, objects []T) (*unstructure
 	list.SetContinue(meta.Continue)
 	list.SetRemainingItemCount(meta.RemainingItemCount)
 	for i := range objects {
-		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&objects[i])
+		item, err := objectOf(kind, &objects[i])
 		if err != nil {
-			return nil, oneLine(fmt.Sprintf("encode %s: %v", kind, err))
+			return nil, err
 		}
-		item := unstructured.Unstructured{Object: content}
-		item.SetAPIVersion(v1alpha1.SchemeGroupVersion.String())
-		item.SetKind(kind)
-		list.Items = append(list.Items, item)
+		list.Items = append(list.Items, *item)
 	}
 	return list, nil
+}
+
+// objectOf is one object of the project's API group as -o prints it, with its kind.
+func objectOf(kind string, obj any) (*unstructured.Unstructured, error) {
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, oneLine(fmt.Sprintf("encode %s: %v", kind, err))
+	}
+	item := &unstructured.Unstructured{Object: content}
+	item.SetAPIVersion(v1alpha1.SchemeGroupVersion.String())
+	item.SetKind(kind)
+	return item, nil
 }
