@@ -38,7 +38,8 @@ func Devices(claim *resourceapi.ResourceClaim, pool string) []resourceapi.Device
 
 // ApplyDeviceState is the server-side apply of resourceclaims/status that sets the
 // state's conditions on devices (results of Devices). Other drivers' entries are
-// left alone.
+// left alone. It names the claim's UID, so the API server refuses it (uid is
+// immutable) if the claim was deleted and created again under its name meanwhile.
 func ApplyDeviceState(claim *resourceapi.ResourceClaim, devices []resourceapi.DeviceRequestAllocationResult, s DeviceState) *resourceac.ResourceClaimApplyConfiguration {
 	online, failed := metav1.ConditionFalse, metav1.ConditionTrue
 	if s.Online {
@@ -60,7 +61,7 @@ func ApplyDeviceState(claim *resourceapi.ResourceClaim, devices []resourceapi.De
 		}
 		status.WithDevices(dev)
 	}
-	return resourceac.ResourceClaim(claim.Name, claim.Namespace).WithStatus(status)
+	return resourceac.ResourceClaim(claim.Name, claim.Namespace).WithUID(claim.UID).WithStatus(status)
 }
 
 // HasDeviceState tells whether every one of devices already carries the state's

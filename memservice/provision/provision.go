@@ -348,7 +348,8 @@ func (m *Manager) onlineAndFinish(ctx context.Context, f *flight, r ledger.Reser
 	defer cancel()
 	start := m.cfg.Clock.Now()
 	res, err := m.cfg.Agents.Online(actx, r.Node, &memservicev1.OnlineCommand{
-		ClaimUid: r.Claim.UID, Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
+		ClaimUid: r.Claim.UID, ClaimNamespace: r.Claim.Namespace, ClaimName: r.Claim.Name,
+		Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
 	})
 	m.observeAgent("online", start, err)
 	if err != nil {

@@ -67,9 +67,14 @@ type agents struct {
 	offlines int
 	// pools are the pools the offline commands named.
 	pools []string
+	// onlines are the online commands sent.
+	onlines []*memservicev1.OnlineCommand
 }
 
-func (a *agents) Online(context.Context, string, *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error) {
+func (a *agents) Online(_ context.Context, _ string, cmd *memservicev1.OnlineCommand) (*memservicev1.CommandResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onlines = append(a.onlines, cmd)
 	return &memservicev1.CommandResult{Outcome: memservicev1.CommandResult_OUTCOME_ONLINE, NumaNodes: []int32{3}}, nil
 }
 
@@ -175,6 +180,23 @@ func TestResumeFinishesARestoredProvisioning(t *testing.T) {
 	assert.Equal(t, 1, dev.adds, "the extents were added again (a no-op for the device if they were there)")
 	m.Wait()
 	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline}, st.log, "the record is written again before the device adds")
+}
+
+// The online command names the ResourceClaim: the agent reads that claim alone
+// (by name, checking the UID) to write its device conditions.
+func TestTheOnlineCommandNamesTheClaim(t *testing.T) {
+	m, _, ag, _ := setup(t, &flakyDevice{})
+	r := req("u")
+	r.Claim.Name = "claim-u"
+	_, err := m.AddMemory(context.Background(), r)
+	require.NoError(t, err)
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	require.Len(t, ag.onlines, 1)
+	cmd := ag.onlines[0]
+	assert.Equal(t, "u", cmd.GetClaimUid())
+	assert.Equal(t, "ns", cmd.GetClaimNamespace())
+	assert.Equal(t, "claim-u", cmd.GetClaimName())
 }
 
 // TestAddMemoryAnswersBeforeTheOnlineRecord: the ledger is authoritative, so

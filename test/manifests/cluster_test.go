@@ -334,7 +334,7 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 			can: []access{
 				{verb: "get", resource: "nodes", name: someNode},
 				{verb: "patch", resource: "nodes", subresource: "status", name: someNode},
-				{verb: "watch", group: dra, resource: "resourceclaims"},
+				{verb: "get", group: dra, resource: "resourceclaims", namespace: userNS, name: "claim-1"},
 				{verb: "patch", group: dra, resource: "resourceclaims", subresource: "status", namespace: userNS},
 				{verb: "associated-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
 				{verb: "associated-node:update", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
@@ -343,6 +343,10 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 				{verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews"},
 			},
 			cannot: []access{
+				// Claims are read by name, never watched (a watch on every node would
+				// receive every change of every claim).
+				{verb: "watch", group: dra, resource: "resourceclaims"},
+				{verb: "list", group: dra, resource: "resourceclaims", namespace: userNS},
 				{verb: "arbitrary-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
 				{verb: "associated-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: "gpu.example.com"},
 				{verb: "patch", resource: "nodes", name: someNode},

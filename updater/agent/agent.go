@@ -15,6 +15,7 @@ import (
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/claimstatus"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
@@ -51,8 +52,8 @@ type Limiter interface {
 
 // ClaimStatus writes device conditions on the claims.
 type ClaimStatus interface {
-	Online(claimUID, message string)
-	Failed(claimUID, message string)
+	Online(claim claimstatus.Claim, message string)
+	Failed(claim claimstatus.Claim, message string)
 	Forget(claimUID string)
 }
 
@@ -235,6 +236,12 @@ func (a *Agent) restore(ctx context.Context) {
 		c.NUMANodes, c.Bytes = res.NUMANodes, res.Bytes
 		a.update(func(cp *checkpoint) { cp.Claims[uid] = c })
 		kept++
+		// Reported again: a report the agent had not written when it stopped would be
+		// lost (unchanged conditions cost a read, no write). A claim an older agent
+		// checkpointed has no name to read it by.
+		if a.cfg.Claims != nil && c.Name != "" {
+			a.cfg.Claims.Online(claimstatus.Claim{Namespace: c.Namespace, Name: c.Name, UID: uid}, describe(c.Bytes, c.NUMANodes))
+		}
 	}
 	logger.Info("Restored the claims online on this host from the checkpoint", "online", kept, "checkpointed", len(claims), "pending", pending)
 	a.changed(ctx)

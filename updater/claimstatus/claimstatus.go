@@ -4,23 +4,27 @@
 // (the DRA plugin's --binding-conditions mode) the scheduler waits for these before
 // it binds the pod; otherwise they are for people (kubectl describe).
 //
-// Only devices of the driver dcd.dynamicmemory.io in this node's DRA pool (the pool
-// is named after the node) are written, through the resourceclaims/status
-// subresource with server-side apply, so other drivers' entries are left alone.
+// The writer watches no claims: ResourceClaims have no field selector for a node, so
+// an informer on every node would be sent every change of every claim in the cluster.
+// It reads only the claims the agent reports on, by the namespace and name the memory
+// service's online command gives, and writes one only if its UID is the reported one
+// (a claim deleted and created again under the same name is another claim) and it is
+// allocated on this node. Only devices of the driver dcd.dynamicmemory.io in this
+// node's DRA pool (the pool is named after the node) are written, through the
+// resourceclaims/status subresource with server-side apply, so other drivers' entries
+// are left alone.
 package claimstatus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
-	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -28,121 +32,86 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 )
 
-const (
-	// FieldManager owns the conditions the agent writes.
-	FieldManager = "dynamicmemory.io/node-agent"
+// FieldManager owns the conditions the agent writes.
+const FieldManager = "dynamicmemory.io/node-agent"
 
-	uidIndex = "uid"
-)
+// Claim names the ResourceClaim a report is about.
+type Claim struct {
+	Namespace string
+	Name      string
+	UID       string
+}
+
+// errNotAllocated marks a claim that is not allocated yet: it is read again later.
+var errNotAllocated = errors.New("not allocated yet")
 
 // Writer keeps the device conditions of the claims on its node as the agent last
-// reported them. A report for a claim the informer has not seen allocated yet is
-// kept and written when the claim shows up.
+// reported them. A report for a claim not allocated yet is kept and the claim read
+// again (with the queue's rate limiting) until it is allocated or forgotten.
 type Writer struct {
-	client   kubernetes.Interface
-	node     string
-	clock    clock.Clock
-	factory  informers.SharedInformerFactory
-	informer cache.SharedIndexInformer
-	queue    workqueue.TypedRateLimitingInterface[string]
+	client kubernetes.Interface
+	node   string
+	clock  clock.Clock
+	queue  workqueue.TypedRateLimitingInterface[string]
 
 	mu      sync.Mutex
-	desired map[string]dra.DeviceState
+	desired map[string]report
+}
+
+// report is the state last reported for a claim.
+type report struct {
+	claim Claim
+	state dra.DeviceState
 }
 
 // New returns a writer for the claims allocated on node. Run starts it.
-func New(client kubernetes.Interface, node string, clk clock.WithTicker) (*Writer, error) {
-	factory := informers.NewSharedInformerFactory(client, 0)
-	informer := factory.Resource().V1().ResourceClaims().Informer()
-	if err := informer.AddIndexers(cache.Indexers{uidIndex: func(obj any) ([]string, error) {
-		claim, ok := obj.(*resourceapi.ResourceClaim)
-		if !ok {
-			return nil, nil
-		}
-		return []string{string(claim.UID)}, nil
-	}}); err != nil {
-		return nil, fmt.Errorf("index ResourceClaims by UID: %w", err)
-	}
-	w := &Writer{
-		client:   client,
-		node:     node,
-		clock:    clk,
-		factory:  factory,
-		informer: informer,
+func New(client kubernetes.Interface, node string, clk clock.WithTicker) *Writer {
+	return &Writer{
+		client: client,
+		node:   node,
+		clock:  clk,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "claim-status", Clock: clk}),
-		desired: map[string]dra.DeviceState{},
+		desired: map[string]report{},
 	}
-	enqueue := func(obj any) {
-		if claim, ok := obj.(*resourceapi.ResourceClaim); ok {
-			w.mu.Lock()
-			_, wanted := w.desired[string(claim.UID)]
-			w.mu.Unlock()
-			if wanted {
-				w.queue.Add(string(claim.UID))
-			}
-		}
-	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
-		DeleteFunc: func(obj any) {
-			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = tomb.Obj
-			}
-			if claim, ok := obj.(*resourceapi.ResourceClaim); ok {
-				w.Forget(string(claim.UID))
-			}
-		},
-	}); err != nil {
-		return nil, fmt.Errorf("watch ResourceClaims: %w", err)
-	}
-	return w, nil
 }
 
-// Run watches claims and writes conditions until ctx ends.
+// Run writes conditions until ctx ends.
 func (w *Writer) Run(ctx context.Context) {
-	defer w.queue.ShutDown()
-	w.factory.Start(ctx.Done())
 	go func() {
 		<-ctx.Done()
 		w.queue.ShutDown()
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
-		return
-	}
 	for w.next(ctx) {
 	}
-	w.factory.Shutdown()
 }
 
-// HasSynced tells whether the claim informer has listed all claims.
-func (w *Writer) HasSynced() bool { return w.informer.HasSynced() }
-
 // Online records that the claim's memory is online.
-func (w *Writer) Online(claimUID, message string) {
-	w.set(claimUID, dra.DeviceState{Online: true, Reason: "MemoryOnline", Message: message})
+func (w *Writer) Online(claim Claim, message string) {
+	w.set(claim, dra.DeviceState{Online: true, Reason: "MemoryOnline", Message: message})
 }
 
 // Failed records that onlining the claim's memory failed.
-func (w *Writer) Failed(claimUID, message string) {
-	w.set(claimUID, dra.DeviceState{Reason: "OnlineFailed", Message: message})
+func (w *Writer) Failed(claim Claim, message string) {
+	w.set(claim, dra.DeviceState{Reason: "OnlineFailed", Message: message})
 }
 
-// Forget stops reporting on a claim (its memory is offline or it is gone).
+// Forget stops reporting on a claim (its memory is offline or it is gone); a claim
+// waiting to be allocated is read no more.
 func (w *Writer) Forget(claimUID string) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	delete(w.desired, claimUID)
+	w.mu.Unlock()
+	w.queue.Forget(claimUID)
 }
 
-func (w *Writer) set(claimUID string, d dra.DeviceState) {
+func (w *Writer) set(claim Claim, d dra.DeviceState) {
 	d.Since = w.clock.Now()
 	w.mu.Lock()
-	w.desired[claimUID] = d
+	w.desired[claim.UID] = report{claim: claim, state: d}
 	w.mu.Unlock()
-	w.queue.Add(claimUID)
+	w.queue.Add(claim.UID)
 }
 
 func (w *Writer) next(ctx context.Context) bool {
@@ -151,45 +120,64 @@ func (w *Writer) next(ctx context.Context) bool {
 		return false
 	}
 	defer w.queue.Done(uid)
-	if err := w.sync(ctx, uid); err != nil {
+	err := w.sync(ctx, uid)
+	switch {
+	case errors.Is(err, errNotAllocated):
+		klog.FromContext(ctx).V(4).Info("Claim not allocated yet, reading it again later", "claimUID", uid)
+		w.queue.AddRateLimited(uid)
+	case err != nil:
 		utilruntime.HandleErrorWithContext(ctx, err, "Writing claim device conditions failed, will retry", "claimUID", uid)
 		w.queue.AddRateLimited(uid)
-		return true
+	default:
+		w.queue.Forget(uid)
 	}
-	w.queue.Forget(uid)
 	return true
 }
 
-// sync writes the desired conditions of one claim, if it is allocated on this node.
+// sync writes the reported conditions of one claim, if it is the reported claim
+// and allocated on this node.
 func (w *Writer) sync(ctx context.Context, uid string) error {
 	w.mu.Lock()
-	d, wanted := w.desired[uid]
+	r, wanted := w.desired[uid]
 	w.mu.Unlock()
 	if !wanted {
 		return nil
 	}
-	objs, err := w.informer.GetIndexer().ByIndex(uidIndex, uid)
-	if err != nil {
-		return fmt.Errorf("look up claim %s: %w", uid, err)
-	}
-	if len(objs) == 0 {
-		return nil // written when the informer sees the claim
-	}
-	claim := objs[0].(*resourceapi.ResourceClaim)
-	devices := dra.Devices(claim, w.node)
-	if len(devices) == 0 {
-		return nil // not allocated (yet) on this node
-	}
-	if dra.HasDeviceState(claim, devices, d) {
+	logger := klog.FromContext(ctx).WithValues("claimUID", uid)
+	if r.claim.Namespace == "" || r.claim.Name == "" {
+		logger.Error(nil, "Not writing claim device conditions: the online command did not name the claim (a memory service older than this node agent); upgrade the memory service")
 		return nil
 	}
-	apply := dra.ApplyDeviceState(claim, devices, d)
+	claim, err := w.client.ResourceV1().ResourceClaims(r.claim.Namespace).Get(ctx, r.claim.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		logger.V(3).Info("Claim is gone, no device conditions to write", "claim", klog.KRef(r.claim.Namespace, r.claim.Name))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read claim %s/%s: %w", r.claim.Namespace, r.claim.Name, err)
+	}
+	if string(claim.UID) != uid {
+		logger.Info("Not writing claim device conditions: the named claim is another one (deleted and created again?)", "claim", klog.KObj(claim), "namedUID", claim.UID)
+		return nil
+	}
+	devices := dra.Devices(claim, w.node)
+	if len(devices) == 0 {
+		if claim.Status.Allocation == nil {
+			return errNotAllocated
+		}
+		logger.Info("Not writing claim device conditions: the claim is not allocated on this node", "claim", klog.KObj(claim), "node", w.node)
+		return nil
+	}
+	if dra.HasDeviceState(claim, devices, r.state) {
+		return nil
+	}
+	apply := dra.ApplyDeviceState(claim, devices, r.state)
 	if _, err := w.client.ResourceV1().ResourceClaims(claim.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("write device conditions of claim %s/%s (%s): %w", claim.Namespace, claim.Name, uid, err)
 	}
-	klog.FromContext(ctx).V(3).Info("Wrote claim device conditions", "claim", klog.KObj(claim), "online", d.Online, "reason", d.Reason)
+	logger.V(3).Info("Wrote claim device conditions", "claim", klog.KObj(claim), "online", r.state.Online, "reason", r.state.Reason)
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -98,8 +99,7 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 	require.NoError(t, os.WriteFile(limitFile, []byte("17179869184\n"), 0o644))
 	limiter, err := cgroup.New(cgroupRoot, "", cgroup.State{})
 	require.NoError(t, err)
-	claims, err := claimstatus.New(kube, node, clock.RealClock{})
-	require.NoError(t, err)
+	claims := claimstatus.New(kube, node, clock.RealClock{})
 	go claims.Run(ctx)
 	host := hostmem.NewSimulated(hostmem.SimulatedConfig{NUMANode: 1})
 	a, err := agent.New(agent.Config{
@@ -200,6 +200,22 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 			}
 			return false
 		}, time.Minute, 100*time.Millisecond, "the claim's device has condition Online=True")
+	})
+
+	t.Run("device conditions for a claim replaced under its name are refused", func(t *testing.T) {
+		// The writer reads the claim and checks its UID before it applies; a claim
+		// deleted and created again in between has another UID, which the apply names.
+		stale, err := kube.ResourceV1().ResourceClaims(rc.Namespace).Get(ctx, rc.Name, metav1.GetOptions{})
+		require.NoError(t, err)
+		stale.UID = "0b7c2a3e-0000-4000-8000-000000000000"
+		apply := dra.ApplyDeviceState(stale, dra.Devices(stale, node), dra.DeviceState{Reason: "OnlineFailed", Message: "stale", Since: time.Now()})
+		_, err = kube.ResourceV1().ResourceClaims(rc.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: claimstatus.FieldManager, Force: true})
+		require.Error(t, err)
+		assert.True(t, apierrors.IsInvalid(err), "got %v", err)
+		assert.Contains(t, err.Error(), "metadata.uid")
+		c, err := kube.ResourceV1().ResourceClaims(rc.Namespace).Get(ctx, rc.Name, metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, rc.UID, c.UID)
 	})
 
 	t.Run("the kubelet prepares the online claim", func(t *testing.T) {

@@ -93,10 +93,7 @@ func (o *options) Run(ctx context.Context) error {
 	}
 	var claims *claimstatus.Writer
 	if o.claimStatus {
-		claims, err = claimstatus.New(kube, o.nodeName, clock.RealClock{})
-		if err != nil {
-			return err
-		}
+		claims = claimstatus.New(kube, o.nodeName, clock.RealClock{})
 		cfg.Claims = claims
 	}
 	conn, err := client.Dial(ctx, o.memservice)
