@@ -1,3 +1,17 @@
+# Copyright The kube-dynamic-memory Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # Dynamic memory for Kubernetes — build, test, demo, benchmarks.
 # `make help` lists the targets. CI runs `make test`.
 
@@ -97,12 +111,17 @@ generate: $(CODEGEN_BINS) ## Regenerate deepcopy, CRD YAML, the typed CRD client
 	hack/update-codegen.sh
 	cd api && $(BUF) generate
 
+.PHONY: license-headers
+license-headers: ## Add the license notice (hack/boilerplate.go.txt) to every source file and script without it.
+	$(GO) run ./hack/licenseheader -fix
+
 .PHONY: verify
-verify: generate ## Check that generated code is current, modules tidy, code formatted and vetted.
+verify: generate ## Check that generated code is current, modules tidy, code formatted, vetted and licensed.
 	@git diff --exit-code -- api manifests/crds || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git ls-files --others --exclude-standard -- api manifests/crds)" || { echo "generated files are not committed: $$(git ls-files --others --exclude-standard -- api manifests/crds)"; exit 1; }
 	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) run ./hack/licenseheader
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 
 ##@ Test
