@@ -1,4 +1,18 @@
 # syntax=docker/dockerfile:1
+# Copyright The kube-dynamic-memory Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # One multi-stage build for the project's four in-cluster binaries; pick one with
 # --target (hack/images.sh builds them all):
 #   docker build --target memservice -t ghcr.io/dynamicmemory/memservice:dev .
