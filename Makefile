@@ -26,9 +26,13 @@ export PATH := $(BIN):$(PATH)
 
 GO      ?= go
 MODULES := . ./api ./memservice ./updater ./draplugin
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.2-dynamicmemory-$(VERSION) \
-           -X github.com/dynamicmemory/kube-dynamic-memory/api/version.Version=$(VERSION)
+# The version stamped into every binary, image and the chart (hack/version.sh,
+# docs/releasing.md): vX.Y.Z on a release tag, vX.Y.Z-N-gSHA[-dirty] between tags.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell hack/version.sh)
+endif
+# The linker flags that stamp it: the targets using them depend on version-check.
+LDFLAGS = $(shell hack/version.sh ldflags '$(VERSION)')
 
 # Third-party binaries, each built once from its pinned Go module and cached in bin/.
 ETCD           := $(BIN)/etcd
@@ -45,8 +49,14 @@ CLIENT_GENS    := $(BIN)/client-gen $(BIN)/lister-gen $(BIN)/informer-gen
 CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK) $(STOCK_SCHEDULER)
 CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) $(CLIENT_GENS)
 
-# The project's own binaries.
+# The project's own binaries, and the package of each.
 PROJECT_BINS := kube-scheduler memservice node-agent dra-plugin kubectl-dynamic_memory local-cluster
+PKG.kube-scheduler         := ./scheduler
+PKG.memservice             := ./memservice/cmd/memservice
+PKG.node-agent             := ./updater/cmd/node-agent
+PKG.dra-plugin             := ./draplugin/cmd/dra-plugin
+PKG.kubectl-dynamic_memory := ./cmd/kubectl-dynamic_memory
+PKG.local-cluster          := ./local/cmd/local-cluster
 
 ##@ General
 
@@ -67,18 +77,12 @@ build: $(addprefix $(BIN)/,$(PROJECT_BINS)) $(CLUSTER_BINS) ## Build every binar
 # `make bin/<name>` builds one of them too.
 .PHONY: $(addprefix bin/,$(PROJECT_BINS))
 $(addprefix bin/,$(PROJECT_BINS)): bin/%: $(BIN)/%
-$(BIN)/kube-scheduler:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./scheduler
-$(BIN)/memservice:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./memservice/cmd/memservice
-$(BIN)/node-agent:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./updater/cmd/node-agent
-$(BIN)/dra-plugin:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./draplugin/cmd/dra-plugin
-$(BIN)/kubectl-dynamic_memory:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/kubectl-dynamic_memory
-$(BIN)/local-cluster:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./local/cmd/local-cluster
+$(addprefix $(BIN)/,$(PROJECT_BINS)): $(BIN)/%: version-check
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ $(PKG.$*)
+
+.PHONY: version-check
+version-check: ## Check that VERSION is a semantic version, vX.Y.Z[-PRERELEASE][+BUILD].
+	@hack/version.sh check '$(VERSION)'
 
 .PHONY: cluster-bins
 cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-manager, kwok and the stock kube-scheduler (once).
@@ -175,7 +179,7 @@ bench: cluster-bins build ## Run the benchmarks and regenerate docs/benchmarks.m
 
 IMAGE_REPO ?= ghcr.io/dynamicmemory
 .PHONY: images
-images: ## Build container images (needs a Docker engine).
+images: version-check ## Build container images tagged VERSION (needs a Docker engine; PUSH=1: multi-arch, pushed).
 	hack/images.sh $(IMAGE_REPO) $(VERSION)
 
 .PHONY: kind-demo

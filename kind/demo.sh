@@ -66,7 +66,7 @@ mapfile -t NODES < <(k get nodes -l '!node-role.kubernetes.io/control-plane' -o 
 [ "${#NODES[@]}" -gt 0 ] || die "the cluster has no worker nodes"
 
 step "images ($REPO/<name>:$TAG)"
-"$ROOT/hack/images.sh" "$REPO" "$TAG"
+"$ROOT/hack/images.sh" "$REPO" "$(cd "$ROOT" && hack/version.sh)" "$TAG"
 for image in "${IMAGES[@]}"; do
   "$KIND" load docker-image --name "$CLUSTER" "$REPO/$image:$TAG"
 done

@@ -18,5 +18,5 @@ limitations under the License.
 // -ldflags "-X github.com/dynamicmemory/kube-dynamic-memory/api/version.Version=...".
 package version
 
-// Version of the binaries; "dev" when not stamped.
-var Version = "dev"
+// Version of the binaries (hack/version.sh); "v0.0.0-dev" when not stamped.
+var Version = "v0.0.0-dev"
