@@ -187,5 +187,41 @@ kind-demo: ## Run the demo scenario on a kind cluster (needs Docker and kind; CL
 	kind/demo.sh
 
 .PHONY: clean
-clean: ## Remove build output and run directories (keeps cached third-party binaries).
-	rm -rf $(RUN_DIR) $(addprefix $(BIN)/,$(PROJECT_BINS))
+clean: ## Remove build output, dist/ and run directories (keeps cached third-party binaries).
+	rm -rf $(RUN_DIR) $(DIST) $(addprefix $(BIN)/,$(PROJECT_BINS))
+
+##@ Release
+
+DIST ?= $(ROOT)/dist
+RELEASE_PLATFORMS := linux/amd64 linux/arm64
+RELEASE_BINS      := memservice kube-scheduler node-agent dra-plugin kubectl-dynamic_memory
+KUBECTL_PLUGIN    := kubectl-dynamic_memory
+# Archive entries carry the time of the release commit, so the same commit gives the same archives.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct)
+
+# release-binary NAME OS ARCH: dist/NAME-OS-ARCH, static and without local paths.
+define release-binary
+CGO_ENABLED=0 GOOS=$(2) GOARCH=$(3) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(DIST)/$(1)-$(2)-$(3) $(PKG.$(1))
+
+endef
+# release-plugin-archive OS ARCH: dist/kubectl-dynamic_memory-OS-ARCH.tar.gz, the plugin
+# and the license, as krew installs it.
+define release-plugin-archive
+stage=$$(mktemp -d) && install -m 0755 $(DIST)/$(KUBECTL_PLUGIN)-$(1)-$(2) $$stage/$(KUBECTL_PLUGIN) && install -m 0644 LICENSE $$stage/ && \
+  tar -C $$stage --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) -cf - $(KUBECTL_PLUGIN) LICENSE | \
+  gzip -n >$(DIST)/$(KUBECTL_PLUGIN)-$(1)-$(2).tar.gz && rm -rf $$stage
+
+endef
+platform-os   = $(word 1,$(subst /, ,$(1)))
+platform-arch = $(word 2,$(subst /, ,$(1)))
+
+.PHONY: release
+release: version-check ## Build the release into dist/: binaries, kubectl plugin archives, krew manifest, chart, checksums.txt.
+	@case '$(VERSION)' in *-dirty) echo "release: VERSION $(VERSION): the checkout has uncommitted changes; commit them or set VERSION" >&2; exit 1;; esac
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(foreach p,$(RELEASE_PLATFORMS),$(foreach b,$(RELEASE_BINS),$(call release-binary,$(b),$(call platform-os,$(p)),$(call platform-arch,$(p)))))
+	$(foreach p,$(RELEASE_PLATFORMS),$(call release-plugin-archive,$(call platform-os,$(p)),$(call platform-arch,$(p))))
+	$(GO) run ./hack/krewmanifest -version $(VERSION) -o $(DIST)/dynamic-memory.yaml $(DIST)/$(KUBECTL_PLUGIN)-*.tar.gz
+	$(MAKE) chart VERSION=$(VERSION) DIST=$(DIST)
+	cd $(DIST) && files=$$(ls) && sha256sum $$files >checksums.txt
+	@echo "release: $(VERSION) in $(DIST); publishing it: docs/releasing.md"
