@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -82,8 +83,8 @@ func generate(version, uriTemplate string, archives []string) ([]byte, error) {
 				"DynamicMemoryPool resources): see " + homepage + ".\n",
 		},
 	}
-	for _, path := range archives {
-		p, err := platform(path, version, uri)
+	for _, archive := range archives {
+		p, err := platform(archive, version, uri)
 		if err != nil {
 			return nil, err
 		}
@@ -99,27 +100,27 @@ func generate(version, uriTemplate string, archives []string) ([]byte, error) {
 }
 
 // platformOf reads the os and arch from an archive's name.
-func platformOf(path string) (goos, arch string, err error) {
-	m := archiveName.FindStringSubmatch(filepath.Base(path))
+func platformOf(archive string) (goos, arch string, err error) {
+	m := archiveName.FindStringSubmatch(filepath.Base(archive))
 	if m == nil {
-		return "", "", fmt.Errorf("archive %s: want the name %s-OS-ARCH.tar.gz, e.g. %s-linux-amd64.tar.gz", path, binary, binary)
+		return "", "", fmt.Errorf("archive %s: want the name %s-OS-ARCH.tar.gz, e.g. %s-linux-amd64.tar.gz", archive, binary, binary)
 	}
 	return m[1], m[2], nil
 }
 
 // platform describes one archive: where it is downloaded from, its sha256, the files
 // krew installs from it.
-func platform(path, version string, uri *template.Template) (index.Platform, error) {
-	goos, arch, err := platformOf(path)
+func platform(archive, version string, uri *template.Template) (index.Platform, error) {
+	goos, arch, err := platformOf(archive)
 	if err != nil {
 		return index.Platform{}, err
 	}
-	sum, err := checkArchive(path)
+	sum, err := checkArchive(archive)
 	if err != nil {
-		return index.Platform{}, fmt.Errorf("archive %s: %w", path, err)
+		return index.Platform{}, fmt.Errorf("archive %s: %w", archive, err)
 	}
 	var u strings.Builder
-	if err := uri.Execute(&u, struct{ Version, Archive string }{version, filepath.Base(path)}); err != nil {
+	if err := uri.Execute(&u, struct{ Version, Archive string }{version, filepath.Base(archive)}); err != nil {
 		return index.Platform{}, fmt.Errorf("-uri: %w", err)
 	}
 	return index.Platform{
@@ -133,8 +134,8 @@ func platform(path, version string, uri *template.Template) (index.Platform, err
 
 // checkArchive returns the archive's sha256 after checking that it holds the plugin, an
 // executable, and the license at its top.
-func checkArchive(path string) (string, error) {
-	data, err := os.ReadFile(path)
+func checkArchive(archive string) (string, error) {
+	data, err := os.ReadFile(archive)
 	if err != nil {
 		return "", err
 	}
@@ -155,7 +156,7 @@ func checkArchive(path string) (string, error) {
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
-		switch h.Name {
+		switch path.Clean(h.Name) { // "./LICENSE" is at the top too
 		case binary:
 			if h.Mode&0o111 == 0 {
 				return "", fmt.Errorf("%s is not executable (mode %o)", binary, h.Mode)

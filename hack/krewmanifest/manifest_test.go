@@ -65,7 +65,7 @@ var goodEntries = []entry{{binary, 0o755}, {licenseFile, 0o644}}
 func TestGenerateDescribesEachArchive(t *testing.T) {
 	dir := t.TempDir()
 	arm, armSum := writeArchive(t, dir, "kubectl-dynamic_memory-linux-arm64.tar.gz", goodEntries...)
-	amd, amdSum := writeArchive(t, dir, "kubectl-dynamic_memory-linux-amd64.tar.gz", goodEntries...)
+	amd, amdSum := writeArchive(t, dir, "kubectl-dynamic_memory-linux-amd64.tar.gz", entry{"./" + binary, 0o755}, entry{"./" + licenseFile, 0o644})
 
 	out, err := generate("v0.1.0", defaultURI, []string{arm, amd})
 	require.NoError(t, err)
