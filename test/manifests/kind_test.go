@@ -131,6 +131,21 @@ func TestScriptsFailFastWithoutDocker(t *testing.T) {
 	}
 }
 
+// TestImagesRefusesAVersionThatIsNotSemantic runs hack/images.sh with a docker CLI whose
+// engine answers: a VERSION that is not a semantic version stops it before any build.
+func TestImagesRefusesAVersionThatIsNotSemantic(t *testing.T) {
+	fakeBin := t.TempDir()
+	docker := filepath.Join(fakeBin, "docker")
+	require.NoError(t, os.WriteFile(docker, []byte("#!/bin/sh\n[ \"$1\" = info ] && exit 0\necho \"docker $1 must not run\" >&2; exit 3\n"), 0o755))
+	cmd := exec.Command(filepath.Join(repoRoot(t), "hack/images.sh"), "ghcr.io/dynamicmemory", "dev")
+	cmd.Env = append(os.Environ(), "DOCKER="+docker)
+	out, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr, "output: %s", out)
+	assert.Equal(t, 1, exitErr.ExitCode())
+	assert.Equal(t, "version: VERSION \"dev\" is not a semantic version: want vMAJOR.MINOR.PATCH, optionally followed by -PRERELEASE and +BUILD (semver.org), e.g. v0.1.0, v0.2.0-rc.1 or v0.1.0-5-g1a2b3c4\n", string(out))
+}
+
 func TestScriptsParse(t *testing.T) {
 	for _, script := range []string{"kind/demo.sh", "hack/images.sh"} {
 		out, err := exec.Command("bash", "-n", filepath.Join(repoRoot(t), script)).CombinedOutput()
