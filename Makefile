@@ -197,7 +197,9 @@ RELEASE_PLATFORMS := linux/amd64 linux/arm64
 RELEASE_BINS      := memservice kube-scheduler node-agent dra-plugin kubectl-dynamic_memory
 KUBECTL_PLUGIN    := kubectl-dynamic_memory
 # Archive entries carry the time of the release commit, so the same commit gives the same archives.
-SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct)
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct)
+endif
 
 # release-binary NAME OS ARCH: dist/NAME-OS-ARCH, static and without local paths.
 define release-binary
