@@ -1,3 +1,17 @@
+# Copyright The kube-dynamic-memory Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # Dynamic memory for Kubernetes — build, test, demo, benchmarks.
 # `make help` lists the targets. CI runs `make test`.
 
@@ -12,9 +26,13 @@ export PATH := $(BIN):$(PATH)
 
 GO      ?= go
 MODULES := . ./api ./memservice ./updater ./draplugin ./cmd/kubectl-dynamic_memory
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.2-dynamicmemory-$(VERSION) \
-           -X github.com/dynamicmemory/kube-dynamic-memory/api/version.Version=$(VERSION)
+# The version stamped into every binary, image and the chart (hack/version.sh,
+# docs/releasing.md): vX.Y.Z on a release tag, vX.Y.Z-N-gSHA[-dirty] between tags.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell hack/version.sh)
+endif
+# The linker flags that stamp it: the targets using them depend on version-check.
+LDFLAGS = $(shell hack/version.sh ldflags '$(VERSION)')
 
 # Third-party binaries, each built once from its pinned Go module and cached in bin/.
 ETCD           := $(BIN)/etcd
@@ -32,8 +50,14 @@ HELM           := $(BIN)/helm
 CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK) $(STOCK_SCHEDULER)
 CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) $(CLIENT_GENS)
 
-# The project's own binaries.
+# The project's own binaries, and the package of each.
 PROJECT_BINS := kube-scheduler memservice node-agent dra-plugin kubectl-dynamic_memory local-cluster
+PKG.kube-scheduler         := ./scheduler
+PKG.memservice             := ./memservice/cmd/memservice
+PKG.node-agent             := ./updater/cmd/node-agent
+PKG.dra-plugin             := ./draplugin/cmd/dra-plugin
+PKG.kubectl-dynamic_memory := ./cmd/kubectl-dynamic_memory
+PKG.local-cluster          := ./local/cmd/local-cluster
 
 ##@ General
 
@@ -54,18 +78,12 @@ build: $(addprefix $(BIN)/,$(PROJECT_BINS)) $(CLUSTER_BINS) ## Build every binar
 # `make bin/<name>` builds one of them too.
 .PHONY: $(addprefix bin/,$(PROJECT_BINS))
 $(addprefix bin/,$(PROJECT_BINS)): bin/%: $(BIN)/%
-$(BIN)/kube-scheduler:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./scheduler
-$(BIN)/memservice:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./memservice/cmd/memservice
-$(BIN)/node-agent:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./updater/cmd/node-agent
-$(BIN)/dra-plugin:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./draplugin/cmd/dra-plugin
-$(BIN)/kubectl-dynamic_memory:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/kubectl-dynamic_memory
-$(BIN)/local-cluster:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./local/cmd/local-cluster
+$(addprefix $(BIN)/,$(PROJECT_BINS)): $(BIN)/%: version-check
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ $(PKG.$*)
+
+.PHONY: version-check
+version-check: ## Check that VERSION is a semantic version, vX.Y.Z[-PRERELEASE][+BUILD].
+	@hack/version.sh check '$(VERSION)'
 
 .PHONY: cluster-bins
 cluster-bins: $(CLUSTER_BINS) ## Build etcd, kube-apiserver, kube-controller-manager, kwok and the stock kube-scheduler (once).
@@ -98,7 +116,7 @@ $(CODEGEN_BINS) &: tools/codegen/go.mod
 
 # `go install` of the kubectl plugin from a module proxy directory: the plugin's module
 # and the api module it requires, at VERSION (a semantic version, e.g. v0.3.0).
-GOPROXY_DIR ?= $(ROOT)/dist/goproxy
+GOPROXY_DIR ?= $(DIST)/goproxy
 .PHONY: goproxy
 goproxy: ## Write a Go module proxy directory (GOPROXY_DIR) with the kubectl plugin at VERSION, for go install.
 	$(GO) run ./hack/goproxy -version $(VERSION) -time $$(git log -1 --format=%cI) -out $(GOPROXY_DIR) \
@@ -120,12 +138,17 @@ generate: $(CODEGEN_BINS) $(HELM) ## Regenerate deepcopy, CRD YAML, the typed CR
 	cd api && $(BUF) generate
 	HELM=$(HELM) hack/render-manifests.sh
 
+.PHONY: license-headers
+license-headers: ## Add the license notice (hack/boilerplate.go.txt) to every source file and script without it.
+	$(GO) run ./hack/licenseheader -fix
+
 .PHONY: verify
-verify: generate ## Check that generated code is current, modules tidy, code formatted and vetted.
+verify: generate ## Check that generated code is current, modules tidy, code formatted, vetted and licensed.
 	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { echo "generated files are not committed: $$(git ls-files --others --exclude-standard -- $(GENERATED))"; exit 1; }
 	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen tools/helm
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) run ./hack/licenseheader
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 
 ##@ Test
@@ -185,10 +208,10 @@ CHART_VERSION = $(patsubst v%,%,$(VERSION))
 chart: $(HELM) ## Package the Helm chart as dist/kube-dynamic-memory-<VERSION>.tgz (VERSION=X.Y.Z).
 	@[[ "$(CHART_VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$ ]] || { echo "make chart: VERSION=$(VERSION) is not a release version: give VERSION=X.Y.Z (SemVer, an optional leading v)"; exit 1; }
 	$(HELM) lint --strict $(CHART)
-	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(VERSION) --destination dist
+	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(VERSION) --destination $(DIST)
 
 .PHONY: images
-images: ## Build container images (needs a Docker engine).
+images: version-check ## Build container images tagged VERSION (needs a Docker engine; PUSH=1: multi-arch, pushed).
 	hack/images.sh $(IMAGE_REPO) $(VERSION)
 
 .PHONY: kind-demo
@@ -196,5 +219,44 @@ kind-demo: ## Run the demo scenario on a kind cluster (needs Docker and kind; CL
 	kind/demo.sh
 
 .PHONY: clean
-clean: ## Remove build output and run directories (keeps cached third-party binaries).
-	rm -rf $(RUN_DIR) dist $(addprefix $(BIN)/,$(PROJECT_BINS))
+clean: ## Remove build output, dist/ and run directories (keeps cached third-party binaries).
+	rm -rf $(RUN_DIR) $(DIST) $(addprefix $(BIN)/,$(PROJECT_BINS))
+
+##@ Release
+
+DIST ?= $(ROOT)/dist
+RELEASE_PLATFORMS := linux/amd64 linux/arm64
+RELEASE_BINS      := memservice kube-scheduler node-agent dra-plugin kubectl-dynamic_memory
+KUBECTL_PLUGIN    := kubectl-dynamic_memory
+# Archive entries carry the time of the release commit, so the same commit gives the same archives.
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct)
+endif
+
+# release-binary NAME OS ARCH: dist/NAME-OS-ARCH, static and without local paths.
+define release-binary
+CGO_ENABLED=0 GOOS=$(2) GOARCH=$(3) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(DIST)/$(1)-$(2)-$(3) $(PKG.$(1))
+
+endef
+# release-plugin-archive OS ARCH: dist/kubectl-dynamic_memory-OS-ARCH.tar.gz, the plugin
+# and the license, as krew installs it.
+define release-plugin-archive
+stage=$$(mktemp -d) && install -m 0755 $(DIST)/$(KUBECTL_PLUGIN)-$(1)-$(2) $$stage/$(KUBECTL_PLUGIN) && install -m 0644 LICENSE $$stage/ && \
+  tar -C $$stage --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) -cf - $(KUBECTL_PLUGIN) LICENSE | \
+  gzip -n >$(DIST)/$(KUBECTL_PLUGIN)-$(1)-$(2).tar.gz && rm -rf $$stage
+
+endef
+platform-os   = $(word 1,$(subst /, ,$(1)))
+platform-arch = $(word 2,$(subst /, ,$(1)))
+
+.PHONY: release
+release: version-check ## Build the release into dist/: binaries, kubectl plugin archives, krew manifest, chart, checksums.txt.
+	@case '$(VERSION)' in *-dirty) echo "release: VERSION $(VERSION): the checkout has uncommitted changes; commit them or set VERSION" >&2; exit 1;; esac
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(foreach p,$(RELEASE_PLATFORMS),$(foreach b,$(RELEASE_BINS),$(call release-binary,$(b),$(call platform-os,$(p)),$(call platform-arch,$(p)))))
+	$(foreach p,$(RELEASE_PLATFORMS),$(call release-plugin-archive,$(call platform-os,$(p)),$(call platform-arch,$(p))))
+	$(GO) run ./hack/krewmanifest -version $(VERSION) -o $(DIST)/dynamic-memory.yaml $(DIST)/$(KUBECTL_PLUGIN)-*.tar.gz
+	$(MAKE) chart VERSION=$(VERSION) DIST=$(DIST)
+	cd $(DIST) && sha256sum $$(find . -maxdepth 1 -type f -printf '%P\n' | sort) >checksums.txt
+	$(MAKE) goproxy VERSION=$(VERSION) GOPROXY_DIR=$(DIST)/goproxy
+	@echo "release: $(VERSION) in $(DIST); publishing it: docs/releasing.md"

@@ -169,6 +169,7 @@ require (
 	k8s.io/klog/v2 v2.140.0
 	k8s.io/kube-scheduler v0.0.0
 	k8s.io/kubelet v0.37.2
+	sigs.k8s.io/krew v0.4.3
 	sigs.k8s.io/kustomize/api v0.21.1
 	sigs.k8s.io/kustomize/kyaml v0.21.1
 	sigs.k8s.io/yaml v1.6.0
@@ -218,3 +219,7 @@ replace (
 	k8s.io/sample-controller => k8s.io/sample-controller v0.37.2
 	k8s.io/streaming => k8s.io/streaming v0.37.2
 )
+
+// sigs.k8s.io/krew (the types of its plugin manifests, for hack/krewmanifest) requires
+// client-go v11.0.0+incompatible, which sorts above every v0 release of client-go.
+exclude k8s.io/client-go v11.0.0+incompatible

@@ -1,4 +1,18 @@
 #!/usr/bin/env bash
+# Copyright The kube-dynamic-memory Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # Writes manifests/ from the Helm chart (make generate): every template rendered with
 # the chart's default values and monitoring on, into the file of the same path under
 # manifests/ (templates/memservice/deployment.yaml -> manifests/memservice/deployment.yaml).

@@ -1,4 +1,18 @@
 #!/usr/bin/env bash
+# Copyright The kube-dynamic-memory Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # Checks the Go modules: every module given is tidy (`go mod tidy -diff`), and the
 # modules of the workspace (go.work) require the same version of each dependency they
 # share, so that a module built on its own builds what the workspace tested.

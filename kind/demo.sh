@@ -1,4 +1,18 @@
 #!/usr/bin/env bash
+# Copyright The kube-dynamic-memory Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 # Dynamic memory on a kind cluster: the same scenario as `make demo`, on real kubelets.
 #
 #   kind/demo.sh            create (or reuse) the kind cluster "dynamic-memory", build and
@@ -52,7 +66,7 @@ mapfile -t NODES < <(k get nodes -l '!node-role.kubernetes.io/control-plane' -o 
 [ "${#NODES[@]}" -gt 0 ] || die "the cluster has no worker nodes"
 
 step "images ($REPO/<name>:$TAG)"
-"$ROOT/hack/images.sh" "$REPO" "$TAG"
+"$ROOT/hack/images.sh" "$REPO" "$(cd "$ROOT" && hack/version.sh)" "$TAG"
 for image in "${IMAGES[@]}"; do
   "$KIND" load docker-image --name "$CLUSTER" "$REPO/$image:$TAG"
 done

@@ -1,3 +1,19 @@
+/*
+Copyright The kube-dynamic-memory Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
 package manifests
 
 import (
@@ -113,6 +129,21 @@ func TestScriptsFailFastWithoutDocker(t *testing.T) {
 			assert.Equal(t, tc.want+"\n", string(out))
 		})
 	}
+}
+
+// TestImagesRefusesAVersionThatIsNotSemantic runs hack/images.sh with a docker CLI whose
+// engine answers: a VERSION that is not a semantic version stops it before any build.
+func TestImagesRefusesAVersionThatIsNotSemantic(t *testing.T) {
+	fakeBin := t.TempDir()
+	docker := filepath.Join(fakeBin, "docker")
+	require.NoError(t, os.WriteFile(docker, []byte("#!/bin/sh\n[ \"$1\" = info ] && exit 0\necho \"docker $1 must not run\" >&2; exit 3\n"), 0o755))
+	cmd := exec.Command(filepath.Join(repoRoot(t), "hack/images.sh"), "ghcr.io/dynamicmemory", "dev")
+	cmd.Env = append(os.Environ(), "DOCKER="+docker)
+	out, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr, "output: %s", out)
+	assert.Equal(t, 1, exitErr.ExitCode())
+	assert.Equal(t, "version: VERSION \"dev\" is not a semantic version: want vMAJOR.MINOR.PATCH, optionally followed by -PRERELEASE and +BUILD (semver.org), e.g. v0.1.0, v0.2.0-rc.1 or v0.1.0-5-g1a2b3c4\n", string(out))
 }
 
 func TestScriptsParse(t *testing.T) {
