@@ -36,18 +36,14 @@ import (
 
 // GetClaimsOptions lists DynamicMemoryClaims.
 type GetClaimsOptions struct {
-	env           *Environment
-	session       *session
-	print         *printFlags
-	output        *output
+	listFlags
 	AllNamespaces bool
-	Selector      string
 	Watch         bool
 	Names         []string
 }
 
 func newGetClaimsCommand(env *Environment) *cobra.Command {
-	o := &GetClaimsOptions{env: env, print: newPrintFlags()}
+	o := &GetClaimsOptions{listFlags: newListFlags(env)}
 	cmd := &cobra.Command{
 		Use:     "claims [NAME...]",
 		Aliases: []string{"claim", "dmclaim", "dmclaims"},
@@ -68,26 +64,15 @@ func newGetClaimsCommand(env *Environment) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "List claims in all namespaces.")
-	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Label selector to filter claims on, e.g. -l dynamicmemory.io/pool=cxl-a.")
 	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "After listing the claims, print each change to them until interrupted.")
-	o.print.addFlags(cmd)
+	o.addFlags(cmd, "Label selector to filter claims on, e.g. -l dynamicmemory.io/pool=cxl-a.")
 	return cmd
 }
 
 // Complete checks the output flags, resolves the namespace and builds the clients.
 func (o *GetClaimsOptions) Complete(args []string) error {
 	o.Names = args
-	out, err := newOutput(o.print, o.AllNamespaces)
-	if err != nil {
-		return err
-	}
-	o.output = out
-	s, err := newSession(o.env)
-	if err != nil {
-		return err
-	}
-	o.session = s
-	return nil
+	return o.complete(o.AllNamespaces)
 }
 
 // Validate checks flag combinations.
@@ -95,7 +80,7 @@ func (o *GetClaimsOptions) Validate() error {
 	if o.AllNamespaces && len(o.Names) > 0 {
 		return oneLine("a claim name cannot be combined with --all-namespaces: use -n NAMESPACE")
 	}
-	return validateSelector(o.Selector)
+	return nil
 }
 
 // Run lists the claims and prints them, then with -w each change.

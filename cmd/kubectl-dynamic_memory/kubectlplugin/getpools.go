@@ -33,15 +33,11 @@ import (
 
 // GetPoolsOptions lists DynamicMemoryPools with their per-node shares.
 type GetPoolsOptions struct {
-	env      *Environment
-	session  *session
-	print    *printFlags
-	output   *output
-	Selector string
+	listFlags
 }
 
 func newGetPoolsCommand(env *Environment) *cobra.Command {
-	o := &GetPoolsOptions{env: env, print: newPrintFlags()}
+	o := &GetPoolsOptions{listFlags: newListFlags(env)}
 	cmd := &cobra.Command{
 		Use:     "pools",
 		Aliases: []string{"pool", "dmpool", "dmpools"},
@@ -57,28 +53,12 @@ func newGetPoolsCommand(env *Environment) *cobra.Command {
 			return o.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Label selector to filter pools on.")
-	o.print.addFlags(cmd)
+	o.addFlags(cmd, "Label selector to filter pools on.")
 	return cmd
 }
 
 // Complete checks the flags and builds the clients.
-func (o *GetPoolsOptions) Complete() error {
-	if err := validateSelector(o.Selector); err != nil {
-		return err
-	}
-	out, err := newOutput(o.print, false)
-	if err != nil {
-		return err
-	}
-	o.output = out
-	s, err := newSession(o.env)
-	if err != nil {
-		return err
-	}
-	o.session = s
-	return nil
-}
+func (o *GetPoolsOptions) Complete() error { return o.complete(false) }
 
 // Run prints the pools; as a table, then each node's share of them.
 func (o *GetPoolsOptions) Run(ctx context.Context) error {

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,6 +45,42 @@ const (
 	claimKind = "DynamicMemoryClaim"
 	poolKind  = "DynamicMemoryPool"
 )
+
+// listFlags are what every get and top command shares: the label selector and the
+// output flags, and the session and printer complete builds from them.
+type listFlags struct {
+	env      *Environment
+	session  *session
+	print    *printFlags
+	output   *output
+	Selector string
+}
+
+func newListFlags(env *Environment) listFlags { return listFlags{env: env, print: newPrintFlags()} }
+
+// addFlags adds -l, with its help text, and the output flags.
+func (l *listFlags) addFlags(cmd *cobra.Command, selectorHelp string) {
+	cmd.Flags().StringVarP(&l.Selector, "selector", "l", "", selectorHelp)
+	l.print.addFlags(cmd)
+}
+
+// complete checks the selector and builds the printer and the clients.
+func (l *listFlags) complete(allNamespaces bool) error {
+	if err := validateSelector(l.Selector); err != nil {
+		return err
+	}
+	out, err := newOutput(l.print, allNamespaces)
+	if err != nil {
+		return err
+	}
+	l.output = out
+	s, err := newSession(l.env)
+	if err != nil {
+		return err
+	}
+	l.session = s
+	return nil
+}
 
 // validateSelector checks a -l value.
 func validateSelector(selector string) error {

@@ -34,15 +34,11 @@ import (
 
 // TopNodesOptions compares static and dynamic memory per node.
 type TopNodesOptions struct {
-	env      *Environment
-	session  *session
-	print    *printFlags
-	output   *output
-	Selector string
+	listFlags
 }
 
 func newTopNodesCommand(env *Environment) *cobra.Command {
-	o := &TopNodesOptions{env: env, print: newPrintFlags()}
+	o := &TopNodesOptions{listFlags: newListFlags(env)}
 	cmd := &cobra.Command{
 		Use:     "nodes",
 		Aliases: []string{"node", "no"},
@@ -65,28 +61,12 @@ DynamicMemoryPools, not a resource of the API server.`,
 			return o.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVarP(&o.Selector, "selector", "l", "", "Label selector to filter nodes on.")
-	o.print.addFlags(cmd)
+	o.addFlags(cmd, "Label selector to filter nodes on.")
 	return cmd
 }
 
 // Complete checks the flags and builds the clients.
-func (o *TopNodesOptions) Complete() error {
-	if err := validateSelector(o.Selector); err != nil {
-		return err
-	}
-	out, err := newOutput(o.print, false)
-	if err != nil {
-		return err
-	}
-	o.output = out
-	s, err := newSession(o.env)
-	if err != nil {
-		return err
-	}
-	o.session = s
-	return nil
-}
+func (o *TopNodesOptions) Complete() error { return o.complete(false) }
 
 // nodeMemoryAPIVersion and nodeMemoryKind name the objects -o prints for top nodes.
 const (
