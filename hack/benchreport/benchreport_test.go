@@ -161,13 +161,27 @@ func TestTargetRow(t *testing.T) {
 	row := endToEndTargets[0].row(e2e)
 	assert.Contains(t, row, "p50 1.20 s, 1.33 × DRA only's 0.90 s (same run)")
 	assert.Contains(t, row, "**met**", "1.2 s ≤ 1.5 × 0.9 s")
-	row = endToEndTargets[1].row(e2e)
+	row = endToEndTargets[2].row(e2e)
 	assert.Contains(t, row, "18.5 (Kubernetes' components 16.0, this project's 2.5); DRA only 15.0 (same run)")
 	assert.Contains(t, row, "**met**", "18.5 ≤ 15 + 4")
 	e2e[1].Metrics["project-requests/pod"] = 3.5
-	assert.Contains(t, endToEndTargets[1].row(e2e), "**missed**", "19.5 > 15 + 4")
+	assert.Contains(t, endToEndTargets[2].row(e2e), "**missed**", "19.5 > 15 + 4")
 	delete(e2e[0].Metrics, "running-p50-s")
 	assert.Contains(t, endToEndTargets[0].row(e2e), "not measured", "no baseline")
+
+	idle := []benchResult{
+		{Name: "BenchmarkIdlePodToRunning/profile=without-dynamic-memory", Metrics: map[string]float64{"running-p50-ms": 57.4, "running-p90-ms": 65.9}},
+		{Name: "BenchmarkIdlePodToRunning/profile=dynamic-memory-scheduler", Metrics: map[string]float64{
+			"running-p50-ms": 115.1, "running-p90-ms": 168.9, "over-dra-p50-ms": 57.7, "over-dra-p90-ms": 103,
+		}},
+	}
+	row = endToEndTargets[1].row(idle)
+	assert.Contains(t, row, "p50 115 ms against DRA only's 57 ms: +58 ms (p90 169 ms against 66 ms: +103 ms; same run)")
+	assert.Contains(t, row, "**met**", "57.7 ms ≤ 100 ms over DRA only")
+	idle[1].Metrics["over-dra-p50-ms"] = 100.5
+	assert.Contains(t, endToEndTargets[1].row(idle), "**missed**", "100.5 ms > 100 ms over DRA only")
+	delete(idle[0].Metrics, "running-p50-ms")
+	assert.Contains(t, endToEndTargets[1].row(idle), "not measured", "no baseline")
 }
 
 // TestReportGolden renders testdata/results: the plugin profile reaches 0.98 of the

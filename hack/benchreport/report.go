@@ -89,10 +89,13 @@ var memserviceTargets = []benchTarget{
 	},
 }
 
-// The e2e benchmark of the project and its baseline (DRA only), same run.
+// The e2e benchmarks of the project and their baseline (DRA only), same run: 200
+// pods at once, and one pod at a time on an idle cluster.
 var (
 	endToEndOurs     = "BenchmarkPodsToRunning/profile=" + schedconfig.DynamicMemoryProfile
 	endToEndBaseline = "BenchmarkPodsToRunning/profile=" + schedconfig.BaselineProfile
+	idleOurs         = "BenchmarkIdlePodToRunning/profile=" + schedconfig.DynamicMemoryProfile
+	idleBaseline     = "BenchmarkIdlePodToRunning/profile=" + schedconfig.BaselineProfile
 )
 
 // metricOf is a metric of the named benchmark's result.
@@ -113,6 +116,26 @@ var endToEndTargets = []benchTarget{
 			ours, ok1 := metricOf(results, endToEndOurs, "running-p50-s")
 			base, ok2 := metricOf(results, endToEndBaseline, "running-p50-s")
 			return ours, 1.5 * base, fmt.Sprintf("p50 %.2f s, %.2f × DRA only's %.2f s (same run)", ours, ours/base, base), ok1 && ok2 && base > 0
+		},
+	},
+	{
+		what: "e2e, one pod on an idle cluster (zero backend latency): p50 pod created → Running ≤ DRA only + 100 ms",
+		relative: func(results []benchResult) (float64, float64, string, bool) {
+			figures := map[string]float64{}
+			for _, m := range []struct{ name, unit string }{
+				{idleOurs, "over-dra-p50-ms"}, {idleOurs, "running-p50-ms"}, {idleBaseline, "running-p50-ms"},
+				{idleOurs, "over-dra-p90-ms"}, {idleOurs, "running-p90-ms"}, {idleBaseline, "running-p90-ms"},
+			} {
+				v, ok := metricOf(results, m.name, m.unit)
+				if !ok {
+					return 0, 0, "", false
+				}
+				figures[m.name+" "+m.unit] = v
+			}
+			over := figures[idleOurs+" over-dra-p50-ms"]
+			return over, 100, fmt.Sprintf("p50 %.0f ms against DRA only's %.0f ms: %+.0f ms (p90 %.0f ms against %.0f ms: %+.0f ms; same run)",
+				figures[idleOurs+" running-p50-ms"], figures[idleBaseline+" running-p50-ms"], over,
+				figures[idleOurs+" running-p90-ms"], figures[idleBaseline+" running-p90-ms"], figures[idleOurs+" over-dra-p90-ms"]), true
 		},
 	},
 	{
@@ -401,7 +424,10 @@ func (r *report) markdown() string {
 		"made from the template (`claimed`), bound, Running. `BenchmarkSchedulers` compares, for 50 pods, the\n"+
 		"schedulers a pod may meet: this project's two profiles (both run DynamicMemory; on one system, in\n"+
 		"the order A B B A) and the stock kube-scheduler in compatibility mode (`scheduler=stock`, on a\n"+
-		"system of its own: binding conditions, polled every 5 s by its PreBind).", r.endToEnd)
+		"system of its own: binding conditions, polled every 5 s by its PreBind). `BenchmarkIdlePodToRunning`\n"+
+		"runs one pod at a time on an otherwise idle cluster (created, Running, deleted, the pools whole again,\n"+
+		"then the next), 20 pods per profile in rounds of A B B A; `over-dra` is the project's percentile less\n"+
+		"DRA only's.", r.endToEnd)
 	return b.String()
 }
 
