@@ -48,6 +48,13 @@ PROTOC_GEN_GRPC:= $(BIN)/protoc-gen-go-grpc
 CLIENT_GENS    := $(BIN)/client-gen $(BIN)/lister-gen $(BIN)/informer-gen
 HELM           := $(BIN)/helm
 CLUSTER_BINS   := $(ETCD) $(KUBE_APISERVER) $(KUBE_CM) $(KWOK) $(STOCK_SCHEDULER)
+# What a real node runs (local-cluster up --real-nodes 1): the kubelet, containerd with
+# runc, the CNI plugins, the CRI clients, and the binaries of its two local images.
+KUBELET        := $(BIN)/kubelet
+RUNTIME_BINS   := $(BIN)/containerd $(BIN)/containerd-shim-runc-v2 $(BIN)/ctr $(BIN)/runc $(BIN)/crictl
+CNI_BINS       := $(BIN)/cni/bridge $(BIN)/cni/host-local $(BIN)/cni/loopback
+IMAGE_BINS     := $(BIN)/pause $(BIN)/memory-probe
+NODE_BINS      := $(KUBELET) $(RUNTIME_BINS) $(CNI_BINS) $(IMAGE_BINS)
 CODEGEN_BINS   := $(CONTROLLER_GEN) $(BUF) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) $(CLIENT_GENS)
 
 # The project's own binaries, and the package of each.
@@ -101,6 +108,29 @@ $(STOCK_SCHEDULER): go.mod
 	$(GO) build -o $@ k8s.io/kubernetes/cmd/kube-scheduler
 $(KWOK): tools/kwok/go.mod
 	cd tools/kwok && GOWORK=off $(GO) build -o $@ sigs.k8s.io/kwok/cmd/kwok
+$(KUBELET): go.mod
+	$(GO) build -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION)' -o $@ k8s.io/kubernetes/cmd/kubelet
+# runc with seccomp (cgo, libseccomp-dev): containerd gives every sandbox the default
+# seccomp profile.
+$(RUNTIME_BINS) &: tools/node/go.mod
+	cd tools/node && GOWORK=off $(GO) build -o $(BIN)/ \
+	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+	  github.com/containerd/containerd/v2/cmd/ctr sigs.k8s.io/cri-tools/cmd/crictl
+	cd tools/node && GOWORK=off $(GO) build -tags seccomp -o $(BIN)/ github.com/opencontainers/runc
+	touch $(RUNTIME_BINS)
+$(CNI_BINS) &: tools/node/go.mod
+	mkdir -p $(BIN)/cni
+	cd tools/node && GOWORK=off $(GO) build -o $(BIN)/cni/ github.com/containernetworking/plugins/plugins/main/bridge \
+	  github.com/containernetworking/plugins/plugins/ipam/host-local github.com/containernetworking/plugins/plugins/main/loopback
+	touch $(CNI_BINS)
+# Static: they are the only file of their images.
+.PHONY: $(IMAGE_BINS)
+$(IMAGE_BINS): $(BIN)/%:
+	CGO_ENABLED=0 $(GO) build -o $@ ./local/nodeimage/$*
+
+.PHONY: node-bins
+node-bins: $(NODE_BINS) ## Build what a real node runs: kubelet, containerd, runc, CNI plugins, crictl, the pause and test images (once).
+
 $(HELM): tools/helm/go.mod
 	cd tools/helm && GOWORK=off $(GO) build -o $@ helm.sh/helm/v4/cmd/helm
 
@@ -146,7 +176,7 @@ license-headers: ## Add the license notice (hack/boilerplate.go.txt) to every so
 verify: generate ## Check that generated code is current, modules tidy, code formatted, vetted and licensed.
 	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { echo "generated files are not committed: $$(git ls-files --others --exclude-standard -- $(GENERATED))"; exit 1; }
-	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen tools/helm
+	hack/verify-modules.sh $(MODULES) tools/etcd tools/kwok tools/codegen tools/helm tools/node
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	$(GO) run ./hack/licenseheader
 	for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
@@ -182,8 +212,8 @@ cluster-down: $(BIN)/local-cluster ## Stop the local cluster and everything it s
 	$(BIN)/local-cluster down --dir $(RUN_DIR)
 
 .PHONY: demo
-demo: build ## Run the demo scenario on the local cluster (KEEP=1 leaves it running; SCHEDULER=stock: the stock kube-scheduler).
-	$(BIN)/local-cluster demo --dir $(RUN_DIR) $(if $(KEEP),--keep) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+demo: build $(if $(REAL_NODE),node-bins) ## Run the demo scenario on the local cluster (KEEP=1 leaves it running; SCHEDULER=stock: the stock kube-scheduler; REAL_NODE=1 adds a real kubelet node, as root).
+	$(BIN)/local-cluster demo --dir $(RUN_DIR) $(if $(KEEP),--keep) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(if $(REAL_NODE),--real-nodes 1)
 
 # The full suite (100 runs) writes docs/reliability.md; shorter ones, e.g. one seed
 # run again (SEED=7 RUNS=1), write their report in the run directory.

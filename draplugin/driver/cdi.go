@@ -36,9 +36,6 @@ import (
 // edits tell the workload how much pool memory it has and where.
 const (
 	cdiVendorClass = dra.DriverName + "/memory"
-	// cdiVersion is the oldest CDI version with env container edits, so that any
-	// runtime reads the file.
-	cdiVersion = "0.3.0"
 
 	// EnvBytes is the pool memory given to the claim, in bytes.
 	EnvBytes = "DYNAMIC_MEMORY_BYTES"
@@ -65,8 +62,7 @@ func (c CDI) Write(claimUID string, bytes int64, numaNodes []int32) error {
 		nodes = append(nodes, strconv.Itoa(int(n)))
 	}
 	spec := cdispec.Spec{
-		Version: cdiVersion,
-		Kind:    cdiVendorClass,
+		Kind: cdiVendorClass,
 		Devices: []cdispec.Device{{
 			Name: claimUID,
 			ContainerEdits: cdispec.ContainerEdits{Env: []string{
@@ -75,6 +71,14 @@ func (c CDI) Write(claimUID string, bytes int64, numaNodes []int32) error {
 			}},
 		}},
 	}
+	// The oldest version that allows what the spec holds, so that older runtimes
+	// read it too: a device name (the claim UID) that starts with a digit needs
+	// 0.5.0, and a runtime refuses a spec that claims less than it needs.
+	version, err := cdispec.MinimumRequiredVersion(&spec)
+	if err != nil {
+		return fmt.Errorf("CDI spec version: %w", err)
+	}
+	spec.Version = version
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode CDI spec: %w", err)

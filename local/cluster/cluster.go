@@ -68,6 +68,9 @@ type Options struct {
 	ControllerManager bool
 	// Kwok starts kwok: nodes become Ready, bound pods Running, deleted pods go away.
 	Kwok bool
+	// RealNodes is how many nodes run a real kubelet and containerd (0 or 1), named
+	// RealNodeName(i). It needs root, cgroup v1 and `make node-bins`; see RealNode.
+	RealNodes int
 	// APIServerPort is the apiserver's port on 127.0.0.1; 0 picks a free one.
 	APIServerPort int
 	// InstallCRDs applies manifests/crds and manifests/deviceclass.
@@ -120,6 +123,7 @@ type state struct {
 	NodeMemory string   `json:"nodeMemory"`
 	NodeCPU    string   `json:"nodeCPU"`
 	Nodes      []string `json:"nodes"`
+	RealNodes  []string `json:"realNodes,omitempty"`
 	Kwok       bool     `json:"kwok"`
 	Detach     bool     `json:"detach"`
 }
@@ -179,6 +183,12 @@ func (o *Options) complete() error {
 	if o.Nodes > 0 && !o.Kwok {
 		return errors.New("options: Nodes needs Kwok: without kwok no node would become Ready")
 	}
+	if o.RealNodes < 0 || o.RealNodes > 1 {
+		return fmt.Errorf("options: RealNodes must be 0 or 1, got %d: two kubelets on one machine would share its ports, cgroups and network namespaces", o.RealNodes)
+	}
+	if o.RealNodes > 0 && !o.ControllerManager {
+		return errors.New("options: RealNodes needs ControllerManager: the kubelet waits for its service accounts and claims")
+	}
 	if o.APIServerPort < 0 || o.APIServerPort > 65535 {
 		return fmt.Errorf("options: APIServerPort must be 0 (any free port) or 1-65535, got %d", o.APIServerPort)
 	}
@@ -205,6 +215,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	if o.Kwok {
 		binaries = append(binaries, Kwok)
+	}
+	if o.RealNodes > 0 {
+		if err := checkRealNodeHost(o.BinDir); err != nil {
+			return nil, err
+		}
 	}
 	bins := map[string]string{}
 	for _, name := range binaries {
@@ -303,6 +318,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	for i := range o.RealNodes {
+		if err := c.startRealNode(ctx, RealNodeName(i)); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	logger.Info("Local cluster ready", "dir", c.dir, "server", c.state.Server, "nodes", len(c.state.Nodes))
 	return c, nil
@@ -369,6 +389,20 @@ func loadProcesses(pidDir, logDir string) ([]*Process, error) {
 func cleanRunDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create run directory: %w", err)
+	}
+	// A real node of a cluster that died without Stop may have left containers,
+	// mounts and cgroups.
+	realNodes, _ := os.ReadDir(filepath.Join(dir, "real-nodes"))
+	for _, e := range realNodes {
+		if err := cleanRealNode(dir, e.Name()); err != nil {
+			return fmt.Errorf("clean run directory: real node %s: %w", e.Name(), err)
+		}
+	}
+	kubeletConfigs, _ := filepath.Glob(filepath.Join(dir, "kubeconfig-kubelet-*"))
+	for _, name := range append([]string{"real-nodes"}, kubeletConfigs...) {
+		if err := os.RemoveAll(filepath.Join(dir, filepath.Base(name))); err != nil {
+			return fmt.Errorf("clean run directory: %w", err)
+		}
 	}
 	for _, name := range []string{"etcd", "pki", "pids", "kcm", "cluster.json", "kwok.yaml", "kubeconfig", "kubeconfig-kube-controller-manager", "kubeconfig-kwok"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
@@ -499,15 +533,30 @@ func (c *Cluster) StartProcess(ctx context.Context, name string, bin string, arg
 }
 
 // Stop stops every process of the cluster, newest first, and waits until they have
-// exited. The run directory (logs, data) stays for inspection.
+// exited. A real node's pods are removed once its kubelet has stopped and before its
+// containerd stops; then what the node left (mounts, cgroups) is removed. The run
+// directory (logs, data) stays for inspection.
 func (c *Cluster) Stop() error {
 	c.mu.Lock()
 	procs := slices.Clone(c.procs)
+	realNodes := slices.Clone(c.state.RealNodes)
 	c.mu.Unlock()
 	var errs []error
 	for _, p := range slices.Backward(procs) {
+		for _, n := range realNodes {
+			if p.Name == ContainerdName(n) && p.Running() {
+				if err := c.drainRealNode(context.Background(), n); err != nil {
+					errs = append(errs, fmt.Errorf("remove the pods of real node %s: %w", n, err))
+				}
+			}
+		}
 		if err := p.Stop(); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, n := range realNodes {
+		if err := cleanRealNode(c.dir, n); err != nil {
+			errs = append(errs, fmt.Errorf("clean up real node %s: %w", n, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -88,6 +88,11 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, port int, audi
 		// own node (PodCertificateRequests of its pods included).
 		"--enable-admission-plugins=NodeRestriction",
 		"--service-cluster-ip-range=10.96.0.0/16",
+		// A real node's kubelet (logs, exec) is reached at its address, as the admin:
+		// the kubelet authenticates the cluster's CA and asks the API server.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-client-certificate=" + pki.clientCert("admin"),
+		"--kubelet-client-key=" + pki.clientKey("admin"),
 		"--allow-privileged=true",
 		// The "kubernetes" Service cannot point at a loopback address.
 		"--endpoint-reconciler-type=none",

@@ -45,6 +45,8 @@ type DemoOptions struct {
 	Keep bool
 	// Scheduler places the pods (Options.Scheduler).
 	Scheduler string
+	// RealNodes adds nodes run by a real kubelet and containerd (Options.RealNodes).
+	RealNodes int
 	// Out receives the progress and the end state.
 	Out io.Writer
 }
@@ -54,7 +56,10 @@ type DemoOptions struct {
 // shows the memory coming back, and stops everything unless o.Keep.
 func RunDemo(ctx context.Context, o DemoOptions) (err error) {
 	p := NewProgress(o.Out, clock.RealClock{})
-	sys, err := Start(ctx, Options{Dir: o.Dir, Detach: o.Keep, Progress: p, Scheduler: o.Scheduler, Pools: DefaultPools(nodeNames(4), 100*time.Millisecond)})
+	sys, err := Start(ctx, Options{
+		Dir: o.Dir, Detach: o.Keep, Progress: p, Scheduler: o.Scheduler, RealNodes: o.RealNodes,
+		Pools: DefaultPools(nodeNames(4, o.RealNodes), 100*time.Millisecond),
+	})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
+	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 )
 
 // Workload is one pod of the scenario and the dynamic memory its claim asks for.
@@ -117,9 +118,14 @@ func PodFor(namespace string, w Workload) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			SchedulerName:                 schedulerName,
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			// What a real node needs (kwok ignores it): the image is imported on the
+			// node, there is no cluster DNS, and the workload never calls the API.
+			DNSPolicy:                    corev1.DNSDefault,
+			AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{
-				Name:  "app",
-				Image: "registry.k8s.io/pause:3.10",
+				Name:            "app",
+				Image:           cluster.ProbeImage,
+				ImagePullPolicy: corev1.PullNever,
 				Resources: corev1.ResourceRequirements{
 					Claims: []corev1.ResourceClaim{{Name: claimName}},
 				},

@@ -112,6 +112,10 @@ type Options struct {
 	// Nodes is the number of kwok nodes (default 4), each with NodeMemory (default 16Gi).
 	Nodes      int
 	NodeMemory string
+	// RealNodes is the number of nodes run by a real kubelet and containerd (0 or 1;
+	// cluster.Options.RealNodes). Their agents raise the kubelet's real kubepods
+	// cgroup; their DRA plugins register with the kubelet.
+	RealNodes int
 	// Pools are created before the components start (default: DefaultPools).
 	Pools []v1alpha1.DynamicMemoryPool
 	// Detach lets every process outlive the caller (`local-cluster demo --keep`).
@@ -221,7 +225,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	if o.Pools == nil {
-		o.Pools = DefaultPools(nodeNames(o.Nodes), 0)
+		o.Pools = DefaultPools(nodeNames(o.Nodes, o.RealNodes), 0)
 	}
 	bins, err := binaries(slices.Collect(maps.Values(o.schedulerBinaries())))
 	if err != nil {
@@ -229,10 +233,15 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	p := o.Progress
 
-	step := p.Step("Starting the local cluster: etcd, kube-apiserver, kube-controller-manager, kwok, %d nodes of %s", o.Nodes, o.NodeMemory)
+	real := ""
+	if o.RealNodes > 0 {
+		real = fmt.Sprintf(", %d real node (kubelet, containerd)", o.RealNodes)
+	}
+	step := p.Step("Starting the local cluster: etcd, kube-apiserver, kube-controller-manager, kwok, %d nodes of %s%s", o.Nodes, o.NodeMemory, real)
 	c, err := cluster.Start(ctx, cluster.Options{
 		Dir:               o.Dir,
 		Nodes:             o.Nodes,
+		RealNodes:         o.RealNodes,
 		NodeMemory:        o.NodeMemory,
 		ControllerManager: true,
 		Kwok:              true,
@@ -272,7 +281,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.metrics, err = c.MetricsClient(ctx); err != nil {
 		return nil, err
 	}
-	nodes := c.Nodes()
+	nodes := append(c.Nodes(), c.RealNodes()...)
 
 	step = p.Step("Writing mTLS certificates for the memory service, the scheduler and %d nodes", len(nodes))
 	if s.Bundle, err = pki.WriteBundle(filepath.Join(o.Dir, "certs"), []string{"127.0.0.1", "localhost"}, nodes); err != nil {
@@ -353,10 +362,14 @@ func binaries(schedulers []string) (map[string]string, error) {
 	return bins, nil
 }
 
-func nodeNames(n int) []string {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = cluster.NodeName(cluster.DefaultNodePrefix, i)
+// nodeNames are the names of the cluster's kwok nodes, then its real nodes.
+func nodeNames(kwok, real int) []string {
+	var names []string
+	for i := range kwok {
+		names = append(names, cluster.NodeName(cluster.DefaultNodePrefix, i))
+	}
+	for i := range real {
+		names = append(names, cluster.RealNodeName(i))
 	}
 	return names
 }
@@ -452,8 +465,21 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 
 	for _, n := range nodes {
 		dir := s.nodeDir(n)
-		for _, sub := range []string{"plugin", "registry", "cdi"} {
-			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+		// A kwok node: the plugin's directories are the node's own; nothing reads
+		// them. The agent raises no cgroup.
+		pluginDir, registrarDir, cdiDir := filepath.Join(dir, "plugin"), filepath.Join(dir, "registry"), filepath.Join(dir, "cdi")
+		cgroupArgs := []string{"--manage-cgroup=false"}
+		if slices.Contains(s.Cluster.RealNodes(), n) {
+			// A real node: the plugin registers with the kubelet, containerd reads
+			// its CDI specs, and the agent raises the kubelet's kubepods cgroup.
+			real := s.Cluster.RealNode(n)
+			pluginDir = filepath.Join(real.KubeletDir, "plugins", dra.DriverName)
+			registrarDir = filepath.Join(real.KubeletDir, "plugins_registry")
+			cdiDir = real.CDIDir
+			cgroupArgs = []string{"--manage-cgroup=true", "--kubepods-cgroup=" + real.KubepodsCgroup()}
+		}
+		for _, d := range []string{dir, pluginDir, registrarDir, cdiDir} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
 				return fmt.Errorf("create node directory: %w", err)
 			}
 		}
@@ -461,22 +487,20 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 		agentMetrics := next()
 		s.components[AgentName(n)] = component{
 			bin: bins["node-agent"],
-			args: []string{
-				"--node-name=" + n,
-				"--kubeconfig=" + kubeconfig,
-				"--memservice-address=" + s.memserviceAddr,
-				"--memservice-ca=" + s.Bundle.CAFile(),
-				"--memservice-cert=" + s.Bundle.CertFile(agentMember),
-				"--memservice-key=" + s.Bundle.KeyFile(agentMember),
+			args: append(cgroupArgs,
+				"--node-name="+n,
+				"--kubeconfig="+kubeconfig,
+				"--memservice-address="+s.memserviceAddr,
+				"--memservice-ca="+s.Bundle.CAFile(),
+				"--memservice-cert="+s.Bundle.CertFile(agentMember),
+				"--memservice-key="+s.Bundle.KeyFile(agentMember),
 				"--host-backend=simulated",
-				"--simulated-journal=" + s.HostJournal(n),
-				// A kwok node has no cgroup of its own to raise.
-				"--manage-cgroup=false",
-				"--checkpoint-file=" + s.CheckpointFile(n),
-				"--metrics-address=" + agentMetrics,
+				"--simulated-journal="+s.HostJournal(n),
+				"--checkpoint-file="+s.CheckpointFile(n),
+				"--metrics-address="+agentMetrics,
 				"--heartbeat-interval=2s",
 				v,
-			},
+			),
 			ready:   cluster.HTTPReady("https://" + agentMetrics + "/readyz"),
 			metrics: "https://" + agentMetrics + "/metrics",
 		}
@@ -491,9 +515,9 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--memservice-ca=" + s.Bundle.CAFile(),
 				"--memservice-cert=" + s.Bundle.CertFile(pluginMember),
 				"--memservice-key=" + s.Bundle.KeyFile(pluginMember),
-				"--cdi-dir=" + filepath.Join(dir, "cdi"),
-				"--plugin-data-dir=" + filepath.Join(dir, "plugin"),
-				"--registrar-dir=" + filepath.Join(dir, "registry"),
+				"--cdi-dir=" + cdiDir,
+				"--plugin-data-dir=" + pluginDir,
+				"--registrar-dir=" + registrarDir,
 				"--metrics-address=" + pluginMetrics,
 				// The stock scheduler waits on the devices' binding conditions for
 				// the memory to be online.

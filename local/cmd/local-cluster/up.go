@@ -29,6 +29,7 @@ import (
 
 type upOptions struct {
 	nodes      int
+	realNodes  int
 	nodeMemory string
 	nodeCPU    string
 	port       int
@@ -44,6 +45,7 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 			c, err := cluster.Start(cmd.Context(), cluster.Options{
 				Dir:               g.dir,
 				Nodes:             o.nodes,
+				RealNodes:         o.realNodes,
 				NodeMemory:        o.nodeMemory,
 				NodeCPU:           o.nodeCPU,
 				ControllerManager: true,
@@ -70,6 +72,7 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&o.nodes, "nodes", 4, "number of kwok nodes")
+	cmd.Flags().IntVar(&o.realNodes, "real-nodes", 0, "number of nodes run by a real kubelet and containerd (0 or 1; needs root and 'make node-bins')")
 	cmd.Flags().StringVar(&o.nodeMemory, "node-memory", "16Gi", "memory capacity of each node")
 	cmd.Flags().StringVar(&o.nodeCPU, "node-cpu", "8", "CPU capacity of each node")
 	cmd.Flags().IntVar(&o.port, "port", 6443, "kube-apiserver port on 127.0.0.1 (0: any free port)")
