@@ -64,6 +64,8 @@ type NodeStatus interface {
 type Limiter interface {
 	Set(onlineBytes int64, persist func(cgroup.State) error) (int64, error)
 	State() cgroup.State
+	// Drifted tells whether the limit in effect is not the one Set last wrote.
+	Drifted() (bool, error)
 }
 
 // ClaimStatus writes device conditions on the claims.
@@ -96,6 +98,10 @@ type Config struct {
 	CheckpointFile string
 	// HeartbeatInterval is how often host state is sent. Default 10s.
 	HeartbeatInterval time.Duration
+	// CgroupCheckInterval is how often the agent reads the pod cgroup limit to find
+	// a value the kubelet wrote (it does when it starts) and raise it again.
+	// Default 1s.
+	CgroupCheckInterval time.Duration
 	// MinBackoff and MaxBackoff bound the wait between session attempts, and
 	// between node status write attempts. Defaults 1s, 30s.
 	MinBackoff, MaxBackoff time.Duration
@@ -157,6 +163,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.CgroupCheckInterval == 0 {
+		cfg.CgroupCheckInterval = time.Second
+	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
@@ -207,6 +216,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		writer.Go(func() { a.status.run(ctx) })
 	}
 	a.restore(ctx)
+	if a.cfg.Limiter != nil {
+		writer.Go(func() { a.guardCgroup(ctx) })
+	}
 	err := a.sessions(ctx)
 	a.commands.Wait()
 	// Say on the node that the agent is gone, with a context of its own: ctx has
@@ -351,6 +363,32 @@ func (a *Agent) changed(ctx context.Context) {
 	}
 	if a.status != nil {
 		a.status.set(status)
+	}
+}
+
+// guardCgroup reads the pod cgroup limit every CgroupCheckInterval and, when it is
+// not the agent's (the kubelet writes its node allocatable when it starts, taking
+// back the raise while pods use the pool memory), brings it up to date at once,
+// whether or not the memory service is reachable.
+func (a *Agent) guardCgroup(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	ticker := a.cfg.Clock.NewTicker(a.cfg.CgroupCheckInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+		}
+		drifted, err := a.cfg.Limiter.Drifted()
+		if err != nil {
+			logger.Error(err, "Reading the pod cgroup memory limit failed")
+			continue
+		}
+		if drifted {
+			logger.Info("The pod cgroup memory limit was rewritten (a kubelet restart?): setting it again")
+			a.changed(ctx)
+		}
 	}
 }
 

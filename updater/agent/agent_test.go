@@ -240,7 +240,8 @@ func (f *fakeLimiter) Set(b int64, _ func(cgroup.State) error) (int64, error) {
 	return 8<<30 + b, nil
 }
 
-func (f *fakeLimiter) State() cgroup.State { return cgroup.State{Base: 8 << 30} }
+func (f *fakeLimiter) State() cgroup.State    { return cgroup.State{Base: 8 << 30} }
+func (f *fakeLimiter) Drifted() (bool, error) { return false, nil }
 
 func (f *fakeLimiter) bytes() int64 {
 	f.mu.Lock()

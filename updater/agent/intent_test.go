@@ -325,3 +325,45 @@ func TestAgentNeverRaisesTheCgroupLimitTwiceAfterACrash(t *testing.T) {
 		})
 	}
 }
+
+// The kubelet writes the kubepods limit from its node allocatable when it starts, so
+// a kubelet restart takes back the raise while pods use the pool memory. The agent
+// finds the kubelet's value and raises the limit again on its own, without waiting
+// for a heartbeat of a session that may be down.
+func TestAgentRaisesTheCgroupLimitAgainAfterTheKubeletRewritesIt(t *testing.T) {
+	dir := t.TempDir()
+	limitFile := filepath.Join(dir, "kubepods", "memory.max")
+	require.NoError(t, os.MkdirAll(filepath.Dir(limitFile), 0o755))
+	const kubelet, raised = "17179869184", "18253611008" // 16Gi; 16Gi + 1Gi online
+	require.NoError(t, os.WriteFile(limitFile, []byte(kubelet+"\n"), 0o644))
+	limiter, err := cgroup.New(dir, "", cgroup.State{})
+	require.NoError(t, err)
+
+	svc, client := startService(t)
+	a, err := New(Config{
+		Node: "node-1", Client: client, Host: hostmem.NewSimulated(hostmem.SimulatedConfig{}), Metrics: metrics.New(),
+		Limiter: limiter, CheckpointFile: filepath.Join(dir, "agent.json"),
+		// No heartbeat comes to the rescue within the test.
+		HeartbeatInterval: time.Hour, CgroupCheckInterval: 20 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	s := svc.session(t)
+	require.NotNil(t, s.next(t).GetHello())
+	s.send(t, onlineCmd("c1", "uid-1", 0, 1024*mib))
+	require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
+	require.Equal(t, raised, strings.TrimSpace(string(readFile(t, limitFile))))
+
+	for restart := range 2 {
+		require.NoError(t, os.WriteFile(limitFile, []byte(kubelet+"\n"), 0o644), "the kubelet starts again")
+		assert.Eventually(t, func() bool { return strings.TrimSpace(string(readFile(t, limitFile))) == raised }, 5*time.Second, 10*time.Millisecond,
+			"kubelet restart %d: the limit is raised again by the bytes online", restart)
+	}
+	assert.Equal(t, cgroup.State{Base: 17179869184, Written: 18253611008, Previous: 17179869184}, limiter.State(), "the kubelet's value is the base, never the agent's own")
+}

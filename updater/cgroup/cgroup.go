@@ -164,6 +164,23 @@ func (l *Limiter) Set(onlineBytes int64, persist func(State) error) (int64, erro
 	return limit, nil
 }
 
+// Drifted tells whether the limit in the file is not the one Set last wrote (or
+// found in place): someone else, the kubelet when it starts, has written it, and Set
+// must run again. Before the first Set it is true.
+func (l *Limiter) Drifted() (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	current, err := l.read()
+	if err != nil {
+		return false, err
+	}
+	if current < 0 {
+		// Unlimited: Set leaves it so and forgets its state.
+		return l.state.Written != 0, nil
+	}
+	return current != l.state.Written, nil
+}
+
 // read returns the current limit in bytes, -1 for no limit.
 func (l *Limiter) read() (int64, error) {
 	data, err := os.ReadFile(l.file)

@@ -151,11 +151,21 @@ func TestLimiterTakesKubeletRewriteAsNewBase(t *testing.T) {
 	_, err = l.Set(1*gi, nil)
 	require.NoError(t, err)
 
+	drifted, err := l.Drifted()
+	require.NoError(t, err)
+	assert.False(t, drifted, "the limit is the one Set wrote")
+
 	writeLimit(t, file, "17179869184") // the kubelet restarted and wrote 16Gi
+	drifted, err = l.Drifted()
+	require.NoError(t, err)
+	assert.True(t, drifted, "the kubelet's value is not the limiter's")
 	_, err = l.Set(1*gi, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "18253611008", readLimit(t, file))
 	assert.Equal(t, 16*gi, l.State().Base)
+	drifted, err = l.Drifted()
+	require.NoError(t, err)
+	assert.False(t, drifted)
 }
 
 func TestLimiterLeavesUnlimitedCgroupAlone(t *testing.T) {
@@ -176,6 +186,9 @@ func TestLimiterLeavesUnlimitedCgroupAlone(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, int64(-1), limit)
 			assert.Equal(t, tc.value, readLimit(t, file))
+			drifted, err := l.Drifted()
+			require.NoError(t, err)
+			assert.False(t, drifted, "an unlimited cgroup stays as it is, nothing to set again")
 		})
 	}
 }
