@@ -187,7 +187,8 @@ verify: generate ## Check that generated code is current, modules tidy, code for
 RACE_PKGS := ./api/... ./memservice/... ./updater/... ./draplugin/... ./plugins/...
 
 .PHONY: test
-test: verify cluster-bins build $(HELM) qemu-root ## Run every test (what CI runs).
+# As root the real node's binaries too (test/realnode skips without root).
+test: verify cluster-bins build $(HELM) qemu-root $(if $(filter 0,$(shell id -u)),node-bins) ## Run every test (what CI runs).
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /plugins/) ./cmd/kubectl-dynamic_memory/...
 	$(GO) test ./test/perf/schedulerperf/ -count=1 -timeout 15m -run '^$$' -bench BenchmarkPerfScheduling \

@@ -108,6 +108,20 @@ func Start(ctx context.Context, cfg Config) (*Driver, error) {
 	return d, nil
 }
 
+// Ready tells whether the kubelet has registered the plugin: until it has, no claim
+// can be prepared on this node. The kubelet finds the plugin by its socket in the
+// registrar directory, and tells it again after each restart of either.
+func (d *Driver) Ready() error {
+	st := d.helper.RegistrationStatus()
+	switch {
+	case st == nil:
+		return errors.New("not registered with the kubelet yet: the kubelet registers the plugins whose sockets are in its plugins_registry directory (--registrar-dir)")
+	case !st.PluginRegistered:
+		return fmt.Errorf("the kubelet refused to register the plugin: %s", st.Error)
+	}
+	return nil
+}
+
 // Stop unregisters the plugin and stops publishing. The ResourceSlice stays: the
 // next instance takes it over.
 func (d *Driver) Stop() {

@@ -116,6 +116,7 @@ type pluginHarness struct {
 	dra     drapbv1.DRAPluginClient
 	svc     *fakeMemservice
 	pools   dynamicmemoryv1alpha1.DynamicMemoryPoolInterface
+	driver  *Driver
 }
 
 func startPlugin(t *testing.T, bindingConditions bool, claims ...*resourceapi.ResourceClaim) *pluginHarness {
@@ -147,6 +148,7 @@ func startPlugin(t *testing.T, bindingConditions bool, claims ...*resourceapi.Re
 	})
 	require.NoError(t, err)
 	t.Cleanup(d.Stop)
+	h.driver = d
 
 	draConn, err := grpc.NewClient("unix://"+filepath.Join(pluginDir, "dra.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -283,6 +285,16 @@ func TestPluginRegistersAndPublishesTheNodeSlice(t *testing.T) {
 	assert.Equal(t, "DRAPlugin", info.Type)
 	assert.Equal(t, dra.DriverName, info.Name)
 	assert.Contains(t, info.SupportedVersions, drapbv1.DRAPluginService)
+
+	// Ready (the plugin's /readyz) only once the kubelet says it registered it.
+	require.ErrorContains(t, h.driver.Ready(), "not registered with the kubelet yet")
+	_, err = registerapi.NewRegistrationClient(regConn).NotifyRegistrationStatus(context.Background(),
+		&registerapi.RegistrationStatus{PluginRegistered: false, Error: "unsupported version"})
+	require.ErrorContains(t, err, "unsupported version", "the helper answers a refusal with an error")
+	require.ErrorContains(t, h.driver.Ready(), "the kubelet refused to register the plugin: unsupported version")
+	_, err = registerapi.NewRegistrationClient(regConn).NotifyRegistrationStatus(context.Background(), &registerapi.RegistrationStatus{PluginRegistered: true})
+	require.NoError(t, err)
+	assert.NoError(t, h.driver.Ready())
 }
 
 func TestPluginFollowsPoolChanges(t *testing.T) {

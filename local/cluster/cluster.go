@@ -392,11 +392,8 @@ func cleanRunDir(dir string) error {
 	}
 	// A real node of a cluster that died without Stop may have left containers,
 	// mounts and cgroups.
-	realNodes, _ := os.ReadDir(filepath.Join(dir, "real-nodes"))
-	for _, e := range realNodes {
-		if err := cleanRealNode(dir, e.Name()); err != nil {
-			return fmt.Errorf("clean run directory: real node %s: %w", e.Name(), err)
-		}
+	if err := CleanRealNodes(dir); err != nil {
+		return fmt.Errorf("clean run directory: %w", err)
 	}
 	kubeletConfigs, _ := filepath.Glob(filepath.Join(dir, "kubeconfig-kubelet-*"))
 	for _, name := range append([]string{"real-nodes"}, kubeletConfigs...) {
@@ -555,7 +552,7 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	for _, n := range realNodes {
-		if err := cleanRealNode(c.dir, n); err != nil {
+		if err := cleanRealNode(n); err != nil {
 			errs = append(errs, fmt.Errorf("clean up real node %s: %w", n, err))
 		}
 	}

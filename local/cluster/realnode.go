@@ -155,6 +155,10 @@ func (c *Cluster) startRealNode(ctx context.Context, name string) error {
 			return fmt.Errorf("real node %s: %w", name, err)
 		}
 	}
+	// What a real node of this name left, in this run directory or another.
+	if err := cleanRealNode(name); err != nil {
+		return fmt.Errorf("real node %s: clean up what an earlier one left: %w", name, err)
+	}
 	if err := createCgroupRoot(n.CgroupRoot); err != nil {
 		return fmt.Errorf("real node %s: %w", name, err)
 	}
@@ -244,8 +248,9 @@ state = %[2]q
   sandbox = %[9]q
 `
 
-// cniBridge is the Linux bridge of the real node's pod network.
-const cniBridge = "dm-cni0"
+// cniBridge is the Linux bridge of the real node's pod network (at most 15
+// characters: RealNodeName's are short).
+func cniBridge(node string) string { return "cni-" + node }
 
 // cniConfig is the node's pod network: a bridge with host-local addresses.
 const cniConfig = `{
@@ -271,7 +276,7 @@ func (c *Cluster) startContainerd(ctx context.Context, n RealNode) error {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write containerd configuration: %w", err)
 	}
-	cni := fmt.Sprintf(cniConfig, cniBridge, filepath.Join(n.Dir, "cni-ipam"))
+	cni := fmt.Sprintf(cniConfig, cniBridge(n.Name), filepath.Join(n.Dir, "cni-ipam"))
 	if err := os.WriteFile(filepath.Join(n.Dir, "cni", "10-dynamic-memory.conflist"), []byte(cni), 0o644); err != nil {
 		return fmt.Errorf("write CNI configuration: %w", err)
 	}
@@ -481,17 +486,23 @@ func (c *Cluster) RestartKubelet(ctx context.Context, name string) error {
 		return err
 	}
 	return np.WaitReady(ctx, readyTimeout, func(ctx context.Context) error {
+		// The new kubelet's heartbeat is its node Lease; the node's status is
+		// written again only when it changes.
+		lease, err := c.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if lease.Spec.RenewTime == nil || !lease.Spec.RenewTime.After(np.record.Started) {
+			return fmt.Errorf("node %s: the new kubelet has not renewed its Lease yet", name)
+		}
 		node, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		for _, cond := range node.Status.Conditions {
-			// Ready again, reported by this kubelet.
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && cond.LastHeartbeatTime.After(np.record.Started) {
-				return nil
-			}
+		if !NodeReady(node) {
+			return fmt.Errorf("node %s not Ready: %s", name, readyMessage(node))
 		}
-		return fmt.Errorf("node %s: no Ready heartbeat from the new kubelet yet", name)
+		return nil
 	})
 }
 
@@ -506,20 +517,29 @@ func (c *Cluster) drainRealNode(ctx context.Context, name string) error {
 	return err
 }
 
-// cleanRealNode removes what a real node can leave behind when containerd is gone:
-// shims and containers still running, mounts in the node's directory, the node's
-// cgroups. It runs after the node's processes have stopped, and at the next start
-// after a crash.
-func cleanRealNode(dir, name string) error {
+// cleanRealNode removes what a real node of that name left behind when its
+// containerd is gone: shims and containers still running, mounts, its bridge and
+// cgroups. It runs after the node's processes have stopped, before a real node
+// starts, and in `local-cluster down` of a cluster that died. The node's name
+// finds what any run directory left (one real node per machine: they share the
+// cgroup and bridge names).
+func cleanRealNode(name string) error {
 	var errs []error
-	socket := filepath.Join(dir, "real-nodes", name, "containerd.sock")
+	mark := "/real-nodes/" + name + "/"
+	// A kubelet or containerd of that node still running belongs to a live cluster.
+	if live := processesWithArg(func(arg string) bool {
+		return strings.HasPrefix(arg, "--config=") && strings.Contains(arg, mark)
+	}); len(live) > 0 {
+		return fmt.Errorf("it still runs in another cluster (pid %d): stop that cluster first ('local-cluster down --dir' its run directory)", live[0])
+	}
 	// runc's shims name their containerd's socket; the containers are in the
 	// node's cgroups.
-	for _, pid := range processesWithArg(socket) {
+	for _, pid := range processesWithArg(func(arg string) bool {
+		return strings.Contains(arg, mark) && strings.HasSuffix(arg, "/containerd.sock")
+	}) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	root := filepath.Join(cgroupFS, "memory", name)
-	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+	_ = filepath.WalkDir(filepath.Join(cgroupFS, "memory", name), func(p string, d os.DirEntry, err error) error {
 		if err == nil && d.Name() == "cgroup.procs" {
 			for _, pid := range readPids(p) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -527,13 +547,15 @@ func cleanRealNode(dir, name string) error {
 		}
 		return nil
 	})
-	if err := unmountUnder(filepath.Join(dir, "real-nodes", name)); err != nil {
+	if err := unmountMatching(func(mp string) bool {
+		return strings.Contains(mp+"/", mark)
+	}); err != nil {
 		errs = append(errs, err)
 	}
 	// The pod network's bridge (its addresses are in the node's directory).
-	if _, err := net.InterfaceByName(cniBridge); err == nil {
-		if out, err := exec.Command("ip", "link", "delete", cniBridge).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("delete bridge %s: %w: %s", cniBridge, err, bytes.TrimSpace(out)))
+	if bridge := cniBridge(name); bridgeExists(bridge) {
+		if out, err := exec.Command("ip", "link", "delete", bridge).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("delete bridge %s: %w: %s", bridge, err, bytes.TrimSpace(out)))
 		}
 	}
 	for _, ctrl := range cgroupV1Controllers {
@@ -544,8 +566,27 @@ func cleanRealNode(dir, name string) error {
 	return errors.Join(errs...)
 }
 
-// processesWithArg lists the processes with arg among their command-line arguments.
-func processesWithArg(arg string) []int {
+func bridgeExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
+// CleanRealNodes removes what the real nodes of the run directory left behind
+// (cleanRealNode), for a cluster whose processes are all gone.
+func CleanRealNodes(dir string) error {
+	entries, _ := os.ReadDir(filepath.Join(dir, "real-nodes"))
+	var errs []error
+	for _, e := range entries {
+		if err := cleanRealNode(e.Name()); err != nil {
+			errs = append(errs, fmt.Errorf("real node %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// processesWithArg lists the processes with a command-line argument that match
+// accepts.
+func processesWithArg(match func(arg string) bool) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -557,7 +598,7 @@ func processesWithArg(arg string) []int {
 		if err != nil {
 			continue
 		}
-		if slices.Contains(strings.Split(string(cmdline), "\x00"), arg) {
+		if slices.ContainsFunc(strings.Split(string(cmdline), "\x00"), match) {
 			pids = append(pids, pid)
 		}
 	}
@@ -575,9 +616,9 @@ func readPids(file string) []int {
 	return pids
 }
 
-// unmountUnder unmounts every mount point at or below dir, deepest first (lazily: a
-// process that still holds one does not stop the cleanup).
-func unmountUnder(dir string) error {
+// unmountMatching unmounts every mount point that match accepts, deepest first
+// (lazily: a process that still holds one does not stop the cleanup).
+func unmountMatching(match func(mountPoint string) bool) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -590,8 +631,7 @@ func unmountUnder(dir string) error {
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeMountPath(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+		if mp := unescapeMountPath(fields[4]); match(mp) {
 			points = append(points, mp)
 		}
 	}

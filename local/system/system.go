@@ -524,7 +524,7 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 				"--binding-conditions=" + strconv.FormatBool(s.opts.bindingConditions()),
 				v,
 			},
-			ready:   s.slicePublished(n),
+			ready:   s.pluginReady(n, "https://"+pluginMetrics+"/readyz"),
 			metrics: "https://" + pluginMetrics + "/metrics",
 		}
 	}
@@ -764,6 +764,20 @@ func findPool(pools []*memservicev1.PoolStatus, name string) *memservicev1.PoolS
 		}
 	}
 	return nil
+}
+
+// pluginReady is ready once node's ResourceSlice is published and, on a real node,
+// the kubelet has registered the plugin (its /readyz): a kwok node has no kubelet.
+func (s *System) pluginReady(node, readyz string) func(context.Context) error {
+	published := s.slicePublished(node)
+	registered := cluster.HTTPReady(readyz)
+	real := slices.Contains(s.Cluster.RealNodes(), node)
+	return func(ctx context.Context) error {
+		if err := published(ctx); err != nil || !real {
+			return err
+		}
+		return registered(ctx)
+	}
 }
 
 // slicePublished is ready once node's ResourceSlice of our driver lists a device for

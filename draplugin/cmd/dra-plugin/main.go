@@ -86,7 +86,7 @@ func (o *options) Run(ctx context.Context) error {
 	defer d.Stop()
 
 	if o.metrics.Address != "" {
-		srv, err := metricsserver.New(metricsserver.Config{Options: o.metrics, Kube: kube, Metrics: m.Handler()})
+		srv, err := metricsserver.New(metricsserver.Config{Options: o.metrics, Kube: kube, Metrics: m.Handler(), Ready: d.Ready})
 		if err != nil {
 			return fmt.Errorf("--metrics-address: %w", err)
 		}

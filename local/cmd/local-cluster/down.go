@@ -35,7 +35,8 @@ func newDownCommand(g *globalOptions) *cobra.Command {
 			if c == nil {
 				if errors.Is(err, cluster.ErrNotRunning) {
 					fmt.Fprintf(cmd.OutOrStdout(), "Local cluster not running in %s.\n", g.dir)
-					return nil
+					// A real node's containers outlive its kubelet and containerd.
+					return cluster.CleanRealNodes(g.dir)
 				}
 				return err
 			}
