@@ -92,5 +92,5 @@ Use it with kubectl:
   kubectl get nodes
 
 Stop it with 'make cluster-down' (or 'local-cluster down --dir %s').
-`, c.Server(), strings.Join(c.Nodes(), " "), c.Kubeconfig(), c.Dir(), c.Kubeconfig(), c.Dir())
+`, c.Server(), strings.Join(append(c.Nodes(), c.RealNodes()...), " "), c.Kubeconfig(), c.Dir(), c.Kubeconfig(), c.Dir())
 }
