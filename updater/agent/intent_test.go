@@ -39,11 +39,19 @@ import (
 // returns its first session, past the hello. stop ends it like a SIGTERM would.
 func runAgent(t *testing.T, cpFile string, host Host, limiter Limiter) (s *fakeSession, stop func()) {
 	t.Helper()
-	svc, client := startService(t)
-	cfg := Config{Node: "node-1", Client: client, Host: host, Metrics: metrics.New(), CheckpointFile: cpFile, HeartbeatInterval: time.Hour}
+	cfg := Config{Host: host, CheckpointFile: cpFile, HeartbeatInterval: time.Hour}
 	if limiter != nil {
 		cfg.Limiter = limiter
 	}
+	return runAgentWith(t, cfg)
+}
+
+// runAgentWith runs an agent of node-1 with cfg, connected to a fake memory service,
+// and returns its first session, past the hello. stop ends it like a SIGTERM would.
+func runAgentWith(t *testing.T, cfg Config) (s *fakeSession, stop func()) {
+	t.Helper()
+	svc, client := startService(t)
+	cfg.Node, cfg.Client, cfg.Metrics = "node-1", client, metrics.New()
 	a, err := New(cfg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -339,23 +347,11 @@ func TestAgentRaisesTheCgroupLimitAgainAfterTheKubeletRewritesIt(t *testing.T) {
 	limiter, err := cgroup.New(dir, "", cgroup.State{})
 	require.NoError(t, err)
 
-	svc, client := startService(t)
-	a, err := New(Config{
-		Node: "node-1", Client: client, Host: hostmem.NewSimulated(hostmem.SimulatedConfig{}), Metrics: metrics.New(),
-		Limiter: limiter, CheckpointFile: filepath.Join(dir, "agent.json"),
+	s, _ := runAgentWith(t, Config{
+		Host: hostmem.NewSimulated(hostmem.SimulatedConfig{}), Limiter: limiter, CheckpointFile: filepath.Join(dir, "agent.json"),
 		// No heartbeat comes to the rescue within the test.
 		HeartbeatInterval: time.Hour, CgroupCheckInterval: 20 * time.Millisecond,
 	})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	s := svc.session(t)
-	require.NotNil(t, s.next(t).GetHello())
 	s.send(t, onlineCmd("c1", "uid-1", 0, 1024*mib))
 	require.Equal(t, memservicev1.CommandResult_OUTCOME_ONLINE, s.result(t).Outcome)
 	require.Equal(t, raised, strings.TrimSpace(string(readFile(t, limitFile))))
