@@ -156,6 +156,7 @@ require (
 	github.com/dynamicmemory/kube-dynamic-memory/draplugin v0.0.0
 	github.com/dynamicmemory/kube-dynamic-memory/memservice v0.0.0
 	github.com/dynamicmemory/kube-dynamic-memory/updater v0.0.0
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/prometheus/client_golang v1.24.0
 	github.com/prometheus/common v0.70.0
 	github.com/spf13/cobra v1.10.2

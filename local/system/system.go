@@ -61,6 +61,7 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 	schedconfig "github.com/dynamicmemory/kube-dynamic-memory/scheduler/config"
+	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 )
 
 // SchedulerName is the scheduler profile with the DynamicMemory plugin, which the
@@ -101,6 +102,9 @@ func AgentName(node string) string { return "node-agent-" + node }
 
 // PluginName is the process name of node's DRA plugin.
 func PluginName(node string) string { return "dra-plugin-" + node }
+
+// SysfsName is the process name of a real node's simulated host memory (sysfssim).
+func SysfsName(node string) string { return "sysfs-" + node }
 
 // readyTimeout bounds each component's start; the machine may be busy.
 const readyTimeout = 2 * time.Minute
@@ -227,7 +231,11 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if o.Pools == nil {
 		o.Pools = DefaultPools(nodeNames(o.Nodes, o.RealNodes), 0)
 	}
-	bins, err := binaries(slices.Collect(maps.Values(o.schedulerBinaries())))
+	extra := slices.Collect(maps.Values(o.schedulerBinaries()))
+	if o.RealNodes > 0 {
+		extra = append(extra, "local-cluster") // its sysfs-sim serves the real nodes' host memory
+	}
+	bins, err := binaries(extra)
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +317,18 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, fmt.Errorf("connect to the memory service as admin: %w", err)
 	}
 	step.Done("listening on %s", s.memserviceAddr)
+
+	if real := c.RealNodes(); len(real) > 0 {
+		step = p.Step("Serving the real node's host memory: a simulated sysfs memory-block tree over FUSE")
+		var names []string
+		for _, n := range real {
+			names = append(names, SysfsName(n))
+		}
+		if err := s.startAll(ctx, names); err != nil {
+			return nil, err
+		}
+		step.Done()
+	}
 
 	step = p.Step("Starting %d node agents and %d DRA plugins (simulated host memory)", len(nodes), len(nodes))
 	var parallel []string
@@ -468,15 +488,26 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 		// A kwok node: the plugin's directories are the node's own; nothing reads
 		// them. The agent raises no cgroup.
 		pluginDir, registrarDir, cdiDir := filepath.Join(dir, "plugin"), filepath.Join(dir, "registry"), filepath.Join(dir, "cdi")
-		cgroupArgs := []string{"--manage-cgroup=false"}
+		hostArgs := []string{"--host-backend=simulated", "--simulated-journal=" + s.HostJournal(n), "--manage-cgroup=false"}
 		if slices.Contains(s.Cluster.RealNodes(), n) {
 			// A real node: the plugin registers with the kubelet, containerd reads
-			// its CDI specs, and the agent raises the kubelet's kubepods cgroup.
+			// its CDI specs, and the agent drives memory blocks through its sysfs
+			// backend (on the simulated tree) and raises the kubelet's kubepods cgroup.
 			real := s.Cluster.RealNode(n)
 			pluginDir = filepath.Join(real.KubeletDir, "plugins", dra.DriverName)
 			registrarDir = filepath.Join(real.KubeletDir, "plugins_registry")
 			cdiDir = real.CDIDir
-			cgroupArgs = []string{"--manage-cgroup=true", "--kubepods-cgroup=" + real.KubepodsCgroup()}
+			mount := filepath.Join(real.Dir, "sysfs")
+			if err := os.MkdirAll(mount, 0o755); err != nil {
+				return fmt.Errorf("create the simulated sysfs mount point: %w", err)
+			}
+			simArgs, regionArgs := hostRegions(s.Pools, n)
+			s.components[SysfsName(n)] = component{
+				bin:   bins["local-cluster"],
+				args:  append([]string{"sysfs-sim", "--mount=" + mount, "--block-size=" + strconv.FormatInt(hostmem.SimulatedBlockSize, 10)}, simArgs...),
+				ready: fileReadable(filepath.Join(mount, "sys/devices/system/memory/block_size_bytes")),
+			}
+			hostArgs = append([]string{"--host-backend=sysfs", "--sysfs-root=" + mount, "--manage-cgroup=true", "--kubepods-cgroup=" + real.KubepodsCgroup()}, regionArgs...)
 		}
 		for _, d := range []string{dir, pluginDir, registrarDir, cdiDir} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
@@ -487,15 +518,13 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 		agentMetrics := next()
 		s.components[AgentName(n)] = component{
 			bin: bins["node-agent"],
-			args: append(cgroupArgs,
+			args: append(hostArgs,
 				"--node-name="+n,
 				"--kubeconfig="+kubeconfig,
 				"--memservice-address="+s.memserviceAddr,
 				"--memservice-ca="+s.Bundle.CAFile(),
 				"--memservice-cert="+s.Bundle.CertFile(agentMember),
 				"--memservice-key="+s.Bundle.KeyFile(agentMember),
-				"--host-backend=simulated",
-				"--simulated-journal="+s.HostJournal(n),
 				"--checkpoint-file="+s.CheckpointFile(n),
 				"--metrics-address="+agentMetrics,
 				"--heartbeat-interval=2s",
@@ -529,6 +558,35 @@ func (s *System) defineComponents(bins map[string]string, nodes []string) error 
 		}
 	}
 	return nil
+}
+
+// hostRegions lays out a real node's simulated host memory: one CXL region per pool
+// attached to the node, in the pools' order, each as large as its pool's device,
+// from 1Ti up, on NUMA nodes 1, 2, ... It returns the sysfs-sim flags and the
+// agent's --region flags.
+func hostRegions(pools []v1alpha1.DynamicMemoryPool, node string) (sim, agent []string) {
+	start := int64(1) << 40
+	k := 0
+	for _, p := range pools {
+		if !slices.ContainsFunc(p.Spec.Nodes, func(pn v1alpha1.PoolNode) bool { return pn.Name == node }) {
+			continue
+		}
+		name := fmt.Sprintf("region%d", k)
+		size := p.Spec.Capacity.Value()
+		sim = append(sim, fmt.Sprintf("--region=%s=%#x:%#x:%d", name, start, size, k+1))
+		agent = append(agent, "--region="+p.Name+"="+name)
+		start += size
+		k++
+	}
+	return sim, agent
+}
+
+// fileReadable is ready once file can be read.
+func fileReadable(file string) func(context.Context) error {
+	return func(context.Context) error {
+		_, err := os.ReadFile(file)
+		return err
+	}
 }
 
 func (s *System) clientConfig(member string) client.Config {

@@ -17,8 +17,9 @@ limitations under the License.
 // Package realnode runs the node's half of the lifecycle for real: a kubelet built
 // from the pinned k8s.io/kubernetes with containerd and runc (local-cluster's real
 // node) calls NodePrepareResources on the DRA plugin, containerd injects the CDI
-// device into the container, the node agent raises the kubelet's kubepods cgroup,
-// and the kubelet unprepares when the pod ends. It needs root; without it the test
+// device into the container, the node agent onlines memory blocks through its sysfs
+// backend (on the simulated tree of local/sysfssim) and raises the kubelet's kubepods
+// cgroup, and the kubelet unprepares when the pod ends. It needs root; without it the test
 // is skipped with the reason.
 package realnode
 
@@ -184,6 +185,23 @@ func (e *env) memoryClaim(pod string) (v1alpha1.DynamicMemoryClaim, bool) {
 	return v1alpha1.DynamicMemoryClaim{}, false
 }
 
+// onlineBlocks counts the memory blocks of the node's simulated host that are online.
+func (e *env) onlineBlocks() int {
+	e.t.Helper()
+	states, err := filepath.Glob(filepath.Join(e.rn.Dir, "sysfs/sys/devices/system/memory/memory*/state"))
+	require.NoError(e.t, err)
+	require.NotEmpty(e.t, states, "the simulated sysfs is mounted")
+	n := 0
+	for _, f := range states {
+		data, err := os.ReadFile(f)
+		require.NoError(e.t, err)
+		if strings.TrimSpace(string(data)) == "online" {
+			n++
+		}
+	}
+	return n
+}
+
 func (e *env) cdiSpec(claimUID string) string {
 	return filepath.Join(e.rn.CDIDir, "dcd.dynamicmemory.io_memory-"+claimUID+".json")
 }
@@ -230,6 +248,7 @@ func TestRealNode(t *testing.T) {
 		assert.Equal(t, strings.Join(numa, ","), out["DYNAMIC_MEMORY_NUMA_NODES"], "the NUMA nodes the agent onlined the memory into")
 		assert.NotEmpty(t, out["NUMA_NODES_ONLINE"], "the container reads the host's NUMA nodes")
 		t.Logf("memory-probe printed %v", out)
+		assert.Equal(t, 16, e.onlineBlocks(), "the agent onlined 2Gi as 16 blocks of 128Mi through its sysfs backend")
 		assert.FileExists(t, e.cdiSpec(claimUID), "the DRA plugin prepared the claim for the kubelet")
 	})
 
@@ -270,6 +289,7 @@ func TestRealNode(t *testing.T) {
 		e.deleteAndWaitReturned("probe-2gi")
 		assert.NoFileExists(t, e.cdiSpec(claimUID), "NodeUnprepareResources removed the claim's CDI spec")
 		e.waitLimit(base, 10*time.Second, "pod gone")
+		assert.Zero(t, e.onlineBlocks(), "the agent offlined the blocks")
 	})
 
 	t.Run("the DRA plugin restarted while a pod runs: the kubelet registers it again and nothing is lost", func(t *testing.T) {

@@ -71,6 +71,7 @@ func newRootCommand() *cobra.Command {
 		newStatusCommand(g),
 		newDemoCommand(g),
 		newChaosCommand(g),
+		newSysfsSimCommand(),
 	)
 	return root
 }
