@@ -84,4 +84,3 @@ func sysfsSimConfig(blockSize string, regions []string) (sysfssim.Config, error)
 	}
 	return cfg, cfg.Validate()
 }
-
