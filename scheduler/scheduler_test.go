@@ -82,12 +82,15 @@ func TestShippedConfiguration(t *testing.T) {
 	assert.Equal(t, schedconfig.DynamicMemoryProfile, cfg.Profiles[1].SchedulerName)
 
 	// Both profiles run DynamicMemory after DynamicResources (multiPoint appends it
-	// to the defaults), with the same args.
+	// to the defaults), with the same args; its Filter is also named at the filter
+	// extension point, which the framework orders before every multiPoint plugin:
+	// a node of a full pool is turned down before the DRA allocator searches it.
 	for _, p := range cfg.Profiles {
 		names := enabledPlugins(p.Plugins.MultiPoint)
 		require.Contains(t, names, pluginconfig.PluginName, "profile %s", p.SchedulerName)
 		require.Contains(t, names, "DynamicResources", "profile %s", p.SchedulerName)
 		assert.Greater(t, indexOf(names, pluginconfig.PluginName), indexOf(names, "DynamicResources"), "profile %s", p.SchedulerName)
+		assert.Equal(t, []string{pluginconfig.PluginName}, enabledPlugins(p.Plugins.Filter), "profile %s: Filter first", p.SchedulerName)
 	}
 	args := pluginArgs(t, cfg, schedconfig.DynamicMemoryProfile)
 	require.NotNil(t, args)
