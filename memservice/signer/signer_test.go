@@ -51,7 +51,9 @@ const (
 	nodeNS     = "dynamic-memory-node"
 )
 
-var now = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+// now is the signer's (fake) clock. It follows the real one: the CA a fixture makes
+// is valid from an hour before the real time, and a chain is verified at now.
+var now = time.Now().UTC().Truncate(time.Minute)
 
 type fixture struct {
 	signer *Signer
