@@ -55,6 +55,9 @@ wants() { [[ " ${BENCH_ONLY} " == *" $1 "* ]]; }
 # start NAME FILE: empties the results and log of suite NAME (results in FILE.txt),
 # and notes when it started.
 declare -A started=()
+# The revision measured: read before the suites write their results into the tree,
+# which would make it look modified.
+revision="$(git describe --tags --always --dirty 2>/dev/null || echo unknown)"
 start() {
   started[$1]="$(date -u '+%Y-%m-%d %H:%M UTC'), load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
   rm -f "${OUT}/$2.txt" "${LOGS}/$2.log"
@@ -150,7 +153,7 @@ fi
   echo "Kernel: $(uname -sr)"
   echo "Go: $("${GO}" env GOVERSION)"
   echo "Kubernetes: k8s.io/kubernetes $("${GO}" list -m -f '{{.Version}}' k8s.io/kubernetes)"
-  echo "Revision: $(git describe --tags --always --dirty 2>/dev/null || echo unknown)"
+  echo "Revision: ${revision}"
   for s in scheduler memservice e2e; do
     if wants "${s}"; then
       echo "Run of ${s}: ${started[${s}]}"
