@@ -133,7 +133,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			switch {
 			case !ok:
 			case !ours(c):
-				r.check(ctx, string(c.UID))
+				r.check(ctx, string(c.UID), false)
 			default:
 				r.notice(c)
 			}
@@ -143,7 +143,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 				obj = d.Obj
 			}
 			if c, ok := obj.(*resourcev1.ResourceClaim); ok {
-				r.check(ctx, string(c.UID))
+				r.check(ctx, string(c.UID), true)
 			}
 		},
 	})
@@ -206,19 +206,19 @@ func (r *Reconciler) Sweep(ctx context.Context) {
 	for _, res := range r.cfg.Ledger.List() {
 		switch res.State {
 		case v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseFailed:
-			r.check(ctx, res.Claim.UID)
+			r.check(ctx, res.Claim.UID, false)
 		}
 	}
 }
 
-// check releases a claim's memory if its ResourceClaim, read live from the apiserver
-// (never a cache that may lag an allocation), no longer needs it.
-func (r *Reconciler) check(ctx context.Context, uid string) {
+// check releases a claim's memory if its ResourceClaim no longer needs it; deleted
+// says the informer saw the claim of that UID deleted.
+func (r *Reconciler) check(ctx context.Context, uid string, deleted bool) {
 	res, ok := r.cfg.Ledger.Get(uid)
 	if !ok || res.State == v1alpha1.PhaseReleasing || res.State == v1alpha1.PhaseReleased {
 		return
 	}
-	reason, why, err := r.verdict(ctx, res)
+	reason, why, err := r.verdict(ctx, res, deleted)
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "Checking claim", "claim", uid)
 		return
@@ -239,20 +239,26 @@ func (r *Reconciler) check(ctx context.Context, uid string) {
 // verdict says whether (and why) a reservation's memory should be released. The
 // informer's copy of the claim answers first: nearly always it says the memory is
 // still needed, and reading every provisioned claim live on each sweep made these
-// reads the API server's most frequent request of the service. A release is only
-// ever decided on the claim read live.
-func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation) (reason, why string, err error) {
+// reads the API server's most frequent request of the service. A deletion the
+// informer saw is final (the deletion of the claim's UID, its deletion timestamp, or
+// its name held by another UID: a UID is never used again), and is acted on as seen.
+// Any other release is decided on the claim read live: a cache may lag an
+// allocation, and a deallocation can be followed by a new allocation.
+func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation, deleted bool) (reason, why string, err error) {
+	if deleted {
+		return reasonDeleted, fmt.Sprintf("ResourceClaim %s/%s was deleted", res.Claim.Namespace, res.Claim.Name), nil
+	}
 	if r.claims != nil {
 		if cached, err := r.claims.ResourceClaims(res.Claim.Namespace).Get(res.Claim.Name); err == nil {
-			if reason, _ := judge(cached, res, r.cfg.Clock, r.cfg.ProvisionGracePeriod); reason == "" {
-				return "", "", nil
+			if reason, why := judge(cached, res, r.cfg.Clock, r.cfg.ProvisionGracePeriod); reason == "" || reason == reasonDeleted {
+				return reason, why, nil
 			}
 		}
 	}
 	claim, err := r.cfg.Client.ResourceV1().ResourceClaims(res.Claim.Namespace).Get(ctx, res.Claim.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted", res.Claim.Namespace, res.Claim.Name), nil
+		return reasonDeleted, fmt.Sprintf("ResourceClaim %s/%s was deleted", res.Claim.Namespace, res.Claim.Name), nil
 	case err != nil:
 		return "", "", fmt.Errorf("get ResourceClaim %s/%s: %w", res.Claim.Namespace, res.Claim.Name, err)
 	}
@@ -260,13 +266,17 @@ func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation) (reaso
 	return reason, why, nil
 }
 
+// reasonDeleted is the release reason of a claim that was deleted; the only one
+// final whatever the claim's later state.
+const reasonDeleted = "deleted"
+
 // judge says whether the memory of res is still needed by claim, which exists.
 func judge(claim *resourcev1.ResourceClaim, res ledger.Reservation, clk clock.PassiveClock, gracePeriod time.Duration) (reason, why string) {
 	switch {
 	case string(claim.UID) != res.Claim.UID:
-		return "deleted", fmt.Sprintf("ResourceClaim %s/%s was deleted (a new claim of that name has UID %s)", res.Claim.Namespace, res.Claim.Name, claim.UID)
+		return reasonDeleted, fmt.Sprintf("ResourceClaim %s/%s was deleted (a new claim of that name has UID %s)", res.Claim.Namespace, res.Claim.Name, claim.UID)
 	case claim.DeletionTimestamp != nil:
-		return "deleted", fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name)
+		return reasonDeleted, fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name)
 	}
 	if res.State == v1alpha1.PhaseReserved {
 		return "", "" // not allocated yet is normal: the TTL decides

@@ -326,3 +326,43 @@ func TestAClaimAllocatedElsewhereHasItsMemoryReleased(t *testing.T) {
 	r, _ := e.ledger.Get("u-moved")
 	assert.Contains(t, r.Message, "ResourceClaim default/moved is now allocated on node n2, pool cxl-a; its memory is on node n1, pool cxl-a")
 }
+
+// A deletion is final: a claim the informer saw deleted, or saw with a deletion
+// timestamp, or whose name it sees held by a claim of another UID, never needs its
+// memory again (a UID is never used twice), so its release costs no live read.
+// A deallocation may be undone, and is still confirmed live
+// (TestSweepReadsLiveOnlyToConfirmARelease).
+func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
+	e := newEnv(t,
+		resourceClaim("deleted", "u-deleted", true, true),
+		resourceClaim("terminating", "u-terminating", true, true),
+		resourceClaim("recreated", "u-recreated", true, true),
+	)
+	for _, c := range []string{"deleted", "terminating", "recreated"} {
+		e.provision(t, c, "u-"+c, true)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.rec.Run(ctx) }()
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+	require.Empty(t, e.rel.got())
+
+	claims := e.client.ResourceV1().ResourceClaims("default")
+	require.NoError(t, claims.Delete(ctx, "deleted", metav1.DeleteOptions{}))
+	terminating := resourceClaim("terminating", "u-terminating", true, true)
+	terminating.DeletionTimestamp = &metav1.Time{Time: e.clock.Now()}
+	_, err := claims.Update(ctx, terminating, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, claims.Delete(ctx, "recreated", metav1.DeleteOptions{}))
+	_, err = claims.Create(ctx, resourceClaim("recreated", "u-recreated-2", true, true), metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return len(e.rel.got()) >= 3 }, 5*time.Second, 5*time.Millisecond)
+	assert.ElementsMatch(t, []string{"u-deleted", "u-terminating", "u-recreated"}, e.rel.got())
+	for _, a := range e.client.Actions() {
+		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
+	}
+	cancel()
+	require.NoError(t, <-done)
+}
