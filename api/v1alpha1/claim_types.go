@@ -36,7 +36,8 @@ const (
 	PhaseOnline ClaimPhase = "Online"
 	// PhaseReleasing: the memory is being offlined and its extents released.
 	PhaseReleasing ClaimPhase = "Releasing"
-	// PhaseReleased: the extents are back in the pool.
+	// PhaseReleased: the extents are back in the pool. The memory service removes the
+	// record then; only records of older versions show it.
 	PhaseReleased ClaimPhase = "Released"
 	// PhaseFailed: provisioning or release failed; see message and conditions.
 	PhaseFailed ClaimPhase = "Failed"
@@ -79,9 +80,9 @@ const (
 )
 
 // DynamicMemoryClaim records one reservation of pool memory for one ResourceClaim.
-// The memory service writes it before any hardware action and keeps its status
-// current; it is owned by the ResourceClaim and holds a finalizer until the memory is
-// released.
+// The memory service writes it before any hardware action, writes its status when
+// the memory is online and when its release begins, and removes it (it holds a
+// finalizer until then) when the memory is back in the pool.
 //
 // +genclient
 // +kubebuilder:object:root=true

@@ -132,8 +132,10 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			c, ok := obj.(*resourcev1.ResourceClaim)
 			switch {
 			case !ok:
-			case !ours(c):
+			case c.DeletionTimestamp != nil:
 				r.check(ctx, string(c.UID), false)
+			case !ours(c):
+				r.checkDeallocated(ctx, string(c.UID))
 			default:
 				r.notice(c)
 			}
@@ -209,6 +211,31 @@ func (r *Reconciler) Sweep(ctx context.Context) {
 			r.check(ctx, res.Claim.UID, false)
 		}
 	}
+}
+
+// DeallocationPause is how long after the informer saw a claim deallocated the
+// reconciler checks it. The resourceclaim controller deletes a claim it made from a
+// template right after deallocating it, and a deletion is final: seen within the
+// pause, the memory is released without reading the claim live. A claim that stays
+// (one a user made) is read live after the pause, and released if it still needs
+// no memory.
+const DeallocationPause = time.Second
+
+// checkDeallocated checks a claim the informer saw deallocated, DeallocationPause
+// later.
+func (r *Reconciler) checkDeallocated(ctx context.Context, uid string) {
+	if res, ok := r.cfg.Ledger.Get(uid); !ok || res.State == v1alpha1.PhaseReleasing || res.State == v1alpha1.PhaseReleased {
+		return
+	}
+	t := r.cfg.Clock.NewTimer(DeallocationPause)
+	go func() {
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C():
+			r.check(ctx, uid, false)
+		}
+	}()
 }
 
 // check releases a claim's memory if its ResourceClaim no longer needs it; deleted

@@ -366,3 +366,45 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// The resourceclaim controller deallocates a claim it made from a template and then
+// deletes it. The reconciler waits DeallocationPause after a deallocation: the
+// deletion that follows is final and needs no live read. A claim that stays
+// deallocated is read live after the pause, and its memory released then.
+func TestADeallocationIsCheckedAfterAPauseThatADeletionEndsEarly(t *testing.T) {
+	e := newEnv(t, resourceClaim("deleted", "u-deleted", true, true), resourceClaim("kept", "u-kept", true, true))
+	e.provision(t, "deleted", "u-deleted", true)
+	e.provision(t, "kept", "u-kept", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.rec.Run(ctx) }()
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+
+	claims := e.client.ResourceV1().ResourceClaims("default")
+	for _, name := range []string{"deleted", "kept"} {
+		_, err := claims.UpdateStatus(ctx, resourceClaim(name, "u-"+name, false, false), metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	require.NoError(t, claims.Delete(ctx, "deleted", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return len(e.rel.got()) == 1 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []string{"u-deleted"}, e.rel.got(), "the deletion at once; the deallocation waits for the pause")
+	gets := func() (n int) {
+		for _, a := range e.client.Actions() {
+			if a.Matches("get", "resourceclaims") {
+				n++
+			}
+		}
+		return n
+	}
+	assert.Zero(t, gets(), "no claim read live yet")
+
+	e.clock.Step(reconciler.DeallocationPause)
+	require.Eventually(t, func() bool { return len(e.rel.got()) == 2 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []string{"u-deleted", "u-kept"}, e.rel.got())
+	assert.Equal(t, 1, gets(), "the kept claim is read live once, to confirm")
+	r, _ := e.ledger.Get("u-kept")
+	assert.Contains(t, r.Message, "is no longer allocated")
+	cancel()
+	require.NoError(t, <-done)
+}

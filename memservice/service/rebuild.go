@@ -84,12 +84,12 @@ func (rb *rebuilder) rebuild(ctx context.Context) error {
 			// still needs the memory.
 			r.State = v1alpha1.PhaseReleased
 		case v1alpha1.PhaseReleased:
-			// A restart between recording the release and dropping the finalizer
-			// leaves the record behind.
+			// Left by an older version, which recorded the release and kept the
+			// record until its ResourceClaim was garbage collected.
 		}
 		if r.State == v1alpha1.PhaseReleased {
 			if err := rb.store.Released(ctx, r); err != nil {
-				logger.Error(err, "Finishing a released DynamicMemoryClaim", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
+				logger.Error(err, "Removing a released DynamicMemoryClaim", "claim", r.Claim.UID, "namespace", r.Claim.Namespace, "name", r.Claim.Name)
 			}
 			continue
 		}

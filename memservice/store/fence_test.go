@@ -86,13 +86,16 @@ func TestEveryRecordWriteNamesTheLeader(t *testing.T) {
 			require.NoError(t, s.Released(ctx, r))
 			r2 := r
 			r2.Claim.UID, r2.State = "uid-2", v1alpha1.PhaseProvisioning
-			require.NoError(t, s.Create(ctx, r2), "replaces the released record")
+			require.NoError(t, s.Create(ctx, r2), "a new claim of the same name")
 
+			// The delete that follows the finalizer write carries no field manager
+			// (DeleteOptions have none): it is preconditioned on the UID of the
+			// record the fenced finalizer write returned.
 			want := []string{
-				"create : " + tc.manager,                               // Create: one write
-				"update status: " + tc.manager,                         // SetAside
-				"patch status: " + tc.manager, "patch : " + tc.manager, // Released: status, then the finalizer
-				"create : " + tc.manager, "create : " + tc.manager, // Create over the released record (deleted in between)
+				"create : " + tc.manager,       // Create: one write
+				"update status: " + tc.manager, // SetAside
+				"patch : " + tc.manager,        // Released: the finalizer, then the delete
+				"create : " + tc.manager,       // the new claim's record
 			}
 			assert.Equal(t, want, w.got)
 		})

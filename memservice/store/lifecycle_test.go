@@ -24,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -35,7 +36,7 @@ import (
 
 const gib = int64(1) << 30
 
-func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
+func TestARecordFollowsItsClaimAndIsRemovedOnceReleased(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewSimpleClientset()
 	claims := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns")
@@ -66,20 +67,63 @@ func TestARecordFollowsItsClaimAndLetsGoOnceReleased(t *testing.T) {
 	assert.Equal(t, v1alpha1.PhaseOnline, good[0].State)
 	assert.Equal(t, r.Extents, good[0].Extents)
 
-	r.State, r.ReleasedAt = v1alpha1.PhaseReleased, at.Add(2*time.Second)
+	r.State, r.ReleasingAt = v1alpha1.PhaseReleasing, at.Add(2*time.Second)
+	require.NoError(t, s.Update(ctx, r))
+	r.State, r.ReleasedAt = v1alpha1.PhaseReleased, at.Add(3*time.Second)
 	require.NoError(t, s.Released(ctx, r))
-	obj, err = claims.Get(ctx, "claim", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, v1alpha1.PhaseReleased, obj.Status.Phase)
-	assert.Empty(t, obj.Finalizers, "the record goes with its ResourceClaim")
+	_, err = claims.Get(ctx, "claim", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the released record is gone: %v", err)
+	require.NoError(t, s.Released(ctx, r), "again (a retry, or a restart after the removal)")
 
 	r2 := r
 	r2.Claim.UID, r2.State, r2.ReleasedAt = "uid-2", v1alpha1.PhaseProvisioning, time.Time{}
-	require.NoError(t, s.Create(ctx, r2), "a released record of the same name is replaced")
+	require.NoError(t, s.Create(ctx, r2), "a new claim of the same name")
 	obj, err = claims.Get(ctx, "claim", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "uid-2", obj.Labels[v1alpha1.LabelClaimUID])
 	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.CurrentPhase())
+}
+
+// Records an older version left behind when it released them (it wrote Released and
+// dropped the finalizer, and the garbage collector deleted the record only once its
+// ResourceClaim was gone) hold no memory: a new record of the same name replaces one,
+// and Released removes one (a rebuild finishes them so).
+func TestARecordAnOlderVersionReleasedIsReplacedOrRemoved(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		act  func(s *store.Store, r ledger.Reservation) error
+	}{
+		{"replaced by a new claim's record", func(s *store.Store, r ledger.Reservation) error {
+			r.Claim.UID = "uid-2"
+			return s.Create(ctx, r)
+		}},
+		{"removed", func(s *store.Store, r ledger.Reservation) error { return s.Released(ctx, r) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := store.Object(ledger.Reservation{
+				Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
+				Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib, State: v1alpha1.PhaseReleased,
+				Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
+			})
+			old.Finalizers = nil
+			old.OwnerReferences = []metav1.OwnerReference{{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaim", Name: "claim", UID: "uid-1"}}
+			cs := fake.NewSimpleClientset(old)
+			s := store.New(cs.DynamicMemoryV1alpha1(), "")
+			r, err := store.Reservation(old)
+			require.NoError(t, err)
+			r.State, r.Extents = v1alpha1.PhaseProvisioning, []v1alpha1.Extent{{Offset: gib, Length: gib}}
+			require.NoError(t, tc.act(s, r))
+			obj, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+			if tc.name == "removed" {
+				assert.True(t, apierrors.IsNotFound(err), "%v", err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "uid-2", obj.Labels[v1alpha1.LabelClaimUID])
+			assert.Empty(t, obj.OwnerReferences)
+		})
+	}
 }
 
 // Node and pool names may be as long as the API allows (253 characters: FQDN hosts),
@@ -184,9 +228,10 @@ func TestARecordThatHoldsMemoryIsNotOverwrittenByAnotherReservationOfItsClaim(t 
 	require.NoError(t, s.Create(ctx, held), "the same reservation again")
 }
 
-// Releasing a record costs the API server two writes and no read: the status write
-// returns the record, and the finalizer write tests what it read there.
-func TestReleasingARecordIsTwoWritesAndNoRead(t *testing.T) {
+// Removing a released record costs the API server two writes and no read: the
+// finalizer write tests the claim UID and returns the record, and the delete is
+// preconditioned on that record's UID.
+func TestRemovingAReleasedRecordIsTwoWritesAndNoRead(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewSimpleClientset()
 	s := store.New(cs.DynamicMemoryV1alpha1(), "")
@@ -203,9 +248,7 @@ func TestReleasingARecordIsTwoWritesAndNoRead(t *testing.T) {
 	for _, a := range cs.Actions() {
 		verbs = append(verbs, a.GetVerb()+" "+a.GetSubresource())
 	}
-	assert.Equal(t, []string{"patch status", "patch "}, verbs)
-	obj, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
-	require.NoError(t, err)
-	assert.Equal(t, v1alpha1.PhaseReleased, obj.Status.Phase)
-	assert.Empty(t, obj.Finalizers)
+	assert.Equal(t, []string{"patch ", "delete "}, verbs)
+	_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "%v", err)
 }

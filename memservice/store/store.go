@@ -15,10 +15,11 @@ limitations under the License.
 */
 
 // Package store persists reservations as DynamicMemoryClaim objects: one per
-// ResourceClaim (same namespace and name), owned by it, labelled with the claim UID,
-// node and pool, and holding a finalizer until the memory is back in the pool. The
-// object is written before any hardware action and its status follows every state
-// change, so that a restarted service rebuilds its ledger from these objects.
+// ResourceClaim (same namespace and name), labelled with the claim UID, node and pool,
+// and holding a finalizer. The object is written before any hardware action, its
+// status when the memory is online and when its release begins, and the service
+// removes it when the memory is back in the pool, so that a restarted service
+// rebuilds its ledger from these objects.
 //
 // Every write names the writing leader in its field manager (LeaderFieldManager), and
 // the admission policy LeaderPolicy admits a write by the memory service's
@@ -98,12 +99,6 @@ func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
 				v1alpha1.LabelNode:     v1alpha1.LabelValue(r.Node),
 				v1alpha1.LabelPool:     v1alpha1.LabelValue(r.Pool),
 			},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "resource.k8s.io/v1",
-				Kind:       "ResourceClaim",
-				Name:       r.Claim.Name,
-				UID:        types.UID(r.Claim.UID),
-			}},
 			Finalizers: []string{v1alpha1.Finalizer},
 		},
 		Spec: v1alpha1.DynamicMemoryClaimSpec{
@@ -224,9 +219,9 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 
 // Create records a claim entering Provisioning: one write, the record with its
 // extents in its spec (CurrentPhase reads it as Provisioning until the status is
-// written). An older record of the same name is replaced if it is released (the
-// ResourceClaim was allocated again, or recreated with the same name); a record of
-// the same reservation (a retry) is taken as it is.
+// written). An older record of the same name that holds no memory is replaced (one
+// released by an older version, which kept released records, or whose removal was
+// cut short); a record of the same reservation (a retry) is taken as it is.
 func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 	obj := Object(r)
 	obj.Status = v1alpha1.DynamicMemoryClaimStatus{} // a subresource: the API server drops it on create
@@ -257,12 +252,8 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 		return nil, fmt.Errorf("an earlier claim %s of the same name still holds memory (%s); retry once it is released",
 			old.Labels[v1alpha1.LabelClaimUID], old.CurrentPhase())
 	}
-	if err := s.dropFinalizer(ctx, old.Namespace, old.Name, old.Labels[v1alpha1.LabelClaimUID]); err != nil && !apierrors.IsNotFound(err) {
-		return nil, err
-	}
-	err = s.client.DynamicMemoryClaims(old.Namespace).Delete(ctx, old.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("delete released DynamicMemoryClaim: %w", err)
+	if err := s.remove(ctx, old.Namespace, old.Name, old.Labels[v1alpha1.LabelClaimUID]); err != nil {
+		return nil, fmt.Errorf("remove released DynamicMemoryClaim: %w", err)
 	}
 	return s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
 }
@@ -288,64 +279,57 @@ func (s *Store) Update(ctx context.Context, r ledger.Reservation) error {
 	return nil
 }
 
-// Released records the release and removes the finalizer, so the object goes with
-// its ResourceClaim: two writes, each of which tests the record's claim UID, and no
-// read (the status write returns the record, whose finalizers the second write
-// tests). A record of the same name that belongs to another claim means this claim's
-// record is gone already: nothing is left to do, and the other record is left alone.
+// Released removes the record of a claim whose memory is back in the pool: it drops
+// the finalizer and deletes the record, two writes and no read. The finalizer write
+// tests the record's claim UID; the delete is preconditioned on the UID of the record
+// that write returned. No status is written: nothing reads a record that is going.
+// A record of the same name that belongs to another claim means this claim's record
+// is gone already: nothing is left to do, and the other record is left alone.
 func (s *Store) Released(ctx context.Context, r ledger.Reservation) error {
-	obj, err := s.patchStatus(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID, Status(r))
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		// The test failed (the record is another claim's), or the write failed: read
-		// the record to tell.
-		return s.releasedSlowly(ctx, r)
-	}
-	i := slices.Index(obj.Finalizers, v1alpha1.Finalizer)
-	if i < 0 {
-		return nil
-	}
-	patch, err := json.Marshal([]map[string]any{
-		{"op": "test", "path": claimUIDPointer, "value": r.Claim.UID},
-		{"op": "test", "path": fmt.Sprintf("/metadata/finalizers/%d", i), "value": v1alpha1.Finalizer},
-		{"op": "remove", "path": fmt.Sprintf("/metadata/finalizers/%d", i)},
-	})
-	if err != nil {
-		return err
-	}
-	_, err = s.client.DynamicMemoryClaims(r.Claim.Namespace).Patch(ctx, r.Claim.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager})
-	if err != nil && !apierrors.IsNotFound(err) {
-		// The finalizers changed since the status write (or the write failed): remove
-		// ours by reading them.
-		err = s.dropFinalizer(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID)
-	}
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove finalizer of DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, fenced(err))
+	if err := s.remove(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID); err != nil {
+		return fmt.Errorf("remove DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, fenced(err))
 	}
 	return nil
 }
 
-// releasedSlowly is Released reading the record first.
-func (s *Store) releasedSlowly(ctx context.Context, r ledger.Reservation) error {
-	obj, err := s.client.DynamicMemoryClaims(r.Claim.Namespace).Get(ctx, r.Claim.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) || err == nil && !belongsTo(obj, r.Claim.UID) {
-		return nil
-	}
+// remove drops the finalizer of claim uid's record and deletes it. The records are
+// not owned by their ResourceClaims: the memory service alone ends a record, when the
+// memory is back, so no garbage collection reads and deletes them.
+func (s *Store) remove(ctx context.Context, namespace, name, uid string) error {
+	patch, err := json.Marshal([]map[string]any{
+		{"op": "test", "path": claimUIDPointer, "value": uid},
+		{"op": "test", "path": "/metadata/finalizers", "value": []string{v1alpha1.Finalizer}},
+		{"op": "remove", "path": "/metadata/finalizers"},
+	})
 	if err != nil {
-		return fmt.Errorf("read DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, err)
-	}
-	if err := s.Update(ctx, r); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
 		return err
 	}
-	if err := s.dropFinalizer(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove finalizer of DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, err)
+	obj, err := s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		// The tests failed (the record is another claim's, or has other finalizers
+		// too), or the write failed: read the record to tell.
+		if obj, err = s.dropFinalizer(ctx, namespace, name, uid); err != nil || obj == nil {
+			return ignoreNotFound(err)
+		}
 	}
-	return nil
+	if obj.DeletionTimestamp != nil {
+		return nil // being deleted already: gone with its finalizer
+	}
+	err = s.client.DynamicMemoryClaims(namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &obj.UID}})
+	if apierrors.IsConflict(err) {
+		return nil // the precondition failed: the record is gone and the name another's
+	}
+	return ignoreNotFound(err)
+}
+
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // SetAside marks the record of a reservation that could not be restored: condition
@@ -447,22 +431,29 @@ func (s *Store) patchStatus(ctx context.Context, namespace, name, uid string, st
 	return obj, fenced(err)
 }
 
-// dropFinalizer removes the finalizer of claim uid's record; the update carries the
-// resourceVersion it read, so a record replaced meanwhile is never touched.
-func (s *Store) dropFinalizer(ctx context.Context, namespace, name, uid string) error {
+// dropFinalizer removes the finalizer of claim uid's record and returns the record;
+// the update carries the resourceVersion it read, so a record replaced meanwhile is
+// never touched. A record of another claim is left alone and not returned.
+func (s *Store) dropFinalizer(ctx context.Context, namespace, name, uid string) (*v1alpha1.DynamicMemoryClaim, error) {
+	var obj *v1alpha1.DynamicMemoryClaim
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		obj, err := s.client.DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
+		cur, err := s.client.DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if !belongsTo(obj, uid) || !slices.Contains(obj.Finalizers, v1alpha1.Finalizer) {
+		obj = nil
+		if !belongsTo(cur, uid) {
 			return nil
 		}
-		obj.Finalizers = slices.DeleteFunc(obj.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
-		_, err = s.client.DynamicMemoryClaims(namespace).Update(ctx, obj, metav1.UpdateOptions{FieldManager: s.fieldManager})
+		if !slices.Contains(cur.Finalizers, v1alpha1.Finalizer) {
+			obj = cur
+			return nil
+		}
+		cur.Finalizers = slices.DeleteFunc(cur.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
+		obj, err = s.client.DynamicMemoryClaims(namespace).Update(ctx, cur, metav1.UpdateOptions{FieldManager: s.fieldManager})
 		return err
 	})
-	return fenced(err)
+	return obj, fenced(err)
 }
 
 // fenced marks the error of a write that LeaderPolicy refused with provision.ErrFenced:

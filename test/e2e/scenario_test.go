@@ -176,9 +176,10 @@ func TestScenario(t *testing.T) {
 		assert.NoError(t, sys.CheckQuiescent(ctx))
 	})
 
-	step("memory service restarted after a crash between release and finalizer removal", func(t *testing.T) {
-		// The state such a crash leaves: the record says Released, its finalizer is
-		// still there, and its ResourceClaim is gone (so the record is being deleted).
+	step("memory service restarted with a released record an older version left", func(t *testing.T) {
+		// An older version wrote Released, then removed the finalizer; a crash in
+		// between left this state: the record says Released, its finalizer is still
+		// there, and its ResourceClaim is gone (so the record is being deleted).
 		const ns = "crash-window"
 		require.NoError(t, sys.EnsureNamespace(ctx, ns))
 		claims := sys.DynamicMemory().DynamicMemoryV1alpha1().DynamicMemoryClaims(ns)
