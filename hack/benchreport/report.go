@@ -412,7 +412,8 @@ func (r *report) markdown() string {
 	r.schedulerSection(w, runs, ps)
 	benchSection(w, "Memory service", "Go benchmarks of the in-process ledger and of the gRPC API over loopback mutual TLS\n"+
 		"(`memservice/ledger`, `memservice/server`). The closed-loop gRPC benchmarks keep every client busy, so\n"+
-		"their percentiles include queueing on this machine's cores; the paced ones send at a fixed total rate.\n"+
+		"their percentiles include queueing on this machine's cores; the paced ones send at a fixed total rate,\n"+
+		"10 s per rate.\n"+
 		"The ledger benchmark runs on one core (`-cpu 1`).", r.memservice)
 	benchSection(w, "End to end", "Pods on the local cluster (etcd, kube-apiserver, kube-controller-manager, kwok, the\n"+
 		"scheduler, the memory service with simulated devices at zero latency, node agents). The same pods run\n"+
