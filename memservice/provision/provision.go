@@ -127,6 +127,9 @@ type Config struct {
 	// marked); Events records events on them (nil: none).
 	Conditions Conditions
 	Events     record.EventRecorder
+	// Settled is told each claim whose provisioning ended, Online or Failed, in the
+	// ledger (nil: nobody): the reconciler writes the claim's device conditions.
+	Settled func(claimUID string)
 }
 
 // Manager runs provisioning and release flights. Flights outlive the requests that
@@ -364,8 +367,7 @@ func (m *Manager) onlineAndFinish(ctx context.Context, f *flight, r ledger.Reser
 	defer cancel()
 	start := m.cfg.Clock.Now()
 	res, err := m.cfg.Agents.Online(actx, r.Node, &memservicev1.OnlineCommand{
-		ClaimUid: r.Claim.UID, ClaimNamespace: r.Claim.Namespace, ClaimName: r.Claim.Name,
-		Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
+		ClaimUid: r.Claim.UID, Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes, BlockSizeBytes: spec.BlockSize,
 	})
 	m.observeAgent("online", start, err)
 	if err != nil {
@@ -381,6 +383,7 @@ func (m *Manager) onlineAndFinish(ctx context.Context, f *flight, r ledger.Reser
 		m.cfg.Metrics.Provisioning.WithLabelValues(r.Pool).Observe(r.OnlineAt.Sub(r.ProvisioningAt).Seconds())
 	}
 	klog.FromContext(ctx).V(2).Info("Online", "numaNodes", r.NUMANodes, "duration", r.OnlineAt.Sub(r.ProvisioningAt))
+	m.settled(r.Claim.UID)
 	f.settle()
 	m.persist(ctx, r)
 }
@@ -406,8 +409,15 @@ func (m *Manager) fail(ctx context.Context, f *flight, r ledger.Reservation, rea
 	if ferr != nil {
 		return // released meanwhile
 	}
+	m.settled(r.Claim.UID)
 	f.settle()
 	m.persist(ctx, failed)
+}
+
+func (m *Manager) settled(uid string) {
+	if m.cfg.Settled != nil {
+		m.cfg.Settled(uid)
+	}
 }
 
 // persist records a state change; a failure is logged (the ledger stays

@@ -198,21 +198,41 @@ func TestResumeFinishesARestoredProvisioning(t *testing.T) {
 	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline}, st.log, "the record is written again before the device adds")
 }
 
-// The online command names the ResourceClaim: the agent reads that claim alone
-// (by name, checking the UID) to write its device conditions.
-func TestTheOnlineCommandNamesTheClaim(t *testing.T) {
-	m, _, ag, _ := setup(t, &flakyDevice{})
-	r := req("u")
-	r.Claim.Name = "claim-u"
-	_, err := m.AddMemory(context.Background(), r)
+// Each provisioning that ends, Online or Failed, is told to Settled (the reconciler
+// writes the claim's device conditions then), once the ledger holds the outcome.
+func TestEveryProvisioningThatEndsIsToldToSettled(t *testing.T) {
+	l := ledger.New(nil, ledger.Options{})
+	require.NoError(t, l.SetPool(ledger.Pool{Name: "p", Capacity: 8 * gi, BlockSize: gi, HostWindow: 8 * gi, Nodes: []string{"n"}}))
+	l.SetPoolReady("p", true, "")
+	var mu sync.Mutex
+	var settled []string
+	dev := &flakyDevice{}
+	m := provision.New(provision.Config{
+		Ledger: l, Devices: provisiontest.Devices{Pool: "p", Backend: dev, HostIDs: map[string]int32{"n": 0}}, Agents: &agents{}, Store: &states{},
+		Settled: func(uid string) {
+			r, _ := l.Get(uid)
+			mu.Lock()
+			defer mu.Unlock()
+			settled = append(settled, uid+" "+string(r.State))
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	m.Start(ctx)
+	defer func() {
+		cancel()
+		m.Wait()
+	}()
+	_, err := m.AddMemory(context.Background(), req("online"))
 	require.NoError(t, err)
-	ag.mu.Lock()
-	defer ag.mu.Unlock()
-	require.Len(t, ag.onlines, 1)
-	cmd := ag.onlines[0]
-	assert.Equal(t, "u", cmd.GetClaimUid())
-	assert.Equal(t, "ns", cmd.GetClaimNamespace())
-	assert.Equal(t, "claim-u", cmd.GetClaimName())
+	dev.mu.Lock()
+	dev.addErr = errors.New("no capacity left on the device")
+	dev.mu.Unlock()
+	r, err := m.AddMemory(context.Background(), req("failed"))
+	require.NoError(t, err)
+	require.Equal(t, v1alpha1.PhaseFailed, r.State, r.Message)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"online Online", "failed Failed"}, settled)
 }
 
 // TestAddMemoryAnswersBeforeTheOnlineRecord: the ledger is authoritative, so

@@ -42,7 +42,8 @@ import (
 // service reserves it first, as the plugin would have. For a claim the plugin
 // reserved, this starts the provisioning that the plugin's PreBind then waits for
 // (with binding conditions, DynamicResources' PreBind waits for the memory before the
-// plugin's PreBind runs). The node agent then sets the device condition Online. When
+// plugin's PreBind runs). The service then sets the device condition Online
+// (conditions.go). When
 // the pool cannot serve the claim, the service sets ProvisioningFailed with the
 // reason: a scheduler waiting on the devices' binding conditions gives the claim up
 // and schedules the pod again, and the DRA plugin's Prepare refuses the claim in any
@@ -222,20 +223,16 @@ func (r *Reconciler) claimToAdopt(ctx context.Context, key adoptKey) (*resourcev
 	return r.cfg.Client.ResourceV1().ResourceClaims(key.namespace).Get(ctx, key.name, metav1.GetOptions{})
 }
 
-// awaitAdopted sets ProvisioningFailed on the claim if its provisioning fails.
+// awaitAdopted counts an adopted claim whose provisioning failed (its device
+// conditions say so: Settled).
 func (r *Reconciler) awaitAdopted(ctx context.Context, claim *resourcev1.ResourceClaim, settled <-chan struct{}) {
 	select {
 	case <-settled:
 	case <-ctx.Done():
 		return
 	}
-	res, ok := r.cfg.Ledger.Get(string(claim.UID))
-	if !ok || res.State != v1alpha1.PhaseFailed {
-		return
-	}
-	r.adopted(resultFailed)
-	if err := r.writeFailed(ctx, claim, ReasonProvisioningFailed, res.Message); err != nil {
-		klog.FromContext(ctx).Error(err, "Setting ProvisioningFailed", "claim", klog.KObj(claim))
+	if res, ok := r.cfg.Ledger.Get(string(claim.UID)); ok && res.State == v1alpha1.PhaseFailed {
+		r.adopted(resultFailed)
 	}
 }
 

@@ -87,6 +87,8 @@ const DefaultRefusalRetryInterval = 30 * time.Second
 type Reconciler struct {
 	cfg       Config
 	adoptions workqueue.TypedRateLimitingInterface[adoptKey] // nil without a Provisioner
+	// conditions holds the claims whose device conditions are to be written (UIDs).
+	conditions workqueue.TypedRateLimitingInterface[string]
 	// claims is the informer's cache of ResourceClaims (set by Run).
 	claims resourcelisters.ResourceClaimLister
 }
@@ -108,7 +110,7 @@ func New(cfg Config) *Reconciler {
 	if cfg.RefusalRetryInterval <= 0 {
 		cfg.RefusalRetryInterval = DefaultRefusalRetryInterval
 	}
-	r := &Reconciler{cfg: cfg}
+	r := &Reconciler{cfg: cfg, conditions: newConditionsQueue()}
 	if cfg.Provisioner != nil {
 		r.adoptions = newAdoptionQueue()
 	}
@@ -124,8 +126,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	r.claims = factory.Resource().V1().ResourceClaims().Lister()
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if c, ok := obj.(*resourcev1.ResourceClaim); ok {
+			if c, ok := obj.(*resourcev1.ResourceClaim); ok && ours(c) {
 				r.notice(c)
+				r.noticeSettled(c)
 			}
 		},
 		UpdateFunc: func(_, obj any) {
@@ -138,6 +141,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 				r.checkDeallocated(ctx, string(c.UID))
 			default:
 				r.notice(c)
+				r.noticeSettled(c)
 			}
 		},
 		DeleteFunc: func(obj any) {
@@ -156,6 +160,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		defer r.adoptions.ShutDown()
 		go r.runAdoptions(ctx)
 	}
+	defer r.conditions.ShutDown()
+	go r.runConditions(ctx)
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {

@@ -185,15 +185,18 @@ type Service struct {
 	ledger   *ledger.Ledger
 	sessions *session.Registry
 	manager  *provision.Manager
-	metrics  *metrics.Metrics
-	server   *server.Server
-	listener net.Listener
-	httpSrv  *metricsserver.Server // nil without Metrics.Address
-	pools    *registry
-	status   *statusWriter
-	lease    *leaseHold // nil without leader election
-	signer   *signer.Signer
-	events   record.EventBroadcaster
+	// reconciler keeps the ledger in step with the ResourceClaims and writes their
+	// device conditions; it runs while leading.
+	reconciler *reconciler.Reconciler
+	metrics    *metrics.Metrics
+	server     *server.Server
+	listener   net.Listener
+	httpSrv    *metricsserver.Server // nil without Metrics.Address
+	pools      *registry
+	status     *statusWriter
+	lease      *leaseHold // nil without leader election
+	signer     *signer.Signer
+	events     record.EventBroadcaster
 
 	serving atomic.Bool
 	ready   chan struct{}
@@ -280,6 +283,12 @@ func New(cfg Config) (*Service, error) {
 		Ledger: s.ledger, Devices: s.pools, Agents: s.sessions, Store: s.store, Lease: lease, Metrics: s.metrics, Clock: cfg.Clock,
 		AgentCommandTimeout: cfg.AgentCommandTimeout,
 		Conditions:          s.store, Events: s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"}),
+		Settled: func(uid string) { s.reconciler.Settled(uid) },
+	})
+	s.reconciler = reconciler.New(reconciler.Config{
+		Client: s.kube, Ledger: s.ledger, Releaser: s.manager, Provisioner: s.manager,
+		Events: s.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "memservice"}), Metrics: s.metrics, Clock: cfg.Clock,
+		ProvisionGracePeriod: cfg.ProvisionGracePeriod,
 	})
 	s.server, err = server.New(server.Config{
 		TLS: tlsConfig, Ledger: s.ledger, Manager: s.manager, Sessions: s.sessions, Metrics: s.metrics,
@@ -462,12 +471,8 @@ func (s *Service) lead(ctx context.Context) error {
 	if err := rb.rebuild(ctx); err != nil {
 		return err
 	}
-	rec := reconciler.New(reconciler.Config{
-		Client: s.kube, Ledger: s.ledger, Releaser: s.manager, Provisioner: s.manager, Events: events, Metrics: s.metrics, Clock: s.cfg.Clock,
-		ProvisionGracePeriod: s.cfg.ProvisionGracePeriod,
-	})
 	errc := make(chan error, 3)
-	go func() { errc <- rec.Run(ctx) }()
+	go func() { errc <- s.reconciler.Run(ctx) }()
 	go func() { errc <- s.status.run(ctx) }()
 	if s.signer != nil {
 		go func() { errc <- s.signer.Run(ctx) }()

@@ -45,6 +45,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
+	dradriver "github.com/dynamicmemory/kube-dynamic-memory/api/dra"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
 )
@@ -350,17 +351,16 @@ func testRBAC(ctx context.Context, t *testing.T, client kubernetes.Interface) {
 			can: []access{
 				{verb: "get", resource: "nodes", name: someNode},
 				{verb: "patch", resource: "nodes", subresource: "status", name: someNode},
-				{verb: "get", group: dra, resource: "resourceclaims", namespace: userNS, name: "claim-1"},
-				{verb: "patch", group: dra, resource: "resourceclaims", subresource: "status", namespace: userNS},
-				{verb: "associated-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
-				{verb: "associated-node:update", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
 				// Delegated authentication and authorization of /metrics.
 				{verb: "create", group: "authentication.k8s.io", resource: "tokenreviews"},
 				{verb: "create", group: "authorization.k8s.io", resource: "subjectaccessreviews"},
 			},
 			cannot: []access{
-				// Claims are read by name, never watched (a watch on every node would
-				// receive every change of every claim).
+				// ResourceClaims are the memory service's to write (their device
+				// conditions): a node's credentials cannot touch them.
+				{verb: "get", group: dra, resource: "resourceclaims", namespace: userNS, name: "claim-1"},
+				{verb: "patch", group: dra, resource: "resourceclaims", subresource: "status", namespace: userNS},
+				{verb: "associated-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
 				{verb: "watch", group: dra, resource: "resourceclaims"},
 				{verb: "list", group: dra, resource: "resourceclaims", namespace: userNS},
 				{verb: "arbitrary-node:patch", group: dra, resource: "resourceclaims", subresource: "driver", namespace: userNS, name: driver},
@@ -505,29 +505,23 @@ func testNodeRestriction(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 		assert.NoError(t, patchStatus("dm-node-0"), "the agent patches its own node")
 	})
 
-	t.Run("node agent writes device conditions only of claims allocated on its node", func(t *testing.T) {
+	t.Run("node agent cannot write device conditions, the memory service can on any node", func(t *testing.T) {
 		_, err := c.Client().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: userNS}}, metav1.CreateOptions{})
 		if !apierrors.IsAlreadyExists(err) {
 			require.NoError(t, err)
 		}
-		agent := impersonate(t, c, "node-agent", "dm-node-0")
-		setOnline := func(allocatedOn string) error {
-			claim := allocatedClaim(ctx, t, c.Client(), "on-"+allocatedOn, allocatedOn)
-			claim.Status.Devices = []resourcev1.AllocatedDeviceStatus{{
-				Driver: driver, Pool: allocatedOn, Device: "cxl-a",
-				Conditions: []metav1.Condition{{
-					Type: "Online", Status: metav1.ConditionTrue, Reason: "MemoryOnline", Message: "1Gi online",
-					LastTransitionTime: metav1.Now(),
-				}},
-			}}
-			_, err := agent.ResourceV1().ResourceClaims(userNS).UpdateStatus(ctx, claim, metav1.UpdateOptions{DryRun: dryRun})
+		claim := allocatedClaim(ctx, t, c.Client(), "on-dm-node-0", "dm-node-0")
+		setOnline := func(as kubernetes.Interface, allocatedOn string) error {
+			apply := dradriver.ApplyDeviceState(claim, dradriver.Devices(claim, allocatedOn), dradriver.DeviceState{Online: true, Reason: "MemoryOnline", Message: "1Gi online", Since: time.Now()})
+			_, err := as.ResourceV1().ResourceClaims(userNS).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: "test", Force: true, DryRun: dryRun})
 			return err
 		}
-		assert.NoError(t, setOnline("dm-node-0"), "the agent of dm-node-0 marks its claim Online")
-		err = setOnline("dm-node-1")
-		require.Error(t, err, "the agent of dm-node-0 wrote the status of a claim on dm-node-1")
-		assert.True(t, apierrors.IsForbidden(err) || apierrors.IsInvalid(err), "got %v", err)
-		assert.Contains(t, err.Error(), `resourceclaims/driver`)
+		agent := impersonate(t, c, "node-agent", "dm-node-0")
+		err = setOnline(agent, "dm-node-0")
+		require.Error(t, err, "the agent of dm-node-0 wrote the status of its node's claim")
+		assert.True(t, apierrors.IsForbidden(err), "got %v", err)
+		memservice := impersonate(t, c, "memservice", "dm-node-1")
+		assert.NoError(t, setOnline(memservice, "dm-node-0"), "the memory service marks a claim of any node Online")
 	})
 
 	t.Run("DRA plugin writes only its node's ResourceSlices", func(t *testing.T) {

@@ -31,7 +31,6 @@ import (
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
-	"github.com/dynamicmemory/kube-dynamic-memory/updater/claimstatus"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
@@ -68,13 +67,6 @@ type Limiter interface {
 	Drifted() (bool, error)
 }
 
-// ClaimStatus writes device conditions on the claims.
-type ClaimStatus interface {
-	Online(claim claimstatus.Claim, message string)
-	Failed(claim claimstatus.Claim, message string)
-	Forget(claimUID string)
-}
-
 // Config configures an Agent. Node, Client, Host and Metrics are required.
 type Config struct {
 	// Node is the Kubernetes node the agent runs on; its certificate must name it.
@@ -83,10 +75,9 @@ type Config struct {
 	Client memservicev1.MemoryServiceClient
 	// Host onlines and offlines memory.
 	Host Host
-	// NodeStatus, Limiter and Claims are optional.
+	// NodeStatus and Limiter are optional.
 	NodeStatus NodeStatus
 	Limiter    Limiter
-	Claims     ClaimStatus
 	Metrics    *metrics.Metrics
 	// Clock paces heartbeats and reconnects.
 	Clock clock.WithTicker
@@ -264,12 +255,6 @@ func (a *Agent) restore(ctx context.Context) {
 		c.NUMANodes, c.Bytes = res.NUMANodes, res.Bytes
 		a.update(func(cp *checkpoint) { cp.Claims[uid] = c })
 		kept++
-		// Reported again: a report the agent had not written when it stopped would be
-		// lost (unchanged conditions cost a read, no write). A claim an older agent
-		// checkpointed has no name to read it by.
-		if a.cfg.Claims != nil && c.Name != "" {
-			a.cfg.Claims.Online(claimstatus.Claim{Namespace: c.Namespace, Name: c.Name, UID: uid}, describe(c.Bytes, c.NUMANodes))
-		}
 	}
 	logger.Info("Restored the claims online on this host from the checkpoint", "online", kept, "checkpointed", len(claims), "pending", pending)
 	a.changed(ctx)
@@ -477,7 +462,7 @@ func (q *claimQueue) turn(claimUID string) (wait, done func()) {
 	return wait, done
 }
 
-// describe says where memory went, for conditions and logs.
+// describe says where memory went, for the command result and logs.
 func describe(bytes int64, numa []int32) string {
 	return fmt.Sprintf("%d MiB online in NUMA node(s) %v", bytes>>20, numa)
 }

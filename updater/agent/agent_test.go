@@ -30,7 +30,6 @@ import (
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
-	"github.com/dynamicmemory/kube-dynamic-memory/updater/claimstatus"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
@@ -249,29 +248,6 @@ func (f *fakeLimiter) bytes() int64 {
 	return f.online
 }
 
-type fakeClaims struct {
-	mu     sync.Mutex
-	events []string
-}
-
-func (f *fakeClaims) add(e string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.events = append(f.events, e)
-}
-func (f *fakeClaims) Online(c claimstatus.Claim, msg string) {
-	f.add("online " + c.Namespace + "/" + c.Name + " " + c.UID + ": " + msg)
-}
-func (f *fakeClaims) Failed(c claimstatus.Claim, msg string) {
-	f.add("failed " + c.Namespace + "/" + c.Name + " " + c.UID + ": " + msg)
-}
-func (f *fakeClaims) Forget(uid string) { f.add("forget " + uid) }
-func (f *fakeClaims) list() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.events...)
-}
-
 type harness struct {
 	svc   *fakeService
 	agent *Agent
@@ -280,7 +256,6 @@ type harness struct {
 	host    *hostmem.Simulated
 	node    *fakeNode
 	limiter *fakeLimiter
-	claims  *fakeClaims
 	metrics *metrics.Metrics
 	clock   *testingclock.FakeClock
 	cp      string
@@ -296,10 +271,10 @@ func startAgent(t *testing.T, cpFile string, host *hostmem.Simulated) *harness {
 func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simulated, node *fakeNode) *harness {
 	t.Helper()
 	svc, client := startService(t)
-	h := &harness{svc: svc, host: host, node: node, limiter: &fakeLimiter{}, claims: &fakeClaims{},
+	h := &harness{svc: svc, host: host, node: node, limiter: &fakeLimiter{},
 		metrics: metrics.New(), clock: testingclock.NewFakeClock(time.Now()), cp: cpFile}
 	a, err := New(Config{
-		Node: "node-1", Client: client, Host: backend, NodeStatus: h.node, Limiter: h.limiter, Claims: h.claims,
+		Node: "node-1", Client: client, Host: backend, NodeStatus: h.node, Limiter: h.limiter,
 		Metrics: h.metrics, Clock: h.clock, CheckpointFile: cpFile, HeartbeatInterval: 10 * time.Second, Version: "test",
 		// Node status writes as they come: the fake clock does not move on its own.
 		NodeStatusInterval: -1,
@@ -324,8 +299,7 @@ func startAgentOn(t *testing.T, cpFile string, backend Host, host *hostmem.Simul
 
 func onlineCmd(id, uid string, offset, length int64) *memservicev1.AgentCommand {
 	return &memservicev1.AgentCommand{CommandId: id, Command: &memservicev1.AgentCommand_Online{Online: &memservicev1.OnlineCommand{
-		ClaimUid: uid, ClaimNamespace: "default", ClaimName: "claim-" + uid,
-		Pool: "pool-a", Extents: []*memservicev1.Extent{{Offset: offset, Length: length}}, Bytes: length, BlockSizeBytes: 128 * mib,
+		ClaimUid: uid, Pool: "pool-a", Extents: []*memservicev1.Extent{{Offset: offset, Length: length}}, Bytes: length, BlockSizeBytes: 128 * mib,
 	}}}
 }
 
@@ -376,10 +350,6 @@ func TestAgentOnlinesAndOfflinesOnCommand(t *testing.T) {
 	require.Len(t, hs.Online, 1)
 	assert.Equal(t, &memservicev1.OnlineClaim{ClaimUid: "uid-1", Bytes: 256 * mib, NumaNodes: []int32{2}}, stripProto(hs.Online[0]))
 	assert.Equal(t, 256*mib, hs.OnlineBytes)
-	saved, err := loadCheckpoint(h.cp)
-	require.NoError(t, err)
-	assert.Equal(t, "default", saved.Claims["uid-1"].Namespace, "the checkpoint names the claim, to report on it after a restart")
-	assert.Equal(t, "claim-uid-1", saved.Claims["uid-1"].Name)
 
 	s.send(t, offlineCmd("c2", "uid-1", 0, 256*mib))
 	res = s.result(t)
@@ -387,7 +357,6 @@ func TestAgentOnlinesAndOfflinesOnCommand(t *testing.T) {
 	assert.Equal(t, 0, host.OnlineBlocks())
 	assert.Equal(t, int64(0), h.limiter.bytes(), "pod cgroup back to the kubelet's limit")
 	require.Eventually(t, func() bool { return h.node.last().OnlineBytes == 0 }, 10*time.Second, time.Millisecond, "the node status shows no bytes online")
-	assert.Equal(t, []string{"online default/claim-uid-1 uid-1: 256 MiB online in NUMA node(s) [2]", "forget uid-1"}, h.claims.list())
 
 	// Offline again (the service retries after a lost result): still OFFLINE.
 	s.send(t, offlineCmd("c3", "uid-1", 0, 256*mib))
@@ -458,8 +427,7 @@ func TestAgentReconnectsAndReportsWhatIsOnline(t *testing.T) {
 func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	cp := filepath.Join(t.TempDir(), "agent.json")
 	host := hostmem.NewSimulated(hostmem.SimulatedConfig{})
-	// A previous run onlined three claims; one of them is no longer online, one was
-	// checkpointed by an older agent (no claim name).
+	// A previous run onlined three claims; one of them is no longer online.
 	for _, c := range []struct {
 		uid    string
 		offset int64
@@ -468,8 +436,8 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 		require.NoError(t, err)
 	}
 	data, err := checkpoint{Claims: map[string]onlineClaim{
-		"uid-1": {Namespace: "default", Name: "claim-1", Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
-		"uid-2": {Namespace: "default", Name: "claim-2", Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 512 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
+		"uid-1": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 128 * mib}}, Bytes: 128 * mib},
+		"uid-2": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 512 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
 		"uid-3": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 1024 * mib, Length: 128 * mib}}, Bytes: 128 * mib},
 	}}.encode()
 	require.NoError(t, err)
@@ -483,9 +451,6 @@ func TestAgentRestoresFromCheckpoint(t *testing.T) {
 	assert.Equal(t, "uid-1", hello.HostState.Online[0].ClaimUid)
 	assert.Equal(t, "uid-3", hello.HostState.Online[1].ClaimUid)
 	assert.Equal(t, 256*mib, h.limiter.bytes())
-	// The memory still online is reported on its claim again (a report not written
-	// before the restart would be lost), if the checkpoint names the claim.
-	assert.Equal(t, []string{"online default/claim-1 uid-1: 128 MiB online in NUMA node(s) [1]"}, h.claims.list())
 
 	saved, err := loadCheckpoint(cp)
 	require.NoError(t, err)
@@ -543,7 +508,6 @@ func TestAgentOfflinesHalfOnlinedMemoryInItsPool(t *testing.T) {
 	require.Equal(t, memservicev1.CommandResult_OUTCOME_FAILED, res.Outcome)
 	assert.Equal(t, "memory block 2 did not appear", res.Message)
 	assert.Equal(t, 1, sim.OnlineBlocks(), "one block made it online")
-	assert.Equal(t, []string{"failed default/claim-uid-1 uid-1: memory block 2 did not appear"}, h.claims.list())
 	saved, err := loadCheckpoint(h.cp)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]pendingClaim{"uid-1": {Pool: "pool-a", Extents: []v1alpha1.Extent{{Offset: 0, Length: 256 * mib}}}}, saved.Pending,

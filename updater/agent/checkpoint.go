@@ -33,10 +33,6 @@ import (
 
 // onlineClaim is one claim's memory the agent onlined.
 type onlineClaim struct {
-	// Namespace and Name of the ResourceClaim, for its device conditions (empty in
-	// an older agent's checkpoint, or from an older memory service).
-	Namespace string            `json:"namespace,omitempty"`
-	Name      string            `json:"name,omitempty"`
 	Pool      string            `json:"pool"`
 	Extents   []v1alpha1.Extent `json:"extents"`
 	Bytes     int64             `json:"bytes"`

@@ -22,7 +22,6 @@ import (
 	"fmt"
 
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
-	"github.com/dynamicmemory/kube-dynamic-memory/updater/claimstatus"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"k8s.io/klog/v2"
@@ -74,14 +73,10 @@ func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineC
 	logger := klog.FromContext(ctx).WithValues("command", id, "claimUID", cmd.ClaimUid, "pool", cmd.Pool)
 	ctx = klog.NewContext(ctx, logger)
 	start := a.cfg.Clock.Now()
-	claim := claimstatus.Claim{Namespace: cmd.ClaimNamespace, Name: cmd.ClaimName, UID: cmd.ClaimUid}
 	fail := func(msg string) *memservicev1.CommandResult {
 		logger.Error(nil, "Onlining claim memory failed", "reason", msg)
 		a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOnline, "failed").Inc()
 		a.cfg.Metrics.CommandErrors.WithLabelValues(metrics.CommandOnline).Inc()
-		if a.cfg.Claims != nil && cmd.ClaimUid != "" {
-			a.cfg.Claims.Failed(claim, msg)
-		}
 		return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_FAILED, Message: msg}
 	}
 	if cmd.ClaimUid == "" {
@@ -112,13 +107,10 @@ func (a *Agent) online(ctx context.Context, id string, cmd *memservicev1.OnlineC
 	a.cfg.Metrics.Commands.WithLabelValues(metrics.CommandOnline, "online").Inc()
 	a.update(func(cp *checkpoint) {
 		delete(cp.Pending, cmd.ClaimUid)
-		cp.Claims[cmd.ClaimUid] = onlineClaim{Namespace: cmd.ClaimNamespace, Name: cmd.ClaimName, Pool: cmd.Pool, Extents: req.Extents, Bytes: res.Bytes, NUMANodes: res.NUMANodes}
+		cp.Claims[cmd.ClaimUid] = onlineClaim{Pool: cmd.Pool, Extents: req.Extents, Bytes: res.Bytes, NUMANodes: res.NUMANodes}
 	})
 	a.changed(ctx)
 	msg := describe(res.Bytes, res.NUMANodes)
-	if a.cfg.Claims != nil {
-		a.cfg.Claims.Online(claim, msg)
-	}
 	logger.Info("Claim memory online", "bytes", res.Bytes, "numaNodes", res.NUMANodes, "duration", a.cfg.Clock.Since(start))
 	return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_ONLINE, NumaNodes: res.NUMANodes, Message: msg}
 }
@@ -178,9 +170,6 @@ func (a *Agent) offline(ctx context.Context, id string, cmd *memservicev1.Offlin
 		delete(cp.Pending, cmd.ClaimUid)
 	})
 	a.changed(ctx)
-	if a.cfg.Claims != nil {
-		a.cfg.Claims.Forget(cmd.ClaimUid)
-	}
 	logger.Info("Claim memory offline", "duration", a.cfg.Clock.Since(start))
 	return &memservicev1.CommandResult{CommandId: id, ClaimUid: cmd.ClaimUid, Outcome: memservicev1.CommandResult_OUTCOME_OFFLINE}
 }

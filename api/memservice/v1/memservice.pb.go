@@ -1778,12 +1778,6 @@ type OnlineCommand struct {
 	Bytes int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// Pool block size, bytes.
 	BlockSizeBytes int64 `protobuf:"varint,5,opt,name=block_size_bytes,json=blockSizeBytes,proto3" json:"block_size_bytes,omitempty"`
-	// Namespace and name of the ResourceClaim: the agent reads that claim alone (it
-	// watches no claims) to write its device conditions, and only if its UID is
-	// claim_uid. Empty from a memory service older than these fields: the agent then
-	// onlines the memory and writes no conditions.
-	ClaimNamespace string `protobuf:"bytes,6,opt,name=claim_namespace,json=claimNamespace,proto3" json:"claim_namespace,omitempty"`
-	ClaimName      string `protobuf:"bytes,7,opt,name=claim_name,json=claimName,proto3" json:"claim_name,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1851,20 +1845,6 @@ func (x *OnlineCommand) GetBlockSizeBytes() int64 {
 		return x.BlockSizeBytes
 	}
 	return 0
-}
-
-func (x *OnlineCommand) GetClaimNamespace() string {
-	if x != nil {
-		return x.ClaimNamespace
-	}
-	return ""
-}
-
-func (x *OnlineCommand) GetClaimName() string {
-	if x != nil {
-		return x.ClaimName
-	}
-	return ""
 }
 
 // OfflineCommand asks the agent to offline a claim's memory.
@@ -2229,16 +2209,14 @@ const file_memservice_v1_memservice_proto_rawDesc = "" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12D\n" +
 	"\x06online\x18\x02 \x01(\v2*.dynamicmemory.memservice.v1.OnlineCommandH\x00R\x06online\x12G\n" +
 	"\aoffline\x18\x03 \x01(\v2+.dynamicmemory.memservice.v1.OfflineCommandH\x00R\aofflineB\t\n" +
-	"\acommand\"\x87\x02\n" +
+	"\acommand\"\xe8\x01\n" +
 	"\rOnlineCommand\x12\x1b\n" +
 	"\tclaim_uid\x18\x01 \x01(\tR\bclaimUid\x12\x12\n" +
 	"\x04pool\x18\x02 \x01(\tR\x04pool\x12=\n" +
 	"\aextents\x18\x03 \x03(\v2#.dynamicmemory.memservice.v1.ExtentR\aextents\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12(\n" +
-	"\x10block_size_bytes\x18\x05 \x01(\x03R\x0eblockSizeBytes\x12'\n" +
-	"\x0fclaim_namespace\x18\x06 \x01(\tR\x0eclaimNamespace\x12\x1d\n" +
-	"\n" +
-	"claim_name\x18\a \x01(\tR\tclaimName\"\x96\x01\n" +
+	"\x10block_size_bytes\x18\x05 \x01(\x03R\x0eblockSizeBytesJ\x04\b\x06\x10\aJ\x04\b\a\x10\bR\x0fclaim_namespaceR\n" +
+	"claim_name\"\x96\x01\n" +
 	"\x0eOfflineCommand\x12\x1b\n" +
 	"\tclaim_uid\x18\x01 \x01(\tR\bclaimUid\x12=\n" +
 	"\aextents\x18\x02 \x03(\v2#.dynamicmemory.memservice.v1.ExtentR\aextents\x12\x14\n" +

@@ -60,10 +60,10 @@ import (
 	drametrics "github.com/dynamicmemory/kube-dynamic-memory/draplugin/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/cluster"
 	"github.com/dynamicmemory/kube-dynamic-memory/local/clustertest"
+	"github.com/dynamicmemory/kube-dynamic-memory/memservice/reconciler"
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/service"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/agent"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
-	"github.com/dynamicmemory/kube-dynamic-memory/updater/claimstatus"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	agentmetrics "github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
@@ -115,12 +115,10 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 	require.NoError(t, os.WriteFile(limitFile, []byte("17179869184\n"), 0o644))
 	limiter, err := cgroup.New(cgroupRoot, "", cgroup.State{})
 	require.NoError(t, err)
-	claims := claimstatus.New(kube, node, clock.RealClock{})
-	go claims.Run(ctx)
 	host := hostmem.NewSimulated(hostmem.SimulatedConfig{NUMANode: 1})
 	a, err := agent.New(agent.Config{
 		Node: node, Client: dial("agent-" + node), Host: host, NodeStatus: nodestatus.New(kube, node, clock.RealClock{}),
-		Limiter: limiter, Claims: claims, Metrics: agentmetrics.New(), CheckpointFile: filepath.Join(dir, "agent.json"),
+		Limiter: limiter, Metrics: agentmetrics.New(), CheckpointFile: filepath.Join(dir, "agent.json"),
 		HeartbeatInterval: time.Second, Version: "integration",
 	})
 	require.NoError(t, err)
@@ -216,16 +214,26 @@ func TestNodeSideWithARealAPIServer(t *testing.T) {
 			}
 			return false
 		}, time.Minute, 100*time.Millisecond, "the claim's device has condition Online=True")
+		c, err := kube.ResourceV1().ResourceClaims(rc.Namespace).Get(ctx, rc.Name, metav1.GetOptions{})
+		require.NoError(t, err)
+		var managers []string
+		for _, f := range c.ManagedFields {
+			if f.Subresource == "status" && f.Operation == metav1.ManagedFieldsOperationApply {
+				managers = append(managers, f.Manager)
+			}
+		}
+		assert.Equal(t, []string{reconciler.FieldManager}, managers, "written by the memory service")
 	})
 
 	t.Run("device conditions for a claim replaced under its name are refused", func(t *testing.T) {
-		// The writer reads the claim and checks its UID before it applies; a claim
-		// deleted and created again in between has another UID, which the apply names.
+		// The memory service applies from its informer's copy of the claim, whose
+		// UID the apply names: a claim deleted and created again under the name in
+		// between has another UID, and the apply is refused.
 		stale, err := kube.ResourceV1().ResourceClaims(rc.Namespace).Get(ctx, rc.Name, metav1.GetOptions{})
 		require.NoError(t, err)
 		stale.UID = "0b7c2a3e-0000-4000-8000-000000000000"
 		apply := dra.ApplyDeviceState(stale, dra.Devices(stale, node), dra.DeviceState{Reason: "OnlineFailed", Message: "stale", Since: time.Now()})
-		_, err = kube.ResourceV1().ResourceClaims(rc.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: claimstatus.FieldManager, Force: true})
+		_, err = kube.ResourceV1().ResourceClaims(rc.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: reconciler.FieldManager, Force: true})
 		require.Error(t, err)
 		assert.True(t, apierrors.IsInvalid(err), "got %v", err)
 		assert.Contains(t, err.Error(), "metadata.uid")

@@ -15,8 +15,8 @@ limitations under the License.
 */
 
 // Command node-agent is the node agent DaemonSet: it onlines and offlines pool
-// memory on its node for the memory service, and keeps the node's status, pod cgroup
-// limit and claim device conditions in step.
+// memory on its node for the memory service, and keeps the node's status and pod cgroup
+// limit in step.
 package main
 
 import (
@@ -39,7 +39,6 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/api/version"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/agent"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/cgroup"
-	"github.com/dynamicmemory/kube-dynamic-memory/updater/claimstatus"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/hostmem"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/metrics"
 	"github.com/dynamicmemory/kube-dynamic-memory/updater/nodestatus"
@@ -54,8 +53,8 @@ func newCommand() *cobra.Command {
 	return command.New("node-agent", "Online and offline pool memory on this node for the memory service",
 		`node-agent runs on every node with dynamic memory. It holds a session with the
 memory service, onlines and offlines the pool memory the service adds to and takes
-from this node, and keeps the node's online-memory resource, the pod cgroup memory
-limit and the device conditions of the node's ResourceClaims in step.`, newOptions())
+from this node, and keeps the node's online-memory resource and the pod cgroup memory
+limit in step (the memory service writes the claims' device conditions).`, newOptions())
 }
 
 // Run checks the flags and runs the agent until ctx is cancelled.
@@ -107,11 +106,6 @@ func (o *options) Run(ctx context.Context) error {
 		logger.Info("Managing the pod cgroup memory limit", "file", limiter.File(), "cgroupVersion", limiter.Version())
 		cfg.Limiter = limiter
 	}
-	var claims *claimstatus.Writer
-	if o.claimStatus {
-		claims = claimstatus.New(kube, o.nodeName, clock.RealClock{})
-		cfg.Claims = claims
-	}
 	conn, err := client.Dial(ctx, o.memservice)
 	if err != nil {
 		return err
@@ -125,13 +119,7 @@ func (o *options) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make(chan error, 3)
-	if claims != nil {
-		go func() {
-			claims.Run(ctx)
-			errs <- nil
-		}()
-	}
+	errs := make(chan error, 2)
 	if o.metrics.Address != "" {
 		srv, err := metricsserver.New(metricsserver.Config{Options: o.metrics, Kube: kube, Metrics: cfg.Metrics.Handler(), Ready: func() error {
 			if !a.Connected() {

@@ -51,7 +51,6 @@ type options struct {
 	checkpointFile string
 	metrics        metricsserver.Options
 	heartbeat      time.Duration
-	claimStatus    bool
 }
 
 func newOptions() *options {
@@ -69,7 +68,6 @@ func newOptions() *options {
 		checkpointFile: "/var/lib/dynamic-memory/node-agent.json",
 		metrics:        metricsserver.Options{Address: ":9465"},
 		heartbeat:      10 * time.Second,
-		claimStatus:    true,
 	}
 }
 
@@ -78,7 +76,6 @@ func (o *options) AddFlags(fss *cliflag.NamedFlagSets) {
 	fs.StringVar(&o.nodeName, "node-name", o.nodeName, "Kubernetes node this agent runs on (default $NODE_NAME). Its memory service certificate must name the same node.")
 	fs.StringVar(&o.checkpointFile, "checkpoint-file", o.checkpointFile, "file that keeps the claims online across agent restarts.")
 	fs.DurationVar(&o.heartbeat, "heartbeat-interval", o.heartbeat, "how often host state is sent to the memory service.")
-	fs.BoolVar(&o.claimStatus, "claim-status", o.claimStatus, "write Online/ProvisioningFailed device conditions on this node's ResourceClaims.")
 	o.metrics.AddFlags(fs, "metrics-address")
 
 	o.memservice.AddFlags(fss.FlagSet("memservice"), "agent")
