@@ -299,6 +299,14 @@ func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation, delete
 	return reason, why, nil
 }
 
+// AllocationWait is how long after its provisioning began a claim that is not
+// allocated keeps its memory. The scheduler plugin provisions while DynamicResources
+// writes the allocation (their PreBinds run in parallel), so the memory may be online
+// before the allocation reaches the API server, let alone the informer. A claim still
+// not allocated after this (the scheduler died between the two, or the allocation was
+// undone) has its memory released; one deleted meanwhile is released at once.
+const AllocationWait = 30 * time.Second
+
 // reasonDeleted is the release reason of a claim that was deleted; the only one
 // final whatever the claim's later state.
 const reasonDeleted = "deleted"
@@ -315,6 +323,9 @@ func judge(claim *resourcev1.ResourceClaim, res ledger.Reservation, clk clock.Pa
 		return "", "" // not allocated yet is normal: the TTL decides
 	}
 	if !ours(claim) {
+		if at := res.ProvisioningAt; !at.IsZero() && clk.Since(at) < AllocationWait {
+			return "", "" // its allocation may still be on its way (AllocationWait)
+		}
 		return "deallocated", fmt.Sprintf("ResourceClaim %s/%s is no longer allocated by %s", res.Claim.Namespace, res.Claim.Name, dra.DriverName)
 	}
 	// Deallocated and allocated again elsewhere between two looks: the memory is on

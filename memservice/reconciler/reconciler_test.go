@@ -117,6 +117,7 @@ func TestSweepReleasesWhatNoClaimNeeds(t *testing.T) {
 		resourceClaim("recreated", "u-new", true, true),
 		resourceClaim("no-pod-yet", "u-no-pod-yet", true, false),
 		resourceClaim("no-pod-ever", "u-no-pod-ever", true, false),
+		resourceClaim("allocating", "u-allocating", false, false),
 	)
 	e.provision(t, "in-use", "u-in-use", true)
 	e.provision(t, "deallocated", "u-deallocated", true)
@@ -126,6 +127,10 @@ func TestSweepReleasesWhatNoClaimNeeds(t *testing.T) {
 	e.clock.Step(4 * time.Minute)
 	e.provision(t, "no-pod-yet", "u-no-pod-yet", true)
 	e.clock.Step(2 * time.Minute)
+	// Provisioned while the scheduler writes its allocation (PreBind runs beside
+	// DynamicResources'): not allocated yet is normal for AllocationWait.
+	e.provision(t, "allocating", "u-allocating", true)
+	e.clock.Step(reconciler.AllocationWait - time.Second)
 
 	e.rec.Sweep(context.Background())
 	assert.ElementsMatch(t, []string{"u-deallocated", "u-deleted", "u-old", "u-no-pod-ever"}, e.rel.got())
@@ -140,10 +145,16 @@ func TestSweepReleasesWhatNoClaimNeeds(t *testing.T) {
 		assert.Equal(t, v1alpha1.PhaseReleasing, r.State, uid)
 		assert.Contains(t, r.Message, why, uid)
 	}
-	for _, uid := range []string{"u-in-use", "u-no-pod-yet"} {
+	for _, uid := range []string{"u-in-use", "u-no-pod-yet", "u-allocating"} {
 		r, _ := e.ledger.Get(uid)
 		assert.Equal(t, v1alpha1.PhaseOnline, r.State, "%s is kept", uid)
 	}
+
+	e.clock.Step(time.Second)
+	e.rec.Sweep(context.Background())
+	r, _ := e.ledger.Get("u-allocating")
+	assert.Equal(t, v1alpha1.PhaseReleasing, r.State, "still not allocated AllocationWait after its provisioning")
+	assert.Contains(t, r.Message, "is no longer allocated by dcd.dynamicmemory.io")
 }
 
 func TestReservedEntriesAreLeftToTheTTL(t *testing.T) {
@@ -272,6 +283,7 @@ func TestSweepReadsLiveOnlyToConfirmARelease(t *testing.T) {
 	)
 	e.provision(t, "in-use", "u-in-use", true)
 	e.provision(t, "lagging", "u-lagging", true)
+	e.clock.Step(reconciler.AllocationWait) // no allocation on its way any more
 	// Read live, the lagging claim is allocated for its pod.
 	e.client.PrependReactor("get", "resourceclaims", func(action k8stesting.Action) (bool, runtime.Object, error) {
 		if action.(k8stesting.GetAction).GetName() == "lagging" {
@@ -375,6 +387,7 @@ func TestADeallocationIsCheckedAfterAPauseThatADeletionEndsEarly(t *testing.T) {
 	e := newEnv(t, resourceClaim("deleted", "u-deleted", true, true), resourceClaim("kept", "u-kept", true, true))
 	e.provision(t, "deleted", "u-deleted", true)
 	e.provision(t, "kept", "u-kept", true)
+	e.clock.Step(reconciler.AllocationWait) // no allocation on its way any more
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

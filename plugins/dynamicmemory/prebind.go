@@ -39,10 +39,16 @@ const (
 )
 
 // PreBindPreFlight tells the framework that PreBind has work for pods with dynamic
-// memory claims, and that it must not run in parallel with DynamicResources' PreBind:
-// that one writes the allocation this one reads.
+// memory claims, and that it may run in parallel with DynamicResources' PreBind: the
+// memory is provisioned while the allocation is written (both take an API server
+// round trip, which under load is most of a pod's binding time). The pool is the one
+// DynamicResources allocated in Reserve, which the reservation holds; the memory
+// service keeps the memory of a claim whose allocation has not arrived yet for
+// reconciler.AllocationWait, and if DynamicResources' PreBind fails while this one
+// waits, the framework cancels it and Unreserve releases the memory (memory that came
+// online is left to the service: docs/architecture.md).
 func (pl *DynamicMemory) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
-	result := &fwk.PreBindPreFlightResult{AllowParallel: false}
+	result := &fwk.PreBindPreFlightResult{AllowParallel: true}
 	if s := lookupState(cs); s == nil || len(s.demands) == 0 {
 		return result, fwk.NewStatus(fwk.Skip)
 	}
@@ -50,7 +56,8 @@ func (pl *DynamicMemory) PreBindPreFlight(_ context.Context, cs fwk.CycleState, 
 }
 
 // PreBind has the memory service provision every dynamic memory claim of the pod on
-// the node — from the pool DynamicResources allocated — and waits, bounded by the
+// the node — from the pool DynamicResources allocated, while DynamicResources' PreBind
+// writes that allocation — and waits, bounded by the
 // provision timeout, until the node agent reports it online. On failure the
 // framework unreserves (releasing the memory) and retries the pod; an event on the
 // pod says why. Once it succeeded the pod's memory is never released by Unreserve:
@@ -89,7 +96,9 @@ func (pl *DynamicMemory) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1
 }
 
 // provisionPool is the pool a demand's memory comes from: the allocated device (our
-// devices are named after their pool), else the pool reserved in this cycle.
+// devices are named after their pool) of a claim allocated in an earlier cycle, else
+// the pool reserved in this cycle (from DynamicResources' pending allocation, whose
+// write runs beside this PreBind).
 func (pl *DynamicMemory) provisionPool(s *stateData, d demand) string {
 	if claim, err := pl.handle.SharedDRAManager().ResourceClaims().Get(d.claim.Namespace, d.claim.Name); err == nil && claim.UID == d.claim.UID {
 		if pool := dra.AllocatedPool(claim.Status.Allocation, d.request); pool != "" {

@@ -276,15 +276,24 @@ func TestPreBind(t *testing.T) {
 		addMemory func(context.Context, *memservicev1.AddMemoryRequest) (*memservicev1.AddMemoryResponse, error)
 		// provisionTimeout overrides the args' 10s.
 		provisionTimeout time.Duration
-		wantCode         fwk.Code
-		wantMsg          string
-		wantEvent        string
-		wantCalls        []string
+		// allocationInFlight: DynamicResources' PreBind, which runs beside this one,
+		// has not written the allocation yet.
+		allocationInFlight bool
+		wantCode           fwk.Code
+		wantMsg            string
+		wantEvent          string
+		wantCalls          []string
 	}{
 		{
 			name:      "memory comes online from the allocated pool",
 			wantEvent: "Normal DynamicMemoryOnline 4Gi from pool pool-b online on node n3 (NUMA [1])",
 			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296"},
+		},
+		{
+			name:               "the allocation not written yet: the pool DynamicResources reserved",
+			allocationInFlight: true,
+			wantEvent:          "Normal DynamicMemoryOnline 4Gi from pool pool-b online on node n3 (NUMA [1])",
+			wantCalls:          []string{"AddMemory c1-uid n3 pool-b 4294967296"},
 		},
 		{
 			name: "timeout: error, event and release", addMemory: hang, provisionTimeout: 100 * time.Millisecond,
@@ -332,12 +341,14 @@ func TestPreBind(t *testing.T) {
 			h.dra.claims.pending[claim.UID] = allocation("n3", "pool-b")
 			require.True(t, pl.Reserve(ctx, cs, pod, "n3").IsSuccess())
 			require.NoError(t, lookupState(cs).reservation.outcome(ctx), "the memory service granted the reservation")
-			h.dra.claims.set(allocated(claim, "n3", "pool-b"))
+			if !tc.allocationInFlight {
+				h.dra.claims.set(allocated(claim, "n3", "pool-b"))
+			}
 			fs.change(func() { fs.calls = nil; fs.addMemory = tc.addMemory })
 
 			result, st := pl.PreBindPreFlight(ctx, cs, pod, "n3")
 			require.True(t, st.IsSuccess(), "PreBindPreFlight: %v", st)
-			assert.False(t, result.AllowParallel, "PreBind must run after DynamicResources' PreBind")
+			assert.True(t, result.AllowParallel, "PreBind runs beside DynamicResources', which writes the allocation")
 
 			st = pl.PreBind(ctx, cs, pod, "n3")
 			assert.Equal(t, tc.wantCode, st.Code(), "status: %v", st)
