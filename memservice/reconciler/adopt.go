@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -122,24 +121,6 @@ func (r *Reconciler) unprovisioned(uid string) bool {
 func (r *Reconciler) reserved(uid string) bool {
 	res, ok := r.cfg.Ledger.Get(uid)
 	return ok && res.State == v1alpha1.PhaseReserved
-}
-
-// runAdoptions works the queue until ctx ends.
-func (r *Reconciler) runAdoptions(ctx context.Context) {
-	for {
-		key, shutdown := r.adoptions.Get()
-		if shutdown {
-			return
-		}
-		if err := r.adopt(ctx, key); err != nil {
-			utilruntime.HandleErrorWithContext(ctx, err, "Provisioning a claim allocated without a reservation failed, will retry",
-				"claim", klog.KRef(key.namespace, key.name))
-			r.adoptions.AddRateLimited(key)
-		} else {
-			r.adoptions.Forget(key)
-		}
-		r.adoptions.Done(key)
-	}
 }
 
 // adopt provisions the memory of one claim allocated without a reservation, or says

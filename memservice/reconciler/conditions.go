@@ -23,7 +23,6 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -54,23 +53,6 @@ func (r *Reconciler) Settled(uid string) {
 func (r *Reconciler) noticeSettled(c *resourcev1.ResourceClaim) {
 	if res, ok := r.cfg.Ledger.Get(string(c.UID)); ok && (res.State == v1alpha1.PhaseOnline || res.State == v1alpha1.PhaseFailed) {
 		r.conditions.Add(string(c.UID))
-	}
-}
-
-// runConditions works the conditions queue until it shuts down.
-func (r *Reconciler) runConditions(ctx context.Context) {
-	for {
-		uid, shutdown := r.conditions.Get()
-		if shutdown {
-			return
-		}
-		if err := r.writeConditions(ctx, uid); err != nil {
-			utilruntime.HandleErrorWithContext(ctx, err, "Writing device conditions failed, will retry", "claimUID", uid)
-			r.conditions.AddRateLimited(uid)
-		} else {
-			r.conditions.Forget(uid)
-		}
-		r.conditions.Done(uid)
 	}
 }
 

@@ -32,6 +32,7 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	resourcelisters "k8s.io/client-go/listers/resource/v1"
@@ -158,10 +159,12 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 	if r.adoptions != nil {
 		defer r.adoptions.ShutDown()
-		go r.runAdoptions(ctx)
+		go work(ctx, r.adoptions, r.adopt, "Provisioning a claim allocated without a reservation",
+			func(k adoptKey) []any { return []any{"claim", klog.KRef(k.namespace, k.name)} })
 	}
 	defer r.conditions.ShutDown()
-	go r.runConditions(ctx)
+	go work(ctx, r.conditions, r.writeConditions, "Writing device conditions",
+		func(uid string) []any { return []any{"claimUID", uid} })
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
@@ -183,6 +186,25 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-expire.C():
 			r.Expire(ctx)
 		}
+	}
+}
+
+// work runs do for each item of q until q shuts down. An item do fails for is done
+// again with q's rate limiting; what and logged name the work and the item in the log.
+func work[T comparable](ctx context.Context, q workqueue.TypedRateLimitingInterface[T], do func(context.Context, T) error,
+	what string, logged func(T) []any) {
+	for {
+		item, shutdown := q.Get()
+		if shutdown {
+			return
+		}
+		if err := do(ctx, item); err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, what+" failed, will retry", logged(item)...)
+			q.AddRateLimited(item)
+		} else {
+			q.Forget(item)
+		}
+		q.Done(item)
 	}
 }
 
