@@ -110,8 +110,13 @@ func TestTheServiceWritesTheDeviceConditionsOnceTheClaimIsAllocated(t *testing.T
 	late.Labels = map[string]string{"changed": "yes"} // an event of the informer
 	_, err = e.client.ResourceV1().ResourceClaims("default").Update(ctx, late, metav1.UpdateOptions{})
 	require.NoError(t, err)
-	time.Sleep(100 * time.Millisecond)
-	assert.Equal(t, applied, e.applies(), "conditions the claims have are not written again")
+	// A claim queued after all of these (one worker, in order): once its conditions
+	// are written, the others were looked at.
+	e.provision(t, "sentinel", "u-sentinel", true)
+	_, err = e.client.ResourceV1().ResourceClaims("default").Create(ctx, onNode("sentinel", "u-sentinel", true), metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.condition(t, "sentinel", dra.ConditionOnline) != nil }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, applied+1, e.applies(), "conditions the claims have are not written again; only the new claim's are")
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -168,7 +168,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return fmt.Errorf("watch ResourceClaims: %w", ctx.Err())
+		return nil // ctx ended: stopping before the first sweep is no error
 	}
 	logger.V(2).Info("Watching ResourceClaims", "driver", dra.DriverName)
 

@@ -252,3 +252,30 @@ func TestRemovingAReleasedRecordIsTwoWritesAndNoRead(t *testing.T) {
 	_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "%v", err)
 }
+
+// A service killed between the two writes of a removal leaves the record without its
+// finalizer, not deleted. Released again (the restarted service resumes the release)
+// deletes it; a record of another claim under the name is left alone.
+func TestARemovalCutShortIsFinished(t *testing.T) {
+	ctx := context.Background()
+	r := ledger.Reservation{
+		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
+		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib, State: v1alpha1.PhaseReleasing,
+		Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
+	}
+	cutShort := store.Object(r)
+	cutShort.Finalizers = nil
+	cs := fake.NewSimpleClientset(cutShort)
+	s := store.New(cs.DynamicMemoryV1alpha1(), "")
+
+	other := r
+	other.Claim.UID = "uid-2"
+	require.NoError(t, s.Released(ctx, other))
+	_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+	require.NoError(t, err, "another claim's removal leaves the record alone")
+
+	r.State = v1alpha1.PhaseReleased
+	require.NoError(t, s.Released(ctx, r))
+	_, err = cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the record is deleted: %v", err)
+}
