@@ -27,6 +27,7 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	resourcev1 "k8s.io/api/resource/v1"
@@ -208,17 +209,25 @@ func work[T comparable](ctx context.Context, q workqueue.TypedRateLimitingInterf
 	}
 }
 
-// ours tells whether a claim is allocated with a device of our driver.
+// ours tells whether a claim not being deleted is allocated with a device of our
+// driver: one to provision.
 func ours(c *resourcev1.ResourceClaim) bool {
-	if c.Status.Allocation == nil || c.DeletionTimestamp != nil {
-		return false
-	}
-	for _, d := range c.Status.Allocation.Devices.Results {
-		if d.Driver == dra.DriverName {
-			return true
-		}
-	}
-	return false
+	return c.DeletionTimestamp == nil && allocatedByUs(c)
+}
+
+// allocatedByUs tells whether a claim is allocated with a device of our driver.
+func allocatedByUs(c *resourcev1.ResourceClaim) bool {
+	return c.Status.Allocation != nil && slices.ContainsFunc(c.Status.Allocation.Devices.Results,
+		func(d resourcev1.DeviceRequestAllocationResult) bool { return d.Driver == dra.DriverName })
+}
+
+// beingDeleted tells whether a claim's deletion is final for its memory: it has a
+// deletion timestamp and no pod holds it. A claim deleted while its pod runs (a
+// user's delete, or its namespace's while the pod has its grace period) stays,
+// allocated and reserved for the pod, until the pod is done (the delete-protection
+// finalizer); its memory stays as long.
+func beingDeleted(c *resourcev1.ResourceClaim) bool {
+	return c.DeletionTimestamp != nil && len(c.Status.ReservedFor) == 0
 }
 
 // Expire drops Reserved entries past their TTL.
@@ -295,8 +304,9 @@ func (r *Reconciler) check(ctx context.Context, uid string, deleted bool) {
 // informer's copy of the claim answers first: nearly always it says the memory is
 // still needed, and reading every provisioned claim live on each sweep made these
 // reads the API server's most frequent request of the service. A deletion the
-// informer saw is final (the deletion of the claim's UID, its deletion timestamp, or
-// its name held by another UID: a UID is never used again), and is acted on as seen.
+// informer saw is final (the deletion of the claim's UID, its deletion timestamp once
+// no pod holds it, or its name held by another UID: a UID is never used again), and
+// is acted on as seen.
 // Any other release is decided on the claim read live: a cache may lag an
 // allocation, and a deallocation can be followed by a new allocation.
 func (r *Reconciler) verdict(ctx context.Context, res ledger.Reservation, deleted bool) (reason, why string, err error) {
@@ -338,13 +348,13 @@ func judge(claim *resourcev1.ResourceClaim, res ledger.Reservation, clk clock.Pa
 	switch {
 	case string(claim.UID) != res.Claim.UID:
 		return reasonDeleted, fmt.Sprintf("ResourceClaim %s/%s was deleted (a new claim of that name has UID %s)", res.Claim.Namespace, res.Claim.Name, claim.UID)
-	case claim.DeletionTimestamp != nil:
+	case beingDeleted(claim):
 		return reasonDeleted, fmt.Sprintf("ResourceClaim %s/%s is being deleted", res.Claim.Namespace, res.Claim.Name)
 	}
 	if res.State == v1alpha1.PhaseReserved {
 		return "", "" // not allocated yet is normal: the TTL decides
 	}
-	if !ours(claim) {
+	if !allocatedByUs(claim) {
 		if at := res.ProvisioningAt; !at.IsZero() && clk.Since(at) < AllocationWait {
 			return "", "" // its allocation may still be on its way (AllocationWait)
 		}

@@ -363,7 +363,7 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 
 	claims := e.client.ResourceV1().ResourceClaims("default")
 	require.NoError(t, claims.Delete(ctx, "deleted", metav1.DeleteOptions{}))
-	terminating := resourceClaim("terminating", "u-terminating", true, true)
+	terminating := resourceClaim("terminating", "u-terminating", true, false) // its pod is done
 	terminating.DeletionTimestamp = &metav1.Time{Time: e.clock.Now()}
 	_, err := claims.Update(ctx, terminating, metav1.UpdateOptions{})
 	require.NoError(t, err)
@@ -376,6 +376,45 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 	released := func() []string { return slices.Compact(slices.Sorted(slices.Values(e.rel.got()))) }
 	require.Eventually(t, func() bool { return len(released()) >= 3 }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, []string{"u-deleted", "u-recreated", "u-terminating"}, released())
+	for _, a := range e.client.Actions() {
+		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
+	}
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// A claim is deleted while its pod still runs: a user deleted it, or its namespace
+// is being deleted while the pod has its grace period. The claim stays (the
+// delete-protection finalizer) allocated and reserved for the pod until the pod is
+// done, and so does its memory; once no pod holds it, the deletion is final and the
+// memory is released, without a live read.
+func TestAClaimBeingDeletedKeepsItsMemoryWhileAPodHoldsIt(t *testing.T) {
+	e := newEnv(t, resourceClaim("held", "u-held", true, true), resourceClaim("sentinel", "u-sentinel", true, true))
+	e.provision(t, "held", "u-held", true)
+	e.provision(t, "sentinel", "u-sentinel", true)
+	e.clock.Step(reconciler.AllocationWait + time.Second) // no allocation on its way
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.rec.Run(ctx) }()
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+
+	claims := e.client.ResourceV1().ResourceClaims("default")
+	held := resourceClaim("held", "u-held", true, true)
+	held.DeletionTimestamp = &metav1.Time{Time: e.clock.Now()}
+	_, err := claims.Update(ctx, held, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	// The informer hands events over in order: once the sentinel's deletion is
+	// released, the held claim's update was looked at.
+	require.NoError(t, claims.Delete(ctx, "sentinel", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return slices.Contains(e.rel.got(), "u-sentinel") }, 5*time.Second, 5*time.Millisecond)
+	e.rec.Sweep(ctx)
+	assert.NotContains(t, e.rel.got(), "u-held", "a pod still holds the claim")
+
+	held.Status.ReservedFor = nil // the pod is done
+	_, err = claims.UpdateStatus(ctx, held, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return slices.Contains(e.rel.got(), "u-held") }, 5*time.Second, 5*time.Millisecond)
 	for _, a := range e.client.Actions() {
 		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -43,6 +44,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/ptr"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
 	"github.com/dynamicmemory/kube-dynamic-memory/api/dra"
@@ -373,6 +375,53 @@ func TestMemoryServiceWithARealAPIServer(t *testing.T) {
 		require.NoError(t, err)
 		require.NotNil(t, cmd.GetOffline(), "an offline command, got %v", cmd)
 		assert.Equal(t, unknown, cmd.GetOffline().GetClaimUid())
+	})
+
+	t.Run("a claim deleted while a pod holds it keeps its memory until the pod is done", func(t *testing.T) {
+		// As the scheduler leaves an allocated claim: reserved for its pod, and the
+		// delete-protection finalizer, which keeps a deleted claim while it is in use.
+		// kube-controller-manager's resourceclaim controller drops a consumer that is
+		// not a pod of the claim: the pod exists (never scheduled: no scheduler here).
+		pod, err := e.kube.CoreV1().Pods("default").Create(e.ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "runner"},
+			Spec: corev1.PodSpec{
+				SchedulerName:  "none",
+				ResourceClaims: []corev1.PodResourceClaim{{Name: "mem", ResourceClaimName: ptr.To("held")}},
+				Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10",
+					Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "mem"}}}}},
+			},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		ref := e.createClaim("held")
+		claims := e.kube.ResourceV1().ResourceClaims("default")
+		rc, err := claims.Get(e.ctx, "held", metav1.GetOptions{})
+		require.NoError(t, err)
+		rc.Finalizers = []string{"resource.kubernetes.io/delete-protection"}
+		rc, err = claims.Update(e.ctx, rc, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		rc.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: pod.Name, UID: pod.UID}}
+		rc, err = claims.UpdateStatus(e.ctx, rc, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		resp, err := sched.AddMemory(e.ctx, &memservicev1.AddMemoryRequest{Claim: ref, Node: "node1", Bytes: gi})
+		require.NoError(t, err)
+		require.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState(), resp.GetReservation().GetMessage())
+
+		require.NoError(t, claims.Delete(e.ctx, "held", metav1.DeleteOptions{}))
+		deleting, err := claims.Get(e.ctx, "held", metav1.GetOptions{})
+		require.NoError(t, err)
+		require.NotNil(t, deleting.DeletionTimestamp)
+		// The reconciler acts on the informer's event at once, and re-checks a
+		// deallocation after DeallocationPause: three seconds cover both.
+		time.Sleep(3 * time.Second)
+		r, err := sched.GetReservation(e.ctx, &memservicev1.GetReservationRequest{ClaimUid: ref.GetUid()})
+		require.NoError(t, err)
+		assert.Equal(t, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, r.GetReservation().GetState(), "the pod still holds the claim")
+
+		// The pod is done: kube-controller-manager takes it out of the claim's
+		// consumers, deallocates the claim and lets it go.
+		require.NoError(t, e.kube.CoreV1().Pods("default").Delete(e.ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
+		require.Eventually(t, func() bool { return e.record("held") == nil }, 60*time.Second, 100*time.Millisecond,
+			"released once no pod holds the claim")
 	})
 
 	t.Run("deleting the ResourceClaim releases the memory and removes the finalizer", func(t *testing.T) {
