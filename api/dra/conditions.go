@@ -17,6 +17,7 @@ limitations under the License.
 package dra
 
 import (
+	"slices"
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -78,6 +79,27 @@ func ApplyDeviceState(claim *resourceapi.ResourceClaim, devices []resourceapi.De
 		status.WithDevices(dev)
 	}
 	return resourceac.ResourceClaim(claim.Name, claim.Namespace).WithUID(claim.UID).WithStatus(status)
+}
+
+// AwaitsOnline tells whether a scheduler waits for the Online condition of one of
+// devices: the allocation copied it from the devices' binding conditions (the DRA
+// plugin's --binding-conditions).
+func AwaitsOnline(devices []resourceapi.DeviceRequestAllocationResult) bool {
+	return slices.ContainsFunc(devices, func(r resourceapi.DeviceRequestAllocationResult) bool {
+		return slices.Contains(r.BindingConditions, ConditionOnline)
+	})
+}
+
+// HasConditions tells whether the claim's status has conditions on one of devices.
+func HasConditions(claim *resourceapi.ResourceClaim, devices []resourceapi.DeviceRequestAllocationResult) bool {
+	for _, r := range devices {
+		for _, d := range claim.Status.Devices {
+			if d.Driver == r.Driver && d.Pool == r.Pool && d.Device == r.Device && sameShare(d.ShareID, r.ShareID) && len(d.Conditions) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // HasDeviceState tells whether every one of devices already carries the state's

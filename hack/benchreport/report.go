@@ -139,7 +139,7 @@ var endToEndTargets = []benchTarget{
 		},
 	},
 	{
-		what: "e2e: API requests per provisioned pod ≤ DRA only + 4 (all clients, creation to the pools whole again)",
+		what: "e2e: API requests per provisioned pod ≤ DRA only + 4 (all clients, creation until the pools are whole and the pods and claims gone)",
 		relative: func(results []benchResult) (float64, float64, string, bool) {
 			k8s, ok1 := metricOf(results, endToEndOurs, "k8s-requests/pod")
 			project, ok2 := metricOf(results, endToEndOurs, "project-requests/pod")
@@ -420,7 +420,7 @@ func (r *report) markdown() string {
 		"four times on one system, in the order A B B A, each profile's figures the mean of its two runs:\n"+
 		"`profile=without-dynamic-memory` is the baseline (a profile of the stock plugins: their\n"+
 		"claims allocated by DRA alone, nothing waits for their memory), `profile=dynamic-memory-scheduler` the\n"+
-		"project. API requests per pod come from the API server's audit log, creation to the pools whole again,\n"+
+		"project. API requests per pod come from the API server's audit log, creation until the pools are whole and the pods and claims gone,\n"+
 		"watches not counted. The steps of a pod: its claim\n"+
 		"made from the template (`claimed`), bound, Running. `BenchmarkSchedulers` compares, for 50 pods, the\n"+
 		"schedulers a pod may meet: this project's two profiles (both run DynamicMemory; on one system, in\n"+

@@ -31,9 +31,12 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/ledger"
 )
 
-// Device conditions: the service writes each provisioned claim's device conditions
-// from its ledger, Online=True once the memory is online on the claim's node and
-// ProvisioningFailed=True when provisioning failed. It writes from the informer's
+// Device conditions: the service writes provisioned claims' device conditions from
+// its ledger: ProvisioningFailed=True when provisioning failed, and Online=True once
+// the memory is online on the claim's node where a scheduler waits for it (binding
+// conditions) or where the claim's conditions said otherwise before. A claim that
+// DynamicMemory's PreBind provisioned has no binding conditions and gets no write:
+// nothing reads it, and its record says Online. It writes from the informer's
 // copy of the claim (no read), once that copy shows the claim allocated on the
 // reservation's node: a claim whose allocation the scheduler writes while its memory
 // is provisioned gets its conditions when the allocation arrives. Conditions the
@@ -81,7 +84,7 @@ func (r *Reconciler) writeConditions(ctx context.Context, uid string) error {
 	if len(devices) == 0 {
 		return nil // not allocated on the node (yet): the allocation's event queues it again
 	}
-	if dra.HasDeviceState(claim, devices, state) {
+	if dra.HasDeviceState(claim, devices, state) || (state.Online && !dra.AwaitsOnline(devices) && !dra.HasConditions(claim, devices)) {
 		return nil
 	}
 	apply := dra.ApplyDeviceState(claim, devices, state)

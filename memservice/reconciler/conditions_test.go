@@ -32,12 +32,21 @@ import (
 )
 
 // onNode is a claim allocated (or not) on node n1, from the driver's DRA pool of
-// that node.
+// that node, whose allocation waits for the device condition Online (binding
+// conditions).
 func onNode(name, uid string, allocated bool) *resourcev1.ResourceClaim {
 	c := resourceClaim(name, uid, allocated, allocated)
 	if allocated {
 		c.Status.Allocation.Devices.Results[0].Pool = "n1"
+		c.Status.Allocation.Devices.Results[0].BindingConditions = []string{dra.ConditionOnline}
 	}
+	return c
+}
+
+// unawaited is onNode without binding conditions: nothing waits for its Online.
+func unawaited(name, uid string) *resourcev1.ResourceClaim {
+	c := onNode(name, uid, true)
+	c.Status.Allocation.Devices.Results[0].BindingConditions = nil
 	return c
 }
 
@@ -117,6 +126,46 @@ func TestTheServiceWritesTheDeviceConditionsOnceTheClaimIsAllocated(t *testing.T
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return e.condition(t, "sentinel", dra.ConditionOnline) != nil }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, applied+1, e.applies(), "conditions the claims have are not written again; only the new claim's are")
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// Online is written where a scheduler waits for it (the allocation's binding
+// conditions name it) or where the claim's conditions say otherwise: a claim that
+// DynamicMemory's PreBind provisioned, without binding conditions, gets no write
+// (its record says Online), while one that shows an earlier ProvisioningFailed is
+// corrected. A failure is written on every claim.
+func TestOnlineIsWrittenWhereAWaitOrAnEarlierConditionNeedsIt(t *testing.T) {
+	stale := unawaited("stale", "u-stale")
+	stale.Status.Devices = []resourcev1.AllocatedDeviceStatus{{Driver: dra.DriverName, Pool: "n1", Device: "cxl-a", Conditions: []metav1.Condition{
+		{Type: dra.ConditionOnline, Status: metav1.ConditionFalse, Reason: reconciler.ReasonProvisioningFailed, Message: "pool cxl-a exhausted"},
+		{Type: dra.ConditionProvisioningFailed, Status: metav1.ConditionTrue, Reason: reconciler.ReasonProvisioningFailed, Message: "pool cxl-a exhausted"},
+	}}}
+	e := newEnv(t, unawaited("quiet", "u-quiet"), stale, unawaited("failed", "u-failed"), onNode("awaited", "u-awaited", true))
+	e.provision(t, "quiet", "u-quiet", true)
+	e.provision(t, "stale", "u-stale", true)
+	e.provision(t, "failed", "u-failed", false)
+	_, err := e.ledger.MarkFailed("u-failed", "the node agent of n1 could not online block 3")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.rec.Run(ctx) }()
+
+	require.Eventually(t, func() bool { return e.applies() == 2 }, 5*time.Second, 5*time.Millisecond, "stale and failed")
+	// The awaited claim is provisioned after the others were queued, and the queue
+	// has one worker, in order: once its condition is written, all were looked at.
+	e.provision(t, "awaited", "u-awaited", true)
+	e.rec.Settled("u-awaited")
+	require.Eventually(t, func() bool { return e.condition(t, "awaited", dra.ConditionOnline) != nil }, 5*time.Second, 5*time.Millisecond)
+	assert.Nil(t, e.condition(t, "quiet", dra.ConditionOnline), "nothing waits for it: not written")
+	online := e.condition(t, "stale", dra.ConditionOnline)
+	require.NotNil(t, online)
+	assert.Equal(t, metav1.ConditionTrue, online.Status, "the earlier failure is corrected")
+	failed := e.condition(t, "failed", dra.ConditionProvisioningFailed)
+	require.NotNil(t, failed)
+	assert.Equal(t, metav1.ConditionTrue, failed.Status)
+	assert.Equal(t, 3, e.applies(), "stale, failed and awaited")
 	cancel()
 	require.NoError(t, <-done)
 }

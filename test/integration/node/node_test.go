@@ -333,6 +333,9 @@ func createAllocatedClaim(ctx context.Context, t *testing.T, kube kubernetes.Int
 			Request: "mem", Driver: dra.DriverName, Pool: node, Device: poolName,
 			ShareID:          ptr.To(types.UID("7d1e4f3a-5c2b-4e8d-9a6f-0123456789ab")),
 			ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{"memory": resource.MustParse(size)},
+			// As the allocator copies them from the slice (BindingConditions above).
+			BindingConditions:        []string{dra.ConditionOnline},
+			BindingFailureConditions: []string{dra.ConditionProvisioningFailed},
 		}},
 	}}
 	updated, err := kube.ResourceV1().ResourceClaims("default").UpdateStatus(ctx, created, metav1.UpdateOptions{})
