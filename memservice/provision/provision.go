@@ -552,6 +552,14 @@ func (m *Manager) release(ctx context.Context, uid string) {
 			return
 		}
 	}
+	// The record goes before the pool gets the memory back: freed first, the capacity
+	// (or this very claim, allocated again elsewhere) could be granted anew while the
+	// record still names it, and a restart in between would rebuild both.
+	if !m.retry(ctx, uid, func() error {
+		return m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Released(ctx, r) })
+	}) {
+		return
+	}
 	released, err := m.cfg.Ledger.MarkReleased(uid)
 	if err != nil {
 		logger.Error(err, "Marking released")
@@ -561,9 +569,6 @@ func (m *Manager) release(ctx context.Context, uid string) {
 		m.cfg.Metrics.Releases.WithLabelValues(r.Pool).Inc()
 		m.cfg.Metrics.Release.WithLabelValues(r.Pool).Observe(released.ReleasedAt.Sub(r.ReleasingAt).Seconds())
 	}
-	m.retry(ctx, uid, func() error {
-		return m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Released(ctx, released) })
-	})
 	logger.V(2).Info("Released")
 }
 

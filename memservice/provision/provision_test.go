@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -105,8 +106,9 @@ func (a *agents) Offline(_ context.Context, _ string, cmd *memservicev1.OfflineC
 type states struct {
 	mu  sync.Mutex
 	log []v1alpha1.ClaimPhase
-	// hold, when set, holds every Update until it is closed.
-	hold chan struct{}
+	// hold, when set, holds every Update until it is closed; holdRemoval every
+	// Released.
+	hold, holdRemoval chan struct{}
 }
 
 func (s *states) add(r ledger.Reservation) error {
@@ -125,7 +127,18 @@ func (s *states) Update(_ context.Context, r ledger.Reservation) error {
 	}
 	return s.add(r)
 }
-func (s *states) Released(_ context.Context, r ledger.Reservation) error { return s.add(r) }
+
+// Released logs the record's removal as PhaseReleased.
+func (s *states) Released(_ context.Context, r ledger.Reservation) error {
+	s.mu.Lock()
+	hold := s.holdRemoval
+	s.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	r.State = v1alpha1.PhaseReleased
+	return s.add(r)
+}
 
 func setup(t *testing.T, dev *flakyDevice) (*provision.Manager, *ledger.Ledger, *agents, *states) {
 	t.Helper()
@@ -164,6 +177,44 @@ func TestReleaseRetriesTheDeviceUntilItAnswers(t *testing.T) {
 	require.NotEmpty(t, r.Pool)
 	assert.Equal(t, []string{r.Pool}, ag.pools, "the offline command names the pool, so the agent finds its region")
 	assert.Equal(t, []v1alpha1.ClaimPhase{v1alpha1.PhaseProvisioning, v1alpha1.PhaseOnline, v1alpha1.PhaseReleasing, v1alpha1.PhaseReleased}, st.log)
+	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
+}
+
+// The pool gets the memory back only once the record is gone. Freed before, the
+// capacity (or the very claim, allocated again elsewhere) could be granted anew while
+// the old record still named it: a restart in between would rebuild both, more than
+// the pool holds (found by the chaos suite's over-commit check).
+func TestTheMemoryIsFreedOnlyOnceItsRecordIsRemoved(t *testing.T) {
+	m, l, _, st := setup(t, &flakyDevice{})
+	_, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err)
+	st.mu.Lock()
+	st.holdRemoval = make(chan struct{})
+	st.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, err := m.RemoveMemory(context.Background(), "u", true)
+		assert.NoError(t, err)
+	}()
+	require.Eventually(t, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return slices.Contains(st.log, v1alpha1.PhaseReleasing)
+	}, 5*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // the device's release, then the removal (held)
+	r, ok := l.Get("u")
+	require.True(t, ok)
+	assert.Equal(t, v1alpha1.PhaseReleasing, r.State, "the record is not removed yet")
+	assert.Equal(t, 7*gi, l.Snapshot().Pools[0].Free)
+	_, err = l.Reserve(ledger.Request{Claim: ledger.ClaimRef{UID: "u", Namespace: "ns", Name: "u"}, Node: "n2", Bytes: gi})
+	assert.Error(t, err, "the claim cannot be granted anew while its record is there")
+
+	close(st.holdRemoval)
+	<-done
+	r, _ = l.Get("u")
+	assert.Equal(t, v1alpha1.PhaseReleased, r.State)
 	assert.Equal(t, 8*gi, l.Snapshot().Pools[0].Free)
 }
 

@@ -102,7 +102,11 @@ func (s *memStore) put(op string, r ledger.Reservation) error {
 func (s *memStore) Create(_ context.Context, r ledger.Reservation) error { return s.put("create", r) }
 func (s *memStore) Update(_ context.Context, r ledger.Reservation) error { return s.put("update", r) }
 func (s *memStore) Released(_ context.Context, r ledger.Reservation) error {
-	return s.put("released", r)
+	s.mu.Lock()
+	delete(s.records, r.Claim.UID)
+	s.mu.Unlock()
+	s.ev.add("store released %s", r.Claim.UID)
+	return nil
 }
 
 // loggedDevice logs the device calls of a simulated device.

@@ -181,7 +181,7 @@ func TestAddMemoryRecordsBeforeTheDeviceAndWaitsForTheAgent(t *testing.T) {
 	assert.Equal(t, []string{
 		"store update " + uid(1) + " Releasing",
 		"device release " + uid(1),
-		"store released " + uid(1) + " Released",
+		"store released " + uid(1),
 	}, h.ev.all()[3:])
 	require.NoError(t, h.ledger.CheckInvariants())
 	assert.Equal(t, 64*gi, h.ledger.Snapshot().Pools[0].Free)
