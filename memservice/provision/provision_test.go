@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,8 +106,9 @@ type states struct {
 	mu  sync.Mutex
 	log []v1alpha1.ClaimPhase
 	// hold, when set, holds every Update until it is closed; holdRemoval every
-	// Released.
+	// Released, which first sends on removing, when set.
 	hold, holdRemoval chan struct{}
+	removing          chan struct{}
 }
 
 func (s *states) add(r ledger.Reservation) error {
@@ -117,25 +117,32 @@ func (s *states) add(r ledger.Reservation) error {
 	s.log = append(s.log, r.State)
 	return nil
 }
+
+// wait waits until the channel *hold names, if any, is closed.
+func (s *states) wait(hold *chan struct{}) {
+	s.mu.Lock()
+	h := *hold
+	s.mu.Unlock()
+	if h != nil {
+		<-h
+	}
+}
+
 func (s *states) Create(_ context.Context, r ledger.Reservation) error { return s.add(r) }
 func (s *states) Update(_ context.Context, r ledger.Reservation) error {
-	s.mu.Lock()
-	hold := s.hold
-	s.mu.Unlock()
-	if hold != nil {
-		<-hold
-	}
+	s.wait(&s.hold)
 	return s.add(r)
 }
 
 // Released logs the record's removal as PhaseReleased.
 func (s *states) Released(_ context.Context, r ledger.Reservation) error {
 	s.mu.Lock()
-	hold := s.holdRemoval
+	removing := s.removing
 	s.mu.Unlock()
-	if hold != nil {
-		<-hold
+	if removing != nil {
+		removing <- struct{}{}
 	}
+	s.wait(&s.holdRemoval)
 	r.State = v1alpha1.PhaseReleased
 	return s.add(r)
 }
@@ -189,7 +196,7 @@ func TestTheMemoryIsFreedOnlyOnceItsRecordIsRemoved(t *testing.T) {
 	_, err := m.AddMemory(context.Background(), req("u"))
 	require.NoError(t, err)
 	st.mu.Lock()
-	st.holdRemoval = make(chan struct{})
+	st.holdRemoval, st.removing = make(chan struct{}), make(chan struct{}, 1)
 	st.mu.Unlock()
 
 	done := make(chan struct{})
@@ -198,12 +205,11 @@ func TestTheMemoryIsFreedOnlyOnceItsRecordIsRemoved(t *testing.T) {
 		_, _, err := m.RemoveMemory(context.Background(), "u", true)
 		assert.NoError(t, err)
 	}()
-	require.Eventually(t, func() bool {
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return slices.Contains(st.log, v1alpha1.PhaseReleasing)
-	}, 5*time.Second, time.Millisecond)
-	time.Sleep(50 * time.Millisecond) // the device's release, then the removal (held)
+	select {
+	case <-st.removing: // the device released; the removal is held
+	case <-time.After(5 * time.Second):
+		t.Fatal("the record's removal was not started")
+	}
 	r, ok := l.Get("u")
 	require.True(t, ok)
 	assert.Equal(t, v1alpha1.PhaseReleasing, r.State, "the record is not removed yet")

@@ -63,6 +63,14 @@ func (e *env) condition(t *testing.T, name, typ string) *metav1.Condition {
 	return nil
 }
 
+// provisionFailed provisions claim name and marks its provisioning failed.
+func (e *env) provisionFailed(t *testing.T, name, uid, message string) {
+	t.Helper()
+	e.provision(t, name, uid, false)
+	_, err := e.ledger.MarkFailed(uid, message)
+	require.NoError(t, err)
+}
+
 func (e *env) applies() (n int) {
 	for _, a := range e.client.Actions() {
 		if a.Matches("patch", "resourceclaims") && a.GetSubresource() == "status" {
@@ -81,13 +89,8 @@ func TestTheServiceWritesTheDeviceConditionsOnceTheClaimIsAllocated(t *testing.T
 	e := newEnv(t, onNode("online", "u-online", true), onNode("late", "u-late", false), onNode("failed", "u-failed", true))
 	e.provision(t, "online", "u-online", true)
 	e.provision(t, "late", "u-late", true)
-	e.provision(t, "failed", "u-failed", false)
-	_, err := e.ledger.MarkFailed("u-failed", "the node agent of n1 could not online block 3")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	e.provisionFailed(t, "failed", "u-failed", "the node agent of n1 could not online block 3")
+	ctx := run(t, e.rec)
 
 	require.Eventually(t, func() bool { return e.applies() == 2 }, 5*time.Second, 5*time.Millisecond,
 		"the restored claims that are allocated get their conditions")
@@ -104,7 +107,7 @@ func TestTheServiceWritesTheDeviceConditionsOnceTheClaimIsAllocated(t *testing.T
 	assert.Nil(t, e.condition(t, "late", dra.ConditionOnline), "not allocated yet: nothing to write on")
 
 	e.rec.Settled("u-late")
-	_, err = e.client.ResourceV1().ResourceClaims("default").UpdateStatus(ctx, onNode("late", "u-late", true), metav1.UpdateOptions{})
+	_, err := e.client.ResourceV1().ResourceClaims("default").UpdateStatus(ctx, onNode("late", "u-late", true), metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		c := e.condition(t, "late", dra.ConditionOnline)
@@ -126,8 +129,6 @@ func TestTheServiceWritesTheDeviceConditionsOnceTheClaimIsAllocated(t *testing.T
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return e.condition(t, "sentinel", dra.ConditionOnline) != nil }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, applied+1, e.applies(), "conditions the claims have are not written again; only the new claim's are")
-	cancel()
-	require.NoError(t, <-done)
 }
 
 // Online is written where a scheduler waits for it (the allocation's binding
@@ -144,13 +145,8 @@ func TestOnlineIsWrittenWhereAWaitOrAnEarlierConditionNeedsIt(t *testing.T) {
 	e := newEnv(t, unawaited("quiet", "u-quiet"), stale, unawaited("failed", "u-failed"), onNode("awaited", "u-awaited", true))
 	e.provision(t, "quiet", "u-quiet", true)
 	e.provision(t, "stale", "u-stale", true)
-	e.provision(t, "failed", "u-failed", false)
-	_, err := e.ledger.MarkFailed("u-failed", "the node agent of n1 could not online block 3")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	e.provisionFailed(t, "failed", "u-failed", "the node agent of n1 could not online block 3")
+	run(t, e.rec)
 
 	require.Eventually(t, func() bool { return e.applies() == 2 }, 5*time.Second, 5*time.Millisecond, "stale and failed")
 	// The awaited claim is provisioned after the others were queued, and the queue
@@ -166,6 +162,4 @@ func TestOnlineIsWrittenWhereAWaitOrAnEarlierConditionNeedsIt(t *testing.T) {
 	require.NotNil(t, failed)
 	assert.Equal(t, metav1.ConditionTrue, failed.Status)
 	assert.Equal(t, 3, e.applies(), "stale, failed and awaited")
-	cancel()
-	require.NoError(t, <-done)
 }

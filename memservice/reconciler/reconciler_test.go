@@ -101,6 +101,19 @@ func newEnv(t *testing.T, claims ...*resourcev1.ResourceClaim) *env {
 	return e
 }
 
+// run runs rec until the test ends, and checks that it then returns no error.
+func run(t *testing.T, rec *reconciler.Reconciler) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done)
+	})
+	return ctx
+}
+
 func (e *env) provision(t *testing.T, name, uid string, online bool) {
 	t.Helper()
 	_, _, err := e.ledger.Provision(ledger.Request{Claim: ledger.ClaimRef{UID: uid, Namespace: "default", Name: name}, Node: "n1", Bytes: gi})
@@ -175,10 +188,7 @@ func TestReservedEntriesAreLeftToTheTTL(t *testing.T) {
 func TestDeletingAClaimReleasesItsMemory(t *testing.T) {
 	e := newEnv(t, resourceClaim("c", "u-c", true, true))
 	e.provision(t, "c", "u-c", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	ctx := run(t, e.rec)
 	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs")
 	assert.Empty(t, e.rel.got())
 
@@ -190,8 +200,6 @@ func TestDeletingAClaimReleasesItsMemory(t *testing.T) {
 	}
 	r, _ := e.ledger.Get("u-c")
 	assert.Equal(t, v1alpha1.PhaseReleasing, r.State)
-	cancel()
-	require.NoError(t, <-done)
 }
 
 type provisions struct {
@@ -243,10 +251,7 @@ func TestOnlyClaimsAllocatedForAPodWithoutAReservationAreProvisioned(t *testing.
 	require.True(t, ok)
 	prov := &provisions{}
 	rec := reconciler.New(reconciler.Config{Client: e.client, Ledger: e.ledger, Releaser: e.rel, Provisioner: prov, Clock: e.clock})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(ctx) }()
+	ctx := run(t, rec)
 
 	require.Eventually(t, func() bool { return len(prov.got()) >= 2 }, 5*time.Second, 5*time.Millisecond)
 	assert.ElementsMatch(t, []ledger.Request{{
@@ -269,8 +274,6 @@ func TestOnlyClaimsAllocatedForAPodWithoutAReservationAreProvisioned(t *testing.
 	assert.Contains(t, failed.Message, "sets no size")
 	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs")
 	assert.Len(t, prov.got(), 2, "no other claim is provisioned")
-	cancel()
-	require.NoError(t, <-done)
 }
 
 // The sweep reads the claims from the informer's cache: a claim whose memory its
@@ -292,10 +295,7 @@ func TestSweepReadsLiveOnlyToConfirmARelease(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	run(t, e.rec)
 	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
 
 	gets := func() []string {
@@ -311,8 +311,6 @@ func TestSweepReadsLiveOnlyToConfirmARelease(t *testing.T) {
 	require.Eventually(t, func() bool { return len(gets()) >= 2 }, 5*time.Second, time.Millisecond)
 	assert.NotContains(t, gets(), "in-use", "only the claim the cache says to release is read live")
 	assert.Empty(t, e.rel.got(), "the live claim needs its memory")
-	cancel()
-	require.NoError(t, <-done)
 }
 
 // A claim deallocated and allocated again on another node between two looks: its
@@ -354,10 +352,7 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 	for _, c := range []string{"deleted", "terminating", "recreated"} {
 		e.provision(t, c, "u-"+c, true)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	ctx := run(t, e.rec)
 	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
 	require.Empty(t, e.rel.got())
 
@@ -379,8 +374,6 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 	for _, a := range e.client.Actions() {
 		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
 	}
-	cancel()
-	require.NoError(t, <-done)
 }
 
 // A claim is deleted while its pod still runs: a user deleted it, or its namespace
@@ -393,10 +386,7 @@ func TestAClaimBeingDeletedKeepsItsMemoryWhileAPodHoldsIt(t *testing.T) {
 	e.provision(t, "held", "u-held", true)
 	e.provision(t, "sentinel", "u-sentinel", true)
 	e.clock.Step(reconciler.AllocationWait + time.Second) // no allocation on its way
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	ctx := run(t, e.rec)
 	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
 
 	claims := e.client.ResourceV1().ResourceClaims("default")
@@ -418,8 +408,6 @@ func TestAClaimBeingDeletedKeepsItsMemoryWhileAPodHoldsIt(t *testing.T) {
 	for _, a := range e.client.Actions() {
 		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
 	}
-	cancel()
-	require.NoError(t, <-done)
 }
 
 // The resourceclaim controller deallocates a claim it made from a template and then
@@ -431,10 +419,7 @@ func TestADeallocationIsCheckedAfterAPauseThatADeletionEndsEarly(t *testing.T) {
 	e.provision(t, "deleted", "u-deleted", true)
 	e.provision(t, "kept", "u-kept", true)
 	e.clock.Step(reconciler.AllocationWait) // no allocation on its way any more
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- e.rec.Run(ctx) }()
+	ctx := run(t, e.rec)
 	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
 
 	claims := e.client.ResourceV1().ResourceClaims("default")
@@ -462,6 +447,4 @@ func TestADeallocationIsCheckedAfterAPauseThatADeletionEndsEarly(t *testing.T) {
 	assert.Equal(t, 1, gets(), "the kept claim is read live once, to confirm")
 	r, _ := e.ledger.Get("u-kept")
 	assert.Contains(t, r.Message, "is no longer allocated")
-	cancel()
-	require.NoError(t, <-done)
 }
