@@ -92,14 +92,9 @@ func AwaitsOnline(devices []resourceapi.DeviceRequestAllocationResult) bool {
 
 // HasConditions tells whether the claim's status has conditions on one of devices.
 func HasConditions(claim *resourceapi.ResourceClaim, devices []resourceapi.DeviceRequestAllocationResult) bool {
-	for _, r := range devices {
-		for _, d := range claim.Status.Devices {
-			if d.Driver == r.Driver && d.Pool == r.Pool && d.Device == r.Device && sameShare(d.ShareID, r.ShareID) && len(d.Conditions) > 0 {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.ContainsFunc(devices, func(r resourceapi.DeviceRequestAllocationResult) bool {
+		return len(conditionsOf(claim, r)) > 0
+	})
 }
 
 // HasDeviceState tells whether every one of devices already carries the state's
@@ -110,22 +105,23 @@ func HasDeviceState(claim *resourceapi.ResourceClaim, devices []resourceapi.Devi
 		want = metav1.ConditionTrue
 	}
 	for _, r := range devices {
-		found := false
-		for _, d := range claim.Status.Devices {
-			if d.Driver != r.Driver || d.Pool != r.Pool || d.Device != r.Device || !sameShare(d.ShareID, r.ShareID) {
-				continue
-			}
-			for _, c := range d.Conditions {
-				if c.Type == ConditionOnline && c.Status == want && c.Reason == s.Reason && c.Message == s.Message {
-					found = true
-				}
-			}
-		}
-		if !found {
+		if !slices.ContainsFunc(conditionsOf(claim, r), func(c metav1.Condition) bool {
+			return c.Type == ConditionOnline && c.Status == want && c.Reason == s.Reason && c.Message == s.Message
+		}) {
 			return false
 		}
 	}
 	return true
+}
+
+// conditionsOf are the conditions the claim's status has on the allocated device r.
+func conditionsOf(claim *resourceapi.ResourceClaim, r resourceapi.DeviceRequestAllocationResult) []metav1.Condition {
+	for _, d := range claim.Status.Devices {
+		if d.Driver == r.Driver && d.Pool == r.Pool && d.Device == r.Device && sameShare(d.ShareID, r.ShareID) {
+			return d.Conditions
+		}
+	}
+	return nil
 }
 
 func sameShare(status *string, result *types.UID) bool {

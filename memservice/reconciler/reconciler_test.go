@@ -114,6 +114,22 @@ func run(t *testing.T, rec *reconciler.Reconciler) context.Context {
 	return ctx
 }
 
+// runSwept runs e's reconciler until the test ends and waits for its first sweep.
+func (e *env) runSwept(t *testing.T) context.Context {
+	t.Helper()
+	ctx := run(t, e.rec)
+	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+	return ctx
+}
+
+// assertNoLiveReads checks that no ResourceClaim was read from the API server.
+func (e *env) assertNoLiveReads(t *testing.T) {
+	t.Helper()
+	for _, a := range e.client.Actions() {
+		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
+	}
+}
+
 func (e *env) provision(t *testing.T, name, uid string, online bool) {
 	t.Helper()
 	_, _, err := e.ledger.Provision(ledger.Request{Claim: ledger.ClaimRef{UID: uid, Namespace: "default", Name: name}, Node: "n1", Bytes: gi})
@@ -295,8 +311,7 @@ func TestSweepReadsLiveOnlyToConfirmARelease(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	run(t, e.rec)
-	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+	e.runSwept(t)
 
 	gets := func() []string {
 		var names []string
@@ -352,8 +367,7 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 	for _, c := range []string{"deleted", "terminating", "recreated"} {
 		e.provision(t, c, "u-"+c, true)
 	}
-	ctx := run(t, e.rec)
-	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+	ctx := e.runSwept(t)
 	require.Empty(t, e.rel.got())
 
 	claims := e.client.ResourceV1().ResourceClaims("default")
@@ -371,9 +385,7 @@ func TestADeletionTheInformerSawIsReleasedWithoutALiveRead(t *testing.T) {
 	released := func() []string { return slices.Compact(slices.Sorted(slices.Values(e.rel.got()))) }
 	require.Eventually(t, func() bool { return len(released()) >= 3 }, 5*time.Second, 5*time.Millisecond)
 	assert.Equal(t, []string{"u-deleted", "u-recreated", "u-terminating"}, released())
-	for _, a := range e.client.Actions() {
-		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
-	}
+	e.assertNoLiveReads(t)
 }
 
 // A claim is deleted while its pod still runs: a user deleted it, or its namespace
@@ -386,8 +398,7 @@ func TestAClaimBeingDeletedKeepsItsMemoryWhileAPodHoldsIt(t *testing.T) {
 	e.provision(t, "held", "u-held", true)
 	e.provision(t, "sentinel", "u-sentinel", true)
 	e.clock.Step(reconciler.AllocationWait + time.Second) // no allocation on its way
-	ctx := run(t, e.rec)
-	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+	ctx := e.runSwept(t)
 
 	claims := e.client.ResourceV1().ResourceClaims("default")
 	held := resourceClaim("held", "u-held", true, true)
@@ -405,9 +416,7 @@ func TestAClaimBeingDeletedKeepsItsMemoryWhileAPodHoldsIt(t *testing.T) {
 	_, err = claims.UpdateStatus(ctx, held, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return slices.Contains(e.rel.got(), "u-held") }, 5*time.Second, 5*time.Millisecond)
-	for _, a := range e.client.Actions() {
-		assert.False(t, a.Matches("get", "resourceclaims"), "no claim is read live: %v", a)
-	}
+	e.assertNoLiveReads(t)
 }
 
 // The resourceclaim controller deallocates a claim it made from a template and then
@@ -419,8 +428,7 @@ func TestADeallocationIsCheckedAfterAPauseThatADeletionEndsEarly(t *testing.T) {
 	e.provision(t, "deleted", "u-deleted", true)
 	e.provision(t, "kept", "u-kept", true)
 	e.clock.Step(reconciler.AllocationWait) // no allocation on its way any more
-	ctx := run(t, e.rec)
-	require.Eventually(t, func() bool { return e.clock.HasWaiters() }, 5*time.Second, time.Millisecond, "the reconciler runs its first sweep")
+	ctx := e.runSwept(t)
 
 	claims := e.client.ResourceV1().ResourceClaims("default")
 	for _, name := range []string{"deleted", "kept"} {
