@@ -75,9 +75,25 @@ func (s *orderedStore) events() []string {
 	return append([]string(nil), s.log...)
 }
 
-func (s *orderedStore) Create(_ context.Context, r ledger.Reservation) error   { return s.write(r) }
-func (s *orderedStore) Update(_ context.Context, r ledger.Reservation) error   { return s.write(r) }
-func (s *orderedStore) Released(_ context.Context, r ledger.Reservation) error { return s.write(r) }
+func (s *orderedStore) Create(_ context.Context, r ledger.Reservation) error { return s.write(r) }
+func (s *orderedStore) Update(_ context.Context, r ledger.Reservation) error { return s.write(r) }
+
+// Released logs the record's removal as PhaseReleased.
+func (s *orderedStore) Released(_ context.Context, r ledger.Reservation) error {
+	r.State = v1alpha1.PhaseReleased
+	return s.write(r)
+}
+
+// ReleaseBlocked and ReleaseUnblocked log the condition writes (provision.Conditions).
+func (s *orderedStore) ReleaseBlocked(context.Context, ledger.Reservation, string) error {
+	s.event("condition ReleaseBlocked=True")
+	return nil
+}
+
+func (s *orderedStore) ReleaseUnblocked(context.Context, ledger.Reservation) error {
+	s.event("condition ReleaseBlocked=False")
+	return nil
+}
 
 // loggingDevice logs its calls into the store's log.
 type loggingDevice struct {

@@ -447,12 +447,25 @@ func (m *Manager) write(ctx context.Context, fn func(context.Context) error) err
 // one is released by a flight (after any provisioning in flight ends). With wait, it
 // returns when the claim is Released or ctx ends.
 func (m *Manager) RemoveMemory(ctx context.Context, uid string, wait bool) (ledger.Reservation, bool, error) {
+	return m.remove(ctx, uid, wait, false)
+}
+
+// Release starts the release of a claim's memory, as RemoveMemory without waiting.
+// claimDeleted says its ResourceClaim is deleted for good (gone, or being deleted
+// with no pod holding it): nothing can need the memory again, so a restart decides
+// the same from the claim alone, and the record is not marked Releasing unless the
+// release has to wait (below).
+func (m *Manager) Release(uid string, claimDeleted bool) {
+	_, _, _ = m.remove(context.Background(), uid, false, claimDeleted)
+}
+
+func (m *Manager) remove(ctx context.Context, uid string, wait, claimDeleted bool) (ledger.Reservation, bool, error) {
 	r, found, pending := m.cfg.Ledger.BeginRelease(uid)
 	if !pending {
 		return r, found, nil
 	}
 	m.mu.Lock()
-	f := m.startLocked(m.releases, uid, func(ctx context.Context, _ *flight) { m.release(ctx, uid) })
+	f := m.startLocked(m.releases, uid, func(ctx context.Context, _ *flight) { m.release(ctx, uid, claimDeleted) })
 	m.mu.Unlock()
 	if !wait {
 		return r, true, nil
@@ -474,13 +487,21 @@ func (m *Manager) RemoveMemory(ctx context.Context, uid string, wait bool) (ledg
 func (m *Manager) ResumeRelease(uid string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.startLocked(m.releases, uid, func(ctx context.Context, _ *flight) { m.release(ctx, uid) })
+	m.startLocked(m.releases, uid, func(ctx context.Context, _ *flight) { m.release(ctx, uid, false) })
 }
 
 // release is the flight of one claim from Releasing to Released. Every step is
 // retried with backoff until it succeeds or the service stops: memory is never taken
 // from a host before its agent has offlined it.
-func (m *Manager) release(ctx context.Context, uid string) {
+//
+// The record says Releasing before anything leaves the host, so that a restart
+// resumes the release instead of finding the memory Online while the agent offlined
+// it, for a claim that may be allocated again meanwhile. A claim deleted for good
+// (claimDeleted) cannot be: a restart finds it gone and releases the memory as this
+// flight would, so the mark is written only when a step has to be retried (the record
+// then tells a person why the memory is not back yet), and a release that goes through
+// writes the record once, its removal.
+func (m *Manager) release(ctx context.Context, uid string, claimDeleted bool) {
 	m.mu.Lock()
 	prov := m.flights[uid]
 	m.mu.Unlock()
@@ -498,27 +519,40 @@ func (m *Manager) release(ctx context.Context, uid string) {
 	}
 	logger := klog.FromContext(ctx).WithValues("claim", uid, "node", r.Node, "pool", r.Pool)
 	ctx = klog.NewContext(ctx, logger)
-	logger.V(2).Info("Releasing")
-	// The record says Releasing before anything leaves the host. A write refused
-	// because another instance leads ends the flight here; other failures are logged,
-	// as for every state write.
-	if err := m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Update(ctx, r) }); errors.Is(err, ErrFenced) {
-		logger.Error(err, "Not releasing: this instance no longer leads")
+	logger.V(2).Info("Releasing", "claimDeleted", claimDeleted)
+	// A mark refused because another instance leads ends the flight; other failures
+	// are logged, as for every state write.
+	marked := false
+	mark := func() bool {
+		if marked {
+			return true
+		}
+		marked = true
+		if err := m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Update(ctx, r) }); errors.Is(err, ErrFenced) {
+			logger.Error(err, "Not releasing: this instance no longer leads")
+			return false
+		} else if err != nil {
+			logger.Error(err, "Recording claim state", "state", r.State)
+		}
+		return true
+	}
+	if !claimDeleted && !mark() {
 		return
-	} else if err != nil {
-		logger.Error(err, "Recording claim state", "state", r.State)
 	}
 
 	if r.OnHost {
 		blocked := &blockage{m: m, r: r}
 		defer blocked.end()
-		if !m.retry(ctx, uid, func() error {
+		if !m.retry(ctx, uid, mark, func() error {
 			actx, cancel := context.WithTimeout(ctx, m.cfg.AgentCommandTimeout)
 			defer cancel()
 			start := m.cfg.Clock.Now()
 			_, err := m.cfg.Agents.Offline(actx, r.Node, &memservicev1.OfflineCommand{ClaimUid: uid, Pool: r.Pool, Extents: memservicev1.ExtentsOf(r.Extents), Bytes: r.Bytes})
 			m.observeAgent("offline", start, err)
 			if errors.Is(err, session.ErrMemoryBusy) {
+				if !mark() { // the condition goes on the status the mark writes whole
+					return errStopRelease
+				}
 				return blocked.busy(ctx, err)
 			}
 			if err != nil {
@@ -531,7 +565,7 @@ func (m *Manager) release(ctx context.Context, uid string) {
 		blocked.offlined(ctx)
 	}
 	if len(r.Extents) > 0 {
-		if !m.retry(ctx, uid, func() error {
+		if !m.retry(ctx, uid, mark, func() error {
 			if err := m.leading(); err != nil {
 				return fmt.Errorf("release extents from node %s in pool %s: %w", r.Node, r.Pool, err)
 			}
@@ -555,7 +589,7 @@ func (m *Manager) release(ctx context.Context, uid string) {
 	// The record goes before the pool gets the memory back: freed first, the capacity
 	// (or this very claim, allocated again elsewhere) could be granted anew while the
 	// record still names it, and a restart in between would rebuild both.
-	if !m.retry(ctx, uid, func() error {
+	if !m.retry(ctx, uid, mark, func() error {
 		return m.write(ctx, func(ctx context.Context) error { return m.cfg.Store.Released(ctx, r) })
 	}) {
 		return
@@ -572,14 +606,23 @@ func (m *Manager) release(ctx context.Context, uid string) {
 	logger.V(2).Info("Released")
 }
 
-// retry runs step until it succeeds; it returns false when ctx ends first. A node
-// agent's busy answer (session.ErrMemoryBusy) is retried after BusyRetryInterval.
-func (m *Manager) retry(ctx context.Context, uid string, step func() error) bool {
+// errStopRelease is a release step's answer that ends the flight: this instance no
+// longer leads.
+var errStopRelease = errors.New("not releasing: this instance no longer leads")
+
+// retry runs step until it succeeds; it returns false when ctx ends first, or when
+// step or setback (run on each failure, before the pause) says the flight must stop.
+// A node agent's busy answer (session.ErrMemoryBusy) is retried after
+// BusyRetryInterval.
+func (m *Manager) retry(ctx context.Context, uid string, setback func() bool, step func() error) bool {
 	wait := m.cfg.RetryInterval
 	for {
 		err := step()
 		if err == nil {
 			return true
+		}
+		if errors.Is(err, errStopRelease) || !setback() {
+			return false
 		}
 		pause := wait
 		if errors.Is(err, session.ErrMemoryBusy) {

@@ -51,7 +51,9 @@ import (
 
 // Releaser releases a claim's memory (provision.Manager).
 type Releaser interface {
-	RemoveMemory(ctx context.Context, uid string, wait bool) (ledger.Reservation, bool, error)
+	// Release starts the release; claimDeleted says the ResourceClaim is deleted for
+	// good, so that nothing can need the memory again.
+	Release(uid string, claimDeleted bool)
 }
 
 // DefaultProvisionGracePeriod is the default Config.ProvisionGracePeriod.
@@ -295,9 +297,7 @@ func (r *Reconciler) check(ctx context.Context, uid string, deleted bool) {
 		r.cfg.Metrics.ReconcileReleases.WithLabelValues(reason).Inc()
 	}
 	r.cfg.Ledger.SetMessage(uid, why)
-	if _, _, err := r.cfg.Releaser.RemoveMemory(ctx, uid, false); err != nil {
-		klog.FromContext(ctx).Error(err, "Releasing claim", "claim", uid)
-	}
+	r.cfg.Releaser.Release(uid, reason == reasonDeleted)
 }
 
 // verdict says whether (and why) a reservation's memory should be released. The

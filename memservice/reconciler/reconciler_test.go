@@ -48,20 +48,30 @@ type releases struct {
 	mu   sync.Mutex
 	l    *ledger.Ledger
 	uids []string
+	// deleted holds the claims released as deleted for good.
+	deleted []string
 }
 
-func (r *releases) RemoveMemory(_ context.Context, uid string, _ bool) (ledger.Reservation, bool, error) {
+func (r *releases) Release(uid string, claimDeleted bool) {
 	r.mu.Lock()
 	r.uids = append(r.uids, uid)
+	if claimDeleted {
+		r.deleted = append(r.deleted, uid)
+	}
 	r.mu.Unlock()
-	res, found, _ := r.l.BeginRelease(uid)
-	return res, found, nil
+	r.l.BeginRelease(uid)
 }
 
 func (r *releases) got() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.uids...)
+}
+
+func (r *releases) gotDeleted() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.deleted...)
 }
 
 func resourceClaim(name, uid string, allocated bool, reservedFor bool) *resourcev1.ResourceClaim {
@@ -164,6 +174,8 @@ func TestSweepReleasesWhatNoClaimNeeds(t *testing.T) {
 
 	e.rec.Sweep(context.Background())
 	assert.ElementsMatch(t, []string{"u-deallocated", "u-deleted", "u-old", "u-no-pod-ever"}, e.rel.got())
+	assert.ElementsMatch(t, []string{"u-deleted", "u-old"}, e.rel.gotDeleted(),
+		"a claim gone, or its name another claim's, is deleted for good; the others may be allocated again")
 	for uid, why := range map[string]string{
 		"u-deallocated": "is no longer allocated by dcd.dynamicmemory.io",
 		"u-deleted":     "ResourceClaim default/deleted was deleted",
@@ -416,6 +428,7 @@ func TestAClaimBeingDeletedKeepsItsMemoryWhileAPodHoldsIt(t *testing.T) {
 	_, err = claims.UpdateStatus(ctx, held, metav1.UpdateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return slices.Contains(e.rel.got(), "u-held") }, 5*time.Second, 5*time.Millisecond)
+	assert.Contains(t, e.rel.gotDeleted(), "u-held", "deleted for good once no pod holds it")
 	e.assertNoLiveReads(t)
 }
 

@@ -209,10 +209,14 @@ func (e *env) startAsServiceAccount(identity string, changes ...func(*service.Co
 }
 
 // A leader that lost its Lease while it could not tell (paused: here the Lease is
-// taken from it) neither writes a record nor touches the device: the release of a
-// claim whose ResourceClaim went away stops at its first record write, and the
-// instance stops once it sees the Lease is gone. The new holder releases the claim.
-func TestALeaderThatLostItsLeaseLeavesTheDeviceToTheNewLeader(t *testing.T) {
+// taken from it) writes no record: the release of a claim whose ResourceClaim went
+// away cannot remove the record, and the instance stops once it sees the Lease is
+// gone. The new holder releases the claim and removes the record. The claim is deleted
+// for good, a decision every leader makes alike, so the old leader may have taken the
+// memory back from the host and the device before its removal was refused (the device
+// releases only the extents tagged with the claim); a release that is not final is
+// fenced before the host acts (provision's TestAReleaseRefusedAsFencedByTheAPIServerTouchesNothing).
+func TestALeaderThatLostItsLeaseLeavesTheRecordToTheNewLeader(t *testing.T) {
 	e := setup(t)
 	a, aDone := e.startAsServiceAccount("a")
 	sched := e.dial(a.Addr(), "scheduler")
@@ -256,10 +260,9 @@ func TestALeaderThatLostItsLeaseLeavesTheDeviceToTheNewLeader(t *testing.T) {
 		t.Fatal("a did not stop within 30s of losing its Lease")
 	}
 	rec := e.record("held")
-	require.NotNil(t, rec)
-	assert.Equal(t, v1alpha1.PhaseOnline, rec.Status.Phase, "a could not record the release")
+	require.NotNil(t, rec, "a could not remove the record")
+	assert.Equal(t, v1alpha1.PhaseOnline, rec.Status.Phase, "a could not write the record")
 	assert.Contains(t, rec.Finalizers, v1alpha1.Finalizer)
-	assert.Equal(t, 2*gi, extentsOf(t, e, ref.GetUid()), "a left the claim's extents on the device")
 
 	b, _ := e.startAsServiceAccount("b")
 	e.runAgent(e.dial(b.Addr(), "agent-node1"), "node1")
