@@ -30,7 +30,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	v1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -146,7 +145,7 @@ func TestSchedulingWithRealAPIServer(t *testing.T) {
 		return p.GetFreeBytes() == 0 && p.GetOnlineBytes() == p.GetCapacityBytes()
 	}, "both pools full and their memory online")
 	for _, name := range filled {
-		assertEvent(t, ctx, kube, name, "DynamicMemoryOnline", "online on node "+placed[name])
+		assertOnline(t, ctx, kube, admin, name, placed[name])
 	}
 	assert.Equal(t, 1.0, testutil.ToFloat64(svc.Metrics().WatchSubs), "the two profiles share one WatchPools stream")
 
@@ -395,13 +394,20 @@ func podScheduledMessage(p *v1.Pod) string {
 	return ""
 }
 
-func assertEvent(t *testing.T, ctx context.Context, kube kubernetes.Interface, pod, reason, text string) {
+// assertOnline checks that the memory service has the memory of pod's claim online
+// on node.
+func assertOnline(t *testing.T, ctx context.Context, kube kubernetes.Interface, admin *client.Client, pod, node string) {
 	t.Helper()
 	assert.EventuallyWithT(t, func(c *assert.CollectT) {
-		events, err := kube.EventsV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=" + pod})
+		p, err := kube.CoreV1().Pods("default").Get(ctx, pod, metav1.GetOptions{})
 		require.NoError(c, err)
-		found := slices.ContainsFunc(events.Items, func(e eventsv1.Event) bool { return e.Reason == reason && strings.Contains(e.Note, text) })
-		assert.True(c, found, "pod %s has no %s event with %q", pod, reason, text)
+		require.NotEmpty(c, p.Status.ResourceClaimStatuses, "pod %s has no claim yet", pod)
+		claim, err := kube.ResourceV1().ResourceClaims("default").Get(ctx, *p.Status.ResourceClaimStatuses[0].ResourceClaimName, metav1.GetOptions{})
+		require.NoError(c, err)
+		resp, err := admin.GetReservation(ctx, &memservicev1.GetReservationRequest{ClaimUid: string(claim.UID)})
+		require.NoError(c, err)
+		assert.Equal(c, memservicev1.ReservationState_RESERVATION_STATE_ONLINE, resp.GetReservation().GetState(), "pod %s", pod)
+		assert.Equal(c, node, resp.GetReservation().GetNode(), "pod %s", pod)
 	}, waitTimeout, 200*time.Millisecond)
 }
 

@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,11 +31,12 @@ import (
 	memservicev1 "github.com/dynamicmemory/kube-dynamic-memory/api/memservice/v1"
 )
 
-// Event reasons the plugin records on pods.
-const (
-	eventMemoryOnline       = "DynamicMemoryOnline"
-	eventProvisioningFailed = "DynamicMemoryProvisioningFailed"
-)
+// eventProvisioningFailed is the reason of the event the plugin records on a pod
+// whose memory could not be provisioned. A success records none: the pod's binding
+// says the memory is online, and its DynamicMemoryClaim says where and how fast
+// (`kubectl dynamic-memory why POD`); an event a pod was one API request more than
+// scheduling with DRA alone costs.
+const eventProvisioningFailed = "DynamicMemoryProvisioningFailed"
 
 // PreBindPreFlight tells the framework that PreBind has work for pods with dynamic
 // memory claims, and that it may run in parallel with DynamicResources' PreBind: the
@@ -162,7 +162,5 @@ func (pl *DynamicMemory) provision(ctx context.Context, pod *v1.Pod, d demand, n
 	}
 	logger.V(2).Info("Dynamic memory online", "pod", klog.KObj(pod), "claim", klog.KObj(d.claim), "node", node,
 		"pool", r.GetPool(), "bytes", formatBytes(r.GetBytes()), "numaNodes", r.GetNumaNodes(), "elapsed", elapsed)
-	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, eventMemoryOnline, "Provisioning",
-		"%s from pool %s online on node %s (NUMA %v) after %s", formatBytes(r.GetBytes()), r.GetPool(), node, r.GetNumaNodes(), elapsed.Round(time.Millisecond))
 	return nil
 }

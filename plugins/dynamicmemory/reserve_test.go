@@ -286,13 +286,11 @@ func TestPreBind(t *testing.T) {
 	}{
 		{
 			name:      "memory comes online from the allocated pool",
-			wantEvent: "Normal DynamicMemoryOnline 4Gi from pool pool-b online on node n3 (NUMA [1])",
 			wantCalls: []string{"AddMemory c1-uid n3 pool-b 4294967296"},
 		},
 		{
 			name:               "the allocation not written yet: the pool DynamicResources reserved",
 			allocationInFlight: true,
-			wantEvent:          "Normal DynamicMemoryOnline 4Gi from pool pool-b online on node n3 (NUMA [1])",
 			wantCalls:          []string{"AddMemory c1-uid n3 pool-b 4294967296"},
 		},
 		{
@@ -359,6 +357,10 @@ func TestPreBind(t *testing.T) {
 			require.Eventually(t, func() bool { return len(fs.callLog()) == len(tc.wantCalls) }, 5*time.Second, time.Millisecond)
 			assert.Equal(t, tc.wantCalls, fs.callLog())
 			events := h.events()
+			if tc.wantEvent == "" {
+				assert.Empty(t, events, "a success records no event")
+				return
+			}
 			require.Len(t, events, 1)
 			assert.True(t, strings.HasPrefix(events[0], tc.wantEvent), "event %q should start with %q", events[0], tc.wantEvent)
 		})
