@@ -68,8 +68,17 @@ const (
 	ReasonMemoryOfflined         = "MemoryOfflined"
 )
 
-// Finalizer is held on a DynamicMemoryClaim until its extents are back in the pool.
+// Finalizer was held on a DynamicMemoryClaim until its extents were back in the pool,
+// by versions before the admission policy RecordPolicy kept anyone but the memory
+// service from deleting records. The memory service removes it from the records of
+// those versions when it removes them.
 const Finalizer = "dynamicmemory.io/release-extents"
+
+// RecordPolicy is the ValidatingAdmissionPolicy that refuses the deletion of a
+// DynamicMemoryClaim by anyone but the memory service (and the cluster's superusers,
+// system:masters): a record is the only account of memory on a host, and the service
+// removes it once the memory is back in the pool.
+const RecordPolicy = "dynamic-memory-claim-records"
 
 // Label keys set on DynamicMemoryClaims. Node and pool names longer than a label value
 // are shortened by LabelValue; the spec holds them in full.

@@ -30,6 +30,15 @@ import (
 	"github.com/dynamicmemory/kube-dynamic-memory/memservice/provision/provisiontest"
 )
 
+// provisioned brings claim u online and waits until its Online record is written.
+func provisioned(t *testing.T, m *provision.Manager) {
+	t.Helper()
+	r, err := m.AddMemory(context.Background(), req("u"))
+	require.NoError(t, err)
+	require.Equal(t, v1alpha1.PhaseOnline, r.State)
+	m.Wait()
+}
+
 // waitReleased waits until the ledger has claim uid Released.
 func waitReleased(t *testing.T, l *ledger.Ledger, uid string) {
 	t.Helper()
@@ -54,9 +63,7 @@ func TestADeletedClaimsReleaseWritesItsRecordOnlyToRemoveIt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, l, ag, st, _, _ := fencedSetup(t)
-			_, err := m.AddMemory(context.Background(), req("u"))
-			require.NoError(t, err)
-			m.Wait() // the Online record is written
+			provisioned(t, m)
 
 			m.Release("u", tc.claimDeleted)
 			waitReleased(t, l, "u")
@@ -74,9 +81,7 @@ func TestADeletedClaimsReleaseThatWaitsIsMarkedReleasing(t *testing.T) {
 	t.Run("the device fails once", func(t *testing.T) {
 		m, l, _, st, dev, _ := fencedSetup(t)
 		dev.releaseFailures = 1
-		_, err := m.AddMemory(context.Background(), req("u"))
-		require.NoError(t, err)
-		m.Wait()
+		provisioned(t, m)
 
 		m.Release("u", true)
 		waitReleased(t, l, "u")
@@ -97,9 +102,7 @@ func TestADeletedClaimsReleaseThatWaitsIsMarkedReleasing(t *testing.T) {
 			cancel()
 			m.Wait()
 		})
-		_, err := m.AddMemory(context.Background(), req("u"))
-		require.NoError(t, err)
-		m.Wait()
+		provisioned(t, m)
 
 		ag.pin(true)
 		m.Release("u", true)
@@ -109,9 +112,7 @@ func TestADeletedClaimsReleaseThatWaitsIsMarkedReleasing(t *testing.T) {
 	t.Run("the mark is refused as fenced", func(t *testing.T) {
 		m, l, _, st, dev, _ := fencedSetup(t)
 		dev.releaseFailures = 1
-		_, err := m.AddMemory(context.Background(), req("u"))
-		require.NoError(t, err)
-		m.Wait()
+		provisioned(t, m)
 
 		st.mu.Lock()
 		st.refuse[v1alpha1.PhaseReleasing] = true

@@ -88,13 +88,12 @@ func TestEveryRecordWriteNamesTheLeader(t *testing.T) {
 			r2.Claim.UID, r2.State = "uid-2", v1alpha1.PhaseProvisioning
 			require.NoError(t, s.Create(ctx, r2), "a new claim of the same name")
 
-			// The delete that follows the finalizer write carries no field manager
-			// (DeleteOptions have none): it is preconditioned on the UID of the
-			// record the fenced finalizer write returned.
+			// Released's delete carries no field manager (DeleteOptions have none):
+			// it is preconditioned on the record's UID, and not fenced
+			// (docs/architecture.md, "Records fenced by the Lease").
 			want := []string{
 				"create : " + tc.manager,       // Create: one write
 				"update status: " + tc.manager, // SetAside
-				"patch : " + tc.manager,        // Released: the finalizer, then the delete
 				"create : " + tc.manager,       // the new claim's record
 			}
 			assert.Equal(t, want, w.got)

@@ -56,7 +56,7 @@ func TestARecordFollowsItsClaimAndIsRemovedOnceReleased(t *testing.T) {
 	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.CurrentPhase(), "the record is written before the hardware acts")
 	assert.Equal(t, r.Extents, obj.Spec.Extents, "with the extents the hardware is given")
 	assert.Empty(t, obj.Status.Phase, "in one write: the status follows when the memory is online")
-	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers)
+	assert.Empty(t, obj.Finalizers)
 
 	r.State, r.OnlineAt = v1alpha1.PhaseOnline, at.Add(time.Second)
 	require.NoError(t, s.Update(ctx, r))
@@ -156,7 +156,7 @@ func TestARecordOfALongNodeNameHasValidLabels(t *testing.T) {
 
 // A record is written only for the claim it belongs to: once claim A's record was
 // replaced by claim B's of the same name (the ResourceClaim was recreated), A's late
-// status write and A's release leave B's record, and its finalizer, alone.
+// status write and A's release leave B's record alone.
 func TestWritesOfAnOldClaimDoNotTouchANewRecordOfTheSameName(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewSimpleClientset()
@@ -183,7 +183,6 @@ func TestWritesOfAnOldClaimDoNotTouchANewRecordOfTheSameName(t *testing.T) {
 	assert.Equal(t, "uid-b", obj.Labels[v1alpha1.LabelClaimUID])
 	assert.Equal(t, v1alpha1.PhaseProvisioning, obj.CurrentPhase(), "B's status is B's")
 	assert.Equal(t, []v1alpha1.Extent{{Offset: gib, Length: gib}}, obj.Spec.Extents)
-	assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers, "B keeps its finalizer")
 }
 
 // A record of the same claim that still holds memory is the truth about that memory:
@@ -228,29 +227,61 @@ func TestARecordThatHoldsMemoryIsNotOverwrittenByAnotherReservationOfItsClaim(t 
 	require.NoError(t, s.Create(ctx, held), "the same reservation again")
 }
 
-// Removing a released record costs the API server two writes and no read: the
-// finalizer write tests the claim UID and returns the record, and the delete is
-// preconditioned on that record's UID.
-func TestRemovingAReleasedRecordIsTwoWritesAndNoRead(t *testing.T) {
+// Removing a released record costs the API server one delete, preconditioned on the
+// record's UID as its create returned it, and no read. A record this instance did not
+// write or list (it was restarted, and the rebuild did not see it) is read first; one
+// of an earlier version holds the finalizer, which goes before the delete.
+func TestRemovingAReleasedRecordIsOneDelete(t *testing.T) {
 	ctx := context.Background()
-	cs := fake.NewSimpleClientset()
-	s := store.New(cs.DynamicMemoryV1alpha1(), "")
 	r := ledger.Reservation{
 		Claim: ledger.ClaimRef{UID: "uid-1", Namespace: "ns", Name: "claim"},
 		Node:  "node1", Pool: "cxl-a", Requested: gib, Bytes: gib,
 		State: v1alpha1.PhaseOnline, Extents: []v1alpha1.Extent{{Offset: 0, Length: gib}},
 	}
-	require.NoError(t, s.Create(ctx, r))
-	cs.ClearActions()
-	r.State = v1alpha1.PhaseReleased
-	require.NoError(t, s.Released(ctx, r))
-	var verbs []string
-	for _, a := range cs.Actions() {
-		verbs = append(verbs, a.GetVerb()+" "+a.GetSubresource())
+	legacy := store.Object(r)
+	legacy.Finalizers = []string{v1alpha1.Finalizer}
+	for _, tc := range []struct {
+		name    string
+		prepare func(t *testing.T, cs *fake.Clientset, s *store.Store)
+		want    []string
+	}{
+		{"written by this instance", func(t *testing.T, _ *fake.Clientset, s *store.Store) {
+			require.NoError(t, s.Create(ctx, r))
+		}, []string{"delete "}},
+		{"listed by this instance", func(t *testing.T, cs *fake.Clientset, s *store.Store) {
+			_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Create(ctx, store.Object(r), metav1.CreateOptions{})
+			require.NoError(t, err)
+			_, _, err = s.List(ctx)
+			require.NoError(t, err)
+		}, []string{"delete "}},
+		{"not seen by this instance", func(t *testing.T, cs *fake.Clientset, _ *store.Store) {
+			_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Create(ctx, store.Object(r), metav1.CreateOptions{})
+			require.NoError(t, err)
+		}, []string{"get ", "delete "}},
+		{"an earlier version's, with the finalizer", func(t *testing.T, cs *fake.Clientset, s *store.Store) {
+			_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Create(ctx, legacy, metav1.CreateOptions{})
+			require.NoError(t, err)
+			_, _, err = s.List(ctx)
+			require.NoError(t, err)
+		}, []string{"get ", "patch ", "delete "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := fake.NewSimpleClientset()
+			s := store.New(cs.DynamicMemoryV1alpha1(), "")
+			tc.prepare(t, cs, s)
+			cs.ClearActions()
+			released := r
+			released.State = v1alpha1.PhaseReleased
+			require.NoError(t, s.Released(ctx, released))
+			var verbs []string
+			for _, a := range cs.Actions() {
+				verbs = append(verbs, a.GetVerb()+" "+a.GetSubresource())
+			}
+			assert.Equal(t, tc.want, verbs)
+			_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
+			assert.True(t, apierrors.IsNotFound(err), "%v", err)
+		})
 	}
-	assert.Equal(t, []string{"patch ", "delete "}, verbs)
-	_, err := cs.DynamicMemoryV1alpha1().DynamicMemoryClaims("ns").Get(ctx, "claim", metav1.GetOptions{})
-	assert.True(t, apierrors.IsNotFound(err), "%v", err)
 }
 
 // A service killed between the two writes of a removal leaves the record without its

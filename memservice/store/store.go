@@ -15,8 +15,9 @@ limitations under the License.
 */
 
 // Package store persists reservations as DynamicMemoryClaim objects: one per
-// ResourceClaim (same namespace and name), labelled with the claim UID, node and pool,
-// and holding a finalizer. The object is written before any hardware action, its
+// ResourceClaim (same namespace and name), labelled with the claim UID, node and pool;
+// the admission policy v1alpha1.RecordPolicy lets no one else delete them. The object
+// is written before any hardware action, its
 // status when the memory is online and when a release begins (that of a claim deleted
 // for good only if it has to wait), and the service removes it when the memory is back
 // in the pool, so that a restarted service rebuilds its ledger from these objects.
@@ -37,6 +38,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -74,13 +76,19 @@ type Store struct {
 	client dmclient.DynamicMemoryClaimsGetter
 	// fieldManager names the writer in every write.
 	fieldManager string
+
+	mu sync.Mutex
+	// records holds, by claim UID, the object UID of each record as the API server
+	// last returned it (a create, a status write, a list), so that its removal is one
+	// delete preconditioned on it, with no read.
+	records map[string]types.UID
 }
 
 // New makes a store that writes with c (the generated clientset's
 // DynamicMemoryV1alpha1()) as the leader identity, or, with an empty identity, as a
 // service without leader election.
 func New(c dmclient.DynamicMemoryClaimsGetter, identity string) *Store {
-	s := &Store{client: c, fieldManager: FieldManager}
+	s := &Store{client: c, fieldManager: FieldManager, records: map[string]types.UID{}}
 	if identity != "" {
 		s.fieldManager = LeaderFieldManager(identity)
 	}
@@ -99,7 +107,6 @@ func Object(r ledger.Reservation) *v1alpha1.DynamicMemoryClaim {
 				v1alpha1.LabelNode:     v1alpha1.LabelValue(r.Node),
 				v1alpha1.LabelPool:     v1alpha1.LabelValue(r.Pool),
 			},
-			Finalizers: []string{v1alpha1.Finalizer},
 		},
 		Spec: v1alpha1.DynamicMemoryClaimSpec{
 			ClaimRef:  v1alpha1.ClaimReference{Name: r.Claim.Name, UID: types.UID(r.Claim.UID)},
@@ -225,14 +232,40 @@ func Reservation(obj *v1alpha1.DynamicMemoryClaim) (ledger.Reservation, error) {
 func (s *Store) Create(ctx context.Context, r ledger.Reservation) error {
 	obj := Object(r)
 	obj.Status = v1alpha1.DynamicMemoryClaimStatus{} // a subresource: the API server drops it on create
-	_, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
+	created, err := s.client.DynamicMemoryClaims(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{FieldManager: s.fieldManager})
 	if apierrors.IsAlreadyExists(err) {
-		_, err = s.replace(ctx, obj)
+		created, err = s.replace(ctx, obj)
 	}
 	if err != nil {
 		return fmt.Errorf("create DynamicMemoryClaim %s/%s: %w", obj.Namespace, obj.Name, fenced(err))
 	}
+	s.remember(created)
 	return nil
+}
+
+// remember notes the object UID of a record the API server returned. A record of an
+// earlier version, which holds the finalizer, is not noted: its removal reads it.
+func (s *Store) remember(obj *v1alpha1.DynamicMemoryClaim) {
+	if obj == nil || obj.Labels[v1alpha1.LabelClaimUID] == "" || slices.Contains(obj.Finalizers, v1alpha1.Finalizer) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records[obj.Labels[v1alpha1.LabelClaimUID]] = obj.UID
+}
+
+// recordUID returns the object UID remembered for claim uid's record.
+func (s *Store) recordUID(uid string) (types.UID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.records[uid]
+	return rec, ok
+}
+
+func (s *Store) forget(uid string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.records, uid)
 }
 
 func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (*v1alpha1.DynamicMemoryClaim, error) {
@@ -248,7 +281,7 @@ func (s *Store) replace(ctx context.Context, obj *v1alpha1.DynamicMemoryClaim) (
 		}
 		return old, nil
 	}
-	if old.Status.Phase != v1alpha1.PhaseReleased && slices.Contains(old.Finalizers, v1alpha1.Finalizer) {
+	if old.Status.Phase != v1alpha1.PhaseReleased {
 		return nil, fmt.Errorf("an earlier claim %s of the same name still holds memory (%s); retry once it is released",
 			old.Labels[v1alpha1.LabelClaimUID], old.CurrentPhase())
 	}
@@ -279,23 +312,49 @@ func (s *Store) Update(ctx context.Context, r ledger.Reservation) error {
 	return nil
 }
 
-// Released removes the record of a claim whose memory is back in the pool: it drops
-// the finalizer and deletes the record, two writes and no read. The finalizer write
-// tests the record's claim UID; the delete is preconditioned on the UID of the record
-// that write returned. No status is written: nothing reads a record that is going.
-// A record of the same name that belongs to another claim means this claim's record
-// is gone already: nothing is left to do, and the other record is left alone.
+// Released removes the record of a claim whose memory is back in the pool: one
+// delete, preconditioned on the object UID the API server returned for the claim's
+// record, and no read (a record this instance has not seen written or listed is read
+// first). No status is written: nothing reads a record that is going. A record of the
+// same name that belongs to another claim means this claim's record is gone already:
+// nothing is left to do, and the other record is left alone.
 func (s *Store) Released(ctx context.Context, r ledger.Reservation) error {
 	if err := s.remove(ctx, r.Claim.Namespace, r.Claim.Name, r.Claim.UID); err != nil {
 		return fmt.Errorf("remove DynamicMemoryClaim %s/%s: %w", r.Claim.Namespace, r.Claim.Name, fenced(err))
 	}
+	s.forget(r.Claim.UID)
 	return nil
 }
 
-// remove drops the finalizer of claim uid's record and deletes it. The records are
-// not owned by their ResourceClaims: the memory service alone ends a record, when the
-// memory is back, so no garbage collection reads and deletes them.
+// remove deletes claim uid's record. The records are not owned by their
+// ResourceClaims: the memory service alone ends a record, when the memory is back, so
+// no garbage collection reads and deletes them. A record of an earlier version holds
+// the finalizer, which goes first.
 func (s *Store) remove(ctx context.Context, namespace, name, uid string) error {
+	rec, known := s.recordUID(uid)
+	if !known {
+		obj, err := s.client.DynamicMemoryClaims(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return ignoreNotFound(err)
+		}
+		if !belongsTo(obj, uid) {
+			return nil
+		}
+		if slices.Contains(obj.Finalizers, v1alpha1.Finalizer) {
+			return s.removeWithFinalizer(ctx, namespace, name, uid)
+		}
+		rec = obj.UID
+	}
+	err := s.client.DynamicMemoryClaims(namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &rec}})
+	if apierrors.IsConflict(err) {
+		return nil // the precondition failed: the record is gone and the name another's
+	}
+	return ignoreNotFound(err)
+}
+
+// removeWithFinalizer drops the finalizer of claim uid's record, a record of an
+// earlier version, and deletes it.
+func (s *Store) removeWithFinalizer(ctx context.Context, namespace, name, uid string) error {
 	patch, err := json.Marshal([]map[string]any{
 		{"op": "test", "path": claimUIDPointer, "value": uid},
 		{"op": "test", "path": "/metadata/finalizers", "value": []string{v1alpha1.Finalizer}},
@@ -428,6 +487,9 @@ func (s *Store) patchStatus(ctx context.Context, namespace, name, uid string, st
 		return nil, err
 	}
 	obj, err := s.client.DynamicMemoryClaims(namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: s.fieldManager}, "status")
+	if err == nil {
+		s.remember(obj)
+	}
 	return obj, fenced(err)
 }
 
@@ -479,6 +541,7 @@ func (s *Store) List(ctx context.Context) (good []ledger.Reservation, bad []erro
 			bad = append(bad, err)
 			continue
 		}
+		s.remember(&list.Items[i])
 		good = append(good, r)
 	}
 	return good, bad, nil

@@ -50,7 +50,7 @@ func TestObjectRoundTripsEveryState(t *testing.T) {
 			assert.Equal(t, "claim", obj.Name)
 			assert.Equal(t, "ns", obj.Namespace)
 			assert.Equal(t, map[string]string{v1alpha1.LabelClaimUID: r.Claim.UID, v1alpha1.LabelNode: "node1", v1alpha1.LabelPool: "cxl-a"}, obj.Labels)
-			assert.Equal(t, []string{v1alpha1.Finalizer}, obj.Finalizers)
+			assert.Empty(t, obj.Finalizers, "the admission policy, not a finalizer, keeps others from deleting it")
 			assert.Empty(t, obj.OwnerReferences, "the memory service ends its records itself, not the garbage collector")
 			assert.Equal(t, "128Mi", obj.Spec.Size.String())
 			assert.Equal(t, state, obj.Status.Phase)

@@ -46,6 +46,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dynamicmemory/kube-dynamic-memory/api/deploy"
+	"github.com/dynamicmemory/kube-dynamic-memory/api/v1alpha1"
 	shipped "github.com/dynamicmemory/kube-dynamic-memory/manifests"
 	pluginconfig "github.com/dynamicmemory/kube-dynamic-memory/plugins/dynamicmemory/apis/config"
 )
@@ -156,6 +157,9 @@ func TestTopLevelHoldsEveryComponent(t *testing.T) {
 		// Only the memory service's leader writes records (store.LeaderPolicy).
 		{"ValidatingAdmissionPolicy", "dynamic-memory-memservice-leader"},
 		{"ValidatingAdmissionPolicyBinding", "dynamic-memory-memservice-leader"},
+		// Only the memory service removes records (v1alpha1.RecordPolicy).
+		{"ValidatingAdmissionPolicy", v1alpha1.RecordPolicy},
+		{"ValidatingAdmissionPolicyBinding", v1alpha1.RecordPolicy},
 	} {
 		find(t, objs, want.kind, want.name)
 	}

@@ -171,6 +171,8 @@ func TestChartOnLocalCluster(t *testing.T) {
 			names = append(names, p.Name)
 		}
 		assert.Contains(t, names, "chart-pool", "the release's pool is kept (helm.sh/resource-policy: keep)")
+		_, err = kube.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(ctx, v1alpha1.RecordPolicy, metav1.GetOptions{})
+		assert.NoError(t, err, "the records stay protected from deletion (helm.sh/resource-policy: keep)")
 		for _, w := range workloads {
 			pod, err := kube.CoreV1().Pods(ns).Get(ctx, w.Name, metav1.GetOptions{})
 			if assert.NoError(t, err) {

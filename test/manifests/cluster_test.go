@@ -184,6 +184,9 @@ func TestManifestsOnLocalCluster(t *testing.T) {
 	t.Run("namespace users read their claims and the pools", func(t *testing.T) {
 		testUserRoles(ctx, t, c.Client())
 	})
+	t.Run("only the memory service deletes a record", func(t *testing.T) {
+		testRecordPolicy(ctx, t, c)
+	})
 }
 
 // testUserRoles binds a user to the built-in view (and another to edit) in one

@@ -122,8 +122,7 @@ func fixtureClaims() []*v1alpha1.DynamicMemoryClaim {
 		{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: "web-0-mem-k7x2p", Namespace: "shop", UID: "dmc-web-0", CreationTimestamp: ago(10 * time.Minute),
-				Finalizers: []string{v1alpha1.Finalizer},
-				Labels:     map[string]string{v1alpha1.LabelClaimUID: "rc-web-0", v1alpha1.LabelNode: "node-1", v1alpha1.LabelPool: "cxl-a"},
+				Labels: map[string]string{v1alpha1.LabelClaimUID: "rc-web-0", v1alpha1.LabelNode: "node-1", v1alpha1.LabelPool: "cxl-a"},
 			},
 			Spec: v1alpha1.DynamicMemoryClaimSpec{
 				ClaimRef:  v1alpha1.ClaimReference{Name: "web-0-mem-k7x2p", UID: "rc-web-0"},
@@ -151,8 +150,7 @@ func fixtureClaims() []*v1alpha1.DynamicMemoryClaim {
 		{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: "web-1-mem-q9d4s", Namespace: "shop", UID: "dmc-web-1", CreationTimestamp: ago(5 * time.Second),
-				Finalizers: []string{v1alpha1.Finalizer},
-				Labels:     map[string]string{v1alpha1.LabelClaimUID: "rc-web-1", v1alpha1.LabelNode: "node-2", v1alpha1.LabelPool: "cxl-a"},
+				Labels: map[string]string{v1alpha1.LabelClaimUID: "rc-web-1", v1alpha1.LabelNode: "node-2", v1alpha1.LabelPool: "cxl-a"},
 			},
 			Spec: v1alpha1.DynamicMemoryClaimSpec{
 				ClaimRef:  v1alpha1.ClaimReference{Name: "web-1-mem-q9d4s", UID: "rc-web-1"},

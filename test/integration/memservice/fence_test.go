@@ -128,9 +128,6 @@ func TestTheAPIServerRefusesTheRecordWritesOfALeaderThatLostItsLease(t *testing.
 		online.State, online.OnlineAt = v1alpha1.PhaseOnline, at.Add(time.Second)
 		eventually(t, "a's status write", func() error { return a.Update(ctx, online) })
 		fenced(t, a.Update(ctx, online), "status write")
-		released := r
-		released.State, released.ReleasedAt = v1alpha1.PhaseReleased, at.Add(time.Second)
-		fenced(t, a.Released(ctx, released), "release: finalizer removal, then the delete")
 		fenced(t, a.SetAside(ctx, r, "a test"), "set aside")
 		fenced(t, a.Create(ctx, reservation("other", "uid-2")), "create")
 
@@ -138,7 +135,6 @@ func TestTheAPIServerRefusesTheRecordWritesOfALeaderThatLostItsLease(t *testing.
 		require.NoError(t, err)
 		assert.Equal(t, before.ResourceVersion, after.ResourceVersion, "the record is unchanged")
 		assert.Equal(t, v1alpha1.PhaseProvisioning, after.CurrentPhase())
-		assert.Equal(t, []string{v1alpha1.Finalizer}, after.Finalizers)
 		_, err = claims.Get(ctx, "other", metav1.GetOptions{})
 		assert.True(t, apierrors.IsNotFound(err), "no record created: %v", err)
 	})
@@ -148,24 +144,14 @@ func TestTheAPIServerRefusesTheRecordWritesOfALeaderThatLostItsLease(t *testing.
 		require.NoError(t, err)
 	})
 
-	t.Run("the old leader cannot remove a finalizer", func(t *testing.T) {
+	t.Run("the new leader removes the record", func(t *testing.T) {
+		// A removal is a delete, which carries no field manager and is not fenced: a
+		// release flight removes a record only after its memory is off the host and
+		// the device, for a decision every leader makes alike or one its fenced
+		// Releasing write recorded (docs/architecture.md, "Records fenced by the Lease").
 		released := r
 		released.State, released.ReleasedAt = v1alpha1.PhaseReleased, at.Add(time.Second)
-		require.NoError(t, b.Update(ctx, released), "the new leader records the release")
-		// The store's finalizer patch is refused (above); an update that would
-		// remove it is refused too.
-		obj, err := claims.Get(ctx, "claim", metav1.GetOptions{})
-		require.NoError(t, err)
-		obj.Finalizers = nil
-		_, err = asService.DynamicMemoryV1alpha1().DynamicMemoryClaims(ns).Update(ctx, obj, metav1.UpdateOptions{FieldManager: store.LeaderFieldManager("a")})
-		require.Error(t, err)
-		assert.True(t, apierrors.IsForbidden(err), "Forbidden, got %v", err)
-		assert.Contains(t, err.Error(), "it is held by b and this write's field manager is 'memservice/a'")
-		after, err := claims.Get(ctx, "claim", metav1.GetOptions{})
-		require.NoError(t, err)
-		assert.Equal(t, []string{v1alpha1.Finalizer}, after.Finalizers, "the finalizer stays")
-
-		require.NoError(t, b.Released(ctx, released), "the new leader removes the record")
+		require.NoError(t, b.Released(ctx, released))
 		_, err = claims.Get(ctx, "claim", metav1.GetOptions{})
 		assert.True(t, apierrors.IsNotFound(err), "the record is gone: %v", err)
 	})
@@ -209,14 +195,13 @@ func (e *env) startAsServiceAccount(identity string, changes ...func(*service.Co
 }
 
 // A leader that lost its Lease while it could not tell (paused: here the Lease is
-// taken from it) writes no record: the release of a claim whose ResourceClaim went
-// away cannot remove the record, and the instance stops once it sees the Lease is
-// gone. The new holder releases the claim and removes the record. The claim is deleted
-// for good, a decision every leader makes alike, so the old leader may have taken the
-// memory back from the host and the device before its removal was refused (the device
-// releases only the extents tagged with the claim); a release that is not final is
-// fenced before the host acts (provision's TestAReleaseRefusedAsFencedByTheAPIServerTouchesNothing).
-func TestALeaderThatLostItsLeaseLeavesTheRecordToTheNewLeader(t *testing.T) {
+// taken from it) writes no record status, and stops once it sees the Lease is gone;
+// the new holder finishes what it began. The claim is deleted for good, a decision
+// every leader makes alike, so the old leader may take the memory back from the host
+// and the device and remove the record (a delete is not fenced) before it stops; a
+// release that is not final stops at its fenced Releasing mark, before the host acts
+// (provision's TestAReleaseRefusedAsFencedByTheAPIServerTouchesNothing).
+func TestAReleaseALeaderThatLostItsLeaseBeganIsFinishedByTheNewLeader(t *testing.T) {
 	e := setup(t)
 	a, aDone := e.startAsServiceAccount("a")
 	sched := e.dial(a.Addr(), "scheduler")
@@ -259,10 +244,9 @@ func TestALeaderThatLostItsLeaseLeavesTheRecordToTheNewLeader(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("a did not stop within 30s of losing its Lease")
 	}
-	rec := e.record("held")
-	require.NotNil(t, rec, "a could not remove the record")
-	assert.Equal(t, v1alpha1.PhaseOnline, rec.Status.Phase, "a could not write the record")
-	assert.Contains(t, rec.Finalizers, v1alpha1.Finalizer)
+	if rec := e.record("held"); rec != nil {
+		assert.Equal(t, v1alpha1.PhaseOnline, rec.Status.Phase, "a could not write the record's status")
+	}
 
 	b, _ := e.startAsServiceAccount("b")
 	e.runAgent(e.dial(b.Addr(), "agent-node1"), "node1")
