@@ -17,10 +17,10 @@ limitations under the License.
 // Package store persists reservations as DynamicMemoryClaim objects: one per
 // ResourceClaim (same namespace and name), labelled with the claim UID, node and pool;
 // the admission policy v1alpha1.RecordPolicy lets no one else delete them. The object
-// is written before any hardware action, its
-// status when the memory is online and when a release begins (that of a claim deleted
-// for good only if it has to wait), and the service removes it when the memory is back
-// in the pool, so that a restarted service rebuilds its ledger from these objects.
+// is written before any hardware action, its status when the memory is online and when
+// a release begins (that of a claim deleted for good only if it has to wait), and the
+// service removes it when the memory is back in the pool, so that a restarted service
+// rebuilds its ledger from these objects.
 //
 // Every write names the writing leader in its field manager (LeaderFieldManager), and
 // the admission policy LeaderPolicy admits a write by the memory service's
